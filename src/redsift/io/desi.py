@@ -1,0 +1,132 @@
+"""DESI ``coadd-*.fits`` and ``spectra-*.fits``.
+
+Both hold, per camera arm ``B``, ``R``, ``Z``: ``{ARM}_WAVELENGTH`` (vacuum,
+linear 0.8 A steps), ``{ARM}_FLUX`` and ``{ARM}_IVAR`` ``(nspec, npix_arm)``,
+optionally ``{ARM}_MASK`` and ``{ARM}_RESOLUTION``, plus a ``FIBERMAP`` table
+with one row per spectrum. The arms are merged onto the union of their
+wavelength arrays with inverse-variance weighting where they overlap; masked
+pixels (``MASK != 0``) carry no weight. Resolution data are not read.
+
+Files without a FIBERMAP (e.g. QuasarNP's test coadd) are read too: their
+rows get ``TARGETID = -1`` and are identified by ``SOURCE`` and ``INDEX``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.table import Table
+
+from ..spectra import Spectra
+from .registry import FileInfo, register
+
+__all__ = ["read_desi", "merge_arms"]
+
+ARMS = ("B", "R", "Z")
+_HEADER_META = (("SURVEY", "DESI_SURVEY"), ("PROGRAM", "PROGRAM"), ("HPXPIXEL", "HPXPIXEL"),
+                ("TILEID", "TILEID"), ("SPGRP", "SPGRP"), ("NIGHT", "NIGHT"))
+
+
+def _arms(info: FileInfo) -> list[str]:
+    names = set(info.hdu_names())
+    return [a for a in ARMS if {f"{a}_WAVELENGTH", f"{a}_FLUX", f"{a}_IVAR"} <= names]
+
+
+def _identify(info: FileInfo) -> bool:
+    return info.kind == "fits" and len(_arms(info)) > 0
+
+
+def merge_arms(waves, fluxes, ivars, masks):
+    """Merge camera arms onto the union of their wavelength arrays.
+
+    Parameters
+    ----------
+    waves : list of (npix_arm,) arrays
+    fluxes, ivars : list of (nspec, npix_arm) arrays
+    masks : list of (nspec, npix_arm) bool arrays or None (True = bad)
+
+    Returns
+    -------
+    wave, flux, ivar, mask
+        Where arms overlap, ``flux = sum(ivar f) / sum(ivar)`` and
+        ``ivar = sum(ivar)``; where no arm has weight the plain mean flux is
+        kept and the pixel is masked. Wavelengths within 1e-3 A of each other
+        are taken to be the same pixel (DESI arms share one 0.8 A lattice).
+    """
+    allw = np.concatenate(waves)
+    key = np.round(allw, 3)
+    wave = np.unique(key)
+    nspec = fluxes[0].shape[0]
+    num = np.zeros((nspec, wave.size))
+    den = np.zeros((nspec, wave.size))
+    raw = np.zeros((nspec, wave.size))
+    cnt = np.zeros(wave.size)
+    for w, f, iv, m in zip(waves, fluxes, ivars, masks):
+        idx = np.searchsorted(wave, np.round(w, 3))
+        f = np.nan_to_num(np.asarray(f, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        iv = np.asarray(iv, np.float64)
+        iv = np.where(np.isfinite(iv) & (iv > 0), iv, 0.0)
+        if m is not None:
+            iv = np.where(m, 0.0, iv)
+        num[:, idx] += iv * f
+        den[:, idx] += iv
+        raw[:, idx] += f
+        cnt[idx] += 1
+    good = den > 0
+    flux = np.where(good, num / np.where(good, den, 1.0), raw / cnt)
+    return wave, flux.astype(np.float32), den.astype(np.float32), ~good
+
+
+def read_desi(info: FileInfo) -> Spectra:
+    """Load a DESI coadd or spectra file (all arms merged)."""
+    hdul = info.hdul
+    arms = _arms(info)
+    waves, fluxes, ivars, masks = [], [], [], []
+    for a in arms:
+        w = np.asarray(hdul[f"{a}_WAVELENGTH"].data, np.float64)
+        f = np.atleast_2d(np.asarray(hdul[f"{a}_FLUX"].data, np.float32))
+        iv = np.atleast_2d(np.asarray(hdul[f"{a}_IVAR"].data, np.float32))
+        if f.shape != iv.shape or f.shape[1] != w.size:
+            raise ValueError(f"arm {a}: wavelength {w.shape}, flux {f.shape} and ivar {iv.shape} disagree")
+        m = None
+        if f"{a}_MASK" in info.hdu_names():
+            m = np.atleast_2d(np.asarray(hdul[f"{a}_MASK"].data)) != 0
+        waves.append(w)
+        fluxes.append(f)
+        ivars.append(iv)
+        masks.append(m)
+    nspec = {f.shape[0] for f in fluxes}
+    if len(nspec) != 1:
+        raise ValueError(f"arms have different numbers of spectra: {sorted(nspec)}")
+    nspec = nspec.pop()
+    wave, flux, ivar, mask = merge_arms(waves, fluxes, ivars, masks)
+
+    if "FIBERMAP" in info.hdu_names():
+        fm = Table(hdul["FIBERMAP"].data)
+        if len(fm) != nspec:
+            raise ValueError(f"FIBERMAP has {len(fm)} rows for {nspec} spectra")
+        keep = [c for c in fm.colnames if fm[c].ndim == 1]
+        meta = fm[keep]
+        if "TARGET_RA" in meta.colnames:
+            meta["RA"] = np.asarray(meta["TARGET_RA"], np.float64)
+            meta["DEC"] = np.asarray(meta["TARGET_DEC"], np.float64)
+        # the FIBERMAP's SURVEY-like names must not clash with redsift's core columns
+        for clash in ("SURVEY", "FORMAT", "SOURCE", "INDEX", "ZWARN", "ERROR"):
+            if clash in meta.colnames:
+                meta.rename_column(clash, f"FM_{clash}")
+    else:
+        meta = Table({"TARGETID": np.full(nspec, -1, np.int64)})
+    hdr = info.header
+    for key, col in _HEADER_META:
+        if key in hdr and col not in meta.colnames:
+            meta[col] = [hdr[key]] * nspec
+    meta["SURVEY"] = ["desi"] * nspec
+    meta["INDEX"] = np.arange(nspec, dtype=np.int64)
+    return Spectra(wave, flux, ivar, mask, meta)
+
+
+register("desi-coadd", lambda i: _identify(i) and not i.name.startswith("spectra-"), read_desi,
+         survey="desi", priority=10,
+         description="DESI coadd-*.fits (B/R/Z arms merged; FIBERMAP in the metadata)")
+register("desi-spectra", lambda i: _identify(i) and i.name.startswith("spectra-"), read_desi,
+         survey="desi", priority=11,
+         description="DESI spectra-*.fits (per-exposure spectra; same layout as coadds)")

@@ -1,0 +1,88 @@
+"""LAMOST low-resolution (LRS) ``spec-*.fits[.gz]`` files, both layouts.
+
+* old (DR1-DR7 style): the primary HDU is a 5-row image: flux, inverse
+  variance, wavelength, AND mask, OR mask;
+* new (DR8 on): HDU1 ``COADD`` is a one-row table with vector columns
+  ``FLUX``, ``IVAR``, ``WAVELENGTH``, ``ANDMASK``, ``ORMASK``, ``NORMALIZATION``.
+
+LAMOST headers state ``VACUUM = T`` for these products; a file saying
+``VACUUM = F`` is converted to vacuum and flagged ``AIRTOVAC``. AND masks are
+stored as floats; non-zero means bad. ``TARGETID`` is the LAMOST ``OBSID``.
+The header's CLASS/SUBCLASS/Z are pipeline labels and are not read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.table import Table
+
+from ..spectra import Spectra
+from ._util import getcol, scalar, to_vacuum
+from .registry import FileInfo, register
+
+__all__ = ["read_lamost"]
+
+
+def _is_lamost(info: FileInfo) -> bool:
+    hdr = info.header
+    tel = str(hdr.get("TELESCOP", "")).upper()
+    return "LAMOST" in tel or ("OBSID" in hdr and "LMJD" in hdr)
+
+
+def _identify_old(info: FileInfo) -> bool:
+    if info.kind != "fits" or not _is_lamost(info):
+        return False
+    h = info.header
+    return h.get("NAXIS") == 2 and h.get("NAXIS2") in (3, 5)
+
+
+def _identify_new(info: FileInfo) -> bool:
+    if info.kind != "fits" or not _is_lamost(info) or len(info.hdul) < 2:
+        return False
+    return {"FLUX", "IVAR", "WAVELENGTH"} <= set(info.columns(1))
+
+
+def _meta(hdr, converted: bool) -> Table:
+    obsid = int(scalar(hdr, "OBSID", default=-1))
+    meta = {
+        "TARGETID": np.array([obsid], np.int64),
+        "SURVEY": ["lamost"],
+        "INDEX": np.array([0], np.int64),
+        "AIRTOVAC": [converted],
+        "OBSID": np.array([obsid], np.int64),
+        "RA": [float(scalar(hdr, "RA", default=np.nan))],
+        "DEC": [float(scalar(hdr, "DEC", default=np.nan))],
+    }
+    for key in ("LMJD", "MJD", "SPID", "FIBERID"):
+        if key in hdr:
+            meta[key] = np.array([int(hdr[key])], np.int64)
+    if "PLANID" in hdr:
+        meta["PLANID"] = [str(hdr["PLANID"]).strip()]
+    return Table(meta)
+
+
+def read_lamost(info: FileInfo) -> Spectra:
+    hdr = info.header
+    if _identify_new(info):
+        t = info.hdul[1].data
+        flux = getcol(t, "FLUX")[0]
+        ivar = getcol(t, "IVAR")[0]
+        wave = getcol(t, "WAVELENGTH")[0]
+        andmask = getcol(t, "ANDMASK", default=np.zeros((1, flux.size)))[0]
+    else:
+        img = np.asarray(info.hdul[0].data)
+        flux, ivar = img[0], img[1]
+        if img.shape[0] >= 3:
+            wave = img[2]
+        else:
+            wave = 10.0 ** (float(hdr["COEFF0"]) + float(hdr["COEFF1"]) * np.arange(flux.size))
+        andmask = img[3] if img.shape[0] >= 4 else np.zeros(flux.size)
+    wave, converted = to_vacuum(np.asarray(wave, np.float64), hdr)
+    return Spectra(wave, flux[None, :], ivar[None, :], (np.asarray(andmask) != 0)[None, :],
+                   _meta(hdr, converted))
+
+
+register("lamost-lrs-image", _identify_old, read_lamost, survey="lamost", priority=20,
+         description="LAMOST LRS spec-*.fits[.gz], old layout (5-row primary image)")
+register("lamost-lrs-coadd", _identify_new, read_lamost, survey="lamost", priority=20,
+         description="LAMOST LRS spec-*.fits[.gz], new layout (COADD table)")

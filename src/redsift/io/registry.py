@@ -1,0 +1,300 @@
+"""An I/O registry of identify/load pairs, so that ``read(path)`` finds the format.
+
+Modelled on specutils' loader registry: each survey module registers one
+:class:`Reader` per format with a cheap ``identify`` predicate and a ``load``
+function. :func:`read` opens a file once, asks each reader in priority order
+whether it recognises it, and loads it with the first that does.
+
+Adding a format::
+
+    from redsift.io.registry import register
+
+    def identify(info):          # FileInfo -> bool, must be cheap
+        return info.kind == "fits" and "MYFLUX" in info.columns(1)
+
+    def load(info):              # FileInfo -> Spectra
+        ...
+
+    register("myformat", identify, load, survey="generic", description="...")
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import RedsiftError, SpectrumFileError, UnknownFormatError
+from ..spectra import Spectra
+
+__all__ = ["Reader", "FileInfo", "register", "readers", "identify_format", "read", "read_file",
+           "iter_read"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileInfo:
+    """What a reader's ``identify`` sees: the file's kind and, for FITS, its open HDU list.
+
+    Attributes
+    ----------
+    path : str
+    kind : {"fits", "hdf5", "npz", "text", "empty", "binary"}
+    hdul : astropy.io.fits.HDUList or None
+        Open HDU list (FITS only); closed by :func:`read_file` after loading.
+    """
+
+    path: str
+    kind: str
+    hdul: object = None
+    _cols: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def header(self):
+        """Primary header (FITS) or None."""
+        return self.hdul[0].header if self.hdul is not None else None
+
+    def hdu_names(self) -> list[str]:
+        return [h.name.upper() for h in self.hdul] if self.hdul is not None else []
+
+    def columns(self, ext) -> list[str]:
+        """Upper-case column names of table HDU ``ext`` ([] when absent or not a table)."""
+        if self.hdul is None:
+            return []
+        if ext not in self._cols:
+            try:
+                hdu = self.hdul[ext]
+                cols = getattr(hdu, "columns", None)
+                self._cols[ext] = [c.upper() for c in cols.names] if cols is not None else []
+            except (KeyError, IndexError):
+                self._cols[ext] = []
+        return self._cols[ext]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One registered format."""
+
+    name: str
+    survey: str
+    identify: Callable[[FileInfo], bool]
+    load: Callable[[FileInfo], Spectra]
+    description: str
+    priority: int = 0
+
+
+_READERS: dict[str, Reader] = {}
+
+
+def register(name: str, identify: Callable[[FileInfo], bool], load: Callable[[FileInfo], Spectra],
+             survey: str, description: str, priority: int = 0) -> Reader:
+    """Register a reader; higher ``priority`` is asked first."""
+    reader = Reader(name, survey, identify, load, description, priority)
+    _READERS[name] = reader
+    return reader
+
+
+def readers() -> list[Reader]:
+    """Registered readers in the order they are tried."""
+    _load_builtin()
+    return sorted(_READERS.values(), key=lambda r: -r.priority)
+
+
+def _load_builtin():
+    # importing the modules registers their readers
+    from . import desi, generic, lamost, sdss  # noqa: F401
+
+
+_FITS_MAGIC = b"SIMPLE  ="
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _sniff(path: str) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "empty"
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as g:
+                head = g.read(16)
+        except (OSError, EOFError) as exc:
+            raise SpectrumFileError(path, f"corrupt gzip file ({exc})") from None
+        if not head:
+            return "empty"
+    if head.startswith(_FITS_MAGIC):
+        return "fits"
+    if head.startswith(_HDF5_MAGIC):
+        return "hdf5"
+    if head[:4] == b"PK\x03\x04":
+        return "npz"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "binary"
+
+
+def _open(path) -> FileInfo:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SpectrumFileError(path, "no such file")
+    if os.path.isdir(path):
+        raise SpectrumFileError(path, "is a directory, not a spectrum file")
+    kind = _sniff(path)
+    info = FileInfo(path, kind)
+    if kind == "fits":
+        from astropy.io import fits
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hdul = fits.open(path, memmap=False)
+        except Exception as exc:  # astropy raises OSError, ValueError, TypeError...
+            raise SpectrumFileError(path, f"corrupt FITS file ({_oneline(exc)})") from None
+        info.hdul = hdul
+    return info
+
+
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def identify_format(info_or_path) -> Reader:
+    """The reader that recognises a file (raises :class:`UnknownFormatError`)."""
+    info = info_or_path if isinstance(info_or_path, FileInfo) else _open(info_or_path)
+    if info.kind == "empty":
+        raise UnknownFormatError(info.path, "empty file")
+    for reader in readers():
+        try:
+            if reader.identify(info):
+                return reader
+        except Exception as exc:  # a broken file may upset a predicate
+            log.debug("%s: identify(%s) failed: %s", info.path, reader.name, exc)
+    what = {"fits": "a FITS file of no known spectrum format",
+            "hdf5": "an HDF5 file without wavelength/flux/ivar datasets",
+            "npz": "an NPZ file without wavelength/flux/ivar arrays",
+            "text": "a text file without wavelength/flux/ivar columns",
+            "binary": "not a FITS, HDF5, NPZ or text file"}.get(info.kind, "unknown file type")
+    raise UnknownFormatError(info.path, f"unrecognised format: {what}")
+
+
+def read_file(path, format: str | None = None) -> Spectra:
+    """Read every spectrum in one file.
+
+    Parameters
+    ----------
+    path : str or Path
+    format : str, optional
+        Name of a registered reader (see ``redsift formats``); detected when omitted.
+
+    Raises
+    ------
+    SpectrumFileError
+        With a one-line message naming the file and the cause.
+    """
+    info = _open(path)
+    try:
+        if format is None:
+            reader = identify_format(info)
+        else:
+            _load_builtin()
+            if format not in _READERS:
+                raise RedsiftError(f"unknown format {format!r}; known: {', '.join(sorted(_READERS))}")
+            reader = _READERS[format]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                spectra = reader.load(info)
+            except RedsiftError:
+                raise
+            except Exception as exc:
+                trunc = _truncation(caught)
+                cause = trunc or f"cannot read as {reader.name} ({_oneline(exc)})"
+                raise SpectrumFileError(info.path, cause) from exc
+        trunc = _truncation(caught)
+        if trunc:
+            raise SpectrumFileError(info.path, trunc)
+    finally:
+        if info.hdul is not None:
+            info.hdul.close()
+    meta = spectra.meta
+    meta["SOURCE"] = np.array([info.path] * len(meta), dtype=str)
+    meta["FORMAT"] = np.array([reader.name] * len(meta), dtype=str)
+    if not np.any(meta["SURVEY"] != ""):
+        meta["SURVEY"] = np.array([reader.survey] * len(meta), dtype=str)
+    return spectra
+
+
+def _truncation(caught) -> str | None:
+    for w in caught:
+        text = str(w.message)
+        if "truncated" in text.lower():
+            return "truncated FITS file (" + _oneline(Exception(text)) + ")"
+    return None
+
+
+def _expand(paths) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            out.extend(sorted(str(q) for q in Path(p).iterdir() if q.is_file() and not q.name.startswith(".")))
+        else:
+            out.append(p)
+    return out
+
+
+def iter_read(paths, format: str | None = None, errors: str = "flag") -> Iterable[tuple[str, Spectra]]:
+    """Yield ``(path, spectra)`` for each file (directories are expanded, sorted).
+
+    With ``errors="flag"``, a file that cannot be read yields a one-row
+    placeholder (``NODATA | BAD_INPUT``, reason in ``ERROR``) and a warning
+    is logged; with ``errors="raise"`` the first bad file raises.
+    """
+    if errors not in ("flag", "raise"):
+        raise ValueError("errors must be 'flag' or 'raise'")
+    for path in _expand(paths):
+        try:
+            yield path, read_file(path, format)
+        except SpectrumFileError as exc:
+            if errors == "raise":
+                raise
+            log.warning("%s", exc)
+            yield path, Spectra.placeholder(path, exc.cause)
+
+
+def read(paths, format: str | None = None, errors: str = "raise") -> Spectra:
+    """Read one file, several files or a directory into one :class:`Spectra` batch.
+
+    Parameters
+    ----------
+    paths : str, Path or list of them
+        Files (any registered format, mixed freely) or directories.
+    format : str, optional
+        Force one reader instead of detecting the format of each file.
+    errors : {"raise", "flag"}
+        ``"raise"`` (default) stops at the first unreadable file with a
+        :class:`SpectrumFileError`; ``"flag"`` keeps going and gives each
+        unreadable file a placeholder row flagged ``NODATA | BAD_INPUT``.
+
+    Examples
+    --------
+    >>> import redsift
+    >>> spectra = redsift.read(["spec-3655-55240-0054.fits", "coadd-1-80613.fits"])  # doctest: +SKIP
+    """
+    return Spectra.concatenate([s for _, s in iter_read(paths, format, errors)])

@@ -1,0 +1,204 @@
+"""SDSS-I/II and BOSS/eBOSS spectra: ``spec-PLATE-MJD-FIBER.fits`` and ``spPlate-PLATE-MJD.fits``.
+
+spec files (SDSS DR8+ data model, full and lite): HDU1 is the coadd table
+(``loglam``, ``flux``, ``ivar``, ``and_mask``, ...). Two vintages exist: the
+DR8-era files name their HDUs (``COADD``, ``SPECOBJ``, ...) and use lower-case
+columns; the DR16 files leave the HDUs unnamed and use upper-case columns. Both
+are read the same way. HDU2 holds the pipeline's CLASS/Z and is not read
+at all (labels never reach a model; ``THING_ID`` comes from catalogs at
+ingestion).
+
+spPlate files (BOSS data model): HDU0 is the flux image ``(nfiber, npix)``
+with ``COEFF0``/``COEFF1`` giving ``log10(wave)``; HDU1 inverse variance;
+HDU2 AND mask; HDU3 OR mask; HDU4 wavelength dispersion; HDU5 the plug map
+(one row per fiber); HDU6 sky.
+
+Wavelengths are vacuum (``VACUUM = T``); files that say otherwise are
+converted and flagged ``AIRTOVAC``. Pixels with a non-zero AND mask are
+masked, as QuasarNET does (``ivar * (AND_MASK == 0)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from ..spectra import Spectra, sdss_targetid
+from ._util import atomic_path, colmap, getcol, scalar, to_vacuum
+from .registry import FileInfo, register
+
+__all__ = ["read_spec", "read_spplate", "write_spplate", "snap_loglam", "BOSS_FIRST_PLATE"]
+
+#: BOSS plates are numbered from 3510 on; lower numbers are SDSS-I/II plates.
+BOSS_FIRST_PLATE = 3510
+
+
+def _survey(plate: int) -> str:
+    return "boss" if int(plate) >= BOSS_FIRST_PLATE else "sdss"
+
+
+def snap_loglam(loglam: np.ndarray) -> np.ndarray:
+    """Rebuild an exact double-precision log10 grid from SDSS's float32 ``LOGLAM``.
+
+    SDSS grids are ``COEFF0 + 1e-4 i`` with ``COEFF0`` on a 1e-4 lattice; the
+    float32 column is off by up to ~2.4e-7. Snapping restores the exact grid,
+    so that spectra from different files line up pixel for pixel. Columns that
+    are not such a grid are returned unchanged (as float64).
+    """
+    loglam = np.asarray(loglam, np.float64)
+    if loglam.size < 2:
+        return loglam
+    step = round(float(loglam[-1] - loglam[0]) / (loglam.size - 1), 8)
+    exact = round(float(loglam[0]), 6) + step * np.arange(loglam.size)
+    return exact if np.max(np.abs(exact - loglam)) < 1e-5 else loglam
+
+
+# --- spec-PLATE-MJD-FIBER.fits ------------------------------------------------
+def _identify_spec(info: FileInfo) -> bool:
+    if info.kind != "fits" or len(info.hdul) < 2:
+        return False
+    cols = info.columns(1)
+    return {"LOGLAM", "FLUX", "IVAR"} <= set(cols)
+
+
+def read_spec(info: FileInfo) -> Spectra:
+    """Load one SDSS/BOSS spec file (either vintage, full or lite)."""
+    hdr = info.header
+    coadd = info.hdul[1].data
+    if coadd is None or len(coadd) == 0:
+        raise ValueError("HDU1 (COADD) has no rows")
+    loglam = snap_loglam(getcol(coadd, "LOGLAM"))
+    flux = getcol(coadd, "FLUX")
+    ivar = getcol(coadd, "IVAR")
+    and_mask = getcol(coadd, "AND_MASK", default=np.zeros(len(coadd), np.int32))
+    wave, converted = to_vacuum(10.0 ** loglam, hdr)
+
+    plate = int(scalar(hdr, "PLATEID", "PLATE", default=-1))
+    mjd = int(scalar(hdr, "MJD", default=-1))
+    fiber = int(scalar(hdr, "FIBERID", "FIBER", default=-1))
+    meta = Table({
+        "TARGETID": sdss_targetid([plate], [mjd], [fiber]),
+        "SURVEY": [_survey(plate)],
+        "INDEX": np.array([0], np.int64),
+        "AIRTOVAC": [converted],
+        "PLATE": np.array([plate], np.int64),
+        "MJD": np.array([mjd], np.int64),
+        "FIBERID": np.array([fiber], np.int64),
+        "RA": [float(scalar(hdr, "PLUG_RA", "RA", default=np.nan))],
+        "DEC": [float(scalar(hdr, "PLUG_DEC", "DEC", default=np.nan))],
+    })
+    return Spectra(wave, flux[None, :], ivar[None, :], (and_mask != 0)[None, :], meta)
+
+
+# --- spPlate-PLATE-MJD.fits -------------------------------------------------------
+def _identify_spplate(info: FileInfo) -> bool:
+    if info.kind != "fits" or len(info.hdul) < 6:
+        return False
+    h0 = info.hdul[0]
+    return (h0.header.get("NAXIS") == 2 and "COEFF0" in h0.header and "COEFF1" in h0.header
+            and ("PLATEID" in h0.header or "PLATE" in h0.header)
+            and info.hdul[5].is_image is False)
+
+
+def read_spplate(info: FileInfo) -> Spectra:
+    """Load every fiber of a BOSS spPlate file."""
+    hdr = info.header
+    flux = np.asarray(info.hdul[0].data, dtype=np.float32)
+    ivar = np.asarray(info.hdul[1].data, dtype=np.float32)
+    and_mask = np.asarray(info.hdul[2].data)
+    if flux.ndim != 2 or ivar.shape != flux.shape or and_mask.shape != flux.shape:
+        raise ValueError(f"flux {flux.shape}, ivar {ivar.shape} and AND mask {and_mask.shape} disagree")
+    nfiber, npix = flux.shape
+    loglam = float(hdr["COEFF0"]) + float(hdr["COEFF1"]) * np.arange(npix)
+    wave, converted = to_vacuum(10.0 ** loglam, hdr)
+    plug = info.hdul[5].data
+    if plug is None or len(plug) != nfiber:
+        raise ValueError(f"plug map has {0 if plug is None else len(plug)} rows for {nfiber} fibers")
+    plate = int(scalar(hdr, "PLATEID", "PLATE"))
+    mjd = int(scalar(hdr, "MJD"))
+    fiber = getcol(plug, "FIBERID", default=np.arange(1, nfiber + 1)).astype(np.int64)
+    meta = Table({
+        "TARGETID": sdss_targetid(np.full(nfiber, plate), np.full(nfiber, mjd), fiber),
+        "SURVEY": [_survey(plate)] * nfiber,
+        "INDEX": np.arange(nfiber, dtype=np.int64),
+        "AIRTOVAC": np.full(nfiber, converted),
+        "PLATE": np.full(nfiber, plate, np.int64),
+        "MJD": np.full(nfiber, mjd, np.int64),
+        "FIBERID": fiber,
+    })
+    cm = colmap(plug)
+    if "THING_ID" in cm:
+        meta["THING_ID"] = np.asarray(plug[cm["THING_ID"]], np.int64)
+    for src, dst in (("RA", "RA"), ("DEC", "DEC")):
+        if src in cm:
+            meta[dst] = np.asarray(plug[cm[src]], np.float64)
+    if "OBJTYPE" in cm:
+        objtype = np.char.strip(np.asarray(plug[cm["OBJTYPE"]]).astype(str))
+        meta["OBJTYPE"] = objtype
+        from ..zwarning import ZWarningMask
+
+        meta["ZWARN"] = np.where(np.char.upper(objtype) == "SKY", int(ZWarningMask.SKY), 0).astype(np.int64)
+    return Spectra(wave, flux, ivar, and_mask != 0, meta)
+
+
+def write_spplate(spectra: Spectra, path, plate: int | None = None, mjd: int | None = None,
+                  overwrite: bool = False) -> None:
+    """Write a batch as a BOSS spPlate file (atomically).
+
+    The batch must share one wavelength array, equally spaced in log10 (as
+    spec files of one plate become after :meth:`Spectra.concatenate`). Masked
+    pixels get AND-mask bit 0 set and ``ivar = 0``. Used to build spPlate
+    fixtures and to pack many spec files into one file.
+    """
+    from ..spectra import _loglinear
+
+    if not spectra.shared_wave:
+        raise ValueError("write_spplate needs spectra on one shared wavelength array")
+    fit = _loglinear(spectra.wave)
+    if fit is None:
+        raise ValueError("write_spplate needs a wavelength array equally spaced in log10")
+    meta = spectra.meta
+    plate = int(plate if plate is not None else meta["PLATE"][0])
+    mjd = int(mjd if mjd is not None else meta["MJD"][0])
+    nfiber = spectra.nspec
+    fiber = np.asarray(meta["FIBERID"], np.int32) if "FIBERID" in meta.colnames else np.arange(1, nfiber + 1, dtype=np.int32)
+
+    primary = fits.PrimaryHDU(spectra.flux.astype(np.float32))
+    h = primary.header
+    h["PLATEID"] = (plate, "plate number")
+    h["MJD"] = (mjd, "MJD of observation")
+    h["COEFF0"] = (round(fit[0], 10), "log10(wavelength) of pixel 0")
+    h["COEFF1"] = (round(fit[1], 10), "log10(wavelength) step")
+    h["VACUUM"] = (True, "wavelengths are in vacuum")
+    h["BUNIT"] = "1E-17 erg/cm^2/s/Ang"
+    h["ORIGIN"] = "redsift write_spplate"
+    ivar = np.where(spectra.mask, 0, spectra.ivar).astype(np.float32)
+    andmask = spectra.mask.astype(np.int32)
+    plug = Table({
+        "FIBERID": fiber,
+        "RA": np.asarray(meta["RA"], np.float64) if "RA" in meta.colnames else np.zeros(nfiber),
+        "DEC": np.asarray(meta["DEC"], np.float64) if "DEC" in meta.colnames else np.zeros(nfiber),
+        "OBJTYPE": np.asarray(meta["OBJTYPE"]).astype(str) if "OBJTYPE" in meta.colnames else np.array(["NA"] * nfiber),
+        "THING_ID": np.asarray(meta["THING_ID"], np.int64) if "THING_ID" in meta.colnames else np.full(nfiber, -1, np.int64),
+    })
+    hdus = fits.HDUList([
+        primary,
+        fits.ImageHDU(ivar, name="IVAR"),
+        fits.ImageHDU(andmask, name="ANDMASK"),
+        fits.ImageHDU(andmask, name="ORMASK"),
+        fits.ImageHDU(np.ones_like(ivar), name="WAVEDISP"),
+        fits.BinTableHDU(plug, name="PLUGMAP"),
+        fits.ImageHDU(np.zeros_like(ivar), name="SKY"),
+    ])
+    import os
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path}: exists (use overwrite=True)")
+    with atomic_path(path) as tmp:
+        hdus.writeto(tmp)
+
+
+register("sdss-spec", _identify_spec, read_spec, survey="boss", priority=10,
+         description="SDSS-I/II, BOSS and eBOSS spec-PLATE-MJD-FIBER.fits (full and lite, DR8 and DR16 data models)")
+register("sdss-spplate", _identify_spplate, read_spplate, survey="boss", priority=10,
+         description="BOSS spPlate-PLATE-MJD.fits (all fibers of one plate)")

@@ -1,0 +1,278 @@
+"""Preprocessing: rebinning onto model grids, normalisation, masking, S/N.
+
+Everything here works on whole batches at once (no Python loop over spectra).
+
+Two rebinning operations exist and are not interchangeable:
+
+* :func:`rebin` — inverse-variance-weighted, *flux-conserving* resampling
+  onto arbitrary bin edges: each native pixel contributes in proportion to its
+  overlap (in Angstrom) with each new bin, as in SpectRes (Carnall 2017,
+  arXiv:1705.05165) with ivar weights. The general-purpose operation.
+* :func:`bin_quasarnet` — QuasarNET's own binning (Busca & Balland 2018,
+  arXiv:1808.09955, sect. 2; as stored in desihub/QuasarNP): each native
+  pixel goes whole into bin ``floor((loglam - loglam0) / dloglam)`` of a
+  left-edge log grid; per bin the ivar-weighted mean flux and the summed ivar.
+  Models trained with QuasarNET's preprocessing must use this one.
+
+Normalisations: :func:`normalize_mean_rms` (QuasarNET: subtract the
+ivar-weighted mean, divide by the ivar-weighted rms) and :func:`normalize_max`
+(the SDSS 12-class CNN: divide by the maximum absolute flux).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .grid import LogGrid, pixel_edges
+from .spectra import Spectra
+from .zwarning import ZWarningMask
+
+__all__ = ["Binned", "rebin", "bin_quasarnet", "normalize_mean_rms", "normalize_max", "mask_sky_lines",
+           "snr_median", "coverage", "coverage_zwarn", "SKY_LINES", "prepare"]
+
+#: Bright night-sky emission lines (vacuum Angstrom): [OI] 5577, Na D, [OI] 6300/6364,
+#: the OH bands' brightest lines and Hg I street-light lines. Air values from Osterbrock &
+#: Martel (1992) and the SDSS skylines.dat list, converted to vacuum.
+SKY_LINES = np.array([4047.7, 4359.6, 5462.3, 5578.9, 5891.6, 5897.6, 6302.0, 6365.5, 6865.0, 7246.0,
+                      7278.2, 7316.3, 7342.9, 7371.5, 7794.1, 7823.9, 7860.0, 7966.2, 7995.6,
+                      8346.9, 8401.5, 8432.7, 8467.5, 8829.6, 8888.2, 8921.6, 8945.8, 9378.0, 9442.4])
+
+
+@dataclass
+class Binned:
+    """Spectra on a model grid: ``flux``, ``ivar`` ``(nspec, npix)`` float32 and the grid."""
+
+    grid: LogGrid
+    flux: np.ndarray
+    ivar: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.ivar <= 0
+
+
+def _native_edges(spectra: Spectra) -> np.ndarray:
+    return pixel_edges(spectra.wave)
+
+
+def rebin(spectra: Spectra, edges, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Ivar-weighted flux-conserving rebin onto new bin ``edges`` (Angstrom).
+
+    For new bin ``j`` and native pixel ``i`` overlapping it by ``w_ij``
+    Angstrom::
+
+        flux_j = sum_i w_ij ivar_i flux_i / sum_i w_ij ivar_i
+        ivar_j = (sum_i w_ij ivar_i)**2 / sum_i w_ij**2 ivar_i
+
+    With uniform ivar this is exactly SpectRes' flux and error propagation;
+    the integral of flux over a fully covered range is conserved. Masked or
+    zero-ivar pixels carry no weight; bins without weight get flux 0, ivar 0.
+
+    Parameters
+    ----------
+    spectra : Spectra
+        Shared or per-spectrum wavelengths; no loop over spectra is made.
+    edges : array (nbin + 1,) or LogGrid
+    chunk : int
+        Spectra processed at once (bounds memory).
+
+    Returns
+    -------
+    flux, ivar : float32 arrays (nspec, nbin)
+    """
+    if isinstance(edges, LogGrid):
+        edges = edges.edges
+    edges = np.asarray(edges, np.float64)
+    nbin = edges.size - 1
+    flux_out = np.zeros((spectra.nspec, nbin), np.float32)
+    ivar_out = np.zeros((spectra.nspec, nbin), np.float32)
+    native = _native_edges(spectra)
+    if native.ndim == 1:
+        # shared wavelengths: one sparse overlap matrix serves the whole batch
+        W = _overlap_matrix(native, edges)
+        W2 = W.multiply(W)
+        for start in range(0, spectra.nspec, chunk):
+            sl = slice(start, start + chunk)
+            w = spectra.weights[sl].astype(np.float64)
+            sw = (W @ w.T).T
+            swf = (W @ (w * spectra.flux[sl]).T).T
+            sw2 = (W2 @ w.T).T
+            good = sw > 0
+            flux_out[sl] = np.where(good, swf / np.where(good, sw, 1.0), 0.0)
+            ivar_out[sl] = np.where(good, sw**2 / np.where(good, sw2, 1.0), 0.0)
+        return flux_out, ivar_out
+    for start in range(0, spectra.nspec, chunk):
+        sl = slice(start, start + chunk)
+        e = native if native.ndim == 1 else native[sl]
+        f, iv = _rebin_block(e, spectra.flux[sl], spectra.weights[sl], edges)
+        flux_out[sl], ivar_out[sl] = f, iv
+    return flux_out, ivar_out
+
+
+def _overlaps(lo, hi, edges):
+    """(native pixel, new bin, overlap in A) for every overlapping pair."""
+    nbin = edges.size - 1
+    a = np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, nbin - 1)
+    b = np.clip(np.searchsorted(edges, hi, side="left") - 1, 0, nbin - 1)
+    inside = (hi > edges[0]) & (lo < edges[-1])
+    counts = np.where(inside, b - a + 1, 0)
+    pix = np.repeat(np.arange(lo.size), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    bins = a[pix] + (np.arange(pix.size) - first)
+    overlap = np.minimum(hi[pix], edges[bins + 1]) - np.maximum(lo[pix], edges[bins])
+    return pix, bins, np.maximum(overlap, 0.0)
+
+
+def _overlap_matrix(native_edges, edges):
+    from scipy import sparse
+
+    pix, bins, overlap = _overlaps(native_edges[:-1], native_edges[1:], edges)
+    return sparse.csr_matrix((overlap, (bins, pix)), shape=(edges.size - 1, native_edges.size - 1))
+
+
+def _rebin_block(native_edges, flux, weight, edges):
+    nspec, npix = flux.shape
+    nbin = edges.size - 1
+    lo = np.broadcast_to(native_edges[..., :-1], (nspec, npix)).ravel()
+    hi = np.broadcast_to(native_edges[..., 1:], (nspec, npix)).ravel()
+    pix, bins, overlap = _overlaps(lo, hi, edges)
+    w = weight.ravel().astype(np.float64)[pix]
+    fx = flux.ravel().astype(np.float64)[pix]
+    target = (pix // npix) * nbin + bins
+    size = nspec * nbin
+    sw = np.bincount(target, overlap * w, size)
+    swf = np.bincount(target, overlap * w * fx, size)
+    sw2 = np.bincount(target, overlap**2 * w, size)
+    good = sw > 0
+    fl = np.where(good, swf / np.where(good, sw, 1.0), 0.0)
+    iv = np.where(good, sw**2 / np.where(good, sw2, 1.0), 0.0)
+    return fl.reshape(nspec, nbin).astype(np.float32), iv.reshape(nspec, nbin).astype(np.float32)
+
+
+def bin_quasarnet(spectra: Spectra, grid: LogGrid | None = None) -> Binned:
+    """QuasarNET's binning (see the module docstring); reproduces QuasarNP to float precision.
+
+    Each native pixel with ``ivar * (mask == 0)`` goes to bin
+    ``floor((log10(wave) - grid.loglam0) / grid.dloglam)``; pixels outside
+    the grid are dropped. Per bin: ``ivar = sum ivar_i`` and
+    ``flux = sum ivar_i flux_i / sum ivar_i`` (0 where the bin has no weight).
+    """
+    grid = grid or LogGrid.quasarnet()
+    if grid.reference != "left":
+        raise ValueError("bin_quasarnet needs a left-edge grid (LogGrid.reference == 'left')")
+    nspec, npix = spectra.flux.shape
+    loglam = np.log10(spectra.wave)
+    idx = np.floor((loglam - grid.loglam0) / grid.dloglam).astype(np.int64)
+    idx = np.broadcast_to(idx, (nspec, npix))
+    w = spectra.weights.astype(np.float64)
+    ok = (idx >= 0) & (idx < grid.npix) & (w > 0)
+    rows = np.broadcast_to(np.arange(nspec)[:, None], (nspec, npix))
+    target = (rows * grid.npix + idx)[ok]
+    size = nspec * grid.npix
+    sw = np.bincount(target, w[ok], size)
+    swf = np.bincount(target, (w * spectra.flux)[ok], size)
+    good = sw > 0
+    flux = np.where(good, swf / np.where(good, sw, 1.0), 0.0)
+    return Binned(grid, flux.reshape(nspec, grid.npix).astype(np.float32),
+                  sw.reshape(nspec, grid.npix).astype(np.float32))
+
+
+def normalize_mean_rms(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """QuasarNET's renormalisation: ``(flux - <flux>) / rms`` with ivar-weighted moments.
+
+    ``<flux> = sum(ivar f) / sum(ivar)`` and
+    ``rms**2 = sum(ivar (f - <f>)**2) / sum(ivar)``; every pixel is shifted
+    and scaled (zero-weight pixels too, as in QuasarNET). Spectra without
+    weight or with zero rms are returned as zeros.
+    """
+    flux = np.asarray(flux, np.float64)
+    ivar = np.asarray(ivar, np.float64)
+    sw = ivar.sum(axis=1, keepdims=True)
+    ok = sw > 0
+    safe = np.where(ok, sw, 1.0)
+    mean = (ivar * flux).sum(axis=1, keepdims=True) / safe
+    rms = np.sqrt((ivar * (flux - mean) ** 2).sum(axis=1, keepdims=True) / safe)
+    ok &= rms > 0
+    out = np.where(ok, (flux - mean) / np.where(ok, rms, 1.0), 0.0)
+    return out.astype(np.float32)
+
+
+def normalize_max(flux: np.ndarray, ivar: np.ndarray | None = None) -> np.ndarray:
+    """Divide each spectrum by its largest absolute flux over valid pixels (SDSS 12-class CNN)."""
+    flux = np.asarray(flux, np.float64)
+    valid = np.ones_like(flux, bool) if ivar is None else np.asarray(ivar) > 0
+    peak = np.max(np.where(valid, np.abs(flux), 0.0), axis=1, keepdims=True)
+    return np.where(peak > 0, flux / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
+
+
+def mask_sky_lines(spectra: Spectra, lines=SKY_LINES, half_width: float = 5.0) -> Spectra:
+    """Mask pixels within ``half_width`` Angstrom of bright sky lines (in place; returns the batch)."""
+    lines = np.asarray(lines, np.float64)
+    wave = np.broadcast_to(spectra.wave, spectra.flux.shape) if not spectra.shared_wave else spectra.wave
+    pos = np.searchsorted(lines, wave)
+    left = np.abs(wave - lines[np.clip(pos - 1, 0, lines.size - 1)])
+    right = np.abs(wave - lines[np.clip(pos, 0, lines.size - 1)])
+    near = np.minimum(left, right) <= half_width
+    spectra.mask |= np.broadcast_to(near, spectra.mask.shape)
+    return spectra
+
+
+def snr_median(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Median of ``flux * sqrt(ivar)`` over pixels with ``ivar > 0`` (SDSS ``SN_MEDIAN_ALL``).
+
+    Spectra without valid pixels get NaN.
+    """
+    flux = np.asarray(flux, np.float64)
+    ivar = np.asarray(ivar, np.float64)
+    snr = np.where(ivar > 0, flux * np.sqrt(np.clip(ivar, 0, None)), np.nan)
+    out = np.full(flux.shape[0], np.nan)
+    has = (ivar > 0).any(axis=1)
+    if has.any():
+        out[has] = np.nanmedian(snr[has], axis=1)
+    return out
+
+
+def coverage(ivar: np.ndarray) -> np.ndarray:
+    """Fraction of a model grid's pixels with ``ivar > 0``, per spectrum."""
+    return (np.asarray(ivar) > 0).mean(axis=1)
+
+
+def coverage_zwarn(ivar: np.ndarray, min_coverage: float = 0.5) -> np.ndarray:
+    """ZWARN bits from coverage on a model grid: NODATA (no pixel) or LITTLE_COVERAGE."""
+    cov = coverage(ivar)
+    z = np.zeros(cov.size, np.int64)
+    z[cov < min_coverage] |= int(ZWarningMask.LITTLE_COVERAGE)
+    z[cov == 0] |= int(ZWarningMask.NODATA)
+    return z
+
+
+def prepare(spectra: Spectra, grid: LogGrid | None = None, mode: str = "quasarnet",
+            min_coverage: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model inputs and input ZWARN bits for a batch.
+
+    Parameters
+    ----------
+    mode : {"quasarnet", "flux_conserving"}
+        ``"quasarnet"``: :func:`bin_quasarnet` then :func:`normalize_mean_rms`
+        (the inputs QuasarNET and QuasarNP see); ``"flux_conserving"``:
+        :func:`rebin` then :func:`normalize_mean_rms`.
+
+    Returns
+    -------
+    X : float32 (nspec, npix)   normalised flux
+    ivar : float32 (nspec, npix) ivar on the grid (before normalisation)
+    zwarn : int64 (nspec,)      the batch's input bits OR coverage bits
+    """
+    grid = grid or LogGrid.quasarnet()
+    if mode == "quasarnet":
+        b = bin_quasarnet(spectra, grid)
+        flux, ivar = b.flux, b.ivar
+    elif mode == "flux_conserving":
+        flux, ivar = rebin(spectra, grid)
+    else:
+        raise ValueError(f"unknown preprocessing mode {mode!r}")
+    X = normalize_mean_rms(flux, ivar)
+    zwarn = np.asarray(spectra.meta["ZWARN"], np.int64) | coverage_zwarn(ivar, min_coverage)
+    return X, ivar, zwarn

@@ -1,0 +1,291 @@
+"""The :class:`Spectra` batch: the one container every part of redsift passes around.
+
+A batch holds ``nspec`` spectra on either one shared wavelength array
+(``wave.shape == (npix,)``) or one array per spectrum
+(``wave.shape == (nspec, npix)``), in vacuum Angstrom, with flux, inverse
+variance and a boolean bad-pixel mask of shape ``(nspec, npix)`` and an
+:class:`astropy.table.Table` of per-spectrum metadata.
+
+Metadata always has the columns of :data:`CORE_COLUMNS`:
+
+``TARGETID``  int64 object id (built as ``PLATE*1e9 + MJD*1e4 + FIBERID`` for SDSS when missing)
+``SURVEY``    ``sdss``, ``boss``, ``desi``, ``lamost`` or ``generic``
+``FORMAT``    name of the reader that produced the row
+``SOURCE``    the file the spectrum came from
+``INDEX``     row of the spectrum in that file (-1 when the file could not be read)
+``AIRTOVAC``  True when the file gave air wavelengths and the reader converted them
+``ZWARN``     input warnings (:class:`redsift.zwarning.ZWarningMask`), e.g. NODATA, BAD_VALUES
+``ERROR``     one-line reason when the spectrum could not be read, else ``""``
+
+plus the survey's own ids (``PLATE``/``MJD``/``FIBERID``, ``OBSID``, ...) and
+``RA``/``DEC`` when the file has them. Labels found in files (e.g. the SDSS
+pipeline's CLASS and Z) are never loaded: models see wavelength, flux, ivar
+and mask only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.table import Table, vstack
+
+from .zwarning import ZWarningMask
+
+__all__ = ["Spectra", "CORE_COLUMNS", "sdss_targetid"]
+
+CORE_COLUMNS = ("TARGETID", "SURVEY", "FORMAT", "SOURCE", "INDEX", "AIRTOVAC", "ZWARN", "ERROR")
+
+_DEFAULTS = {"TARGETID": -1, "SURVEY": "", "FORMAT": "", "SOURCE": "", "INDEX": -1,
+             "AIRTOVAC": False, "ZWARN": 0, "ERROR": ""}
+_DTYPES = {"TARGETID": np.int64, "SURVEY": str, "FORMAT": str, "SOURCE": str, "INDEX": np.int64,
+           "AIRTOVAC": bool, "ZWARN": np.int64, "ERROR": str}
+
+
+def sdss_targetid(plate, mjd, fiberid) -> np.ndarray:
+    """redrock's BOSS TARGETID, ``PLATE*1000000000 + MJD*10000 + FIBERID``, in int64.
+
+    The inputs are cast to int64 first: SDSS stores them as int32 and the
+    product overflows silently otherwise (spec-10656-58163-0366 would get
+    767768990 instead of 10656581630366).
+    """
+    plate, mjd, fiberid = (np.asarray(x, dtype=np.int64) for x in (plate, mjd, fiberid))
+    return plate * 1_000_000_000 + mjd * 10_000 + fiberid
+
+
+class Spectra:
+    """A batch of spectra (see the module docstring).
+
+    Parameters
+    ----------
+    wave : array, shape (npix,) or (nspec, npix)
+        Vacuum wavelengths in Angstrom, increasing along the last axis.
+    flux, ivar : array, shape (nspec, npix)
+        Flux density and its inverse variance (any consistent unit).
+    mask : bool array, shape (nspec, npix), optional
+        True where a pixel is bad. Non-finite flux or ivar and negative ivar
+        are masked (and set to zero) on construction, and flagged
+        ``BAD_VALUES`` in ``meta["ZWARN"]``.
+    meta : Table, optional
+        One row per spectrum; missing core columns are added with defaults.
+    """
+
+    def __init__(self, wave, flux, ivar, mask=None, meta: Table | None = None):
+        flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+        ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
+        wave = np.asarray(wave, dtype=np.float64)
+        if flux.shape != ivar.shape:
+            raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} differ in shape")
+        if wave.shape not in (flux.shape[1:], flux.shape):
+            raise ValueError(f"wave {wave.shape} matches neither ({flux.shape[1]},) nor {flux.shape}")
+        mask = np.zeros(flux.shape, bool) if mask is None else np.array(mask, dtype=bool, copy=True)
+        if mask.shape != flux.shape:
+            raise ValueError(f"mask {mask.shape} and flux {flux.shape} differ in shape")
+
+        bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
+        nonfinite_rows = bad.any(axis=1)
+        if bad.any():
+            flux = np.where(bad, np.float32(0), flux)
+            ivar = np.where(bad, np.float32(0), ivar)
+            mask |= bad
+        if not np.all(np.isfinite(wave)):
+            raise ValueError("wavelength array has non-finite values")
+
+        self.wave, self.flux, self.ivar, self.mask = wave, flux, ivar, mask
+        self.meta = _complete_meta(meta, flux.shape[0])
+        if nonfinite_rows.any():
+            self.meta["ZWARN"][nonfinite_rows] |= int(ZWarningMask.BAD_VALUES)
+        nodata = ~(self.weights > 0).any(axis=1)
+        self.meta["ZWARN"][nodata] |= int(ZWarningMask.NODATA)
+
+    # --- basic properties -------------------------------------------------
+    @property
+    def nspec(self) -> int:
+        return self.flux.shape[0]
+
+    @property
+    def npix(self) -> int:
+        return self.flux.shape[1]
+
+    @property
+    def shared_wave(self) -> bool:
+        """True when all spectra share one wavelength array."""
+        return self.wave.ndim == 1
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Inverse variance with masked pixels set to zero."""
+        return np.where(self.mask, np.float32(0), self.ivar)
+
+    def __len__(self) -> int:
+        return self.nspec
+
+    def wave_of(self, i: int) -> np.ndarray:
+        """Wavelength array of spectrum ``i``."""
+        return self.wave if self.shared_wave else self.wave[i]
+
+    def __getitem__(self, key) -> "Spectra":
+        if isinstance(key, (int, np.integer)):
+            key = [int(key)]
+        key = np.arange(self.nspec)[key]
+        wave = self.wave if self.shared_wave else self.wave[key]
+        out = Spectra.__new__(Spectra)
+        out.wave, out.flux, out.ivar, out.mask = wave, self.flux[key], self.ivar[key], self.mask[key]
+        out.meta = self.meta[key]
+        return out
+
+    def __repr__(self) -> str:
+        w = self.wave
+        rng = f"{np.nanmin(w):.1f}-{np.nanmax(w):.1f} A" if w.size else "empty"
+        kind = "shared" if self.shared_wave else "per-spectrum"
+        return f"<Spectra nspec={self.nspec} npix={self.npix} {kind} wave {rng}>"
+
+    # --- combination ------------------------------------------------------
+    @classmethod
+    def concatenate(cls, batches: list["Spectra"]) -> "Spectra":
+        """Stack batches into one.
+
+        Batches on the same wavelength array keep it shared. Batches on one
+        log-linear lattice (e.g. SDSS spec files, all at 1e-4 in log10 but
+        starting at different pixels) are placed on the union of their grids,
+        still shared, with ``ivar = 0`` and ``mask = True`` where a spectrum
+        has no pixel. Anything else becomes per-spectrum wavelength arrays,
+        padded at the red end the same way.
+        """
+        batches = [b for b in batches if b.nspec > 0]
+        if not batches:
+            return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
+        meta = _stack_meta([b.meta for b in batches])
+        if all(b.shared_wave for b in batches):
+            w0 = batches[0].wave
+            if all(b.wave.shape == w0.shape and np.allclose(b.wave, w0, rtol=1e-10, atol=0) for b in batches):
+                return _from_parts(w0, [b.flux for b in batches], [b.ivar for b in batches],
+                                   [b.mask for b in batches], meta)
+            lattice = _common_lattice([b.wave for b in batches])
+            if lattice is not None:
+                loglam0, dloglam, offsets, npix = lattice
+                wave = 10.0 ** (loglam0 + dloglam * np.arange(npix))
+                flux, ivar, mask = _placed(batches, offsets, npix)
+                return _from_parts(wave, [flux], [ivar], [mask], meta)
+        # per-spectrum wavelength arrays, padded to a common length
+        npix = max(b.npix for b in batches)
+        waves, fluxes, ivars, masks = [], [], [], []
+        for b in batches:
+            w = np.broadcast_to(b.wave, b.flux.shape)
+            pad = npix - b.npix
+            if pad:
+                step = w[:, -1:] - w[:, -2:-1]
+                w = np.concatenate([w, w[:, -1:] + step * np.arange(1, pad + 1)], axis=1)
+            waves.append(w)
+            fluxes.append(np.pad(b.flux, ((0, 0), (0, pad))))
+            ivars.append(np.pad(b.ivar, ((0, 0), (0, pad))))
+            masks.append(np.pad(b.mask, ((0, 0), (0, pad)), constant_values=True))
+        return _from_parts(np.concatenate(waves), fluxes, ivars, masks, meta)
+
+    @classmethod
+    def empty(cls) -> "Spectra":
+        return cls(np.zeros(2), np.zeros((0, 2)), np.zeros((0, 2)))
+
+    @classmethod
+    def placeholder(cls, source: str, error: str, fmt: str = "", survey: str = "") -> "Spectra":
+        """One empty row standing for a file that could not be read.
+
+        Batch commands use it so that every input gets a row in their output,
+        flagged ``NODATA | BAD_INPUT`` with the reason in ``ERROR``.
+        """
+        meta = Table({"SOURCE": [str(source)], "ERROR": [error], "FORMAT": [fmt], "SURVEY": [survey],
+                      "ZWARN": np.array([int(ZWarningMask.BAD_INPUT)], np.int64)})
+        return cls(np.array([3600.0, 10000.0]), np.zeros((1, 2)), np.zeros((1, 2)),
+                   np.ones((1, 2), bool), meta)
+
+
+def _complete_meta(meta: Table | None, nspec: int) -> Table:
+    meta = Table() if meta is None else Table(meta, copy=True)
+    if len(meta.colnames) and len(meta) != nspec:
+        raise ValueError(f"meta has {len(meta)} rows for {nspec} spectra")
+    for name in CORE_COLUMNS:
+        if name not in meta.colnames:
+            value = _DEFAULTS[name]
+            if name == "INDEX":
+                col = np.arange(nspec, dtype=np.int64)
+            elif _DTYPES[name] is str:
+                col = np.array([value] * nspec, dtype="U1" if not value else str)
+            else:
+                col = np.full(nspec, value, dtype=_DTYPES[name])
+            meta[name] = col
+        elif name in ("TARGETID", "INDEX", "ZWARN"):
+            meta[name] = np.asarray(meta[name], dtype=np.int64)
+    order = list(CORE_COLUMNS) + [c for c in meta.colnames if c not in CORE_COLUMNS]
+    return meta[order] if nspec or meta.colnames else meta
+
+
+def _fill_value(col):
+    kind = col.dtype.kind
+    if kind in "iu":
+        return -1
+    if kind == "f":
+        return np.nan
+    if kind == "b":
+        return False
+    return ""
+
+
+def _stack_meta(tables: list[Table]) -> Table:
+    out = vstack(tables, join_type="outer", metadata_conflicts="silent")
+    for name in out.colnames:
+        col = out[name]
+        if getattr(col, "mask", None) is not None and np.any(col.mask):
+            out[name] = col.filled(_fill_value(col))
+        elif hasattr(col, "filled"):
+            out[name] = col.filled()
+    return out
+
+
+def _loglinear(wave: np.ndarray):
+    """``(loglam0, dloglam)`` if ``wave`` is equally spaced in log10, else None."""
+    if wave.ndim != 1 or wave.size < 2 or np.any(wave <= 0):
+        return None
+    ll = np.log10(wave)
+    step = float((ll[-1] - ll[0]) / (ll.size - 1))
+    if step <= 0 or np.max(np.abs(np.diff(ll) - step)) > 0.02 * step:
+        return None
+    return float(ll[0]), step
+
+
+def _common_lattice(waves):
+    fits = [_loglinear(w) for w in waves]
+    if any(f is None for f in fits):
+        return None
+    step = fits[0][1]
+    if any(abs(f[1] - step) > 1e-6 * step for f in fits):
+        return None
+    base = min(f[0] for f in fits)
+    offs = np.array([(f[0] - base) / step for f in fits])
+    if np.any(np.abs(offs - np.round(offs)) > 0.02):
+        return None
+    offs = np.round(offs).astype(int)
+    npix = int(max(o + w.size for o, w in zip(offs, waves)))
+    return base, step, offs, npix
+
+
+def _placed(batches, offsets, npix):
+    n = sum(b.nspec for b in batches)
+    flux = np.zeros((n, npix), np.float32)
+    ivar = np.zeros((n, npix), np.float32)
+    mask = np.ones((n, npix), bool)
+    row = 0
+    for b, off in zip(batches, offsets):
+        sl = (slice(row, row + b.nspec), slice(off, off + b.npix))
+        flux[sl], ivar[sl], mask[sl] = b.flux, b.ivar, b.mask
+        row += b.nspec
+    return flux, ivar, mask
+
+
+def _from_parts(wave, fluxes, ivars, masks, meta) -> Spectra:
+    out = Spectra.__new__(Spectra)
+    out.wave = wave
+    out.flux = np.concatenate(fluxes)
+    out.ivar = np.concatenate(ivars)
+    out.mask = np.concatenate(masks)
+    out.meta = meta
+    return out
