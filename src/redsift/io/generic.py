@@ -84,8 +84,31 @@ def _read_text_table(path):
     return t
 
 
+def _header_names(path: str) -> list[str] | None:
+    """Column names from a text table's header line, or None for a header-less numeric table."""
+    import re
+
+    with open(path, "r", errors="replace") as f:
+        for line in f:
+            text = line.strip().lstrip("#").strip()
+            if not text or text.startswith("%ECSV") or text.startswith("---") or text.startswith("datatype"):
+                continue
+            fields = [x for x in re.split(r"[,\s]+", text) if x]
+            try:
+                [float(x) for x in fields]
+                return None
+            except ValueError:
+                if line.lstrip().startswith("#") and not _has_columns(fields):
+                    continue  # a comment line, keep looking
+                return fields
+    return []
+
+
 def _identify_text(info: FileInfo) -> bool:
-    return info.kind == "text" and info.path.lower().endswith(TEXT_EXT)
+    if info.kind != "text" or not info.path.lower().endswith(TEXT_EXT):
+        return False
+    names = _header_names(info.path)
+    return names is None or _has_columns(names)
 
 
 def _assemble(get, names, air: bool) -> Spectra:

@@ -1,0 +1,1 @@
+"""The ``redsift`` command-line interface (see :mod:`redsift.cli.main`)."""

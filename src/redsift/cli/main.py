@@ -1,0 +1,91 @@
+"""``redsift`` command line: ``redsift --help``.
+
+Every command is a function ``cmd_NAME(args) -> int`` registered in
+:func:`build_parser`. Errors that redsift raises on purpose
+(:class:`redsift.errors.RedsiftError`, missing files) are printed as one line
+``redsift: error: FILE: cause`` with exit status 1; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .._version import __version__
+from ..errors import RedsiftError
+
+log = logging.getLogger("redsift")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="redsift",
+        description="Classify astronomical spectra and measure their redshifts with deep learning "
+                    "(SDSS/BOSS/eBOSS, DESI, LAMOST and generic files).")
+    p.add_argument("--version", action="version", version=f"redsift {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    from . import demo as _demo, info as _info
+
+    i = sub.add_parser("info", help="describe spectrum and catalog files",
+                       description="For each file: detected format, number of spectra, wavelength range, "
+                                   "median S/N and any problem found. Unreadable files are reported and "
+                                   "skipped; the exit status is 1 if any file could not be read.")
+    i.add_argument("files", nargs="+", metavar="FILE", help="spectrum or catalog files, or directories")
+    i.add_argument("--format", help="force a reader (see `redsift formats`)")
+    i.add_argument("--json", action="store_true", help="one JSON object per file instead of text")
+    i.set_defaults(func=_info.cmd_info)
+
+    f = sub.add_parser("formats", help="list the spectrum formats redsift reads")
+    f.set_defaults(func=_info.cmd_formats)
+
+    d = sub.add_parser("demo", help="run the demo on built-in example spectra",
+                       description="Writes example spectra in survey formats, reads them back, and writes "
+                                   "an input catalog and a plot into the output directory.")
+    d.add_argument("-o", "--output", default="demo_output", help="output directory (default: demo_output)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_demo.cmd_demo)
+    return p
+
+
+def _configure_logging(verbose: int):
+    level = logging.WARNING - 10 * min(verbose, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("redsift: %(levelname)s: %(message)s"))
+    root = logging.getLogger("redsift")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``redsift`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _configure_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (RedsiftError, FileNotFoundError, FileExistsError, ImportError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"redsift: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("redsift: interrupted", file=sys.stderr)
+        return 130
+
+
+def print_json(obj):
+    print(json.dumps(obj, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Plots astronomers expect. matplotlib is imported lazily; every function takes ``ax=None``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["plot_spectrum", "new_axes"]
+
+#: Rest-frame wavelengths (vacuum A) of lines worth marking on quasar spectra.
+QSO_LINES = {"Lya": 1215.67, "CIV": 1549.06, "CIII]": 1908.73, "MgII": 2798.75,
+             "Hb": 4862.68, "Ha": 6564.61}
+
+
+def new_axes(figsize=(10, 3.5)):
+    """A fresh Figure and Axes using the object API (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def plot_spectrum(spectra, i: int = 0, ax=None, z: float | None = None, lines=QSO_LINES,
+                  smooth: int = 5, title: str | None = None):
+    """Plot spectrum ``i`` of a batch with its 1-sigma noise; mark lines at redshift ``z``.
+
+    Returns the Axes.
+    """
+    if ax is None:
+        _, ax = new_axes()
+    wave = spectra.wave_of(i)
+    flux = spectra.flux[i].astype(float)
+    w = spectra.weights[i]
+    good = w > 0
+    if smooth > 1 and good.sum() > smooth:
+        k = np.ones(smooth) / smooth
+        num = np.convolve(np.where(good, flux * w, 0), k, "same")
+        den = np.convolve(w, k, "same")
+        flux = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+    flux = np.where(good, flux, np.nan)
+    sigma = np.where(good, 1 / np.sqrt(np.where(good, w, 1)), np.nan)
+    ax.plot(wave, flux, lw=0.6, color="k", label="flux")
+    ax.plot(wave, sigma, lw=0.5, color="tab:red", alpha=0.7, label="1-sigma noise")
+    if z is not None and np.isfinite(z):
+        for name, rest in lines.items():
+            obs = rest * (1 + z)
+            if wave.min() < obs < wave.max():
+                ax.axvline(obs, color="tab:blue", lw=0.8, ls="--")
+                ax.text(obs, 0.95, name, transform=ax.get_xaxis_transform(), ha="center", va="top",
+                        fontsize=8, color="tab:blue")
+    fin = flux[np.isfinite(flux)]
+    if fin.size:
+        lo, hi = np.percentile(fin, [0.5, 99.5])
+        pad = 0.1 * (hi - lo + 1e-9)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel("vacuum wavelength [A]")
+    ax.set_ylabel("flux")
+    meta = spectra.meta[i]
+    ax.set_title(title or f"TARGETID {meta['TARGETID']}  ({meta['FORMAT']}, row {meta['INDEX']})", fontsize=9)
+    ax.legend(loc="upper right", fontsize=7, frameon=False)
+    return ax

@@ -1,0 +1,124 @@
+"""Result catalogs in the redrock/DESI convention, written atomically.
+
+Column order: ``TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE``, then the survey
+ids (``SURVEY, PLATE, MJD, FIBERID, OBSID, THING_ID, RA, DEC``), then
+``SOURCE, INDEX``, then model-specific columns in the order given.
+
+The format follows the file extension: ``.fits``/``.fits.gz``/``.fit`` (the
+default; one ``REDSHIFTS`` HDU as redrock), ``.parquet`` (needs pyarrow), ``.csv``
+or ``.ecsv``. FITS headers (and Parquet/ECSV metadata) carry provenance: the
+redsift version, model name, weights hash and grid definition. The catalog is
+written to a temporary file beside the target and renamed onto it, so an
+interrupted run never leaves a half-written catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+
+import numpy as np
+from astropy.table import Table
+
+from .._version import __version__
+from ..zwarning import ZWarningMask
+from ._util import atomic_path
+
+__all__ = ["write_catalog", "order_columns", "provenance", "file_sha256", "FIRST_COLUMNS",
+           "SURVEY_ID_COLUMNS"]
+
+FIRST_COLUMNS = ("TARGETID", "Z", "ZERR", "ZWARN", "SPECTYPE", "SUBTYPE")
+SURVEY_ID_COLUMNS = ("SURVEY", "PLATE", "MJD", "FIBERID", "OBSID", "THING_ID", "RA", "DEC")
+LOCATION_COLUMNS = ("SOURCE", "INDEX")
+
+# FITS header keywords for provenance (8 characters at most)
+_PROV_KEYS = {"redsift_version": "RSVER", "model": "MODEL", "weights_sha256": "WHASH",
+              "grid": "GRID", "date": "DATE", "command": "COMMAND"}
+
+
+def order_columns(table: Table) -> Table:
+    """Reorder columns into the redrock/DESI convention (see module docstring)."""
+    head = [c for c in FIRST_COLUMNS + SURVEY_ID_COLUMNS + LOCATION_COLUMNS if c in table.colnames]
+    return table[head + [c for c in table.colnames if c not in head]]
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file (weights hash for provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def provenance(model: str = "", weights_sha256: str = "", grid=None, command: str = "", **extra) -> dict:
+    """The provenance record written into catalog headers."""
+    rec = {"redsift_version": __version__, "model": model, "weights_sha256": weights_sha256,
+           "grid": grid.describe() if hasattr(grid, "describe") else (grid or ""),
+           "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+           "command": command}
+    rec.update(extra)
+    return rec
+
+
+def _check(table: Table):
+    missing = [c for c in ("TARGETID", "ZWARN") if c not in table.colnames]
+    if missing:
+        raise ValueError(f"catalog lacks required column(s) {', '.join(missing)}")
+
+
+def write_catalog(table: Table, path, prov: dict | None = None, overwrite: bool = False,
+                  extname: str = "REDSHIFTS") -> str:
+    """Write a result catalog atomically; returns the path.
+
+    Parameters
+    ----------
+    table : Table
+        Needs at least ``TARGETID`` and ``ZWARN``; columns are reordered
+        with :func:`order_columns`.
+    path : str
+        Format chosen by extension (FITS by default for unknown extensions).
+    prov : dict, optional
+        Provenance (see :func:`provenance`); a minimal record is added when omitted.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path}: exists (use overwrite / --overwrite)")
+    _check(table)
+    out = order_columns(Table(table, copy=True))
+    prov = dict(prov or provenance())
+    out.meta.clear()
+    low = path.lower()
+    with atomic_path(path) as tmp:
+        if low.endswith(".parquet"):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise ImportError(f"{path}: writing Parquet needs pyarrow (pip install 'redsift[parquet]')") from None
+            out.meta.update({k: str(v) for k, v in prov.items()})
+            out.write(tmp, format="parquet")
+        elif low.endswith(".ecsv"):
+            out.meta.update(prov)
+            out.write(tmp, format="ascii.ecsv")
+        elif low.endswith(".csv"):
+            out.write(tmp, format="ascii.csv")
+        else:
+            _write_fits(out, tmp, prov, extname)
+    return path
+
+
+def _write_fits(table: Table, path: str, prov: dict, extname: str):
+    from astropy.io import fits
+
+    hdu = fits.table_to_hdu(table)
+    hdu.name = extname
+    primary = fits.PrimaryHDU()
+    for hdr in (primary.header, hdu.header):
+        for key, value in prov.items():
+            card = _PROV_KEYS.get(key, key.upper()[:8])
+            hdr[card] = (str(value), key.replace("_", " "))
+        for name, value in ZWarningMask.flags():
+            bit = int(np.log2(value))
+            hdr[f"ZWBIT{bit:02d}"] = (name, f"ZWARN bit {bit}")
+    fits.HDUList([primary, hdu]).writeto(path, output_verify="silentfix")
