@@ -194,6 +194,7 @@ class Spectra:
         flagged ``NODATA | BAD_INPUT`` with the reason in ``ERROR``.
         """
         meta = Table({"SOURCE": [str(source)], "ERROR": [error], "FORMAT": [fmt], "SURVEY": [survey],
+                      "INDEX": np.array([-1], np.int64),
                       "ZWARN": np.array([int(ZWarningMask.BAD_INPUT)], np.int64)})
         return cls(np.array([3600.0, 10000.0]), np.zeros((1, 2)), np.zeros((1, 2)),
                    np.ones((1, 2), bool), meta)
@@ -221,8 +222,10 @@ def _complete_meta(meta: Table | None, nspec: int) -> Table:
 
 def _fill_value(col):
     kind = col.dtype.kind
-    if kind in "iu":
+    if kind == "i":
         return -1
+    if kind == "u":
+        return 0
     if kind == "f":
         return np.nan
     if kind == "b":

@@ -1,0 +1,253 @@
+"""Readers against the real files in ../shared/data/real and against fixtures built from data models."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+import redsift
+from redsift.io.registry import identify_format, readers
+from redsift.io.sdss import write_spplate
+from redsift.preprocess import prepare
+from redsift.zwarning import ZWarningMask
+
+LABEL_COLUMNS = {"CLASS", "SUBCLASS", "Z", "Z_ERR", "ZWARNING", "SPECTYPE", "Z_VI"}
+
+
+def test_every_format_is_registered():
+    names = {r.name for r in readers()}
+    assert {"sdss-spec", "sdss-spplate", "desi-coadd", "desi-spectra", "lamost-lrs-image", "lamost-lrs-coadd",
+            "generic-hdf5", "generic-npz", "generic-text"} <= names
+
+
+def test_boss_spec_files(boss_files):
+    assert len(boss_files) == 22
+    for f in boss_files:
+        s = redsift.read(f)
+        plate, mjd, fiber = (int(x) for x in f.stem.split("-")[1:])
+        m = s.meta[0]
+        assert m["FORMAT"] == "sdss-spec" and m["SURVEY"] == "boss"
+        assert (m["PLATE"], m["MJD"], m["FIBERID"]) == (plate, mjd, fiber)
+        assert m["TARGETID"] == plate * 1_000_000_000 + mjd * 10_000 + fiber
+        assert m["SOURCE"] == str(f) and m["INDEX"] == 0 and not m["AIRTOVAC"]
+        assert np.isfinite(m["RA"]) and np.isfinite(m["DEC"])
+        assert 3550 < s.wave[0] < 3620 and 10300 < s.wave[-1] < 10400
+        # spec files are on the exact SDSS lattice: log10 step 1e-4
+        np.testing.assert_allclose(np.diff(np.log10(s.wave)), 1e-4, rtol=1e-9)
+        assert not (LABEL_COLUMNS & set(s.meta.colnames)), "pipeline labels must not be loaded"
+
+
+def test_int32_ids_do_not_overflow(real_dir):
+    s = redsift.read(real_dir / "boss" / "spec-10656-58163-0366.fits")
+    assert s.meta["TARGETID"][0] == 10656581630366
+
+
+def test_boss_files_share_one_grid_when_read_together(boss_files):
+    s = redsift.read(boss_files)
+    assert s.nspec == 22 and s.shared_wave
+    singles = [redsift.read(f) for f in boss_files[:3]]
+    for k, one in enumerate(singles):
+        start = np.searchsorted(s.wave, one.wave[0] - 1e-6)
+        np.testing.assert_allclose(s.wave[start:start + one.npix], one.wave, rtol=1e-12)
+        np.testing.assert_array_equal(s.flux[k, start:start + one.npix], one.flux[0])
+
+
+def test_masked_pixels_follow_and_mask(real_dir):
+    f = real_dir / "boss" / "spec-9367-57758-0500.fits"
+    s = redsift.read(f)
+    with fits.open(f) as h:
+        and_mask = h[1].data["AND_MASK"]
+    np.testing.assert_array_equal(s.mask[0], and_mask != 0)
+    assert s.weights[0][and_mask != 0].sum() == 0
+
+
+def test_sdss1_lowercase_vintage(real_dir):
+    s = redsift.read(real_dir / "sdss1" / "spec-0266-51602-0001.fits")
+    m = s.meta[0]
+    assert m["FORMAT"] == "sdss-spec" and m["SURVEY"] == "sdss"
+    assert (m["PLATE"], m["MJD"], m["FIBERID"]) == (266, 51602, 1)
+    assert 3800 < s.wave[0] < 3810 and 9200 < s.wave[-1] < 9210
+    assert s.npix == 3835 and np.median(s.flux) > 0
+
+
+def test_desi_coadd_full_data_model(real_dir):
+    f = real_dir / "desi" / "coadd-4-80613-thru20210324.fits"
+    s = redsift.read(f)
+    assert s.meta["FORMAT"][0] == "desi-coadd" and s.meta["SURVEY"][0] == "desi"
+    assert s.meta["TARGETID"][0] == 39633345008634465
+    assert "FLUX_G" in s.meta.colnames and "TARGET_RA" in s.meta.colnames  # FIBERMAP carried along
+    assert s.meta["RA"][0] == s.meta["TARGET_RA"][0]
+    assert s.wave[0] == pytest.approx(3600.0) and s.wave[-1] == pytest.approx(9824.0)
+    np.testing.assert_allclose(np.diff(s.wave), 0.8, atol=1e-6)
+    assert s.npix == 7781  # 2751 + 2326 + 2881 minus the two overlaps
+
+
+def test_desi_coadd_without_fibermap(real_dir):
+    s = redsift.read(real_dir / "desi" / "coadd-quasarnp-test.fits")
+    assert s.nspec == 25 and np.all(s.meta["TARGETID"] == -1)
+    assert list(s.meta["INDEX"]) == list(range(25))
+    assert s.meta["ZWARN"][11] & ZWarningMask.NODATA  # no ivar in any arm
+    assert np.sum(s.meta["ZWARN"] & ZWarningMask.NODATA > 0) == 1
+
+
+def _desi_file(path, name="coadd"):
+    """A DESI coadd built from the DESI data model (two spectra, three arms with overlaps)."""
+    arms = {"B": np.round(np.arange(3600.0, 5800.1, 0.8), 1), "R": np.round(np.arange(5760.0, 7620.1, 0.8), 1),
+            "Z": np.round(np.arange(7520.0, 9824.1, 0.8), 1)}
+    hdus = [fits.PrimaryHDU()]
+    fm = Table({"TARGETID": np.array([11, 22], np.int64), "TARGET_RA": [10.0, 20.0],
+                "TARGET_DEC": [-1.0, 1.0], "OBJTYPE": ["TGT", "TGT"]})
+    hdus.append(fits.BinTableHDU(fm, name="FIBERMAP"))
+    values = {"B": 1.0, "R": 3.0, "Z": 5.0}
+    ivars = {"B": 1.0, "R": 3.0, "Z": 1.0}
+    for a, w in arms.items():
+        hdus.append(fits.ImageHDU(w, name=f"{a}_WAVELENGTH"))
+        hdus.append(fits.ImageHDU(np.full((2, w.size), values[a], np.float32), name=f"{a}_FLUX"))
+        hdus.append(fits.ImageHDU(np.full((2, w.size), ivars[a], np.float32), name=f"{a}_IVAR"))
+        m = np.zeros((2, w.size), np.int32)
+        if a == "R":
+            m[1] = 1  # spectrum 1: whole R arm masked
+        hdus.append(fits.ImageHDU(m, name=f"{a}_MASK"))
+    p = path / f"{name}-test.fits"
+    fits.HDUList(hdus).writeto(p)
+    return p
+
+
+def test_desi_arm_merge_weights_overlaps_by_ivar(tmp_path):
+    s = redsift.read(_desi_file(tmp_path))
+    w = s.wave
+    in_br = (w >= 5760) & (w <= 5800)
+    only_r = (w > 5800.5) & (w < 7519)
+    # overlap B (f=1, ivar=1) and R (f=3, ivar=3): (1*1 + 3*3)/4 = 2.5, ivar 4
+    np.testing.assert_allclose(s.flux[0, in_br], 2.5)
+    np.testing.assert_allclose(s.ivar[0, in_br], 4.0)
+    np.testing.assert_allclose(s.flux[0, only_r], 3.0)
+    # spectrum 1 has R masked: the overlap takes B alone, the R-only range has no weight
+    np.testing.assert_allclose(s.flux[1, in_br], 1.0)
+    assert np.all(s.weights[1, only_r] == 0) and np.all(s.mask[1, only_r])
+    assert list(s.meta["TARGETID"]) == [11, 22]
+
+
+def test_desi_spectra_file_is_detected(tmp_path):
+    p = _desi_file(tmp_path, name="spectra")
+    assert identify_format(p).name == "desi-spectra"
+    assert redsift.read(p).meta["FORMAT"][0] == "desi-spectra"
+
+
+def test_lamost_both_layouts(real_dir):
+    old = redsift.read(real_dir / "lamost" / "spec-55859-F5902_sp01-001_dr7.fits.gz")
+    new = redsift.read(real_dir / "lamost" / "spec-55859-F5902_sp01-002.fits.gz")
+    assert old.meta["FORMAT"][0] == "lamost-lrs-image" and new.meta["FORMAT"][0] == "lamost-lrs-coadd"
+    assert old.meta["OBSID"][0] == 101001 and new.meta["OBSID"][0] == 101002
+    assert old.meta["TARGETID"][0] == 101001
+    for s in (old, new):
+        assert s.meta["SURVEY"][0] == "lamost" and not s.meta["AIRTOVAC"][0]  # VACUUM = T
+        assert 3690 < s.wave[0] < 3710 and 9090 < s.wave[-1] < 9110
+        assert s.weights.sum() > 0
+        assert not (LABEL_COLUMNS & set(s.meta.colnames))
+
+
+def test_air_wavelengths_are_converted(real_dir, tmp_path):
+    src = real_dir / "lamost" / "spec-55859-F5902_sp01-002.fits.gz"
+    with fits.open(src) as h:
+        h[0].header["VACUUM"] = False
+        h.writeto(tmp_path / "spec-air.fits", output_verify="silentfix")
+    vac = redsift.read(src)
+    air = redsift.read(tmp_path / "spec-air.fits")
+    assert air.meta["AIRTOVAC"][0]
+    # the air->vacuum shift is about 1.6 A at 6000 A
+    k = np.searchsorted(vac.wave, 6000)
+    assert 1.4 < air.wave[k] - vac.wave[k] < 1.9
+
+
+def _spplate_from_data_model(path, nfiber=6, npix=300):
+    """An spPlate written directly from the SDSS data model (no real spPlate file exists in shared/):
+    HDU0 flux image with COEFF0/COEFF1, HDU1 ivar, HDU2 AND mask, HDU3 OR mask, HDU4 WAVEDISP,
+    HDU5 PLUGMAP table, HDU6 SKY."""
+    rng = np.random.default_rng(0)
+    flux = rng.normal(10, 1, (nfiber, npix)).astype(np.float32)
+    ivar = np.ones((nfiber, npix), np.float32)
+    andmask = np.zeros((nfiber, npix), np.int32)
+    andmask[2, 10:20] = 2**22
+    h0 = fits.PrimaryHDU(flux)
+    h0.header["PLATEID"], h0.header["MJD"] = 4321, 55555
+    h0.header["COEFF0"], h0.header["COEFF1"] = 3.5800, 1e-4
+    plug = Table({"OBJTYPE": ["QSO", "SKY", "GALAXY", "QSO", "STAR", "QSO"][:nfiber],
+                  "RA": np.linspace(1, 2, nfiber), "DEC": np.linspace(3, 4, nfiber),
+                  "FIBERID": np.arange(1, nfiber + 1, dtype=np.int32)})
+    fits.HDUList([h0, fits.ImageHDU(ivar), fits.ImageHDU(andmask), fits.ImageHDU(andmask),
+                  fits.ImageHDU(np.ones_like(ivar)), fits.BinTableHDU(plug),
+                  fits.ImageHDU(np.zeros_like(ivar))]).writeto(path)
+    return flux, andmask
+
+
+def test_spplate_fixture_from_data_model(tmp_path):
+    p = tmp_path / "spPlate-4321-55555.fits"
+    flux, andmask = _spplate_from_data_model(p)
+    s = redsift.read(p)
+    assert s.meta["FORMAT"][0] == "sdss-spplate" and s.nspec == 6
+    assert list(s.meta["FIBERID"]) == [1, 2, 3, 4, 5, 6]
+    assert s.meta["TARGETID"][0] == 4321 * 1_000_000_000 + 55555 * 10_000 + 1
+    np.testing.assert_array_equal(s.flux, flux)
+    np.testing.assert_allclose(np.log10(s.wave[0]), 3.58)
+    assert s.mask[2, 10:20].all() and not s.mask[2, 20]
+    assert s.meta["ZWARN"][1] & ZWarningMask.SKY and s.meta["OBJTYPE"][1] == "SKY"
+
+
+def test_spplate_round_trip_from_real_spec_files_of_one_plate(boss_files, tmp_path):
+    plate = [f for f in boss_files if f.name.startswith("spec-3655-")]
+    specs = redsift.read(plate)
+    out = tmp_path / "spPlate-3655-55240.fits"
+    write_spplate(specs, out)
+    back = redsift.read(out)
+    assert back.meta["FORMAT"][0] == "sdss-spplate" and back.nspec == len(plate)
+    np.testing.assert_array_equal(back.meta["TARGETID"], specs.meta["TARGETID"])
+    np.testing.assert_allclose(back.wave, specs.wave, rtol=1e-12)
+    np.testing.assert_array_equal(back.flux, specs.flux)
+    np.testing.assert_array_equal(back.weights, specs.weights)
+    # and the model inputs are identical whichever file they came from
+    X1, _, _ = prepare(specs)
+    X2, _, _ = prepare(back)
+    np.testing.assert_array_equal(X1, X2)
+
+
+@pytest.mark.parametrize("ext", ["h5", "npz", "csv", "txt", "ecsv"])
+def test_generic_formats(tmp_path, rng, ext):
+    wave = np.linspace(3700, 9000, 500)
+    flux = rng.normal(1, 0.1, wave.size)
+    err = np.full(wave.size, 0.1)
+    p = tmp_path / f"spectrum.{ext}"
+    if ext == "h5":
+        import h5py
+
+        with h5py.File(p, "w") as f:
+            f["wavelength"], f["flux"], f["ivar"] = wave, flux[None], (1 / err**2)[None]
+    elif ext == "npz":
+        np.savez(p, wave=wave, flux=flux, error=err)
+    elif ext == "csv":
+        Table({"wave": wave, "flux": flux, "ivar": 1 / err**2}).write(p, format="ascii.csv")
+    elif ext == "ecsv":
+        Table({"lambda": wave, "flux": flux, "sigma": err}).write(p, format="ascii.ecsv")
+    else:
+        np.savetxt(p, np.c_[wave, flux, 1 / err**2])  # header-less: wave, flux, ivar
+    s = redsift.read(p)
+    assert s.nspec == 1 and s.meta["SURVEY"][0] == "generic"
+    assert s.meta["FORMAT"][0].startswith("generic-")
+    np.testing.assert_allclose(s.wave, wave)
+    np.testing.assert_allclose(s.flux[0], flux, rtol=1e-6)
+    np.testing.assert_allclose(s.ivar[0], 100.0, rtol=1e-5)
+
+
+def test_mixed_formats_in_one_batch(boss_files, real_dir):
+    s = redsift.read([boss_files[0], real_dir / "desi" / "coadd-4-80613-thru20210324.fits",
+                      real_dir / "lamost" / "spec-55859-F5902_sp01-002.fits.gz"])
+    assert s.nspec == 3 and not s.shared_wave
+    assert list(s.meta["SURVEY"]) == ["boss", "desi", "lamost"]
+    assert s.meta["PLATE"][1] == -1 and s.meta["OBSID"][0] == -1  # filled, not masked
+    X, _, zwarn = prepare(s)
+    assert X.shape == (3, 443) and np.all(zwarn == 0)
+
+
+def test_directory_is_expanded(real_dir):
+    s = redsift.read(real_dir / "lamost")
+    assert s.nspec == 2

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from redsift import Spectra, ZWarningMask
+from redsift.spectra import sdss_targetid
+from redsift.zwarning import describe
+
+
+def test_sdss_targetid_does_not_overflow_int32():
+    plate, mjd, fiber = np.int32(10656), np.int32(58163), np.int32(366)
+    assert sdss_targetid([plate], [mjd], [fiber])[0] == 10656581630366
+
+
+def test_nonfinite_and_negative_values_are_masked_and_flagged():
+    flux = np.ones((3, 5))
+    ivar = np.ones((3, 5))
+    flux[0, 1] = np.nan
+    ivar[1, 2] = np.inf
+    ivar[2, 3] = -1
+    s = Spectra(np.arange(5.0) + 4000, flux, ivar)
+    assert s.mask[0, 1] and s.mask[1, 2] and s.mask[2, 3]
+    assert np.all(np.isfinite(s.flux)) and np.all(s.ivar >= 0)
+    assert np.all(s.meta["ZWARN"] & ZWarningMask.BAD_VALUES)
+    assert s.weights[0, 1] == 0 and s.weights[0, 0] == 1
+
+
+def test_all_zero_ivar_is_nodata():
+    s = Spectra(np.arange(4.0) + 4000, np.ones((2, 4)), np.vstack([np.zeros(4), np.ones(4)]))
+    assert describe(s.meta["ZWARN"][0]) == ["NODATA"]
+    assert s.meta["ZWARN"][1] == 0
+
+
+def test_core_metadata_columns_and_indexing():
+    meta = Table({"RA": [1.0, 2.0, 3.0]})
+    s = Spectra(np.arange(4.0) + 4000, np.ones((3, 4)), np.ones((3, 4)), meta=meta)
+    assert s.meta.colnames[:8] == ["TARGETID", "SURVEY", "FORMAT", "SOURCE", "INDEX", "AIRTOVAC", "ZWARN", "ERROR"]
+    assert list(s.meta["INDEX"]) == [0, 1, 2]
+    sub = s[1:]
+    assert sub.nspec == 2 and list(sub.meta["RA"]) == [2.0, 3.0]
+    assert s[np.array([True, False, True])].nspec == 2
+    assert s[0].nspec == 1
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="differ in shape"):
+        Spectra(np.arange(4.0), np.ones((2, 4)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="wave"):
+        Spectra(np.arange(5.0), np.ones((2, 4)), np.ones((2, 4)))
+
+
+def _loggrid_spectrum(start_pix, npix, value):
+    wave = 10 ** (3.55 + 1e-4 * (start_pix + np.arange(npix)))
+    return Spectra(wave, np.full((1, npix), value), np.ones((1, npix)))
+
+
+def test_concatenate_on_a_common_lattice_keeps_a_shared_grid():
+    a = _loggrid_spectrum(0, 100, 1.0)
+    b = _loggrid_spectrum(7, 100, 2.0)
+    c = Spectra.concatenate([a, b])
+    assert c.shared_wave and c.npix == 107
+    # b's first pixel sits at index 7 of the union grid; a has no data past 99
+    np.testing.assert_allclose(c.wave[7], b.wave[0], rtol=1e-12)
+    assert c.flux[1, 7] == 2.0 and c.ivar[1, 6] == 0 and c.mask[1, 6]
+    assert c.ivar[0, 100] == 0 and c.mask[0, 100]
+    assert c.flux[0, 99] == 1.0
+
+
+def test_concatenate_different_grids_gives_padded_per_spectrum_arrays():
+    a = Spectra(np.linspace(4000, 5000, 50), np.ones((1, 50)), np.ones((1, 50)))
+    b = Spectra(np.linspace(3000, 9000, 80), np.ones((2, 80)), np.ones((2, 80)))
+    c = Spectra.concatenate([a, b])
+    assert not c.shared_wave and c.wave.shape == (3, 80)
+    assert np.all(np.diff(c.wave, axis=1) > 0)  # padding continues the grid
+    assert np.all(c.mask[0, 50:]) and np.all(c.ivar[0, 50:] == 0)
+    np.testing.assert_allclose(c.wave_of(1), b.wave)
+
+
+def test_placeholder_row():
+    p = Spectra.placeholder("missing.fits", "no such file")
+    assert p.nspec == 1
+    assert set(describe(p.meta["ZWARN"][0])) == {"NODATA", "BAD_INPUT"}
+    assert p.meta["ERROR"][0] == "no such file" and p.meta["INDEX"][0] == -1
