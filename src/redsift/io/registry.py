@@ -21,6 +21,7 @@ Adding a format::
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import warnings
@@ -157,12 +158,26 @@ def _open(path) -> FileInfo:
     if kind == "fits":
         from astropy.io import fits
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                hdul = fits.open(path, memmap=False)
-        except Exception as exc:  # astropy raises OSError, ValueError, TypeError...
-            raise SpectrumFileError(path, f"corrupt FITS file ({_oneline(exc)})") from None
+        source = path
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        if gzipped:  # astropy silently accepts a truncated gzip stream: decompress here and check
+            try:
+                with gzip.open(path, "rb") as g:
+                    source = io.BytesIO(g.read())
+            except (OSError, EOFError) as exc:
+                raise SpectrumFileError(path, f"truncated or corrupt gzip file ({_oneline(exc)})") from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                hdul = fits.open(source, memmap=False)
+                len(hdul)  # read every header now, so that truncation shows up here
+            except Exception as exc:  # astropy raises OSError, ValueError, TypeError...
+                raise SpectrumFileError(path, f"corrupt FITS file ({_oneline(exc)})") from None
+        trunc = _truncation(caught)
+        if trunc:
+            hdul.close()
+            raise SpectrumFileError(path, trunc)
         info.hdul = hdul
     return info
 
@@ -177,12 +192,16 @@ def identify_format(info_or_path) -> Reader:
     info = info_or_path if isinstance(info_or_path, FileInfo) else _open(info_or_path)
     if info.kind == "empty":
         raise UnknownFormatError(info.path, "empty file")
+    errors = []
     for reader in readers():
         try:
             if reader.identify(info):
                 return reader
         except Exception as exc:  # a broken file may upset a predicate
             log.debug("%s: identify(%s) failed: %s", info.path, reader.name, exc)
+            errors.append(_oneline(exc))
+    if errors:
+        raise SpectrumFileError(info.path, f"corrupt or unreadable {info.kind} file ({errors[0]})")
     what = {"fits": "a FITS file of no known spectrum format",
             "hdf5": "an HDF5 file without wavelength/flux/ivar datasets",
             "npz": "an NPZ file without wavelength/flux/ivar arrays",
@@ -242,7 +261,7 @@ def _truncation(caught) -> str | None:
     for w in caught:
         text = str(w.message)
         if "truncated" in text.lower():
-            return "truncated FITS file (" + _oneline(Exception(text)) + ")"
+            return "truncated FITS file (" + _oneline(Exception(text)).rstrip(".") + ")"
     return None
 
 
