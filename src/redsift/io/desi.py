@@ -32,7 +32,10 @@ def _arms(info: FileInfo) -> list[str]:
 
 
 def _identify(info: FileInfo) -> bool:
-    return info.kind == "fits" and len(_arms(info)) > 0
+    # HDU1 of every DESI spectra/coadd layout is FIBERMAP or an arm; check it before listing all HDUs
+    if info.kind != "fits" or not any(info.hdu_name(1).startswith(p) for p in ("FIBERMAP", "B_", "R_", "Z_")):
+        return False
+    return len(_arms(info)) > 0
 
 
 def merge_arms(waves, fluxes, ivars, masks):

@@ -37,7 +37,7 @@ def _identify_old(info: FileInfo) -> bool:
 
 
 def _identify_new(info: FileInfo) -> bool:
-    if info.kind != "fits" or not _is_lamost(info) or len(info.hdul) < 2:
+    if info.kind != "fits" or not _is_lamost(info) or not info.has_hdu(1):
         return False
     return {"FLUX", "IVAR", "WAVELENGTH"} <= set(info.columns(1))
 

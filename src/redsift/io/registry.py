@@ -66,6 +66,19 @@ class FileInfo:
         """Primary header (FITS) or None."""
         return self.hdul[0].header if self.hdul is not None else None
 
+    def has_hdu(self, n: int) -> bool:
+        """True when the file has at least ``n + 1`` HDUs (loads headers only up to HDU ``n``)."""
+        if self.hdul is None:
+            return False
+        try:
+            self.hdul[n]
+            return True
+        except (IndexError, KeyError):
+            return False
+
+    def hdu_name(self, n: int) -> str:
+        return self.hdul[n].name.upper() if self.has_hdu(n) else ""
+
     def hdu_names(self) -> list[str]:
         return [h.name.upper() for h in self.hdul] if self.hdul is not None else []
 
@@ -167,17 +180,15 @@ def _open(path) -> FileInfo:
                     source = io.BytesIO(g.read())
             except (OSError, EOFError) as exc:
                 raise SpectrumFileError(path, f"truncated or corrupt gzip file ({_oneline(exc)})") from None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
+        # HDUs are loaded lazily: readers touch only what they need, and truncation
+        # of that part is caught by read_file
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 hdul = fits.open(source, memmap=False)
-                len(hdul)  # read every header now, so that truncation shows up here
-            except Exception as exc:  # astropy raises OSError, ValueError, TypeError...
-                raise SpectrumFileError(path, f"corrupt FITS file ({_oneline(exc)})") from None
-        trunc = _truncation(caught)
-        if trunc:
-            hdul.close()
-            raise SpectrumFileError(path, trunc)
+                hdul[0]
+        except Exception as exc:  # astropy raises OSError, ValueError, TypeError...
+            raise SpectrumFileError(path, f"corrupt FITS file ({_oneline(exc)})") from None
         info.hdul = hdul
     return info
 
@@ -226,22 +237,25 @@ def read_file(path, format: str | None = None) -> Spectra:
     """
     info = _open(path)
     try:
-        if format is None:
-            reader = identify_format(info)
-        else:
-            _load_builtin()
-            if format not in _READERS:
-                raise RedsiftError(f"unknown format {format!r}; known: {', '.join(sorted(_READERS))}")
-            reader = _READERS[format]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            reader = None
             try:
+                if format is None:
+                    reader = identify_format(info)
+                else:
+                    _load_builtin()
+                    if format not in _READERS:
+                        raise RedsiftError(f"unknown format {format!r}; known: {', '.join(sorted(_READERS))}")
+                    reader = _READERS[format]
                 spectra = reader.load(info)
-            except RedsiftError:
+            except RedsiftError as exc:
+                trunc = _truncation(caught)
+                if trunc:
+                    raise SpectrumFileError(info.path, trunc) from exc
                 raise
             except Exception as exc:
-                trunc = _truncation(caught)
-                cause = trunc or f"cannot read as {reader.name} ({_oneline(exc)})"
+                cause = _truncation(caught) or f"cannot read as {reader.name} ({_oneline(exc)})"
                 raise SpectrumFileError(info.path, cause) from exc
         trunc = _truncation(caught)
         if trunc:

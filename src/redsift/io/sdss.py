@@ -56,7 +56,7 @@ def snap_loglam(loglam: np.ndarray) -> np.ndarray:
 
 # --- spec-PLATE-MJD-FIBER.fits ------------------------------------------------
 def _identify_spec(info: FileInfo) -> bool:
-    if info.kind != "fits" or len(info.hdul) < 2:
+    if info.kind != "fits" or not info.has_hdu(1):
         return False
     cols = info.columns(1)
     return {"LOGLAM", "FLUX", "IVAR"} <= set(cols)
@@ -93,12 +93,11 @@ def read_spec(info: FileInfo) -> Spectra:
 
 # --- spPlate-PLATE-MJD.fits -------------------------------------------------------
 def _identify_spplate(info: FileInfo) -> bool:
-    if info.kind != "fits" or len(info.hdul) < 6:
+    if info.kind != "fits":
         return False
-    h0 = info.hdul[0]
-    return (h0.header.get("NAXIS") == 2 and "COEFF0" in h0.header and "COEFF1" in h0.header
-            and ("PLATEID" in h0.header or "PLATE" in h0.header)
-            and info.hdul[5].is_image is False)
+    h = info.header
+    return (h.get("NAXIS") == 2 and "COEFF0" in h and "COEFF1" in h and ("PLATEID" in h or "PLATE" in h)
+            and info.has_hdu(5) and info.hdul[5].is_image is False)
 
 
 def read_spplate(info: FileInfo) -> Spectra:
