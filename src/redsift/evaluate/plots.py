@@ -31,6 +31,14 @@ def plot_spectrum(spectra, i: int = 0, ax=None, z: float | None = None, lines=QS
     flux = spectra.flux[i].astype(float)
     w = spectra.weights[i]
     good = w > 0
+    meta = spectra.meta[i]
+    ax.set_title(title or f"TARGETID {meta['TARGETID']}  ({meta['FORMAT']}, row {meta['INDEX']})", fontsize=9)
+    ax.set_xlabel("vacuum wavelength [A]")
+    ax.set_ylabel("flux")
+    if not good.any():
+        ax.text(0.5, 0.5, "no valid pixels (NODATA)", transform=ax.transAxes, ha="center", va="center")
+        ax.set_xlim(wave.min(), wave.max())
+        return ax
     if smooth > 1 and good.sum() > smooth:
         k = np.ones(smooth) / smooth
         num = np.convolve(np.where(good, flux * w, 0), k, "same")
@@ -52,9 +60,5 @@ def plot_spectrum(spectra, i: int = 0, ax=None, z: float | None = None, lines=QS
         lo, hi = np.percentile(fin, [0.5, 99.5])
         pad = 0.1 * (hi - lo + 1e-9)
         ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlabel("vacuum wavelength [A]")
-    ax.set_ylabel("flux")
-    meta = spectra.meta[i]
-    ax.set_title(title or f"TARGETID {meta['TARGETID']}  ({meta['FORMAT']}, row {meta['INDEX']})", fontsize=9)
     ax.legend(loc="upper right", fontsize=7, frameon=False)
     return ax
