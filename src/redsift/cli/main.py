@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import demo as _demo, info as _info
+    from . import data as _data, demo as _demo, info as _info
 
     i = sub.add_parser("info", help="describe spectrum and catalog files",
                        description="For each file: detected format, number of spectra, wavelength range, "
@@ -43,6 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("formats", help="list the spectrum formats redsift reads")
     f.set_defaults(func=_info.cmd_formats)
+
+    g = sub.add_parser("ingest", help="build a dataset from a labelled catalog and spectra files",
+                       description="Join a catalog (DR12Q superset, DR14Q, DR16Q, spAll, DESI zcatalog/redrock "
+                                   "or QSO catalog) to the spectra under a directory laid out as on the "
+                                   "archives, put them on the model grid, and write a dataset. Rows without a "
+                                   "spectrum, unreadable spectra and duplicates are listed in rejected.csv.")
+    g.add_argument("--catalog", required=True)
+    g.add_argument("--spectra", required=True, help="directory of spec/spPlate/coadd files (any depth)")
+    g.add_argument("-o", "--output", required=True, help="dataset directory")
+    g.add_argument("--grid", choices=("quasarnet", "boss"), default="quasarnet",
+                   help="quasarnet: QuasarNET's 443-px grid and binning (default); boss: native BOSS grid, "
+                        "flux-conserving rebin")
+    g.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
+    g.add_argument("--chunk", type=int, default=5000, help="catalog rows per shard")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted ingestion")
+    g.set_defaults(func=_data.cmd_ingest)
+
+    ds = sub.add_parser("dataset", help="summarise a dataset")
+    ds.add_argument("path")
+    ds.set_defaults(func=_data.cmd_dataset)
 
     d = sub.add_parser("demo", help="run the demo on built-in example spectra",
                        description="Writes example spectra in survey formats, reads them back, and writes "

@@ -1,0 +1,242 @@
+"""``redsift ingest``: join a labelled catalog to spectra files and write a dataset.
+
+Spectra are found under a directory laid out as on the survey archives (any
+depth): SDSS ``PLATE/spec-PLATE-MJD-FIBER.fits`` (or flat), BOSS
+``spPlate-PLATE-MJD.fits`` (fiber ``F`` is row ``F-1``), DESI
+``coadd-*.fits``/``spectra-*.fits`` (matched by ``TARGETID`` in their
+FIBERMAP). Every catalog row ends in exactly one of: written to the dataset,
+or listed in ``rejected.csv`` with the reason (no spectrum file, unreadable
+spectrum, duplicated TARGETID). ``ingest_report.json`` has the counts.
+
+Work is split into chunks of files processed in parallel (``jobs``); each
+chunk becomes one shard keyed by its number, so an interrupted run resumes
+where it stopped (``resume=True``) and produces the same dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.table import Table
+
+from ..errors import SpectrumFileError
+from ..grid import LogGrid
+from ..io.catalogs import read_catalog
+from ..io.registry import read_file
+from ..preprocess import bin_quasarnet, coverage_zwarn, rebin, snr_median
+from .store import DatasetWriter
+
+__all__ = ["ingest", "index_spectra", "IngestReport", "LABEL_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+LABEL_COLUMNS = ("CLASS", "SUBCLASS", "Z", "Z_CONF", "BAL_FLAG", "BI_CIV", "LABEL_SOURCE")
+_SPEC = re.compile(r"^spec-(\d+)-(\d+)-(\d+)\.fits(\.gz)?$")
+_SPPLATE = re.compile(r"^spPlate-(\d+)-(\d+)\.fits(\.gz)?$")
+_DESI = re.compile(r"^(coadd|spectra)-.*\.fits(\.gz)?$")
+
+
+@dataclass
+class IngestReport:
+    catalog_rows: int = 0
+    written: int = 0
+    missing_file: int = 0
+    unreadable: int = 0
+    duplicates: int = 0
+    unknown_class: int = 0
+    nodata: int = 0
+    skipped_chunks: int = 0
+    rejected: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.catalog_rows} catalog rows: {self.written} written ({self.nodata} with no valid data, "
+                f"flagged NODATA), {self.missing_file} without a spectrum file, {self.unreadable} unreadable, "
+                f"{self.duplicates} duplicated TARGETID, {self.unknown_class} of unknown class (kept as UNKNOWN)"
+                + (f"; {self.skipped_chunks} chunk(s) already done (resumed)" if self.skipped_chunks else ""))
+
+
+def index_spectra(directory) -> dict:
+    """Map spectrum keys to (path, row) for every spectrum file under ``directory``.
+
+    Keys: ``("sdss", plate, mjd, fiber)`` and ``("desi", targetid)``.
+    """
+    from astropy.io import fits
+
+    found: dict = {}
+    plates = []
+    for root, _, files in os.walk(directory):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            m = _SPEC.match(name)
+            if m:
+                found.setdefault(("sdss", int(m[1]), int(m[2]), int(m[3])), (path, 0))
+                continue
+            m = _SPPLATE.match(name)
+            if m:
+                plates.append((path, int(m[1]), int(m[2])))
+                continue
+            if _DESI.match(name):
+                try:
+                    with fits.open(path, memmap=False) as h:
+                        tids = np.asarray(h["FIBERMAP"].data["TARGETID"], np.int64)
+                except Exception as exc:
+                    log.warning("%s: cannot read FIBERMAP (%s); skipped", path, exc)
+                    continue
+                for row, tid in enumerate(tids):
+                    found.setdefault(("desi", int(tid)), (path, row))
+    for path, plate, mjd in plates:  # spec files take precedence over the plate file
+        try:
+            from astropy.io import fits
+
+            with fits.open(path, memmap=False) as h:
+                nfiber = int(h[0].header["NAXIS2"])
+        except Exception as exc:
+            log.warning("%s: cannot read header (%s); skipped", path, exc)
+            continue
+        for fiber in range(1, nfiber + 1):
+            found.setdefault(("sdss", plate, mjd, fiber), (path, fiber - 1))
+    return found
+
+
+def _key(row) -> tuple:
+    if "PLATE" in row.colnames and row["PLATE"] > 0:
+        return ("sdss", int(row["PLATE"]), int(row["MJD"]), int(row["FIBERID"]))
+    return ("desi", int(row["TARGETID"]))
+
+
+def _process_chunk(args):
+    """Read, bin and label the spectra of one chunk (runs in a worker process)."""
+    jobs, grid_dict, binning = args
+    grid = LogGrid.from_dict(grid_dict)
+    fluxes, ivars, masks, metas, failed = [], [], [], [], []
+    for path, rows, labels in jobs:
+        try:
+            s = read_file(path)
+        except SpectrumFileError as exc:
+            failed.extend((int(r), exc.cause) for r in labels["ROW"])
+            continue
+        s = s[np.asarray(rows)]
+        if binning == "quasarnet":
+            b = bin_quasarnet(s, grid)
+            flux, ivar = b.flux, b.ivar
+        else:
+            flux, ivar = rebin(s, grid)
+        meta = Table(labels, copy=True)
+        meta["SURVEY"] = s.meta["SURVEY"]
+        meta["SOURCE"] = s.meta["SOURCE"]
+        meta["INDEX"] = s.meta["INDEX"]
+        meta["SNR"] = snr_median(s.flux, s.weights).astype(np.float32)
+        meta["ZWARN"] = np.asarray(s.meta["ZWARN"], np.int64) | coverage_zwarn(ivar)
+        fluxes.append(flux)
+        ivars.append(ivar)
+        masks.append(ivar <= 0)
+        metas.append(meta)
+    if metas:
+        from astropy.table import vstack
+
+        return (np.concatenate(fluxes), np.concatenate(ivars), np.concatenate(masks),
+                vstack(metas, metadata_conflicts="silent"), failed)
+    return None, None, None, None, failed
+
+
+def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: str = "quasarnet",
+           jobs: int = 1, rows_per_chunk: int = 5000, resume: bool = False, progress: bool = True,
+           command: str = "") -> IngestReport:
+    """Build a dataset from a catalog and a directory of spectra (see the module docstring)."""
+    grid = grid or LogGrid.quasarnet()
+    cat = read_catalog(catalog)
+    report = IngestReport(catalog_rows=len(cat))
+    report.unknown_class = int(np.sum(cat["CLASS"] == "UNKNOWN"))
+
+    # duplicated TARGETIDs: the first row is kept, the others rejected
+    _, first = np.unique(np.asarray(cat["TARGETID"]), return_index=True)
+    dup = np.ones(len(cat), bool)
+    dup[first] = False
+    for r in np.flatnonzero(dup):
+        report.rejected.append((int(cat["ROW"][r]), int(cat["TARGETID"][r]), "duplicated TARGETID"))
+    report.duplicates = int(dup.sum())
+
+    available = index_spectra(spectra_dir)
+    by_file: dict = {}
+    for r in np.flatnonzero(~dup):
+        row = cat[r]
+        hit = available.get(_key(row))
+        if hit is None:
+            report.rejected.append((int(row["ROW"]), int(row["TARGETID"]), "no spectrum file"))
+            report.missing_file += 1
+            continue
+        by_file.setdefault(hit[0], []).append((hit[1], r))
+
+    label_cols = ["TARGETID", "THING_ID"] + [c for c in ("PLATE", "MJD", "FIBERID", "RA", "DEC")
+                                             if c in cat.colnames] + list(LABEL_COLUMNS) + ["ROW"]
+    chunks, current, n = [], [], 0
+    for path in sorted(by_file):
+        entries = sorted(by_file[path])
+        labels = cat[label_cols][[r for _, r in entries]]
+        current.append((path, [i for i, _ in entries], labels))
+        n += len(entries)
+        if n >= rows_per_chunk:
+            chunks.append(current)
+            current, n = [], 0
+    if current:
+        chunks.append(current)
+
+    prov = {"command": command or "redsift ingest", "catalog": os.fspath(catalog),
+            "catalog_kind": cat.meta.get("CATALOG", ""), "spectra_dir": os.fspath(spectra_dir),
+            "binning": binning}
+    mode = "a" if resume and os.path.exists(os.path.join(os.fspath(output), "index.json")) else "w"
+    writer = DatasetWriter(output, grid, binning, prov, mode=mode)
+    done = writer.done_keys() if mode == "a" else set()
+    todo = [(k, c) for k, c in enumerate(chunks) if f"chunk-{k:06d}" not in done]
+    report.skipped_chunks = len(chunks) - len(todo)
+    args = [(c, grid.to_dict(), binning) for _, c in todo]
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="ingest", unit="chunk", disable=not progress)
+    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+    results = pool.map(_process_chunk, args) if pool else map(_process_chunk, args)
+    try:
+        for (k, _), (flux, ivar, mask, meta, failed) in zip(todo, results):
+            # failures are kept beside the dataset, so that a resumed run still reports them
+            with open(os.path.join(os.fspath(output), f".failed-chunk-{k:06d}.json"), "w") as fh:
+                json.dump([[row, int(cat["TARGETID"][row]), cause] for row, cause in failed], fh)
+            if meta is not None:
+                writer.write_shard(flux, ivar, mask, meta, key=f"chunk-{k:06d}")
+            bar.update()
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+    for k in range(len(chunks)):
+        fpath = os.path.join(os.fspath(output), f".failed-chunk-{k:06d}.json")
+        if os.path.exists(fpath):
+            with open(fpath) as fh:
+                failed = json.load(fh)
+            report.rejected.extend((int(r), int(t), f"unreadable spectrum: {c}") for r, t, c in failed)
+            report.unreadable += len(failed)
+    from .store import Dataset
+
+    ds = Dataset(output)
+    report.written = len(ds)
+    if report.written:
+        report.nodata = int(np.sum(np.asarray(ds.meta["ZWARN"]) & 512 > 0))
+    _write_report(output, report)
+    return report
+
+
+def _write_report(output, report: IngestReport):
+    rej = Table(rows=report.rejected, names=("ROW", "TARGETID", "REASON"),
+                dtype=(np.int64, np.int64, str)) if report.rejected else \
+        Table(names=("ROW", "TARGETID", "REASON"), dtype=(np.int64, np.int64, str))
+    rej.sort("ROW")
+    rej.write(os.path.join(output, "rejected.csv"), format="ascii.csv", overwrite=True)
+    counts = {k: v for k, v in report.__dict__.items() if k != "rejected"}
+    with open(os.path.join(output, "ingest_report.json"), "w") as f:
+        json.dump(counts, f, indent=1)
