@@ -92,15 +92,17 @@ def index_spectra(directory) -> dict:
                     found.setdefault(("desi", int(tid)), (path, row))
     for path, plate, mjd in plates:  # spec files take precedence over the plate file
         try:
-            from astropy.io import fits
-
             with fits.open(path, memmap=False) as h:
                 nfiber = int(h[0].header["NAXIS2"])
+                plug = h[5].data if len(h) > 5 else None
+                names = [c.upper() for c in plug.columns.names] if plug is not None else []
+                fibers = (np.asarray(plug[plug.columns.names[names.index("FIBERID")]])
+                          if "FIBERID" in names else np.arange(1, nfiber + 1))
         except Exception as exc:
-            log.warning("%s: cannot read header (%s); skipped", path, exc)
+            log.warning("%s: cannot read header or plug map (%s); skipped", path, exc)
             continue
-        for fiber in range(1, nfiber + 1):
-            found.setdefault(("sdss", plate, mjd, fiber), (path, fiber - 1))
+        for row, fiber in enumerate(fibers):
+            found.setdefault(("sdss", plate, mjd, int(fiber)), (path, row))
     return found
 
 

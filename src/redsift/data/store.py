@@ -182,15 +182,19 @@ class DatasetWriter:
             name = f"shard-{number:05d}.h5"
             tmp = os.path.join(self.path, f".{name}.tmp")
             chunks = (max(1, min(256, n)), self.grid.npix)
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("flux", data=flux, chunks=chunks)
-                f.create_dataset("ivar", data=np.asarray(ivar, np.float32), chunks=chunks)
-                f.create_dataset("mask", data=np.asarray(mask, np.uint8), chunks=chunks)
-                g = f.create_group("meta")
-                for col in meta.colnames:
-                    g.create_dataset(col, data=_encode(meta[col]))
-                f.attrs["rows"] = n
-            os.replace(tmp, os.path.join(self.path, name))
+            try:
+                with h5py.File(tmp, "w") as f:
+                    f.create_dataset("flux", data=flux, chunks=chunks)
+                    f.create_dataset("ivar", data=np.asarray(ivar, np.float32), chunks=chunks)
+                    f.create_dataset("mask", data=np.asarray(mask, np.uint8), chunks=chunks)
+                    g = f.create_group("meta")
+                    for col in meta.colnames:
+                        g.create_dataset(col, data=_encode(meta[col]))
+                    f.attrs["rows"] = n
+                os.replace(tmp, os.path.join(self.path, name))
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
             index["shards"].append({"file": name, "rows": n, "key": key})
             for col in meta.colnames:
                 index["columns"].setdefault(col, str(np.asarray(meta[col]).dtype))

@@ -7,7 +7,13 @@ import torch
 
 
 class TorchView(torch.utils.data.Dataset):
-    """Rows of a dataset as tensors; DataLoader fetches whole batches through ``__getitems__``."""
+    """Rows of a dataset as tensors.
+
+    Whole batches are read at once (sorted reads per shard), either through
+    ``__getitems__`` (``DataLoader(view, batch_size=B, collate_fn=identity)``) or by
+    indexing with a list (``DataLoader(view, sampler=BatchSampler(...), batch_size=None,
+    collate_fn=identity)``).
+    """
 
     def __init__(self, dataset, indices, columns=()):
         self.dataset = dataset
@@ -30,6 +36,8 @@ class TorchView(torch.utils.data.Dataset):
         return out
 
     def __getitem__(self, i):
+        if not np.isscalar(i):  # a list of positions (BatchSampler with batch_size=None): one batch
+            return self._items(i)
         item = self._items([i])
         return {k: (v[0] if not isinstance(v, list) else v[0]) for k, v in item.items()}
 
