@@ -1,0 +1,190 @@
+"""Spectral ingredients of the simulator, from template files or from built-in published values.
+
+:class:`TemplateLibrary` loads what the template-driven mode uses from a
+templates directory laid out like ``shared/data/templates`` (``--templates DIR``
+or ``$REDSIFT_TEMPLATES``): the BOSS quasar PCA basis (``spEigenQSO``), the
+123 BOSS stellar archetypes (``spEigenStar-55734``), the BOSS CV basis, the
+redrock stellar bases with their archetype coefficients (individual real
+stars), the redrock galaxy basis with its 750 archetypes, and the DESI
+dark-sky spectrum and SDSS filter curves. Everything is resampled once onto
+the simulator's rest-frame grid :data:`REST_GRID` (log10 step 1e-4,
+450-12000 A).
+
+Without a templates directory, :func:`load_library` returns a library with
+``mode == "parametric"``: spectra are then built from a continuum plus the
+published line lists in :mod:`redsift.simulate.parametric`, so the simulator
+works on any machine (demo, tests of other parts). Released models are
+trained in template mode only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..grid import LogGrid
+
+__all__ = ["REST_GRID", "TemplateLibrary", "load_library", "find_templates", "star_subclass"]
+
+log = logging.getLogger(__name__)
+
+#: Rest-frame grid of every source model: log10 step 1e-4 (the SDSS pixel), 450-12000 A.
+REST_GRID = LogGrid.from_range(450.0, 12000.0, 1e-4, "center", "rest")
+
+
+def find_templates(path=None) -> Path | None:
+    """The templates directory: ``path``, else ``$REDSIFT_TEMPLATES``, else None (parametric mode)."""
+    for cand in (path, os.environ.get("REDSIFT_TEMPLATES")):
+        if cand:
+            p = Path(cand)
+            if not (p / "sdss").is_dir() and (p / "templates" / "sdss").is_dir():
+                p = p / "templates"  # accept shared/data as well as shared/data/templates
+            if not (p / "sdss").is_dir():
+                from ..errors import RedsiftError
+
+                raise RedsiftError(f"{cand}: not a templates directory (expected sdss/, redrock/, ...)")
+            return p
+    return None
+
+
+def _loglin(path, row_slice=None):
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as h:
+        data = np.asarray(h[0].data, np.float64)
+        hdr = h[0].header
+        loglam = hdr["COEFF0"] + hdr["COEFF1"] * np.arange(data.shape[-1])
+        names = [hdr.get(f"NAME{i}", "") for i in range(data.shape[0])] if data.ndim == 2 else []
+    return 10 ** loglam, data, names
+
+
+def _redrock(path):
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as h:
+        hdr = h[0].header
+        basis = np.asarray(h[0].data, np.float64)
+        npix = basis.shape[-1]
+        x = hdr["CRVAL1"] + hdr["CDELT1"] * np.arange(npix)
+        wave = 10 ** x if hdr.get("LOGLAM", 0) else x
+        coeff = None
+        for hdu in h[1:]:
+            if hdu.name == "ARCHETYPE_COEFF":
+                coeff = np.asarray(hdu.data, np.float64)
+    return wave, basis, coeff
+
+
+def to_rest_grid(wave, flux) -> np.ndarray:
+    """Resample spectra (rows of ``flux`` on ``wave``) onto :data:`REST_GRID`, flux-conserving; 0 outside."""
+    from ..preprocess import rebin
+    from ..spectra import Spectra
+
+    flux = np.atleast_2d(flux)
+    s = Spectra(wave, flux, np.ones_like(flux))
+    out, ivar = rebin(s, REST_GRID)
+    return np.where(ivar > 0, out, 0.0).astype(np.float32)
+
+
+def star_subclass(name: str) -> tuple[str, str]:
+    """Letter-level and fine subclass from an spEigenStar archetype name (e.g. ``'K5III (111335)'``)."""
+    base = name.split("(")[0].strip()
+    if base.startswith(("WD", "CalciumWD")) or "WD" in base:
+        return "WD", base
+    if base.startswith("Carbon"):
+        return "C", "Carbon"
+    if base.startswith("Ldwarf"):
+        return "L", "L"
+    if base.startswith("sd"):
+        m = re.match(r"sd:?([OBAFGKM])", base)
+        return (m[1] if m else "F"), base
+    m = re.match(r"([OBAFGKM])", base)
+    return (m[1] if m else "UNKNOWN"), base
+
+
+@dataclass
+class TemplateLibrary:
+    """Source spectra on :data:`REST_GRID` (rows) with their labels."""
+
+    mode: str
+    path: str = ""
+    qso_eigen: np.ndarray | None = None  # (k, npix) BOSS quasar PCA basis; row 0 is the mean quasar
+    qso_z: np.ndarray | None = None  # redshifts of the quasars behind the basis
+    stars: np.ndarray | None = None  # (nstar, npix)
+    star_class: list = field(default_factory=list)  # letter-level subclass
+    star_subclass: list = field(default_factory=list)  # finer
+    star_native: np.ndarray | None = None  # True: already at BOSS resolution
+    galaxies: np.ndarray | None = None  # (ngal, npix)
+    sky_wave: np.ndarray | None = None
+    sky_flux: np.ndarray | None = None  # 1e-17 erg/s/cm2/A/arcsec2
+    gfilter: tuple | None = None  # (wave, response) of SDSS g
+
+
+def load_library(path=None, max_stars_per_basis: int = 200, seed: int = 0) -> TemplateLibrary:
+    """Load the template library (template mode), or a parametric one when no directory is given."""
+    root = find_templates(path)
+    if root is None:
+        from .parametric import parametric_library
+
+        return parametric_library()
+    rng = np.random.default_rng(seed)
+    lib = TemplateLibrary(mode="templates", path=str(root))
+    from astropy.io import fits
+
+    w, eig, _ = _loglin(root / "sdss" / "spEigenQSO-55732.fits")
+    lib.qso_eigen = to_rest_grid(w, eig)
+    with fits.open(root / "sdss" / "spEigenQSO-55732.fits") as h:
+        lib.qso_z = np.asarray(h[1].data["REDSHIFT"], float)
+
+    stars, cls, sub, native = [], [], [], []
+    w, arch, names = _loglin(root / "sdss" / "spEigenStar-55734.fits")
+    stars.append(to_rest_grid(w, arch))
+    for n in names:
+        c, s = star_subclass(n)
+        cls.append(c)
+        sub.append(s)
+    native += [True] * len(names)
+    w, cv, _ = _loglin(root / "sdss" / "spEigenCVstar-55734.fits")
+    # CVs: the mean CV plus +-0.5 of each further basis vector
+    combos = [cv[0]] + [cv[0] + s * 0.5 * cv[k] for k in range(1, cv.shape[0]) for s in (-1, 1)]
+    stars.append(to_rest_grid(w, np.array(combos)))
+    cls += ["CV"] * len(combos)
+    sub += ["CV"] * len(combos)
+    native += [True] * len(combos)
+    for f in sorted((root / "redrock").glob("rrtemplate-*tar*-*.fits")):
+        letter = f.stem.split("-")[2]
+        wave, basis, coeff = _redrock(f)
+        if coeff is None:
+            continue
+        pick = rng.choice(len(coeff), size=min(max_stars_per_basis, len(coeff)), replace=False)
+        spectra = coeff[np.sort(pick)] @ basis
+        good = np.all(np.isfinite(spectra), axis=1) & (np.median(spectra, axis=1) > 0)
+        stars.append(to_rest_grid(wave, spectra[good]))
+        label = {"Carbon": "C", "Ldwarf": "L"}.get(letter, letter)
+        cls += [label] * int(good.sum())
+        sub += [f"{label} (redrock archetype)"] * int(good.sum())
+        native += [False] * int(good.sum())
+    lib.stars = np.concatenate(stars)
+    lib.star_class, lib.star_subclass, lib.star_native = cls, sub, np.array(native)
+
+    wave, basis, coeff = _redrock(root / "redrock" / "rrtemplate-galaxy-legacy.fits")
+    gal = coeff @ basis
+    good = np.all(np.isfinite(gal), axis=1) & (np.median(gal, axis=1) > 0)
+    lib.galaxies = to_rest_grid(wave, gal[good])
+
+    sky = root.parent / "sky" / "desi_spec-sky.dat"
+    if sky.exists():
+        t = np.loadtxt(sky)
+        lib.sky_wave, lib.sky_flux = t[:, 0], t[:, 1]
+    gf = root.parent / "sky" / "sdss_filters" / "sdss2010-g.ecsv"
+    if gf.exists():
+        from astropy.table import Table
+
+        t = Table.read(gf)
+        lib.gfilter = (np.asarray(t["wavelength"], float), np.asarray(t["response"], float))
+    log.info("template library from %s: %d stars, %d galaxies", root, len(lib.stars), len(lib.galaxies))
+    return lib

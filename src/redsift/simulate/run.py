@@ -1,0 +1,156 @@
+"""``redsift simulate``: labelled simulated spectra written as a dataset.
+
+The work is cut into blocks of ``block`` spectra; block ``b`` draws from
+``numpy.random.default_rng([seed, b])`` and is written as one shard in
+block order, so the output depends only on ``(n, survey, classes, mix, seed,
+templates)`` and not on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from astropy.table import Table
+
+from ..grid import LogGrid
+from ..preprocess import bin_quasarnet, coverage_zwarn, rebin, snr_median
+from ..spectra import Spectra
+from .instrument import SURVEYS, observe, sample_magnitudes
+from .library import load_library
+from .sources import QuasarModel, make_galaxies, make_stars, qso_redshifts
+
+__all__ = ["simulate", "simulate_block", "DEFAULT_MIX", "CLASSES"]
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("QSO", "STAR", "GALAXY")
+#: Default class mix: BOSS quasar targets (quasars, their stellar contaminants, galaxies).
+DEFAULT_MIX = {"QSO": 0.6, "STAR": 0.25, "GALAXY": 0.15}
+_SURVEY_CODE = {"boss": 1, "desi": 2, "lamost": 3}
+
+_LIB = {}
+
+
+def _library(templates):
+    key = str(templates)
+    if key not in _LIB:
+        _LIB[key] = load_library(templates)
+        _LIB[key + ":qso"] = QuasarModel(_LIB[key])
+    return _LIB[key], _LIB[key + ":qso"]
+
+
+def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: int, templates=None):
+    """Simulate ``nb`` spectra of block ``b`` on the survey's native grid.
+
+    Returns a :class:`Spectra` batch whose ``meta`` holds the truth.
+    """
+    lib, qso = _library(templates)
+    inst = SURVEYS[survey]
+    rng = np.random.default_rng([seed, b])
+    classes = np.array(list(mix))
+    p = np.array([mix[c] for c in classes], float)
+    cls = classes[rng.choice(len(classes), size=nb, p=p / p.sum())]
+    rest = np.zeros((nb, lib.qso_eigen.shape[1]), np.float32)
+    z = np.zeros(nb)
+    native = np.zeros(nb, bool)
+    truth = {"SUBCLASS": np.array([""] * nb, "U24"), "BAL_FLAG": np.zeros(nb, np.int64),
+             "BI_CIV": np.zeros(nb), "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
+             "CIV_SHIFT": np.zeros(nb), "LOBAL": np.zeros(nb, bool), "MAG_G": np.zeros(nb)}
+    for c in classes:
+        sel = np.flatnonzero(cls == c)
+        if not sel.size:
+            continue
+        if c == "QSO":
+            zq = qso_redshifts(sel.size, rng, survey)
+            spec, t = qso.sample(zq, rng, lib.galaxies)
+            native[sel] = lib.mode == "templates"
+        elif c == "STAR":
+            spec, zq, t = make_stars(sel.size, lib, rng)
+            native[sel] = t["NATIVE_RES"]
+            truth["BAL_FLAG"][sel] = 0
+        else:
+            spec, zq, t = make_galaxies(sel.size, lib, rng, qso)
+            native[sel] = False
+        rest[sel], z[sel] = spec, zq
+        for k, v in t.items():
+            if k in truth:
+                truth[k][sel] = v
+        truth["MAG_G"][sel] = sample_magnitudes(survey, c, sel.size, rng)
+    wave, flux, ivar, mask, extra = observe(rest, z, native, inst, lib, truth["MAG_G"], rng)
+    meta = Table({"TARGETID": (9 * 10**15 + _SURVEY_CODE[survey] * 10**14 + (seed % 10**4) * 10**9
+                               + start + np.arange(nb)).astype(np.int64),
+                  "CLASS": cls.astype("U8"), "Z": z, "Z_CONF": np.full(nb, 3, np.int64)})
+    for k, v in truth.items():
+        meta[k] = v
+    meta["EBV"] = extra["EBV"]
+    meta["SURVEY"] = [survey] * nb
+    meta["SIM_MODE"] = [lib.mode] * nb
+    spectra = Spectra(wave, flux, ivar, mask, meta)
+    spectra.meta["SNR"] = snr_median(spectra.flux, spectra.weights).astype(np.float32)
+    return spectra
+
+
+def _work(args):
+    b, nb, start, survey, mix, seed, templates, grid_dict, binning = args
+    s = simulate_block(b, nb, start, survey, mix, seed, templates)
+    grid = LogGrid.from_dict(grid_dict)
+    if binning == "quasarnet":
+        binned = bin_quasarnet(s, grid)
+        flux, ivar = binned.flux, binned.ivar
+    elif binning == "native":
+        flux, ivar = s.flux, s.weights
+    else:
+        flux, ivar = rebin(s, grid)
+    meta = s.meta
+    meta["ZWARN"] = np.asarray(meta["ZWARN"], np.int64) | coverage_zwarn(ivar)
+    meta["INDEX"] = np.arange(start, start + nb, dtype=np.int64)
+    drop = [c for c in ("FORMAT", "SOURCE", "AIRTOVAC", "ERROR") if c in meta.colnames]
+    meta.remove_columns(drop)
+    return flux, ivar, ivar <= 0, meta
+
+
+def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0, templates=None,
+             grid: str = "quasarnet", jobs: int = 1, block: int = 1000, progress: bool = True,
+             command: str = "", append: bool = False):
+    """Simulate ``n`` spectra and write them as a dataset at ``output``; returns the Dataset."""
+    from tqdm.auto import tqdm
+
+    from ..data.store import Dataset, DatasetWriter
+
+    if survey not in SURVEYS:
+        raise ValueError(f"unknown survey {survey!r}; choose from {', '.join(SURVEYS)}")
+    mix = dict(mix or DEFAULT_MIX)
+    bad = [c for c in mix if c not in CLASSES]
+    if bad:
+        raise ValueError(f"unknown class(es) {', '.join(bad)}; choose from {', '.join(CLASSES)}")
+    inst = SURVEYS[survey]
+    if grid == "quasarnet":
+        g, binning = LogGrid.quasarnet(), "quasarnet"
+    elif grid == "native":
+        if inst.grid is None:
+            raise ValueError(f"{survey} has a linear native grid: store it with --grid quasarnet or boss")
+        g, binning = inst.grid, "native"
+    elif grid == "boss":
+        g, binning = LogGrid.boss(), "flux_conserving"
+    else:
+        raise ValueError(f"unknown grid {grid!r}")
+    lib, _ = _library(templates)
+    prov = {"command": command or "redsift simulate", "n": n, "survey": survey, "mix": mix, "seed": seed,
+            "mode": lib.mode, "templates": lib.path, "block": block}
+    writer = DatasetWriter(output, g, binning, prov, mode="a" if append else "w")
+    blocks = [(b, min(block, n - b * block), b * block) for b in range((n + block - 1) // block)]
+    args = [(b, nb, start, survey, mix, seed, templates, g.to_dict(), binning) for b, nb, start in blocks]
+    bar = tqdm(total=n, desc=f"simulate {survey}", unit="spec", disable=not progress)
+    pool = ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,)) if jobs > 1 else None
+    try:
+        for flux, ivar, mask, meta in (pool.map(_work, args) if pool else map(_work, args)):
+            writer.write_shard(flux, ivar, mask, meta)
+            bar.update(len(meta))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+    return Dataset(output)

@@ -1,0 +1,226 @@
+"""Rest-frame source models: quasars, stars, galaxies (batches on REST_GRID) and their truth."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .library import REST_GRID, TemplateLibrary
+from .physics import (C_KMS, LYA, bal_troughs, dla_transmission, forest_transmission, lyman_limit,
+                      smc_extinction)
+from .parametric import tau_eff
+
+__all__ = ["QuasarModel", "make_stars", "make_galaxies", "qso_redshifts", "STAR_MIX"]
+
+WAVE = REST_GRID.wave
+
+#: (name, lo, hi, Baldwin slope d log EW / d log L, scatter in dex) of the emission-line regions
+#: whose strength, width and velocity vary from quasar to quasar. Baldwin slopes after Dietrich et al.
+#: (2002): CIV -0.2, Lya/NV and CIII] about -0.1; low-ionisation and Balmer lines ~0.
+LINE_REGIONS = [
+    ("Lya+NV", 1170.0, 1290.0, 1215.67, -0.10, 0.15),
+    ("SiIV", 1360.0, 1440.0, 1399.8, -0.12, 0.18),
+    ("CIV", 1480.0, 1620.0, 1549.06, -0.20, 0.18),
+    ("CIII]", 1850.0, 1960.0, 1908.73, -0.10, 0.15),
+    ("MgII", 2700.0, 2900.0, 2798.75, -0.05, 0.15),
+    ("Hgamma", 4280.0, 4400.0, 4341.7, 0.0, 0.15),
+    ("Hbeta+[OIII]", 4750.0, 5050.0, 4862.7, 0.0, 0.2),
+    ("Halpha", 6400.0, 6750.0, 6564.6, 0.0, 0.15),
+]
+_CONT_WINDOWS = [(1280, 1290), (1345, 1360), (1440, 1465), (1690, 1705), (2160, 2180), (2225, 2250),
+                 (3010, 3040), (3240, 3270), (4200, 4230), (5080, 5120), (5600, 5700), (6200, 6300),
+                 (7000, 7100), (8000, 8200)]
+
+
+def qso_redshifts(n, rng, survey="boss"):
+    """A BOSS-like quasar-target redshift distribution: most at 2-3, a tail to 5.5, and low-z quasars.
+
+    Mixture: 62% N(2.45, 0.45) in [2, 3.5]; 22% uniform in [0.1, 2]; 11% uniform in [3.5, 4.5];
+    5% uniform in [4.5, 5.5].
+    """
+    u = rng.uniform(size=n)
+    z = np.empty(n)
+    a = u < 0.62
+    z[a] = np.clip(rng.normal(2.45, 0.45, a.sum()), 2.0, 3.5)
+    b = (u >= 0.62) & (u < 0.84)
+    z[b] = rng.uniform(0.1, 2.0, b.sum())
+    c = (u >= 0.84) & (u < 0.95)
+    z[c] = rng.uniform(3.5, 4.5, c.sum())
+    d = u >= 0.95
+    z[d] = rng.uniform(4.5, 5.5, d.sum())
+    return z
+
+
+def _taper(lo, hi, edge=15.0):
+    return np.clip(np.minimum(WAVE - lo, hi - WAVE) / edge + 0.5, 0, 1)
+
+
+class QuasarModel:
+    """Quasars from the mean BOSS quasar (spEigenQSO eigenspectrum 0) made individual.
+
+    The mean spectrum is split into a continuum (interpolated in log-log
+    through line-free windows) and an emission-line part. For each quasar:
+    the continuum slope changes by N(0, 0.3); each line region in
+    :data:`LINE_REGIONS` is scaled by the Baldwin effect at the quasar's
+    luminosity with log-normal scatter, broadened or narrowed (log-normal,
+    0.12 dex), and CIV is blueshifted by a log-normal velocity (median 600
+    km/s); the Fe II and small lines are scaled together; the further PCA
+    eigenspectra add correlated variation. Then host-galaxy light (z < 0.8),
+    intrinsic SMC reddening (10%), the fluctuating Lyman-alpha/beta forest,
+    Lyman-limit systems, DLAs and BAL troughs are applied. The mean spectrum
+    already contains the *mean* forest of its own quasars (median z of the
+    spEigenQSO sample), which is divided out first so that the forest is
+    applied once, at each quasar's own redshift.
+    """
+
+    def __init__(self, lib: TemplateLibrary):
+        self.lib = lib
+        e0 = lib.qso_eigen[0].astype(np.float64)
+        zc = float(np.median(lib.qso_z))
+        forest = WAVE < LYA
+        unabs = e0.copy()
+        zabs = (1 + zc) * WAVE[forest] / LYA - 1
+        unabs[forest] /= np.exp(-tau_eff(np.clip(zabs, 0, None)))
+        xs, ys = [], []
+        for lo, hi in _CONT_WINDOWS:
+            sel = (WAVE >= lo) & (WAVE <= hi)
+            if sel.any() and np.median(unabs[sel]) > 0:
+                xs.append(np.log10(np.sqrt(lo * hi)))
+                ys.append(np.log10(np.median(unabs[sel])))
+        xs, ys = np.array(xs), np.array(ys)
+        lw = np.log10(WAVE)
+        cont = np.interp(lw, xs, ys)
+        # extrapolate with the end slopes
+        lo_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        cont = np.where(lw < xs[0], ys[0] + lo_slope * (lw - xs[0]), cont)
+        cont = np.where(lw > xs[-1], ys[-1] + hi_slope * (lw - xs[-1]), cont)
+        self.continuum = 10**cont
+        self.lines = unabs - self.continuum
+        self.eigen = lib.qso_eigen[1:].astype(np.float64)
+        band = (WAVE > 1300) & (WAVE < 3000)
+        ref = np.sqrt(np.mean(e0[band] ** 2))
+        target = np.array([0.08, 0.05, 0.03, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02])[: len(self.eigen)]
+        self.eigen_scale = (target * ref / np.sqrt(np.mean(self.eigen[:, band] ** 2, axis=1))
+                            if len(self.eigen) else np.zeros(0))
+        self.windows = np.array([_taper(lo, hi) for _, lo, hi, *_ in LINE_REGIONS])
+        self.rest_outside = np.clip(1 - self.windows.sum(axis=0), 0, 1)
+
+    def sample(self, z, rng, galaxies=None):
+        """Rest-frame spectra (n, npix) float32 and truth columns for quasars at redshifts ``z``."""
+        n = z.size
+        logl = rng.normal(46.0, 0.5, n)
+        slope = rng.normal(0, 0.3, n)
+        spec = self.continuum[None, :] * (WAVE / 2500.0)[None, :] ** slope[:, None]
+        lines = self.rest_outside[None, :] * self.lines[None, :] * rng.lognormal(0, 0.25, n)[:, None]
+        civ_shift = np.zeros(n)
+        for k, (name, lo, hi, c, beta, scatter) in enumerate(LINE_REGIONS):
+            amp = 10 ** (beta * (logl - 46.0) + rng.normal(0, scatter, n))
+            width = 10 ** rng.normal(0, 0.12, n)
+            shift = np.zeros(n)
+            if name == "CIV":
+                shift = -np.clip(rng.lognormal(np.log(600), 0.7, n), 0, 4000)
+                civ_shift = shift
+            elif name == "MgII":
+                shift = rng.normal(0, 150, n)
+            centre = c * (1 + shift / C_KMS)
+            src = c + (WAVE[None, :] - centre[:, None]) / width[:, None]
+            region = np.interp(src, WAVE, self.lines)
+            lines += self.windows[k][None, :] * amp[:, None] * region
+        spec = spec + lines * (WAVE / 2500.0)[None, :] ** slope[:, None]
+        if len(self.eigen):
+            coeff = rng.normal(0, 1, (n, len(self.eigen))) * self.eigen_scale[None, :]
+            spec = spec + coeff @ self.eigen
+        spec = np.clip(spec, 0.02 * self.continuum[None, :], None)
+
+        host = np.zeros(n)
+        if galaxies is not None and len(galaxies):
+            low = z < 0.8
+            host[low] = rng.uniform(0, 0.6, low.sum()) * (0.8 - z[low]) / 0.8
+            pick = rng.integers(0, len(galaxies), n)
+            ref = (WAVE > 5100) & (WAVE < 5300)
+            gal = galaxies[pick].astype(np.float64)
+            norm = np.mean(spec[:, ref], axis=1) / np.maximum(np.mean(gal[:, ref], axis=1), 1e-30)
+            spec = spec + (host * norm)[:, None] * gal
+        ebv = np.where(rng.uniform(size=n) < 0.1, rng.exponential(0.08, n), 0.0)
+        spec = spec * 10 ** (-0.4 * smc_extinction(WAVE, ebv))
+
+        T = forest_transmission(WAVE, z, rng) * lyman_limit(WAVE, z, rng)
+        Tdla, ndla, lognhi = dla_transmission(WAVE, z, rng)
+        Tbal, bi, lobal = bal_troughs(WAVE, n, rng)
+        spec = spec * T * Tdla * Tbal
+        truth = {"BAL_FLAG": (bi > 0).astype(np.int64), "BI_CIV": bi, "LOBAL": lobal, "N_DLA": ndla,
+                 "LOG_NHI": lognhi, "CIV_SHIFT": civ_shift, "LOG_L": logl, "EBV_INT": ebv, "HOST_FRAC": host,
+                 "SUBCLASS": np.where(bi > 0, "BAL", np.where(z < 0.8, "LOWZ", "")).astype("U24")}
+        return spec.astype(np.float32), truth
+
+
+#: Star mix of BOSS quasar-target contaminants (letter class: weight): white dwarfs, A/BHB stars,
+#: metal-poor F stars, M dwarfs (some with a white-dwarf companion), carbon stars, CVs, a few others.
+STAR_MIX = {"WD": 0.14, "A": 0.16, "F": 0.20, "G": 0.06, "K": 0.07, "M": 0.16, "CV": 0.06, "C": 0.05,
+            "L": 0.02, "B": 0.04, "O": 0.02, "M+WD": 0.02}
+
+
+def make_stars(n, lib: TemplateLibrary, rng):
+    """Stars drawn by :data:`STAR_MIX`, with radial velocities; returns rest spectra, z, truth."""
+    classes = np.asarray(lib.star_class)
+    names = [c for c in STAR_MIX if c == "M+WD" or np.any(classes == c)]
+    w = np.array([STAR_MIX[c] for c in names])
+    draw = rng.choice(len(names), size=n, p=w / w.sum())
+    spec = np.empty((n, WAVE.size), np.float32)
+    sub = np.empty(n, "U32")
+    cls = np.empty(n, "U8")
+    native = np.zeros(n, bool)
+    for k, name in enumerate(names):
+        sel = np.flatnonzero(draw == k)
+        if not sel.size:
+            continue
+        if name == "M+WD":
+            m = rng.choice(np.flatnonzero(classes == "M"), sel.size)
+            wd = rng.choice(np.flatnonzero(classes == "WD"), sel.size)
+            frac = rng.uniform(0.3, 1.5, sel.size)
+            ms, ws = lib.stars[m], lib.stars[wd]
+            ref = (WAVE > 6000) & (WAVE < 7000)
+            scale = np.mean(ms[:, ref], axis=1) / np.maximum(np.mean(ws[:, ref], axis=1), 1e-30)
+            spec[sel] = ms + (frac * scale)[:, None] * ws
+            sub[sel], cls[sel] = "M+WD", "M"
+            native[sel] = lib.star_native[m] & lib.star_native[wd]
+        else:
+            pick = rng.choice(np.flatnonzero(classes == name), sel.size)
+            spec[sel] = lib.stars[pick]
+            sub[sel] = np.asarray(lib.star_subclass)[pick]
+            cls[sel] = name
+            native[sel] = lib.star_native[pick]
+    rv = np.where(cls == "WD", rng.normal(40, 40, n), rng.normal(-10, 60, n))
+    z = rv / C_KMS
+    return spec, z, {"SUBCLASS": cls.astype("U24"), "SUBTYPE_DETAIL": sub, "NATIVE_RES": native}
+
+
+def make_galaxies(n, lib: TemplateLibrary, rng, qso: "QuasarModel | None" = None):
+    """Galaxies 0 < z < 1.2 (CMASS/LOWZ/ELG-like mixture); rest spectra, z, truth.
+
+    Subclass PASSIVE or STARFORMING by the 4000 A break (D4000 > 1.5); 5% are
+    broad-line AGN-like (BROADLINE): the quasar model's Mg II, H-beta and
+    H-alpha broad lines added with rest equivalent widths 30-100% of the mean
+    quasar's.
+    """
+    u = rng.uniform(size=n)
+    z = np.where(u < 0.65, np.clip(rng.normal(0.55, 0.13, n), 0.3, 0.9),
+                 np.where(u < 0.88, rng.uniform(0.02, 0.3, n), rng.uniform(0.9, 1.2, n)))
+    pick = rng.integers(0, len(lib.galaxies), n)
+    spec = lib.galaxies[pick].astype(np.float64)
+    blue = (WAVE > 3850) & (WAVE < 3950)
+    red = (WAVE > 4000) & (WAVE < 4100)
+    d4000 = np.mean(spec[:, red], axis=1) / np.maximum(np.mean(spec[:, blue], axis=1), 1e-30)
+    sub = np.where(d4000 > 1.5, "PASSIVE", "STARFORMING").astype("U24")
+    if qso is not None:
+        agn = rng.uniform(size=n) < 0.05
+        ew_profile = np.zeros_like(WAVE)
+        for lo, hi in ((2700, 2900), (4750, 4950), (6400, 6750)):  # MgII, Hbeta, Halpha
+            ew_profile += _taper(lo, hi) * qso.lines / qso.continuum
+        # the galaxy continuum under each line, smoothed: EW_profile x continuum = line flux density
+        from scipy.ndimage import median_filter
+
+        cont = median_filter(spec[agn], size=(1, 301))
+        spec[agn] += rng.uniform(0.3, 1.0, agn.sum())[:, None] * ew_profile[None, :] * cont
+        sub[agn] = "BROADLINE"
+    return spec.astype(np.float32), z, {"SUBCLASS": sub}
