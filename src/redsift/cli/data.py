@@ -38,3 +38,31 @@ def cmd_dataset(args) -> int:
     for k, v in ds.provenance.items():
         print(f"{k}: {v}")
     return 0
+
+
+def parse_mix(text: str) -> dict:
+    """``"QSO:0.6,STAR:0.4"`` or ``"QSO,STAR"`` (equal weights) -> {class: weight}."""
+    mix = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, w = part.partition(":")
+        try:
+            mix[name.strip().upper()] = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"--classes: bad weight in {part!r} (expected CLASS:weight)") from None
+    if not mix or sum(mix.values()) <= 0:
+        raise ValueError("--classes: give at least one class with a positive weight")
+    return mix
+
+
+def cmd_simulate(args) -> int:
+    from ..simulate import simulate
+
+    ds = simulate(args.n, args.survey, args.output, mix=parse_mix(args.classes), seed=args.seed,
+                  templates=args.templates, grid=args.grid, jobs=args.jobs, block=args.block,
+                  append=args.append, command="redsift " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print(ds)
+    print(f"mode: {ds.provenance.get('mode')}" + (f" ({ds.provenance.get('templates')})" if ds.provenance.get("templates") else ""))
+    return 0

@@ -44,6 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("formats", help="list the spectrum formats redsift reads")
     f.set_defaults(func=_info.cmd_formats)
 
+    sm = sub.add_parser("simulate", help="simulate labelled spectra into a dataset",
+                        description="Simulate realistic labelled spectra (quasars with forest, DLAs and BALs; "
+                                    "stars; galaxies) observed by a survey instrument, and write them as a "
+                                    "dataset with their truth. Template mode (--templates or "
+                                    "$REDSIFT_TEMPLATES) uses real template spectra; without templates a "
+                                    "built-in parametric model is used.")
+    sm.add_argument("-n", type=int, required=True, help="number of spectra")
+    sm.add_argument("--survey", choices=("boss", "desi", "lamost"), default="boss")
+    sm.add_argument("--classes", default="QSO:0.6,STAR:0.25,GALAXY:0.15",
+                    help="class mix as CLASS:weight,... (default: BOSS quasar targets QSO:0.6,STAR:0.25,GALAXY:0.15)")
+    sm.add_argument("--templates", help="templates directory (default: $REDSIFT_TEMPLATES; none: parametric mode)")
+    sm.add_argument("--grid", choices=("quasarnet", "native", "boss"), default="quasarnet",
+                    help="grid of the stored spectra (default: QuasarNET's, with its binning)")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (output does not depend on it)")
+    sm.add_argument("--block", type=int, default=1000, help="spectra per shard")
+    sm.add_argument("--append", action="store_true", help="append to an existing dataset")
+    sm.add_argument("-o", "--output", required=True, help="dataset directory")
+    sm.set_defaults(func=_data.cmd_simulate)
+
     g = sub.add_parser("ingest", help="build a dataset from a labelled catalog and spectra files",
                        description="Join a catalog (DR12Q superset, DR14Q, DR16Q, spAll, DESI zcatalog/redrock "
                                    "or QSO catalog) to the spectra under a directory laid out as on the "

@@ -69,10 +69,10 @@ class Survey:
 SURVEYS = {
     # BOSS: 3600-10400 A at 1e-4 in log10, R ~ 1560-2650 (Smee et al. 2013), 2" fibres, 4 x 15 min
     "boss": Survey("boss", 3600.0, 10400.0, 1e-4, None, ((4500, 1600), (6000, 2000), (10400, 2400)),
-                   np.pi * 1.0**2, 9.0, 60.0, 6000.0, True),
+                   np.pi * 1.0**2, 30.0, 60.0, 6000.0, True),
     # DESI: three arms merged, 3600-9824 A at 0.8 A, R ~ 2000-3200 (B), 3200-4100 (R), 4100-5100 (Z)
     "desi": Survey("desi", 3600.0, 9824.0, None, 0.8, ((5800, 2600), (7600, 3600), (9824, 4600)),
-                   np.pi * 0.75**2, 14.0, 40.0, None, False, ((5760.0, 5930.0), (7520.0, 7620.0))),
+                   np.pi * 0.75**2, 40.0, 40.0, None, False, ((5760.0, 5930.0), (7520.0, 7620.0))),
     # LAMOST LRS: 3700-9100 A at 1e-4 in log10, R ~ 1800, 3.3" fibres
     "lamost": Survey("lamost", 3700.0, 9100.0, 1e-4, None, ((9100, 1800),), np.pi * 1.65**2, 4.0, 80.0,
                      5900.0, False),
@@ -130,13 +130,21 @@ def _convolve_lsf(flux, sigma_pix):
     return out
 
 
+_SKY = {}
+
+
 def _sky_model(survey: Survey, wave, lib: TemplateLibrary):
-    sky = np.interp(wave, lib.sky_wave, lib.sky_flux, left=0.0, right=0.0)
-    if wave[0] < lib.sky_wave[0] + 100:
-        sky = np.where(wave < lib.sky_wave[0] + 100, np.interp(lib.sky_wave[0] + 100, wave, sky), sky)
-    sky = np.clip(sky, 0.0, None)
-    sky = gaussian_filter1d(sky, float(np.median(survey.sigma_pix(wave))))
-    return sky * survey.fibre_area
+    """Sky in the fibre on the survey grid at the survey resolution, and its running-median
+    continuum (the part between the lines); computed once per survey and library."""
+    key = (survey.name, id(lib))
+    if key not in _SKY:
+        sky = np.interp(wave, lib.sky_wave, lib.sky_flux, left=np.nan, right=np.nan)
+        good = np.isfinite(sky) & (sky > 0)
+        # extend the sky beyond the tabulated range (and its empty first pixels) with the nearest values
+        sky = np.interp(wave, wave[good], sky[good])
+        sky = gaussian_filter1d(sky, float(np.median(survey.sigma_pix(wave)))) * survey.fibre_area
+        _SKY[key] = (sky.astype(np.float32), median_filter(sky, size=101).astype(np.float32))
+    return _SKY[key]
 
 
 def _throughput(wave):
@@ -162,7 +170,7 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
     # flux calibration: smooth wiggles (Legendre, 3%), the BOSS 4000 A fibre offset, the dichroic
     x = 2 * (wave - wave[0]) / (wave[-1] - wave[0]) - 1
     leg = np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in (1, 2, 3)])
-    calib = 1 + rng.normal(0, 0.03, (n, 3)) @ leg
+    calib = (1 + rng.normal(0, 0.03, (n, 3)) @ leg).astype(np.float32)
     if survey.fibre_offset_4000:
         ramp = np.clip((5000 - wave) / 1400.0, 0, 1)
         calib *= 1 + rng.normal(0.08, 0.08, n)[:, None] * ramp[None, :]
@@ -171,25 +179,27 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
         step = 1 / (1 + np.exp(-(wave - survey.dichroic) / 15.0))
         calib *= 1 + rng.normal(0, 0.03, n)[:, None] * bump + rng.normal(0, 0.015, n)[:, None] * step
     ebv = rng.exponential(0.04, n)
-    flux = flux * calib * 10 ** (-0.4 * ccm_extinction(wave, ebv))
+    flux *= calib
+    flux *= (10 ** (-0.4 * ccm_extinction(wave, ebv))).astype(np.float32)
     # flux scale from the g magnitude
     target = 4.785e8 * 10 ** (-0.4 * np.asarray(mags))  # 1e-17 erg/s/cm2/A for a flat f_nu source
     measured = _gband_flux(wave, flux, lib)
     scale = target / np.where(measured > 0, measured, np.nan)
     scale = np.where(np.isfinite(scale), scale, 0.0)
-    flux = flux * scale[:, None]
+    flux *= scale.astype(np.float32)[:, None]
 
-    sky = _sky_model(survey, wave, lib) * rng.lognormal(0, 0.2, n)[:, None]
-    G = survey.gain0 * _throughput(wave) * survey.pixel_width(wave)
+    sky_mean, sky_cont = _sky_model(survey, wave, lib)
+    level = rng.lognormal(0, 0.2, n).astype(np.float32)[:, None]  # moon, airmass, observing conditions
+    sky = sky_mean[None, :] * level
+    G = (survey.gain0 * _throughput(wave) * survey.pixel_width(wave)).astype(np.float32)
     for lo, hi in survey.overlaps:
         G = np.where((wave >= lo) & (wave <= hi), 2 * G, G)
     var = (np.clip(flux, 0, None) + sky) / G + survey.read_noise2 / G**2
     # near sky lines the reported variance understates the truth, and sky residuals remain
-    sky_cont = median_filter(sky[0], size=101)
-    lines = np.clip(sky - sky_cont[None, :] * sky[:, :1] / max(sky[0, 0], 1e-30), 0, None)
-    excess = 1 + 0.3 * lines / np.maximum(sky_cont[None, :], 1e-30)
-    noise = rng.standard_normal(flux.shape) * np.sqrt(var * excess)
-    residual = rng.normal(0, 0.02, (n, 1)) * lines
+    lines = np.clip(sky_mean - sky_cont, 0, None)[None, :] * level
+    excess = np.clip(1 + 0.3 * (sky_mean - sky_cont) / sky_cont, 1, 5)[None, :]
+    noise = rng.standard_normal(flux.shape, dtype=np.float32) * np.sqrt(var * excess)
+    residual = rng.normal(0, 0.02, (n, 1)).astype(np.float32) * lines
     observed = flux + noise + residual
     ivar = 1.0 / var
     mask = ~covered

@@ -168,19 +168,22 @@ def bal_troughs(wave_rest, n, rng, bal_fraction=0.12, lobal_fraction=0.15, narro
         if not troughs:
             continue
         lines = dict(_BAL_LINES, **(_LOBAL_LINES if lobal[i] else {}))
-        civ_profile = None
         for name, lam0 in lines.items():
-            v = C_KMS * (1 - wave_rest / lam0)  # outflow velocity (positive blue-ward)
-            absorb = np.zeros_like(wave_rest)
+            # only the pixels between the line and 40000 km/s blue-ward can absorb
+            sl = slice(np.searchsorted(wave_rest, lam0 * (1 - 40000 / C_KMS)),
+                       np.searchsorted(wave_rest, lam0 * (1 + 2000 / C_KMS)))
+            v = C_KMS * (1 - wave_rest[sl] / lam0)  # outflow velocity (positive blue-ward)
+            absorb = np.zeros(v.size)
             strength = {"CIV": 1.0, "SiIV": 0.7, "NV": 0.8, "Lya": 0.5, "AlIII": 0.6, "MgII": 0.8}[name]
             for vc, width, depth in troughs:
                 edge = 250.0
                 prof = 0.5 * (np.tanh((v - (vc - width / 2)) / edge) - np.tanh((v - (vc + width / 2)) / edge))
                 absorb = np.maximum(absorb, depth * strength * prof)
-            T[i] *= (1 - absorb).astype(np.float32)
+            T[i, sl] *= (1 - absorb).astype(np.float32)
             if name == "CIV":
-                civ_profile = 1 - absorb
-        bi[i] = balnicity_index(wave_rest, civ_profile)
+                civ = np.ones(wave_rest.size)
+                civ[sl] = 1 - absorb
+                bi[i] = balnicity_index(wave_rest, civ)
     return T, bi, lobal
 
 

@@ -94,15 +94,16 @@ class QuasarModel:
         hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
         cont = np.where(lw < xs[0], ys[0] + lo_slope * (lw - xs[0]), cont)
         cont = np.where(lw > xs[-1], ys[-1] + hi_slope * (lw - xs[-1]), cont)
-        self.continuum = 10**cont
-        self.lines = unabs - self.continuum
-        self.eigen = lib.qso_eigen[1:].astype(np.float64)
+        self.continuum = (10**cont).astype(np.float32)
+        self.lines = (unabs - self.continuum).astype(np.float32)
+        self.eigen = lib.qso_eigen[1:].astype(np.float32)
         band = (WAVE > 1300) & (WAVE < 3000)
         ref = np.sqrt(np.mean(e0[band] ** 2))
         target = np.array([0.08, 0.05, 0.03, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02])[: len(self.eigen)]
         self.eigen_scale = (target * ref / np.sqrt(np.mean(self.eigen[:, band] ** 2, axis=1))
                             if len(self.eigen) else np.zeros(0))
         self.windows = np.array([_taper(lo, hi) for _, lo, hi, *_ in LINE_REGIONS])
+        self.slices = [slice(*np.flatnonzero(w > 0)[[0, -1]] + [0, 1]) for w in self.windows]
         self.rest_outside = np.clip(1 - self.windows.sum(axis=0), 0, 1)
 
     def sample(self, z, rng, galaxies=None):
@@ -110,8 +111,9 @@ class QuasarModel:
         n = z.size
         logl = rng.normal(46.0, 0.5, n)
         slope = rng.normal(0, 0.3, n)
-        spec = self.continuum[None, :] * (WAVE / 2500.0)[None, :] ** slope[:, None]
-        lines = self.rest_outside[None, :] * self.lines[None, :] * rng.lognormal(0, 0.25, n)[:, None]
+        tilt = np.exp(np.log(WAVE / 2500.0).astype(np.float32)[None, :] * slope[:, None].astype(np.float32))
+        spec = self.continuum[None, :] * tilt
+        lines = (self.rest_outside * self.lines)[None, :] * rng.lognormal(0, 0.25, n).astype(np.float32)[:, None]
         civ_shift = np.zeros(n)
         for k, (name, lo, hi, c, beta, scatter) in enumerate(LINE_REGIONS):
             amp = 10 ** (beta * (logl - 46.0) + rng.normal(0, scatter, n))
@@ -123,13 +125,14 @@ class QuasarModel:
             elif name == "MgII":
                 shift = rng.normal(0, 150, n)
             centre = c * (1 + shift / C_KMS)
-            src = c + (WAVE[None, :] - centre[:, None]) / width[:, None]
+            sl = self.slices[k]
+            src = c + (WAVE[None, sl] - centre[:, None]) / width[:, None]
             region = np.interp(src, WAVE, self.lines)
-            lines += self.windows[k][None, :] * amp[:, None] * region
-        spec = spec + lines * (WAVE / 2500.0)[None, :] ** slope[:, None]
+            lines[:, sl] += self.windows[k][None, sl] * amp[:, None] * region
+        spec += lines * tilt
         if len(self.eigen):
             coeff = rng.normal(0, 1, (n, len(self.eigen))) * self.eigen_scale[None, :]
-            spec = spec + coeff @ self.eigen
+            spec += coeff.astype(np.float32) @ self.eigen
         spec = np.clip(spec, 0.02 * self.continuum[None, :], None)
 
         host = np.zeros(n)
@@ -138,16 +141,19 @@ class QuasarModel:
             host[low] = rng.uniform(0, 0.6, low.sum()) * (0.8 - z[low]) / 0.8
             pick = rng.integers(0, len(galaxies), n)
             ref = (WAVE > 5100) & (WAVE < 5300)
-            gal = galaxies[pick].astype(np.float64)
+            gal = galaxies[pick]
             norm = np.mean(spec[:, ref], axis=1) / np.maximum(np.mean(gal[:, ref], axis=1), 1e-30)
-            spec = spec + (host * norm)[:, None] * gal
+            spec += (host * norm).astype(np.float32)[:, None] * gal
         ebv = np.where(rng.uniform(size=n) < 0.1, rng.exponential(0.08, n), 0.0)
-        spec = spec * 10 ** (-0.4 * smc_extinction(WAVE, ebv))
+        red = ebv > 0
+        spec[red] *= (10 ** (-0.4 * smc_extinction(WAVE, ebv[red]))).astype(np.float32)
 
         T = forest_transmission(WAVE, z, rng) * lyman_limit(WAVE, z, rng)
         Tdla, ndla, lognhi = dla_transmission(WAVE, z, rng)
         Tbal, bi, lobal = bal_troughs(WAVE, n, rng)
-        spec = spec * T * Tdla * Tbal
+        spec *= T
+        spec *= Tdla
+        spec *= Tbal
         truth = {"BAL_FLAG": (bi > 0).astype(np.int64), "BI_CIV": bi, "LOBAL": lobal, "N_DLA": ndla,
                  "LOG_NHI": lognhi, "CIV_SHIFT": civ_shift, "LOG_L": logl, "EBV_INT": ebv, "HOST_FRAC": host,
                  "SUBCLASS": np.where(bi > 0, "BAL", np.where(z < 0.8, "LOWZ", "")).astype("U24")}
@@ -218,9 +224,9 @@ def make_galaxies(n, lib: TemplateLibrary, rng, qso: "QuasarModel | None" = None
         for lo, hi in ((2700, 2900), (4750, 4950), (6400, 6750)):  # MgII, Hbeta, Halpha
             ew_profile += _taper(lo, hi) * qso.lines / qso.continuum
         # the galaxy continuum under each line, smoothed: EW_profile x continuum = line flux density
-        from scipy.ndimage import median_filter
+        from scipy.ndimage import uniform_filter1d
 
-        cont = median_filter(spec[agn], size=(1, 301))
+        cont = uniform_filter1d(spec[agn], 301, axis=1)
         spec[agn] += rng.uniform(0.3, 1.0, agn.sum())[:, None] * ew_profile[None, :] * cont
         sub[agn] = "BROADLINE"
     return spec.astype(np.float32), z, {"SUBCLASS": sub}
