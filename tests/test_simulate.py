@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+
+from redsift.cli.main import main
+from redsift.data import Dataset
+from redsift.simulate import REST_GRID, load_library, simulate, simulate_block
+from redsift.simulate.instrument import SURVEYS, sample_magnitudes
+from redsift.simulate.parametric import tau_eff
+from redsift.simulate.physics import (balnicity_index, bal_troughs, dla_transmission, forest_transmission,
+                                      lyman_limit)
+from redsift.zwarning import ZWarningMask
+
+MIX = {"QSO": 0.6, "STAR": 0.25, "GALAXY": 0.15}
+
+
+@pytest.fixture(scope="module")
+def templates(data_dir):
+    return str(data_dir / "templates")
+
+
+def test_parametric_mode_needs_no_files(monkeypatch):
+    monkeypatch.delenv("REDSIFT_TEMPLATES", raising=False)
+    s = simulate_block(0, 60, 0, "boss", MIX, seed=1)
+    assert s.nspec == 60 and set(s.meta["SIM_MODE"]) == {"parametric"}
+    assert set(s.meta["CLASS"]) <= {"QSO", "STAR", "GALAXY"}
+    assert np.all(np.isfinite(s.flux)) and (s.weights > 0).mean() > 0.9
+
+
+@pytest.mark.parametrize("survey", ["boss", "desi", "lamost"])
+def test_surveys_have_their_grids(templates, survey):
+    s = simulate_block(0, 40, 0, survey, MIX, seed=2, templates=templates)
+    inst = SURVEYS[survey]
+    assert s.wave[0] == pytest.approx(inst.wmin, abs=1) and s.wave[-1] == pytest.approx(inst.wmax, abs=3)
+    if survey == "desi":
+        np.testing.assert_allclose(np.diff(s.wave), 0.8, atol=1e-9)
+    else:
+        np.testing.assert_allclose(np.diff(np.log10(s.wave)), 1e-4, rtol=1e-6)
+    assert set(s.meta["SIM_MODE"]) == {"templates"}
+
+
+def test_truth_columns_and_labels(templates):
+    s = simulate_block(0, 300, 0, "boss", MIX, seed=3, templates=templates)
+    m = s.meta
+    for col in ("TARGETID", "CLASS", "SUBCLASS", "Z", "Z_CONF", "BAL_FLAG", "BI_CIV", "SNR", "MAG_G"):
+        assert col in m.colnames
+    q = m["CLASS"] == "QSO"
+    assert np.all(m["Z"][q] > 0.09) and np.all(m["Z"][q] < 5.51)
+    assert np.all((m["BAL_FLAG"] == 1) == (m["BI_CIV"] > 0))
+    assert np.all(m["BAL_FLAG"][~q] == 0)
+    stars = m["CLASS"] == "STAR"
+    assert np.all(np.abs(m["Z"][stars]) < 0.002)  # radial velocities only
+    assert set(m["SUBCLASS"][stars]) <= {"O", "B", "A", "F", "G", "K", "M", "L", "WD", "C", "CV"}
+    gal = m["CLASS"] == "GALAXY"
+    assert np.all((m["Z"][gal] >= 0) & (m["Z"][gal] <= 1.2))
+    assert len(np.unique(m["TARGETID"])) == 300
+
+
+def test_deterministic_and_independent_of_jobs(tmp_path, templates):
+    a = simulate(1200, "boss", tmp_path / "j1", MIX, seed=7, templates=templates, jobs=1, block=400, progress=False)
+    b = simulate(1200, "boss", tmp_path / "j2", MIX, seed=7, templates=templates, jobs=2, block=400, progress=False)
+    np.testing.assert_array_equal(a.read(np.arange(1200))[0], b.read(np.arange(1200))[0])
+    np.testing.assert_array_equal(a.meta["Z"], b.meta["Z"])
+    np.testing.assert_array_equal(a.meta["TARGETID"], b.meta["TARGETID"])
+    c = simulate(400, "boss", tmp_path / "other", MIX, seed=8, templates=templates, block=400, progress=False)
+    assert not np.array_equal(c.read(np.arange(400))[0], a.read(np.arange(400))[0])
+    assert a.provenance["seed"] == 7 and a.provenance["mode"] == "templates"
+
+
+def test_snr_distribution_of_boss_quasar_targets(templates):
+    # BOSS quasar targets: median S/N about 1 per pixel with a long tail
+    s = simulate_block(0, 1500, 0, "boss", {"QSO": 1.0}, seed=4, templates=templates)
+    snr = np.asarray(s.meta["SNR"])
+    assert 0.7 < np.median(snr) < 1.5
+    assert np.percentile(snr, 95) > 3 * np.median(snr)
+
+
+def test_forest_mean_transmission_follows_tau_eff():
+    rng = np.random.default_rng(0)
+    z = np.full(400, 3.0)
+    T = forest_transmission(REST_GRID.wave, z, rng)
+    sel = (REST_GRID.wave > 1100) & (REST_GRID.wave < 1150)  # Lyman-alpha only
+    zabs = 4.0 * REST_GRID.wave[sel] / 1215.67 - 1
+    expected = np.mean(np.exp(-tau_eff(zabs)))
+    assert np.mean(T[:, sel]) == pytest.approx(expected, rel=0.03)
+    assert np.all(T[:, REST_GRID.wave > 1216] == 1)
+
+
+def test_lyman_limit_and_dlas_absorb_only_blueward():
+    rng = np.random.default_rng(1)
+    z = np.full(200, 4.0)
+    T = lyman_limit(REST_GRID.wave, z, rng)
+    assert np.all(T[:, REST_GRID.wave > 912] == 1) and np.mean(T[:, REST_GRID.wave < 800]) < 0.9
+    Td, n, lognhi = dla_transmission(REST_GRID.wave, z, rng)
+    assert 0.2 < np.mean(n) < 1.2  # ~0.25 per unit z over z = 2..3.95
+    has = n > 0
+    assert np.all(lognhi[has] >= 20.3) and np.all(lognhi[has] <= 22.0)
+    red = REST_GRID.wave > 1300
+    assert np.all(Td[:, red] > 0.9)  # only the damping wings of the strongest DLAs reach this far
+
+
+def test_balnicity_index_definition():
+    w = REST_GRID.wave
+    v = 299792.458 * (1 - w / 1549.06)
+    flat = np.ones_like(w)
+    assert balnicity_index(w, flat) == 0
+    # a 5000 km/s wide trough at 50% depth from 5000 to 10000 km/s: BI = (1 - 0.5/0.9) * (5000 - 2000)
+    f = np.where((v > 5000) & (v < 10000), 0.5, 1.0)
+    assert balnicity_index(w, f) == pytest.approx((1 - 0.5 / 0.9) * 3000, rel=0.03)
+    # a 1500 km/s trough (a mini-BAL) never counts
+    assert balnicity_index(w, np.where((v > 5000) & (v < 6500), 0.2, 1.0)) == 0
+    # absorption below 3000 km/s does not count
+    assert balnicity_index(w, np.where((v > 0) & (v < 2900), 0.2, 1.0)) == 0
+
+
+def test_bal_population():
+    rng = np.random.default_rng(5)
+    T, bi, lobal = bal_troughs(REST_GRID.wave, 3000, rng)
+    frac = np.mean(bi > 0)
+    assert 0.07 < frac < 0.15
+    assert 500 < np.median(bi[bi > 0]) < 2500  # the observed median balnicity is ~900 km/s
+    assert 0.05 < lobal[bi > 0].mean() < 0.3  # LoBALs are ~15% of BALs
+    assert not lobal[bi == 0].any() or lobal[bi == 0].mean() < 0.02
+
+
+def test_magnitudes_follow_the_survey_ranges():
+    rng = np.random.default_rng(0)
+    g = sample_magnitudes("boss", "QSO", 5000, rng)
+    assert g.min() >= 19.0 and g.max() <= 22.5 and np.median(g) > 21.0
+
+
+def test_cli_simulate_and_bad_classes(tmp_path, capsys, templates):
+    out = tmp_path / "sim"
+    assert main(["simulate", "-n", "50", "--templates", templates, "--seed", "1", "-o", str(out),
+                 "--classes", "QSO:1"]) == 0
+    ds = Dataset(out)
+    assert len(ds) == 50 and set(ds.meta["CLASS"]) == {"QSO"} and ds.grid.npix == 443
+    assert main(["simulate", "-n", "5", "-o", str(tmp_path / "x"), "--classes", "QSO,ALIEN"]) == 1
+    assert "unknown class(es) ALIEN" in capsys.readouterr().err
+    assert main(["simulate", "-n", "5", "-o", str(tmp_path / "y"), "--templates", str(tmp_path)]) == 1
+    assert "not a templates directory" in capsys.readouterr().err
+
+
+def test_stored_spectra_flag_coverage(templates, tmp_path):
+    ds = simulate(200, "lamost", tmp_path / "l", MIX, seed=1, templates=templates, block=200, progress=False)
+    # LAMOST starts at 3700 A: the first QuasarNET bins (3600-3700 A) are empty in every spectrum
+    _, ivar, mask = ds.read(np.arange(200))
+    assert np.all(mask[:, :5]) and np.all(ivar[:, :5] == 0)
+    zw = np.asarray(ds.meta["ZWARN"])
+    assert np.mean(zw & ZWarningMask.LITTLE_COVERAGE > 0) < 0.1
