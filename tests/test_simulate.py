@@ -45,7 +45,11 @@ def test_truth_columns_and_labels(templates):
         assert col in m.colnames
     q = m["CLASS"] == "QSO"
     assert np.all(m["Z"][q] > 0.09) and np.all(m["Z"][q] < 5.51)
-    assert np.all((m["BAL_FLAG"] == 1) == (m["BI_CIV"] > 0))
+    # BAL_FLAG follows BI_CIV where the CIV trough region is in the spectrum, else it is unknown (-1)
+    visible = m["Z"] >= 3600 / (1549.06 * (1 - 25000 / 299792.458)) - 1
+    assert np.all((m["BAL_FLAG"][visible] == 1) == (m["BI_CIV"][visible] > 0))
+    assert np.all(m["BAL_FLAG"][~visible] <= 0)
+    assert np.all((m["BAL_FLAG"][~visible] == -1) == (m["BI_CIV"][~visible] > 0))
     assert np.all(m["BAL_FLAG"][~q] == 0)
     stars = m["CLASS"] == "STAR"
     assert np.all(np.abs(m["Z"][stars]) < 0.002)  # radial velocities only

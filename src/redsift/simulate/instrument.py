@@ -7,7 +7,8 @@ counts per flux unit per pixel (``gain0`` x throughput(lambda) x pixel width)
 and ``RN2`` the read-noise variance in counts. The pipeline's ``ivar`` is
 ``1/var`` of the noise-free model, except near sky lines, where the true
 noise is larger than the reported one and a sky-subtraction residual is
-left, as in real BOSS and DESI spectra. Each survey's ``gain0`` is set so that
+left (0.5% of the line flux, a random sign and size per spectrum), as in
+real BOSS and DESI spectra. Each survey's ``gain0`` is set so that
 its reference targets reach the S/N the survey papers quote (BOSS quasar
 targets: median S/N about 1 per pixel; see :data:`SURVEYS`).
 """
@@ -197,9 +198,9 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
     var = (np.clip(flux, 0, None) + sky) / G + survey.read_noise2 / G**2
     # near sky lines the reported variance understates the truth, and sky residuals remain
     lines = np.clip(sky_mean - sky_cont, 0, None)[None, :] * level
-    excess = np.clip(1 + 0.3 * (sky_mean - sky_cont) / sky_cont, 1, 5)[None, :]
+    excess = np.clip(1 + 0.1 * (sky_mean - sky_cont) / sky_cont, 1, 2)[None, :]
     noise = rng.standard_normal(flux.shape, dtype=np.float32) * np.sqrt(var * excess)
-    residual = rng.normal(0, 0.02, (n, 1)).astype(np.float32) * lines
+    residual = rng.normal(0, 0.005, (n, 1)).astype(np.float32) * lines
     observed = flux + noise + residual
     ivar = 1.0 / var
     mask = ~covered

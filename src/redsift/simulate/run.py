@@ -79,6 +79,11 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
             if k in truth:
                 truth[k][sel] = v
         truth["MAG_G"][sel] = sample_magnitudes(survey, c, sel.size, rng)
+    # as in the visual-inspection catalogs, a BAL is flagged only where its CIV trough region
+    # (up to 25000 km/s) is in the spectrum; elsewhere BAL_FLAG is -1 (unknown), BI_CIV kept as truth
+    z_civ = inst.wmin / (1549.06 * (1 - 25000 / 299792.458)) - 1
+    hidden = (truth["BI_CIV"] > 0) & (z < z_civ)
+    truth["BAL_FLAG"][hidden] = -1
     wave, flux, ivar, mask, extra = observe(rest, z, native, inst, lib, truth["MAG_G"], rng)
     meta = Table({"TARGETID": (9 * 10**15 + _SURVEY_CODE[survey] * 10**14 + (seed % 10**4) * 10**9
                                + start + np.arange(nb)).astype(np.int64),
