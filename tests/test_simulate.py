@@ -151,3 +151,20 @@ def test_stored_spectra_flag_coverage(templates, tmp_path):
     assert np.all(mask[:, :5]) and np.all(ivar[:, :5] == 0)
     zw = np.asarray(ds.meta["ZWARN"])
     assert np.mean(zw & ZWarningMask.LITTLE_COVERAGE > 0) < 0.1
+
+
+def test_observed_frame_igm_matches_tau_eff_and_stays_blueward():
+    from redsift.simulate.instrument import SURVEYS
+    from redsift.simulate.physics import igm_transmission_observed
+
+    rng = np.random.default_rng(3)
+    wave = SURVEYS["boss"].wave
+    z = np.full(300, 2.8)
+    T, n, _ = igm_transmission_observed(wave, z, rng)
+    lya = wave * 1 / (1 + 2.8)
+    sel = (lya > 1100) & (lya < 1180)  # Lyman-alpha forest only (red-ward of Lyman-beta)
+    expected = np.mean(np.exp(-tau_eff(wave[sel] / 1215.67 - 1)))
+    assert np.mean(T[:, sel]) == pytest.approx(expected, rel=0.05)
+    # only DLA damping wings reach red-ward of Lyman-alpha
+    assert np.all(T[:, lya > 1260] > 0.9) and np.mean(T[:, lya > 1260]) > 0.999
+    assert 0 < n.mean() < 1

@@ -154,15 +154,20 @@ def _throughput(wave):
     return t * (1 - 0.6 * np.exp(-0.5 * ((wave - 7600.0) / 25.0) ** 2)) * (1 - 0.3 * np.exp(-0.5 * ((wave - 6880.0) / 20.0) ** 2))
 
 
-def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng):
+def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng, absorber=None):
     """Observe rest-frame spectra with a survey's instrument.
 
-    Returns ``wave, flux, ivar, mask, extras`` where ``extras`` holds the
-    Galactic E(B-V) and the noise-free flux-scale factor.
+    ``absorber(wave, flux)``, when given, is applied to the redshifted
+    noise-free spectra before the instrument (intergalactic absorption) and may
+    return truth columns. Returns ``wave, flux, ivar, mask, extras`` where
+    ``extras`` holds those columns, the Galactic E(B-V) and the flux-scale factor.
     """
     wave = survey.wave
     n = rest.shape[0]
     flux, covered = _redshift_to(wave, rest, z)
+    extras = {}
+    if absorber is not None:  # absorption along the line of sight, on the observed grid
+        extras = absorber(wave, flux) or {}
     # instrumental resolution for sources not already at the survey's resolution
     sig = survey.sigma_pix(wave)
     hires = ~np.asarray(native_res, bool)
@@ -216,4 +221,5 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
             mask[i, wave > rng.uniform(8000, 9500)] = True
     ivar = np.where(mask, 0, ivar).astype(np.float32)
     observed = np.where(mask & ~covered, 0, observed).astype(np.float32)
-    return wave, observed, ivar, mask, {"EBV": ebv, "FLUX_SCALE": scale}
+    extras.update({"EBV": ebv, "FLUX_SCALE": scale})
+    return wave, observed, ivar, mask, extras

@@ -12,8 +12,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from .parametric import tau_eff
 
-__all__ = ["forest_transmission", "lyman_limit", "dla_transmission", "bal_troughs", "balnicity_index",
-           "ccm_extinction", "smc_extinction", "LYA", "LYB"]
+__all__ = ["forest_transmission", "lyman_limit", "dla_transmission", "igm_transmission_observed",
+           "bal_troughs", "balnicity_index", "ccm_extinction", "smc_extinction", "LYA", "LYB"]
 
 LYA, LYB, LYLIMIT = 1215.67, 1025.72, 911.76
 C_KMS = 299792.458
@@ -127,6 +127,72 @@ def dla_transmission(wave_rest, z, rng, rate: float = 0.25):
             lam_abs = wave_rest * (1 + zq) / (1 + zd)
             tau = 10**logn * _lya_cross_section(lam_abs)
             T[i] *= np.exp(-np.clip(tau, 0, 700)).astype(np.float32)
+            count[i] += 1
+            lognhi[i] = max(lognhi[i], logn)
+    return T, count, lognhi
+
+
+def _ragged(lengths, pad=16):
+    """Rows, columns and flat positions of a ragged set of runs laid end to end with ``pad`` gaps."""
+    lengths = np.asarray(lengths, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths + pad)[:-1]])
+    rows = np.repeat(np.arange(lengths.size), lengths)
+    cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return rows, cols, offsets[rows] + cols, int(offsets[-1] + lengths[-1] + pad) if lengths.size else 0
+
+
+def _lognormal_tau(wave_cols, rest, rows, cols, flat, total, rng, corr_pix):
+    g = gaussian_filter1d(rng.standard_normal(max(total, 1)), corr_pix)
+    g /= np.std(g) + 1e-12
+    zabs = wave_cols / rest - 1
+    a = np.interp(tau_eff(np.clip(zabs, 0, None)), _TAU_GRID, _AMP)
+    return a * np.exp(_SIGMA_LN * g[flat])
+
+
+def igm_transmission_observed(wave, z, rng, corr_pix: float = 2.5, dla_rate: float = 0.25):
+    """Intergalactic absorption on the *observed* grid: Lyman-alpha/beta forest, LLS and DLAs.
+
+    The same physics as :func:`forest_transmission`, :func:`lyman_limit` and
+    :func:`dla_transmission`, computed only on the observed pixels each
+    absorber reaches (the forest of a z = 2.4 quasar covers ~140 BOSS pixels,
+    not the whole rest-frame grid). The forest fields of all quasars are drawn
+    as one ragged sequence (runs separated by gaps), so a batch costs one
+    filter call.
+
+    Returns ``(T, n_dla, max_log_nhi)`` with ``T`` of shape (nqso, npix).
+    """
+    z = np.asarray(z, float)
+    n = z.size
+    wave = np.asarray(wave, float)
+    T = np.ones((n, wave.size), np.float32)
+    for rest, scale in ((LYA, 1.0), (LYB, 0.16)):
+        ends = np.searchsorted(wave, rest * (1 + z))
+        rows, cols, flat, total = _ragged(ends)
+        if rows.size:
+            tau = scale * _lognormal_tau(wave[cols], rest, rows, cols, flat, total, rng, corr_pix)
+            T[rows, cols] *= np.exp(-tau).astype(np.float32)
+    # Lyman-limit systems whose limit falls in the spectrum
+    z_lim = wave[0] / LYLIMIT - 1
+    for i in np.flatnonzero(z > z_lim):
+        zgrid = np.linspace(z_lim, z[i], 50)
+        nexp = np.sum(0.28 * (1 + zgrid) ** 1.19) * (zgrid[1] - zgrid[0])
+        for _ in range(rng.poisson(nexp)):
+            zl = rng.uniform(z_lim, z[i])
+            edge = LYLIMIT * (1 + zl)
+            k = np.searchsorted(wave, edge)
+            tau = 10 ** rng.uniform(17.2, 19.0) * 6.3e-18 * (wave[:k] / edge) ** 3
+            T[i, :k] *= np.exp(-tau).astype(np.float32)
+    # DLAs between z = 2 and the quasar, damping wings within +-150 A (rest) of the line
+    count = np.zeros(n, int)
+    lognhi = np.zeros(n)
+    for i in range(n):
+        for _ in range(rng.poisson(dla_rate * max(0.0, z[i] - 0.05 - 2.0))):
+            zd = rng.uniform(2.0, z[i] - 0.05)
+            u = rng.uniform()
+            logn = 20.3 - 2.0 * np.log10(1 - u * (1 - 10 ** (-0.5 * 1.7)))
+            lo, hi = np.searchsorted(wave, [(LYA - 150) * (1 + zd), (LYA + 150) * (1 + zd)])
+            tau = 10**logn * _lya_cross_section(wave[lo:hi] / (1 + zd))
+            T[i, lo:hi] *= np.exp(-np.clip(tau, 0, 700)).astype(np.float32)
             count[i] += 1
             lognhi[i] = max(lognhi[i], logn)
     return T, count, lognhi

@@ -20,7 +20,7 @@ from ..preprocess import bin_quasarnet, coverage_zwarn, rebin, snr_median
 from ..spectra import Spectra
 from .instrument import SURVEYS, observe, sample_magnitudes
 from .library import load_library
-from .sources import QuasarModel, make_galaxies, make_stars, qso_redshifts
+from .sources import QuasarModel, absorb, make_galaxies, make_stars, qso_redshifts
 
 __all__ = ["simulate", "simulate_block", "DEFAULT_MIX", "CLASSES"]
 
@@ -84,7 +84,17 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     z_civ = inst.wmin / (1549.06 * (1 - 25000 / 299792.458)) - 1
     hidden = (truth["BI_CIV"] > 0) & (z < z_civ)
     truth["BAL_FLAG"][hidden] = -1
-    wave, flux, ivar, mask, extra = observe(rest, z, native, inst, lib, truth["MAG_G"], rng)
+    qrows = np.flatnonzero(cls == "QSO")
+
+    def igm(wave, flux):
+        sub = flux[qrows]
+        out = absorb(wave, sub, z[qrows], rng)
+        flux[qrows] = sub
+        return out
+
+    wave, flux, ivar, mask, extra = observe(rest, z, native, inst, lib, truth["MAG_G"], rng, absorber=igm)
+    truth["N_DLA"][qrows] = extra["N_DLA"]
+    truth["LOG_NHI"][qrows] = extra["LOG_NHI"]
     meta = Table({"TARGETID": (9 * 10**15 + _SURVEY_CODE[survey] * 10**14 + (seed % 10**4) * 10**9
                                + start + np.arange(nb)).astype(np.int64),
                   "CLASS": cls.astype("U8"), "Z": z, "Z_CONF": np.full(nb, 3, np.int64)})

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .library import REST_GRID, TemplateLibrary
-from .physics import (C_KMS, LYA, bal_troughs, dla_transmission, forest_transmission, lyman_limit,
-                      smc_extinction)
+from .physics import C_KMS, LYA, bal_troughs, igm_transmission_observed, smc_extinction
 from .parametric import tau_eff
 
 __all__ = ["QuasarModel", "make_stars", "make_galaxies", "qso_redshifts", "STAR_MIX"]
@@ -54,6 +53,13 @@ def _taper(lo, hi, edge=15.0):
     return np.clip(np.minimum(WAVE - lo, hi - WAVE) / edge + 0.5, 0, 1)
 
 
+def absorb(wave_obs, flux_obs, z, rng):
+    """Apply intergalactic absorption to observed quasar spectra in place; returns DLA truth."""
+    T, ndla, lognhi = igm_transmission_observed(wave_obs, z, rng)
+    flux_obs *= T
+    return {"N_DLA": ndla, "LOG_NHI": lognhi}
+
+
 class QuasarModel:
     """Quasars from the mean BOSS quasar (spEigenQSO eigenspectrum 0) made individual.
 
@@ -65,8 +71,9 @@ class QuasarModel:
     0.12 dex), and CIV is blueshifted by a log-normal velocity (median 600
     km/s); the Fe II and small lines are scaled together; the further PCA
     eigenspectra add correlated variation. Then host-galaxy light (z < 0.8),
-    intrinsic SMC reddening (10%), the fluctuating Lyman-alpha/beta forest,
-    Lyman-limit systems, DLAs and BAL troughs are applied. The mean spectrum
+    intrinsic SMC reddening (10%) and BAL troughs are applied; the fluctuating
+    Lyman-alpha/beta forest, Lyman-limit systems and DLAs are applied on the
+    observed grid by :func:`absorb`. The mean spectrum
     already contains the *mean* forest of its own quasars (median z of the
     spEigenQSO sample), which is divided out first so that the forest is
     applied once, at each quasar's own redshift.
@@ -148,14 +155,12 @@ class QuasarModel:
         red = ebv > 0
         spec[red] *= (10 ** (-0.4 * smc_extinction(WAVE, ebv[red]))).astype(np.float32)
 
-        T = forest_transmission(WAVE, z, rng) * lyman_limit(WAVE, z, rng)
-        Tdla, ndla, lognhi = dla_transmission(WAVE, z, rng)
+        # intrinsic BAL troughs here; intergalactic absorption (forest, LLS, DLAs) is applied on the
+        # observed grid by :meth:`absorb`
         Tbal, bi, lobal = bal_troughs(WAVE, n, rng)
-        spec *= T
-        spec *= Tdla
         spec *= Tbal
-        truth = {"BAL_FLAG": (bi > 0).astype(np.int64), "BI_CIV": bi, "LOBAL": lobal, "N_DLA": ndla,
-                 "LOG_NHI": lognhi, "CIV_SHIFT": civ_shift, "LOG_L": logl, "EBV_INT": ebv, "HOST_FRAC": host,
+        truth = {"BAL_FLAG": (bi > 0).astype(np.int64), "BI_CIV": bi, "LOBAL": lobal,
+                 "CIV_SHIFT": civ_shift, "LOG_L": logl, "EBV_INT": ebv, "HOST_FRAC": host,
                  "SUBCLASS": np.where(bi > 0, "BAL", np.where(z < 0.8, "LOWZ", "")).astype("U24")}
         return spec.astype(np.float32), truth
 
