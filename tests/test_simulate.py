@@ -18,9 +18,10 @@ def templates(data_dir):
     return str(data_dir / "templates")
 
 
-def test_parametric_mode_needs_no_files(monkeypatch):
+@pytest.mark.parametrize("survey", ["boss", "desi", "lamost"])
+def test_parametric_mode_needs_no_files(monkeypatch, survey):
     monkeypatch.delenv("REDSIFT_TEMPLATES", raising=False)
-    s = simulate_block(0, 60, 0, "boss", MIX, seed=1)
+    s = simulate_block(0, 60, 0, survey, MIX, seed=1)
     assert s.nspec == 60 and set(s.meta["SIM_MODE"]) == {"parametric"}
     assert set(s.meta["CLASS"]) <= {"QSO", "STAR", "GALAXY"}
     assert np.all(np.isfinite(s.flux)) and (s.weights > 0).mean() > 0.9
@@ -54,6 +55,8 @@ def test_truth_columns_and_labels(templates):
     stars = m["CLASS"] == "STAR"
     assert np.all(np.abs(m["Z"][stars]) < 0.002)  # radial velocities only
     assert set(m["SUBCLASS"][stars]) <= {"O", "B", "A", "F", "G", "K", "M", "L", "WD", "C", "CV"}
+    fine = set(m["SUBCLASS_FINE"][stars])  # MK types where the template says, e.g. 'K5III', 'M+WD'
+    assert any(len(f) > 2 for f in fine)
     gal = m["CLASS"] == "GALAXY"
     assert np.all((m["Z"][gal] >= 0) & (m["Z"][gal] <= 1.2))
     assert len(np.unique(m["TARGETID"])) == 300

@@ -56,7 +56,8 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     rest = np.zeros((nb, lib.qso_eigen.shape[1]), np.float32)
     z = np.zeros(nb)
     native = np.zeros(nb, bool)
-    truth = {"SUBCLASS": np.array([""] * nb, "U24"), "BAL_FLAG": np.zeros(nb, np.int64),
+    truth = {"SUBCLASS": np.array([""] * nb, "U24"), "SUBCLASS_FINE": np.array([""] * nb, "U32"),
+             "BAL_FLAG": np.zeros(nb, np.int64),
              "BI_CIV": np.zeros(nb), "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
              "CIV_SHIFT": np.zeros(nb), "LOBAL": np.zeros(nb, bool), "MAG_G": np.zeros(nb)}
     for c in classes:
@@ -69,6 +70,7 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
             native[sel] = lib.mode == "templates"
         elif c == "STAR":
             spec, zq, t = make_stars(sel.size, lib, rng)
+            t["SUBCLASS_FINE"] = t.pop("SUBTYPE_DETAIL")
             native[sel] = t["NATIVE_RES"]
             truth["BAL_FLAG"][sel] = 0
         else:
