@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import data as _data, demo as _demo, info as _info
+    from . import data as _data, demo as _demo, info as _info, model as _model
 
     i = sub.add_parser("info", help="describe spectrum and catalog files",
                        description="For each file: detected format, number of spectra, wavelength range, "
@@ -83,6 +83,40 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("dataset", help="summarise a dataset")
     ds.add_argument("path")
     ds.set_defaults(func=_data.cmd_dataset)
+
+    tr = sub.add_parser("train", help="train a model on a dataset",
+                        description="Train a model family on a dataset; checkpoints every epoch (and every "
+                                    "--checkpoint-every steps), resumes exactly with --resume, keeps the best "
+                                    "model as RUN_DIR/best/{model.safetensors,config.json}.")
+    tr.add_argument("family", choices=("quasarnet",))
+    tr.add_argument("--data", help="training dataset")
+    tr.add_argument("--val", help="validation dataset (default: an object-level 5%% split of --data)")
+    tr.add_argument("-o", "--output", required=True, help="run directory")
+    tr.add_argument("--config", help="YAML/JSON with training fields and a 'model' section of overrides")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", dest="batch_size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--patience", type=int)
+    tr.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps (resumable)")
+    tr.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
+    tr.add_argument("--threads", type=int, help="torch CPU threads")
+    tr.add_argument("--resume", action="store_true")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=_model.cmd_train)
+
+    pr = sub.add_parser("predict", help="classify spectra and measure redshifts",
+                        description="One catalog row per input spectrum (unreadable files and empty spectra "
+                                    "included, flagged in ZWARN).")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="spectrum files, directories or datasets")
+    pr.add_argument("--model", default=_model.DEFAULT_MODEL, help="released model name or model directory")
+    pr.add_argument("-o", "--output", required=True, help="catalog (.fits, .parquet, .csv)")
+    pr.add_argument("--overwrite", action="store_true")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=_model.cmd_predict)
+
+    mo = sub.add_parser("models", help="list the released models")
+    mo.set_defaults(func=_model.cmd_models)
 
     d = sub.add_parser("demo", help="run the demo on built-in example spectra",
                        description="Writes example spectra in survey formats, reads them back, and writes "

@@ -117,7 +117,8 @@ def _write_fits(table: Table, path: str, prov: dict, extname: str):
     for hdr in (primary.header, hdu.header):
         for key, value in prov.items():
             card = _PROV_KEYS.get(key, key.upper()[:8])
-            hdr[card] = (str(value), key.replace("_", " "))
+            text = str(value)
+            hdr[card] = text if len(text) > 45 else (text, key.replace("_", " "))  # long values: no comment
         for name, value in ZWarningMask.flags():
             bit = int(np.log2(value))
             hdr[f"ZWBIT{bit:02d}"] = (name, f"ZWARN bit {bit}")

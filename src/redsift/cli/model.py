@@ -1,0 +1,85 @@
+"""``redsift train``, ``redsift predict`` and ``redsift models``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = "quasarnet"
+
+
+def _command() -> str:
+    return "redsift " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def cmd_train(args) -> int:
+    from ..errors import RedsiftError
+    from ..train.quasarnet import TrainConfig, load_train_config, train_quasarnet
+
+    if args.family != "quasarnet":
+        raise RedsiftError(f"unknown model family {args.family!r} (trainable: quasarnet)")
+    out = Path(args.output)
+    if args.resume:
+        cfg = load_train_config(out / "train_config.json")
+        if args.epochs is not None:
+            cfg.epochs = args.epochs
+        cfg.max_steps = args.max_steps
+    else:
+        base = {}
+        if args.config:
+            text = Path(args.config).read_text()
+            if args.config.endswith((".yaml", ".yml")):
+                import yaml
+
+                base = yaml.safe_load(text) or {}
+            else:
+                base = json.loads(text)
+            base = base.get("train", base)
+        if args.data is None:
+            raise RedsiftError("--data is required (unless --resume)")
+        fields = dict(base, data=args.data, out=str(out))
+        for key in ("val", "epochs", "seed", "batch_size", "lr", "max_steps", "threads", "patience",
+                    "checkpoint_every"):
+            v = getattr(args, key, None)
+            if v is not None:
+                fields[key] = v
+        cfg = TrainConfig(**fields)
+    history = train_quasarnet(cfg, resume=args.resume, progress=not args.quiet)
+    if history:
+        last = history[-1]
+        print(f"after epoch {last['epoch']}: purity {last['purity']:.4f}, completeness {last['completeness']:.4f}, "
+              f"dv std {last['dv_std']:.0f} km/s; best model in {out / 'best'}")
+    else:
+        print(f"stopped at step {cfg.max_steps}; resume with: redsift train quasarnet -o {out} --resume")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..io.output import provenance, write_catalog
+    from ..models import load_model
+    from ..predict import predict_catalog
+
+    model = load_model(args.model)
+    cat = predict_catalog(model, args.inputs, progress=not args.quiet)
+    prov = provenance(model=f"{model.family}:{getattr(model, 'source', args.model)}",
+                      weights_sha256=getattr(model, "weights_sha256", ""), grid=model.config.logrid,
+                      command=_command())
+    write_catalog(cat, args.output, prov, overwrite=args.overwrite)
+    nq = int(cat["IS_QSO"].sum())
+    bad = int((cat["ZWARN"] & 512 > 0).sum())
+    print(f"wrote {args.output}: {len(cat)} spectra, {nq} quasars, {int(cat['IS_BAL'].sum())} BAL, "
+          f"{bad} without data (ZWARN NODATA)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ..models.registry import available_models
+
+    models = available_models()
+    if not models:
+        print("no released models in this installation (train one: redsift train quasarnet ...)")
+    for m in models:
+        print(f"{m['name']:28s} {m['family']:10s} {m['description']}")
+    return 0

@@ -1,0 +1,236 @@
+"""QuasarNET: a 1-D CNN that finds emission lines and derives class and redshift from them.
+
+Busca & Balland (2018), arXiv:1808.09955. Input: a spectrum on a 443-pixel
+log-wavelength grid (3600-10000 A, 1e-3 in log10), renormalised by its
+ivar-weighted mean and rms (:func:`redsift.preprocess.normalize_mean_rms`).
+Body: ``nconv`` 1-D convolutions (``filters`` filters of size ``kernel``,
+stride 2), each followed by batch normalisation, ReLU and dropout; a dense
+layer of ``fc`` units (linear, batch norm, ReLU — as the stored models have
+it; the paper's text says sigmoid). Heads: one *line finder* per line, each
+``nboxes`` sigmoid units for the confidence that the line centre lies in each
+of ``nboxes`` equal intervals of the spectrum and ``nboxes`` sigmoid units for
+the line's offset within its interval (optionally rescaled to
+``-0.1 + 1.2 * sigmoid`` so that offsets can reach the box edges, as in later
+QuasarNET releases).
+
+Loss (paper eq. 1), per finder: the binary cross-entropy of the box
+confidences with full and empty boxes normalised separately (each by its own
+count in the batch, so both weigh equally), plus the squared offset error in
+the full box. The BAL finder gives weight zero to spectra whose BAL label is
+unknown or inconsistent (flagged BAL with BI_CIV = 0, or not flagged with
+BI_CIV > 0).
+
+Decision: a spectrum is a quasar when at least ``n_lines`` lines have
+confidence above ``c_th``; its redshift comes from the most confident line;
+it is a BAL quasar when the BAL finder's confidence exceeds ``c_bal``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..grid import LogGrid
+from .registry import register_model
+
+__all__ = ["QuasarNetConfig", "QuasarNet", "make_targets", "quasarnet_loss", "decode", "LINES_VACUUM",
+           "LINES_QUASARNET"]
+
+#: The default line list: vacuum wavelengths of the Vanden Berk et al. (2001) composite, table 2.
+LINES_VACUUM = (("LYA", 1215.67), ("CIV", 1549.06), ("CIII", 1908.73), ("MGII", 2798.75),
+                ("HBETA", 4862.68), ("HALPHA", 6564.61))
+#: QuasarNET's own list (desihub/QuasarNP; H-alpha 6562.8 is an air value): used by imported models.
+LINES_QUASARNET = (("LYA", 1215.67), ("CIV", 1548.2049), ("CIII", 1908.734), ("MGII", 2796.3511),
+                   ("HBETA", 4862.68), ("HALPHA", 6562.8))
+
+
+@dataclass(frozen=True)
+class QuasarNetConfig:
+    """Architecture, grid, line list and decision thresholds of a QuasarNET model (saved with its weights)."""
+
+    grid: dict = field(default_factory=lambda: LogGrid.quasarnet().to_dict())
+    lines: tuple = LINES_VACUUM
+    bal_line: tuple = ("CIV", 1549.06)
+    nboxes: int = 13
+    nconv: int = 4
+    filters: int = 100
+    kernel: int = 10
+    stride: int = 2
+    padding: str = "valid"  # or "same" (Keras: the odd pixel is padded on the right)
+    fc: int = 100
+    dropout: float = 0.2
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.01  # PyTorch convention (Keras 0.99)
+    offset_rescale: bool = True  # offsets = -0.1 + 1.2 sigmoid
+    c_th: float = 0.4
+    n_lines: int = 1
+    c_bal: float = 0.4
+
+    @property
+    def logrid(self) -> LogGrid:
+        return LogGrid.from_dict(self.grid)
+
+    @property
+    def nfinders(self) -> int:
+        return len(self.lines) + (1 if self.bal_line else 0)
+
+
+def _same_pad(length: int, kernel: int, stride: int) -> tuple[int, int]:
+    out = math.ceil(length / stride)
+    total = max((out - 1) * stride + kernel - length, 0)
+    return total // 2, total - total // 2
+
+
+@register_model("quasarnet", QuasarNetConfig, "QuasarNET line finder (Busca & Balland 2018)")
+class QuasarNet(nn.Module):
+    """QuasarNET (see the module docstring). ``forward(X)`` -> ``(B, nfinders, 2*nboxes)``."""
+
+    family = "quasarnet"
+
+    def __init__(self, config: QuasarNetConfig | None = None):
+        super().__init__()
+        self.config = c = config or QuasarNetConfig()
+        if c.padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', not {c.padding!r}")
+        self.convs = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        self._pads = []
+        length, cin = c.logrid.npix, 1
+        for _ in range(c.nconv):
+            self.convs.append(nn.Conv1d(cin, c.filters, c.kernel, stride=c.stride))
+            self.bns.append(nn.BatchNorm1d(c.filters, eps=c.bn_eps, momentum=c.bn_momentum))
+            if c.padding == "same":
+                pad = _same_pad(length, c.kernel, c.stride)
+                self._pads.append(pad)
+                length = math.ceil(length / c.stride)
+            else:
+                self._pads.append((0, 0))
+                length = (length - c.kernel) // c.stride + 1
+            if length <= 0:
+                raise ValueError("too many convolutions for the grid length")
+            cin = c.filters
+        self.flat_length = length
+        self.fc = nn.Linear(length * c.filters, c.fc)
+        self.fc_bn = nn.BatchNorm1d(c.fc, eps=c.bn_eps, momentum=c.bn_momentum)
+        self.box = nn.ModuleList(nn.Linear(c.fc, c.nboxes) for _ in range(c.nfinders))
+        self.offset = nn.ModuleList(nn.Linear(c.fc, c.nboxes) for _ in range(c.nfinders))
+        self.drop = nn.Dropout(c.dropout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)  # (B, 1, npix)
+        for conv, bn, pad in zip(self.convs, self.bns, self._pads):
+            if pad != (0, 0):
+                x = F.pad(x, pad)
+            x = self.drop(F.relu(bn(conv(x))))
+        # flatten in (length, channels) order, as Keras does, so imported weights map directly
+        x = x.transpose(1, 2).flatten(1)
+        return F.relu(self.fc_bn(self.fc(x)))
+
+    def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """Box confidences and offsets, ``(B, nfinders, 2 * nboxes)``.
+
+        With ``logits=True`` the box part holds pre-sigmoid logits (for the loss).
+        """
+        h = self.features(x)
+        boxes = torch.stack([b(h) for b in self.box], dim=1)
+        offs = torch.sigmoid(torch.stack([o(h) for o in self.offset], dim=1))
+        if self.config.offset_rescale:
+            offs = -0.1 + 1.2 * offs
+        return torch.cat([boxes if logits else torch.sigmoid(boxes), offs], dim=2)
+
+
+def _positions(wave_obs: np.ndarray, grid_wave: np.ndarray, nboxes: int):
+    """Box index and offset of observed wavelengths (inverse of :func:`decode`'s mapping)."""
+    npix = grid_wave.size
+    pix = np.interp(wave_obs, grid_wave, np.arange(npix), left=-1.0, right=np.inf)
+    u = pix * nboxes / npix
+    inside = (pix >= 0) & (pix <= npix - 1)
+    j = np.clip(np.floor(np.where(np.isfinite(u), u, -1.0)).astype(np.int64), 0, nboxes - 1)
+    return j, u - j, inside
+
+
+def make_targets(z, is_qso, bal_flag, bi_civ, config: QuasarNetConfig):
+    """Training targets for a batch.
+
+    Returns ``box`` (B, F, nboxes) one-hot targets, ``offset`` (B, F) target
+    offsets, ``full`` (B, F) whether a line is present, and ``weight`` (B, F):
+    1, except 0 for the BAL finder where the BAL label is unknown
+    (``bal_flag < 0``) or inconsistent with ``bi_civ``.
+    """
+    z = np.asarray(z, float)
+    is_qso = np.asarray(is_qso, bool)
+    B, nb = z.size, config.nboxes
+    wave = config.logrid.wave
+    nf = config.nfinders
+    box = np.zeros((B, nf, nb), np.float32)
+    offset = np.zeros((B, nf), np.float32)
+    full = np.zeros((B, nf), bool)
+    weight = np.ones((B, nf), np.float32)
+    rests = [w for _, w in config.lines] + ([config.bal_line[1]] if config.bal_line else [])
+    for f, rest in enumerate(rests):
+        j, o, inside = _positions(rest * (1 + z), wave, nb)
+        present = is_qso & inside
+        if config.bal_line and f == nf - 1:
+            bal = np.asarray(bal_flag)
+            bi = np.asarray(bi_civ, float)
+            present &= bal == 1
+            bad = (bal < 0) | ((bal == 1) & ~(bi > 0)) | ((bal == 0) & (bi > 0))
+            weight[bad & is_qso, f] = 0.0
+        full[:, f] = present
+        rows = np.flatnonzero(present)
+        box[rows, f, j[rows]] = 1.0
+        offset[rows, f] = o[rows]
+    return box, offset, full, weight
+
+
+def quasarnet_loss(out_logits, box, offset, full, weight):
+    """Paper eq. 1 summed over finders; tensors from :meth:`QuasarNet.forward` (``logits=True``)
+    and :func:`make_targets`. Returns ``(total, per_finder)``."""
+    nb = box.shape[-1]
+    logits, offs = out_logits[..., :nb], out_logits[..., nb:]
+    bce = F.binary_cross_entropy_with_logits(logits, box, reduction="none")  # (B, F, nb)
+    w = weight[..., None]
+    is_full = box * w
+    is_empty = (1 - box) * w
+    n_full = is_full.sum(dim=(0, 2)).clamp(min=1)
+    n_empty = is_empty.sum(dim=(0, 2)).clamp(min=1)
+    l_box = (bce * is_full).sum(dim=(0, 2)) / n_full + (bce * is_empty).sum(dim=(0, 2)) / n_empty
+    sel = (offs * box).sum(dim=2)  # the predicted offset in the true box
+    fw = full.float() * weight
+    l_off = ((sel - offset) ** 2 * fw).sum(dim=0) / fw.sum(dim=0).clamp(min=1)
+    per = l_box + l_off
+    return per.sum(), per
+
+
+def decode(raw: np.ndarray, config: QuasarNetConfig) -> dict:
+    """Per-line confidences and redshifts, best redshift, class and BAL decision from ``(B, F, 2*nb)``.
+
+    Wavelength of box ``j`` with offset ``o``: ``interp((j + o) * npix / nboxes, arange(npix), wave)``
+    (QuasarNP's convention).
+    """
+    raw = np.asarray(raw, np.float64)
+    nb = config.nboxes
+    wave = config.logrid.wave
+    npix = wave.size
+    conf, offs = raw[..., :nb], raw[..., nb:]
+    j = conf.argmax(axis=2)
+    c = np.take_along_axis(conf, j[..., None], 2)[..., 0]
+    o = np.take_along_axis(offs, j[..., None], 2)[..., 0]
+    lam = np.interp((j + o) * npix / nb, np.arange(npix), wave)
+    rests = np.array([w for _, w in config.lines] + ([config.bal_line[1]] if config.bal_line else []))
+    z = lam / rests[None, :] - 1
+    nl = len(config.lines)
+    c_line, z_line = c[:, :nl], z[:, :nl]
+    best = c_line.argmax(axis=1)
+    zbest = z_line[np.arange(len(best)), best]
+    is_qso = (c_line > config.c_th).sum(axis=1) >= config.n_lines
+    out = {"c_line": c_line, "z_line": z_line, "zbest": zbest, "best_line": best, "is_qso": is_qso}
+    if config.bal_line:
+        out["c_bal"], out["z_bal"] = c[:, nl], z[:, nl]
+        out["is_bal"] = is_qso & (c[:, nl] > config.c_bal)
+    return out

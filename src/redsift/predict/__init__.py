@@ -1,0 +1,3 @@
+"""Prediction: catalogs from spectra files or datasets."""
+
+from .quasarnet import predict_arrays, predict_catalog, predict_spectra  # noqa: F401

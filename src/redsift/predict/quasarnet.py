@@ -1,0 +1,138 @@
+"""QuasarNET prediction: one catalog row per input spectrum, in the redrock/DESI convention.
+
+Columns: ``TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE``, the survey ids,
+``SOURCE, INDEX``, then ``IS_QSO, IS_BAL, C_LYA ... C_HALPHA, C_BAL,
+Z_LYA ... Z_HALPHA, Z_BAL``. ``SPECTYPE`` is ``QSO`` for quasars and
+``NONQSO`` otherwise (finer classes come with the classifier); ``SUBTYPE`` is
+``BAL`` for BAL quasars. ``Z`` is the redshift of the most confident line for
+quasars and NaN otherwise. QuasarNET gives no redshift uncertainty: ``ZERR``
+is NaN until a calibrated error model exists.
+
+ZWARN: the input's bits (``NODATA``/``BAD_INPUT`` for unreadable files,
+``BAD_VALUES``), ``LITTLE_COVERAGE`` (< 50% of the grid with data), and
+``LOW_CONFIDENCE`` when the best line's confidence lies within 0.1 of the
+threshold on either side.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from ..preprocess import bin_quasarnet, coverage_zwarn, normalize_mean_rms
+from ..spectra import Spectra
+from ..zwarning import ZWarningMask
+
+__all__ = ["predict_arrays", "predict_spectra", "predict_catalog"]
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def predict_arrays(model, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Raw finder outputs ``(n, nfinders, 2*nboxes)`` for normalised inputs ``X`` (n, npix)."""
+    model.eval()
+    out = []
+    for s in range(0, len(X), batch_size):
+        out.append(model(torch.from_numpy(np.ascontiguousarray(X[s:s + batch_size], np.float32))).numpy())
+    nf, nb2 = model.config.nfinders, 2 * model.config.nboxes
+    return np.concatenate(out) if out else np.zeros((0, nf, nb2), np.float32)
+
+
+def _catalog(model, raw, zwarn, meta) -> Table:
+    from ..models.quasarnet import decode
+
+    cfg = model.config
+    d = decode(raw, cfg)
+    n = len(meta)
+    nodata = (zwarn & int(ZWarningMask.NODATA)) > 0
+    is_qso = d["is_qso"] & ~nodata
+    is_bal = d.get("is_bal", np.zeros(n, bool)) & ~nodata
+    best_c = d["c_line"].max(axis=1) if n else np.zeros(0)
+    low = (np.abs(best_c - cfg.c_th) < 0.1) & ~nodata
+    zwarn = zwarn | np.where(low, int(ZWarningMask.LOW_CONFIDENCE), 0)
+    t = Table()
+    t["TARGETID"] = np.asarray(meta["TARGETID"], np.int64)
+    t["Z"] = np.where(is_qso, d["zbest"], np.nan)
+    t["ZERR"] = np.full(n, np.nan)
+    t["ZWARN"] = zwarn.astype(np.int64)
+    t["SPECTYPE"] = np.where(is_qso, "QSO", "NONQSO")
+    t["SUBTYPE"] = np.where(is_bal, "BAL", "")
+    for c in ("SURVEY", "PLATE", "MJD", "FIBERID", "OBSID", "THING_ID", "RA", "DEC", "SOURCE", "INDEX"):
+        if c in meta.colnames:
+            t[c] = meta[c]
+    t["IS_QSO"] = is_qso
+    t["IS_BAL"] = is_bal
+    names = [name for name, _ in cfg.lines]
+    for k, name in enumerate(names):
+        t[f"C_{name}"] = np.where(nodata, np.nan, d["c_line"][:, k]).astype(np.float32)
+    if cfg.bal_line:
+        t["C_BAL"] = np.where(nodata, np.nan, d["c_bal"]).astype(np.float32)
+    for k, name in enumerate(names):
+        t[f"Z_{name}"] = np.where(nodata, np.nan, d["z_line"][:, k])
+    if cfg.bal_line:
+        t["Z_BAL"] = np.where(nodata, np.nan, d["z_bal"])
+    if "ERROR" in meta.colnames:
+        t["ERROR"] = meta["ERROR"]
+    return t
+
+
+def predict_spectra(model, spectra: Spectra, batch_size: int = 4096) -> Table:
+    """Catalog rows for a batch of spectra (any format, any grid: binned onto the model's grid)."""
+    grid = model.config.logrid
+    b = bin_quasarnet(spectra, grid)
+    X = normalize_mean_rms(b.flux, b.ivar)
+    zwarn = np.asarray(spectra.meta["ZWARN"], np.int64) | coverage_zwarn(b.ivar)
+    return _catalog(model, predict_arrays(model, X, batch_size), zwarn, spectra.meta)
+
+
+def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True) -> Table:
+    """Predict for files (any format ``redsift.read`` knows, bad files flagged) and/or dataset directories."""
+    import os
+
+    from astropy.table import vstack
+    from tqdm.auto import tqdm
+
+    from ..data.store import INDEX_NAME, Dataset
+    from ..errors import RedsiftError
+    from ..io.registry import _expand, iter_read
+
+    parts = []
+    files = []
+    for item in inputs:
+        if os.path.isdir(item) and os.path.exists(os.path.join(item, INDEX_NAME)):
+            ds = Dataset(item)
+            if ds.grid != model.config.logrid:
+                raise RedsiftError(f"{item}: dataset grid ({ds.grid.describe()}) differs from the model's "
+                                   f"({model.config.logrid.describe()})")
+            meta = ds.meta
+            for s in tqdm(range(0, len(ds), 8192), desc="predict", disable=not progress):
+                idx = np.arange(s, min(s + 8192, len(ds)))
+                flux, ivar, _ = ds.read(idx)
+                X = normalize_mean_rms(flux, ivar)
+                m = meta[idx]
+                zwarn = (np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else 0) | coverage_zwarn(ivar)
+                if "SOURCE" not in m.colnames:
+                    m["SOURCE"] = [item] * len(m)
+                parts.append(_catalog(model, predict_arrays(model, X), zwarn, m))
+        else:
+            files.extend(_expand([item]))
+    batch = []
+    bar = tqdm(total=len(files), desc="predict", unit="file", disable=not progress or not files)
+    for _, s in iter_read(files, errors="flag"):
+        batch.append(s)
+        bar.update()
+        if len(batch) >= batch_files:
+            parts.append(predict_spectra(model, Spectra.concatenate(batch)))
+            batch = []
+    if batch:
+        parts.append(predict_spectra(model, Spectra.concatenate(batch)))
+    bar.close()
+    if not parts:
+        raise RedsiftError("no input spectra")
+    from ..spectra import _stack_meta
+
+    return _stack_meta(parts) if len(parts) > 1 else parts[0]

@@ -1,0 +1,1 @@
+"""Training loops (one per model family), with exact resume."""

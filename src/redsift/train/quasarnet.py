@@ -1,0 +1,225 @@
+"""Training QuasarNET on a dataset: ``redsift train quasarnet``.
+
+Adam with AMSGrad, mini-batches of 256 (Busca & Balland 2018). The data order
+is a pure function of ``(seed, epoch)``; the checkpoint holds the model,
+optimizer and RNG states, the position in the epoch and the history, so that
+``k`` steps, a stop and a resume to ``N`` steps give exactly the weights of
+``N`` uninterrupted steps. Checkpoints are plain state dicts loaded with
+``torch.load(weights_only=True)``; the best model (lowest validation loss) is
+released as ``RUN_DIR/best/{model.safetensors, config.json}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.splits import split
+from ..data.store import Dataset
+from ..errors import RedsiftError
+from ..evaluate.metrics import bal_metrics, qso_metrics
+from ..models import create_model, save_model
+from ..models.quasarnet import QuasarNetConfig, decode, make_targets, quasarnet_loss
+from ..preprocess import normalize_mean_rms
+
+__all__ = ["TrainConfig", "train_quasarnet", "evaluate_dataset"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved as RUN_DIR/train_config.json)."""
+
+    data: str
+    out: str
+    val: str | None = None
+    val_fraction: float = 0.05  # used when no --val: an object-level split of --data
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    amsgrad: bool = True
+    seed: int = 0
+    patience: int = 5  # early stopping on the validation loss
+    max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
+    checkpoint_every: int = 500  # steps; a checkpoint is also written at every epoch end
+    val_max: int = 20000  # validation spectra evaluated per epoch
+    threads: int | None = None
+    model: dict = field(default_factory=dict)  # QuasarNetConfig overrides
+
+
+def _labels(meta):
+    cls = np.asarray(meta["CLASS"]).astype(str)
+    z = np.asarray(meta["Z"], float)
+    bal = np.asarray(meta["BAL_FLAG"], np.int64) if "BAL_FLAG" in meta.colnames else np.full(len(meta), -1)
+    bi = np.asarray(meta["BI_CIV"], float) if "BI_CIV" in meta.colnames else np.full(len(meta), np.nan)
+    return cls, z, bal, np.nan_to_num(bi, nan=0.0)
+
+
+def _batch(ds, idx, labels, mcfg):
+    flux, ivar, _ = ds.read(idx)
+    X = torch.from_numpy(normalize_mean_rms(flux, ivar))
+    cls, z, bal, bi = (a[idx] for a in labels)
+    targets = make_targets(z, cls == "QSO", bal, bi, mcfg)
+    return X, [torch.from_numpy(np.asarray(t, np.float32)) for t in targets]
+
+
+@torch.inference_mode()
+def evaluate_dataset(model, ds, idx, labels, batch_size=1024) -> dict:
+    """Loss and QuasarNET metrics of ``model`` on rows ``idx`` of ``ds``."""
+    model.eval()
+    mcfg = model.config
+    raws, losses = [], []
+    for s in range(0, len(idx), batch_size):
+        b = idx[s:s + batch_size]
+        X, t = _batch(ds, b, labels, mcfg)
+        out = model(X, logits=True)
+        losses.append(float(quasarnet_loss(out, *t)[0]) * len(b))
+        nb = mcfg.nboxes
+        raws.append(torch.cat([torch.sigmoid(out[..., :nb]), out[..., nb:]], 2).numpy())
+    raw = np.concatenate(raws)
+    d = decode(raw, mcfg)
+    cls, z, bal, _ = (a[idx] for a in labels)
+    m = qso_metrics(d["is_qso"], d["zbest"], cls, z)
+    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO"))
+    m["loss"] = sum(losses) / max(len(idx), 1)
+    return m
+
+
+def _save_checkpoint(path: Path, state: dict):
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a QuasarNET run; returns the history."""
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    if out.exists() and (out / "train_config.json").exists() and not resume:
+        raise RedsiftError(f"{out}: a run exists there (use --resume to continue it)")
+    if resume and not ckpt_path.exists():
+        raise RedsiftError(f"{ckpt_path}: no checkpoint to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    ds = Dataset(cfg.data)
+    meta = ds.meta
+    labels = _labels(meta)
+    usable = np.flatnonzero((np.asarray(meta["ZWARN"]) & 512) == 0) if "ZWARN" in meta.colnames else np.arange(len(ds))
+    if cfg.val:
+        vds = Dataset(cfg.val)
+        vlabels = _labels(vds.meta)
+        train_idx = usable
+        val_idx = np.arange(len(vds))
+    else:
+        sides = split(meta, (1 - cfg.val_fraction, cfg.val_fraction), ("train", "val"), seed=cfg.seed)
+        train_idx = np.intersect1d(sides["train"], usable)
+        val_idx = np.intersect1d(sides["val"], usable)
+        vds, vlabels = ds, labels
+    if len(val_idx) > cfg.val_max:
+        val_idx = np.sort(np.random.default_rng(cfg.seed).choice(val_idx, cfg.val_max, replace=False))
+
+    torch.manual_seed(cfg.seed)
+    model = create_model("quasarnet", **cfg.model) if cfg.model else create_model("quasarnet")
+    if model.config.logrid != ds.grid:
+        raise RedsiftError(f"{cfg.data}: dataset grid ({ds.grid.describe()}) differs from the model's "
+                           f"({model.config.logrid.describe()})")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_loss": float("inf"), "bad_epochs": 0,
+             "history": []}
+    if resume:
+        ck = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["torch_rng"])
+        state = {k: ck[k] for k in state if k != "history"} | {"history": json.loads(ck["history_json"])}
+        log.info("resumed %s at epoch %d step %d", out, state["epoch"], state["step_in_epoch"])
+    else:
+        (out / "train_config.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model.config),
+             "data_provenance": ds.provenance, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))},
+            indent=1, default=str))
+
+    def checkpoint():
+        _save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+            "epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"], "global_step": state["global_step"],
+            "best_loss": state["best_loss"], "bad_epochs": state["bad_epochs"],
+            "history_json": json.dumps(state["history"]), "model_config_json": json.dumps(dataclasses.asdict(model.config)),
+        })
+
+    steps_per_epoch = int(np.ceil(len(train_idx) / cfg.batch_size))
+    stop = False
+    while state["epoch"] < cfg.epochs and not stop:
+        e = state["epoch"]
+        order = np.random.default_rng([cfg.seed, e]).permutation(train_idx)
+        bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {e + 1}/{cfg.epochs}",
+                   unit="batch", disable=not progress)
+        t0, seen = time.perf_counter(), 0
+        model.train()
+        running, nrun = 0.0, 0
+        for s in range(state["step_in_epoch"], steps_per_epoch):
+            b = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            X, t = _batch(ds, b, labels, model.config)
+            loss, _ = quasarnet_loss(model(X, logits=True), *t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += float(loss.detach())
+            nrun += 1
+            seen += len(b)
+            state["step_in_epoch"] = s + 1
+            state["global_step"] += 1
+            bar.update()
+            bar.set_postfix(loss=f"{running / nrun:.3f}")
+            if cfg.max_steps and state["global_step"] >= cfg.max_steps:
+                stop = True
+                break
+            if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
+                checkpoint()
+        bar.close()
+        rate = seen / max(time.perf_counter() - t0, 1e-9)
+        if stop and state["step_in_epoch"] < steps_per_epoch:
+            checkpoint()
+            break
+        # end of epoch: validate, keep the best, early-stop
+        metrics = evaluate_dataset(model, vds, val_idx, vlabels)
+        metrics.update({"epoch": e + 1, "train_loss": running / max(nrun, 1),
+                        "train_spectra_per_s": rate, "global_step": state["global_step"]})
+        state["history"].append(metrics)
+        log.info("epoch %d: %s", e + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+        if progress:
+            print(f"epoch {e + 1}: val loss {metrics['loss']:.4f}  purity {metrics['purity']:.4f}  "
+                  f"completeness {metrics['completeness']:.4f}  dv std {metrics['dv_std']:.0f} km/s  "
+                  f"BAL {metrics['bal_completeness']:.3f}/{metrics['nonbal_rejection']:.3f}  ({rate:.0f} spectra/s)")
+        if metrics["loss"] < state["best_loss"]:
+            state["best_loss"], state["bad_epochs"] = metrics["loss"], 0
+            save_model(model, out / "best", {"description": "QuasarNET trained by redsift",
+                                             "train": dataclasses.asdict(cfg), "epoch": e + 1,
+                                             "val_metrics": metrics})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"], state["step_in_epoch"] = e + 1, 0
+        checkpoint()
+        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+        if state["bad_epochs"] >= cfg.patience:
+            log.info("early stopping after %d epochs without improvement", cfg.patience)
+            break
+    return state["history"]
+
+
+def load_train_config(path) -> TrainConfig:
+    d = json.loads(Path(path).read_text())["train"]
+    return TrainConfig(**d)

@@ -1,0 +1,173 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+import redsift
+from redsift.cli.main import main
+from redsift.errors import RedsiftError
+from redsift.models import create_model, load_model, save_model
+from redsift.models.quasarnet import QuasarNetConfig, decode, make_targets, quasarnet_loss
+from redsift.simulate import simulate
+from redsift.train.quasarnet import TrainConfig, train_quasarnet
+from redsift.zwarning import ZWarningMask
+
+
+@pytest.fixture(scope="module")
+def simset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "train"
+    simulate(1200, "boss", out, seed=5, block=600, progress=False)  # parametric mode: runs anywhere
+    return out
+
+
+def test_architecture_follows_the_config():
+    m = create_model("quasarnet")
+    assert m.flat_length == 20  # 443 -> 217 -> 104 -> 48 -> 20 with valid padding, k=10, s=2
+    assert m(torch.randn(3, 443)).shape == (3, 7, 26)
+    same = create_model("quasarnet", nconv=6, padding="same")
+    assert same.flat_length == 7  # as QuasarNP's qn6 file: FC input 700 = 7 px x 100 channels
+    small = create_model("quasarnet", filters=25, fc=25)
+    assert small.fc.in_features == 20 * 25
+    with pytest.raises(ValueError, match="padding"):
+        create_model("quasarnet", padding="full")
+
+
+def test_targets_decode_back_to_the_redshift():
+    cfg = QuasarNetConfig()
+    z = np.array([0.3, 1.2, 2.4, 3.9, 5.2])
+    box, off, full, w = make_targets(z, np.ones(5, bool), np.zeros(5), np.zeros(5), cfg)
+    raw = np.concatenate([box, np.repeat(off[..., None], cfg.nboxes, 2)], 2)
+    d = decode(raw, cfg)
+    for k in range(5):
+        present = full[k, :6]
+        np.testing.assert_allclose(d["z_line"][k, present], z[k], atol=1e-9)
+    # Lyman-alpha is in the grid only from z = 3600/1215.67 - 1 = 1.96
+    assert not full[0, 0] and not full[1, 0] and full[2, 0]
+    # non-quasars have no lines
+    box, _, full, _ = make_targets(z, np.zeros(5, bool), np.zeros(5), np.zeros(5), cfg)
+    assert not full.any() and box.sum() == 0
+
+
+def test_bal_finder_weights():
+    cfg = QuasarNetConfig()
+    z = np.full(4, 2.5)
+    bal = np.array([1, 0, -1, 1])
+    bi = np.array([900.0, 0.0, 500.0, 0.0])  # the last is flagged BAL with BI = 0: inconsistent
+    box, _, full, w = make_targets(z, np.ones(4, bool), bal, bi, cfg)
+    assert list(w[:, -1]) == [1, 1, 0, 0]
+    assert list(full[:, -1]) == [True, False, False, True]
+    assert np.all(w[:, :-1] == 1)
+
+
+def test_loss_balances_full_and_empty_boxes():
+    cfg = QuasarNetConfig()
+    z = np.array([2.5, 2.5])
+    t = [torch.from_numpy(np.asarray(a, np.float32)) for a in make_targets(z, np.ones(2, bool), np.zeros(2), np.zeros(2), cfg)]
+    box = t[0]
+    # perfect logits for the boxes and offsets: the loss approaches 0
+    logits = torch.where(box > 0, 30.0, -30.0)
+    offs = (t[1][..., None].expand(-1, -1, cfg.nboxes) + 0.1) / 1.2  # pre-rescale not needed: loss uses offsets
+    perfect = torch.cat([logits, t[1][..., None].expand(-1, -1, cfg.nboxes)], 2)
+    total, per = quasarnet_loss(perfect, *t)
+    assert float(total) < 1e-6
+    # all-0.5 boxes: each finder with a line costs log 2 for full + log 2 for empty
+    half = torch.cat([torch.zeros_like(logits), t[1][..., None].expand(-1, -1, cfg.nboxes)], 2)
+    _, per = quasarnet_loss(half, *t)
+    assert float(per[1]) == pytest.approx(2 * np.log(2), rel=1e-5)
+    assert offs.shape == logits.shape
+
+
+def test_save_and_load_safely(tmp_path):
+    m = create_model("quasarnet", filters=8, fc=8)
+    save_model(m, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    x = torch.randn(2, 443)
+    m.eval()
+    np.testing.assert_array_equal(m(x).detach().numpy(), back(x).detach().numpy())
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["model"] == "quasarnet" and meta["config"]["filters"] == 8 and len(meta["weights_sha256"]) == 64
+
+
+def test_bad_weights_fail_clearly(tmp_path):
+    m = create_model("quasarnet", filters=8, fc=8)
+    d = save_model(m, tmp_path / "m")
+    # corrupt weights
+    w = d / "model.safetensors"
+    good = w.read_bytes()
+    w.write_bytes(good[:100])
+    with pytest.raises(RedsiftError, match="model.safetensors: corrupt or unreadable weights"):
+        load_model(d)
+    w.write_bytes(good)
+    # a config that disagrees with the weights
+    meta = json.loads((d / "config.json").read_text())
+    meta["config"]["filters"] = 16
+    (d / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(RedsiftError, match="shape"):
+        load_model(d)
+    # another model family
+    meta["model"] = "resnet"
+    (d / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(RedsiftError, match="unknown model family 'resnet'"):
+        load_model(d)
+    with pytest.raises(RedsiftError, match="no such model directory"):
+        load_model(tmp_path / "nothing")
+
+
+def _train(simset, out, **kw):
+    cfg = TrainConfig(data=str(simset), out=str(out), epochs=2, batch_size=64, seed=3, checkpoint_every=0,
+                      model={"filters": 16, "fc": 16}, **kw)
+    return cfg
+
+
+def test_resume_is_exact(simset, tmp_path):
+    # N steps straight ...
+    train_quasarnet(_train(simset, tmp_path / "a", max_steps=20), progress=False)
+    # ... equal k steps, a stop, and a resume to N (across the epoch boundary: 17 steps per epoch)
+    train_quasarnet(_train(simset, tmp_path / "b", max_steps=7), progress=False)
+    cfg = _train(simset, tmp_path / "b", max_steps=20)
+    train_quasarnet(cfg, resume=True, progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 20
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    for (ka, va), (kb, vb) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items()):
+        for key in va:
+            torch.testing.assert_close(va[key], vb[key], rtol=0, atol=0)
+
+
+def test_training_writes_history_best_model_and_config(simset, tmp_path):
+    hist = train_quasarnet(_train(simset, tmp_path / "r"), progress=False)
+    assert len(hist) == 2 and {"purity", "completeness", "dv_std", "loss", "train_spectra_per_s"} <= set(hist[0])
+    assert (tmp_path / "r" / "best" / "model.safetensors").exists()
+    cfg = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert cfg["train"]["seed"] == 3 and cfg["model"]["filters"] == 16 and cfg["data_provenance"]["seed"] == 5
+    with pytest.raises(RedsiftError, match="a run exists there"):
+        train_quasarnet(_train(simset, tmp_path / "r"), progress=False)
+
+
+def test_predict_every_input_gets_a_row(simset, tmp_path, boss_files):
+    m = create_model("quasarnet", filters=8, fc=8)
+    save_model(m, tmp_path / "model")
+    bad = tmp_path / "spec-bad.fits"
+    bad.write_bytes(boss_files[0].read_bytes()[:30000])
+    out = tmp_path / "cat.fits"
+    args = ["predict", "--model", str(tmp_path / "model"), str(boss_files[0]), str(bad), str(boss_files[1]),
+            "-o", str(out), "--quiet"]
+    assert main(args) == 0
+    cat = Table.read(out)
+    assert len(cat) == 3
+    assert cat.colnames[:6] == ["TARGETID", "Z", "ZERR", "ZWARN", "SPECTYPE", "SUBTYPE"]
+    for col in ("IS_QSO", "IS_BAL", "C_LYA", "C_CIV", "C_CIII", "C_MGII", "C_HBETA", "C_HALPHA", "C_BAL",
+                "Z_LYA", "Z_HALPHA", "Z_BAL", "SOURCE", "INDEX", "PLATE", "MJD", "FIBERID"):
+        assert col in cat.colnames
+    assert cat["ZWARN"][1] & ZWarningMask.NODATA and cat["ZWARN"][1] & ZWarningMask.BAD_INPUT
+    c_lya = np.ma.filled(cat["C_LYA"], np.nan)  # NaN in FITS float columns reads back masked
+    assert not cat["IS_QSO"][1] and np.isnan(c_lya[1]) and "truncated" in cat["ERROR"][1]
+    assert np.all(np.isfinite(c_lya[[0, 2]]))
+    # a dataset input, with a grid check
+    assert main(["predict", "--model", str(tmp_path / "model"), str(simset), "-o", str(tmp_path / "d.fits"),
+                 "--quiet"]) == 0
+    assert len(Table.read(tmp_path / "d.fits")) == 1200
