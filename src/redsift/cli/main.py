@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_model.cmd_predict)
 
+    ev = sub.add_parser("evaluate", help="QuasarNET metrics and plots of a catalog against the truth")
+    ev.add_argument("catalog")
+    ev.add_argument("--truth", required=True, help="labelled dataset or catalog (joined on TARGETID)")
+    ev.add_argument("-o", "--output", required=True, help="report directory")
+    ev.add_argument("--c-th", dest="c_th", type=float, default=0.4)
+    ev.add_argument("--label", default="", help="title of the report (e.g. 'simulated held-out set')")
+    ev.set_defaults(func=_model.cmd_evaluate)
+
     mo = sub.add_parser("models", help="list the released models")
     mo.set_defaults(func=_model.cmd_models)
 

@@ -83,3 +83,10 @@ def cmd_models(args) -> int:
     for m in models:
         print(f"{m['name']:28s} {m['family']:10s} {m['description']}")
     return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluate.report import write_report
+
+    print(write_report(args.catalog, args.truth, args.output, c_th=args.c_th, label=args.label), end="")
+    return 0

@@ -97,11 +97,19 @@ def sample_magnitudes(survey: str, cls: str, n: int, rng) -> np.ndarray:
     return np.log10(a + u * (b - a)) / slope
 
 
-def _gband_flux(wave, flux, lib: TemplateLibrary):
-    if lib.gfilter is not None:
-        resp = np.interp(wave, lib.gfilter[0], lib.gfilter[1], left=0, right=0)
+#: Top-hat stand-ins for the SDSS bands when no filter curves are available (Angstrom).
+_TOPHAT = {"g": (4000.0, 5500.0), "r": (5500.0, 6900.0), "i": (6900.0, 8400.0)}
+#: AB flux density (1e-17 erg/s/cm2/A) of a 0-mag flat-f_nu source at each band's effective wavelength.
+_ZP = {"g": 4.785e8, "r": 2.842e8, "i": 1.912e8}
+
+
+def band_flux(wave, flux, lib: TemplateLibrary, band: str = "g"):
+    """Photon-weighted mean flux density through an SDSS band (filter curve, or a top-hat)."""
+    if band in lib.filters:
+        resp = np.interp(wave, lib.filters[band][0], lib.filters[band][1], left=0, right=0)
     else:
-        resp = ((wave > 4000) & (wave < 5500)).astype(float)
+        lo, hi = _TOPHAT[band]
+        resp = ((wave > lo) & (wave < hi)).astype(float)
     w = resp * wave  # photon-counting weight
     return (flux * w[None, :]).sum(axis=1) / max(w.sum(), 1e-30)
 
@@ -154,10 +162,10 @@ def _throughput(wave):
     return t * (1 - 0.6 * np.exp(-0.5 * ((wave - 7600.0) / 25.0) ** 2)) * (1 - 0.3 * np.exp(-0.5 * ((wave - 6880.0) / 20.0) ** 2))
 
 
-def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng, absorber=None):
+def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng, absorber=None, bands=None):
     """Observe rest-frame spectra with a survey's instrument.
 
-    ``absorber(wave, flux)``, when given, is applied to the redshifted
+    ``mags`` are AB magnitudes in ``bands`` (per object; default g). ``absorber(wave, flux)``, when given, is applied to the redshifted
     noise-free spectra before the instrument (intergalactic absorption) and may
     return truth columns. Returns ``wave, flux, ivar, mask, extras`` where
     ``extras`` holds those columns, the Galactic E(B-V) and the flux-scale factor.
@@ -187,11 +195,18 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
     ebv = rng.exponential(0.04, n)
     flux *= calib
     flux *= (10 ** (-0.4 * ccm_extinction(wave, ebv))).astype(np.float32)
-    # flux scale from the g magnitude
-    target = 4.785e8 * 10 ** (-0.4 * np.asarray(mags))  # 1e-17 erg/s/cm2/A for a flat f_nu source
-    measured = _gband_flux(wave, flux, lib)
-    scale = target / np.where(measured > 0, measured, np.nan)
-    scale = np.where(np.isfinite(scale), scale, 0.0)
+    # flux scale from the magnitude in each object's selection band (g; r or i for high-z quasars,
+    # which are g- or r-dropouts)
+    bands = np.broadcast_to(np.asarray(bands if bands is not None else "g"), (n,))
+    scale = np.zeros(n)
+    mags = np.asarray(mags, float)
+    for band in np.unique(bands):
+        sel = bands == band
+        target = _ZP[band] * 10 ** (-0.4 * mags[sel])
+        measured = band_flux(wave, flux[sel], lib, band)
+        level = np.median(np.abs(flux[sel]), axis=1)
+        ok = measured > 1e-3 * np.maximum(level, 1e-30)  # a band with (almost) no flux cannot set the scale
+        scale[sel] = np.where(ok, target / np.where(ok, measured, 1.0), 0.0)
     flux *= scale.astype(np.float32)[:, None]
 
     sky_mean, sky_cont = _sky_model(survey, wave, lib)

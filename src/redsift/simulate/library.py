@@ -122,6 +122,7 @@ class TemplateLibrary:
     sky_wave: np.ndarray | None = None
     sky_flux: np.ndarray | None = None  # 1e-17 erg/s/cm2/A/arcsec2
     gfilter: tuple | None = None  # (wave, response) of SDSS g
+    filters: dict = field(default_factory=dict)  # band -> (wave, response): SDSS g, r, i
 
 
 def load_library(path=None, max_stars_per_basis: int = 200, seed: int = 0) -> TemplateLibrary:
@@ -180,11 +181,13 @@ def load_library(path=None, max_stars_per_basis: int = 200, seed: int = 0) -> Te
     if sky.exists():
         t = np.loadtxt(sky)
         lib.sky_wave, lib.sky_flux = t[:, 0], t[:, 1]
-    gf = root.parent / "sky" / "sdss_filters" / "sdss2010-g.ecsv"
-    if gf.exists():
-        from astropy.table import Table
+    for band in ("g", "r", "i"):
+        gf = root.parent / "sky" / "sdss_filters" / f"sdss2010-{band}.ecsv"
+        if gf.exists():
+            from astropy.table import Table
 
-        t = Table.read(gf)
-        lib.gfilter = (np.asarray(t["wavelength"], float), np.asarray(t["response"], float))
+            t = Table.read(gf)
+            lib.filters[band] = (np.asarray(t["wavelength"], float), np.asarray(t["response"], float))
+    lib.gfilter = lib.filters.get("g")
     log.info("template library from %s: %d stars, %d galaxies", root, len(lib.stars), len(lib.galaxies))
     return lib

@@ -60,6 +60,7 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
              "BAL_FLAG": np.zeros(nb, np.int64),
              "BI_CIV": np.zeros(nb), "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
              "CIV_SHIFT": np.zeros(nb), "LOBAL": np.zeros(nb, bool), "MAG_G": np.zeros(nb)}
+    # MAG_G holds the magnitude in the selection band (SEL_BAND): g, or r/i for high-z quasars
     for c in classes:
         sel = np.flatnonzero(cls == c)
         if not sel.size:
@@ -94,7 +95,10 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
         flux[qrows] = sub
         return out
 
-    wave, flux, ivar, mask, extra = observe(rest, z, native, inst, lib, truth["MAG_G"], rng, absorber=igm)
+    # selection band: g, except r (3 < z < 4.2) and i (z >= 4.2) for quasars, which drop out of g and r
+    bands = np.where((cls == "QSO") & (z >= 4.2), "i", np.where((cls == "QSO") & (z >= 3.0), "r", "g"))
+    wave, flux, ivar, mask, extra = observe(rest, z, native, inst, lib, truth["MAG_G"], rng, absorber=igm,
+                                            bands=bands)
     truth["N_DLA"][qrows] = extra["N_DLA"]
     truth["LOG_NHI"][qrows] = extra["LOG_NHI"]
     meta = Table({"TARGETID": (9 * 10**15 + _SURVEY_CODE[survey] * 10**14 + (seed % 10**4) * 10**9
@@ -103,6 +107,7 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     for k, v in truth.items():
         meta[k] = v
     meta["EBV"] = extra["EBV"]
+    meta["SEL_BAND"] = bands.astype("U1")
     meta["SURVEY"] = [survey] * nb
     meta["SIM_MODE"] = [lib.mode] * nb
     spectra = Spectra(wave, flux, ivar, mask, meta)

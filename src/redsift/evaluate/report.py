@@ -1,0 +1,172 @@
+"""``redsift evaluate``: QuasarNET's measurements on any labelled set (Busca & Balland 2018, figs. 2-7).
+
+Inputs: a prediction catalog (``redsift predict``) and the truth, either a
+dataset (its metadata: CLASS, Z, BAL_FLAG, BI_CIV, SNR) or a labelled catalog
+(:func:`redsift.io.catalogs.read_catalog`), joined on TARGETID. Outputs, in
+the report directory: ``summary.md`` (tables), ``purity_completeness.png``
+(fig. 3: against the confidence threshold, 1- and 2-line detections),
+``dv_hist.png`` (fig. 4), ``bal.png`` (fig. 5), ``zbins.png`` (fig. 7), and
+``examples.png`` (fig. 2) when the spectra can be read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from astropy.table import Table, join
+
+from ..errors import RedsiftError
+from .metrics import bal_metrics, qso_metrics, velocity_difference
+
+__all__ = ["load_truth", "joined", "decisions", "evaluate_catalog", "write_report"]
+
+LINES = ("LYA", "CIV", "CIII", "MGII", "HBETA", "HALPHA")
+
+
+def load_truth(path) -> Table:
+    from ..data.store import INDEX_NAME, Dataset
+
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, INDEX_NAME)):
+        meta = Dataset(path).meta
+    else:
+        from ..io.catalogs import read_catalog
+
+        meta = read_catalog(path)
+    keep = [c for c in ("TARGETID", "CLASS", "Z", "BAL_FLAG", "BI_CIV", "SNR", "SUBCLASS") if c in meta.colnames]
+    t = Table(meta[keep], copy=True)
+    for c in keep[1:]:
+        t.rename_column(c, f"TRUE_{c}")
+    return t
+
+
+def joined(cat: Table, truth: Table) -> Table:
+    cat = Table(cat, copy=True)
+    for c in cat.colnames:
+        if hasattr(cat[c], "filled"):
+            cat[c] = cat[c].filled(np.nan if cat[c].dtype.kind == "f" else cat[c].fill_value)
+    t = join(cat, truth, keys="TARGETID", join_type="inner")
+    if len(t) == 0:
+        raise RedsiftError("no TARGETID in common between the catalog and the truth")
+    return t
+
+
+def decisions(t: Table, c_th: float, n_lines: int = 1):
+    """IS_QSO and best redshift recomputed from the per-line columns at threshold ``c_th``."""
+    lines = [ln for ln in LINES if f"C_{ln}" in t.colnames]
+    C = np.column_stack([np.nan_to_num(np.asarray(t[f"C_{ln}"], float), nan=0.0) for ln in lines])
+    Z = np.column_stack([np.asarray(t[f"Z_{ln}"], float) for ln in lines])
+    is_qso = (C > c_th).sum(axis=1) >= n_lines
+    zbest = Z[np.arange(len(t)), C.argmax(axis=1)]
+    return is_qso, zbest
+
+
+def evaluate_catalog(t: Table, c_th: float = 0.4, c_bal: float = 0.4) -> dict:
+    is_qso, zbest = decisions(t, c_th)
+    cls = np.asarray(t["TRUE_CLASS"]).astype(str)
+    m = qso_metrics(is_qso, zbest, cls, t["TRUE_Z"])
+    if "TRUE_BAL_FLAG" in t.colnames and "C_BAL" in t.colnames:
+        is_bal = is_qso & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > c_bal)
+        m.update(bal_metrics(is_bal, t["TRUE_BAL_FLAG"], cls == "QSO"))
+    return m
+
+
+def _bins_table(t, key, edges, c_th):
+    rows = []
+    vals = np.asarray(t[key], float)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (vals >= lo) & (vals < hi)
+        if sel.sum() == 0:
+            continue
+        m = evaluate_catalog(t[sel], c_th)
+        rows.append((lo, hi, int(sel.sum()), m["n_true_qso"], m["purity"], m["completeness"], m["dv_std"],
+                     m["catastrophic"]))
+    return rows
+
+
+def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") -> str:
+    """Compute everything, write the PNGs and summary.md into ``out``; return the Markdown."""
+    from astropy.table import Table as T
+
+    from .plots import new_axes
+
+    os.makedirs(out, exist_ok=True)
+    cat = T.read(cat_path)
+    t = joined(cat, load_truth(truth_path))
+    m = evaluate_catalog(t, c_th)
+    cls = np.asarray(t["TRUE_CLASS"]).astype(str)
+    lines = [f"# QuasarNET evaluation{(': ' + label) if label else ''}", "",
+             f"catalog `{cat_path}`, truth `{truth_path}`: {len(t)} spectra joined on TARGETID "
+             f"({m['n_true_qso']} true quasars); threshold c_th = {c_th}.", "",
+             "| metric | value |", "|---|---:|"]
+    for k in ("purity", "completeness", "catastrophic", "dv_mean", "dv_std", "dv_nmad", "bal_completeness",
+              "nonbal_rejection", "n_bal", "n_nonbal"):
+        if k in m:
+            v = m[k]
+            lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) and abs(v) < 10 else f"| {k} | {v:.0f} |"
+                         if isinstance(v, (int, float)) and np.isfinite(v) else f"| {k} | {v} |")
+
+    # fig. 3: purity and completeness against the threshold
+    ths = np.linspace(0.05, 0.95, 19)
+    fig, ax = new_axes(figsize=(6, 4))
+    for nl, ls in ((1, "-"), (2, "--")):
+        pur, com = [], []
+        for th in ths:
+            q, zb = decisions(t, th, nl)
+            mm = qso_metrics(q, zb, cls, t["TRUE_Z"])
+            pur.append(mm["purity"])
+            com.append(mm["completeness"])
+        ax.plot(ths, pur, ls, color="tab:blue", label=f"purity, {nl} line{'s' if nl > 1 else ''}")
+        ax.plot(ths, com, ls, color="tab:red", label=f"completeness, {nl} line{'s' if nl > 1 else ''}")
+    ax.set_xlabel("confidence threshold c_th")
+    ax.set_ylim(0.8, 1.0)
+    ax.legend(fontsize=7)
+    fig.savefig(os.path.join(out, "purity_completeness.png"), dpi=110)
+
+    # fig. 4: velocity differences of true quasars classified as quasars
+    q, zb = decisions(t, c_th)
+    dv = velocity_difference(zb, t["TRUE_Z"])[q & (cls == "QSO")]
+    fig, ax = new_axes(figsize=(6, 4))
+    ax.hist(np.clip(dv, -6000, 6000), np.linspace(-6000, 6000, 121), color="k", histtype="step")
+    ax.set_xlabel("dv = c (z_pred - z_true) / (1 + z_true)  [km/s]")
+    ax.set_title(f"mean {m['dv_mean']:.0f}, std {m['dv_std']:.0f}, NMAD {m['dv_nmad']:.0f} km/s; "
+                 f"|dv| > 6000: {100 * m['catastrophic']:.2f}%", fontsize=8)
+    fig.savefig(os.path.join(out, "dv_hist.png"), dpi=110)
+
+    # fig. 5: BAL completeness and non-BAL rejection against the BAL threshold
+    if "C_BAL" in t.colnames and "TRUE_BAL_FLAG" in t.colnames:
+        fig, ax = new_axes(figsize=(6, 4))
+        comp, rej = [], []
+        for th in ths:
+            bm = bal_metrics(q & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > th), t["TRUE_BAL_FLAG"], cls == "QSO")
+            comp.append(bm["bal_completeness"])
+            rej.append(bm["nonbal_rejection"])
+        ax.plot(ths, comp, label="BAL completeness")
+        ax.plot(ths, rej, label="non-BAL rejection")
+        ax.set_xlabel("BAL confidence threshold")
+        ax.legend(fontsize=7)
+        fig.savefig(os.path.join(out, "bal.png"), dpi=110)
+
+    # fig. 7: purity/completeness in redshift bins; and every metric per S/N bin
+    zrows = _bins_table(t, "TRUE_Z", [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 5.5], c_th)
+    fig, ax = new_axes(figsize=(6, 4))
+    mids = [(r[0] + r[1]) / 2 for r in zrows]
+    ax.plot(mids, [r[4] for r in zrows], "o-", label="purity")
+    ax.plot(mids, [r[5] for r in zrows], "s-", label="completeness")
+    ax.set_xlabel("true redshift")
+    ax.legend(fontsize=7)
+    fig.savefig(os.path.join(out, "zbins.png"), dpi=110)
+    for title, rows in (("redshift", zrows),
+                        ("S/N per pixel", _bins_table(t, "TRUE_SNR", [0, 0.5, 1, 2, 5, 10, 1e9], c_th)
+                         if "TRUE_SNR" in t.colnames else [])):
+        if not rows:
+            continue
+        lines += ["", f"By {title}:", "", "| bin | spectra | true QSO | purity | completeness | dv std | catastrophic |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for lo, hi, n, nq, pur, com, dvs, cat_ in rows:
+            hi_s = "inf" if hi > 1e8 else f"{hi:g}"
+            lines.append(f"| {lo:g}-{hi_s} | {n} | {nq} | {pur:.4f} | {com:.4f} | {dvs:.0f} | {cat_:.4f} |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text)
+    return text
