@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--label", default="", help="title of the report (e.g. 'simulated held-out set')")
     ev.set_defaults(func=_model.cmd_evaluate)
 
+    pl = sub.add_parser("plot", help="plot one spectrum with its prediction")
+    pl.add_argument("file")
+    pl.add_argument("--index", type=int, default=0, help="row of the spectrum in the file")
+    pl.add_argument("--model", default=_model.DEFAULT_MODEL)
+    pl.add_argument("-o", "--output", required=True, help="PNG file")
+    pl.set_defaults(func=_model.cmd_plot)
+
     mo = sub.add_parser("models", help="list the released models")
     mo.set_defaults(func=_model.cmd_models)
 

@@ -90,3 +90,23 @@ def cmd_evaluate(args) -> int:
 
     print(write_report(args.catalog, args.truth, args.output, c_th=args.c_th, label=args.label), end="")
     return 0
+
+
+def cmd_plot(args) -> int:
+    from ..errors import RedsiftError
+    from ..evaluate.plots import new_axes, plot_prediction
+    from ..io.registry import read_file
+    from ..models import load_model
+    from ..predict import predict_spectra
+
+    spectra = read_file(args.file)
+    if not 0 <= args.index < spectra.nspec:
+        raise RedsiftError(f"{args.file}: --index {args.index} out of range (the file has {spectra.nspec} spectra)")
+    one = spectra[args.index]
+    model = load_model(args.model)
+    row = predict_spectra(model, one)[0]
+    fig, ax = new_axes()
+    plot_prediction(one, 0, row, ax=ax, lines=model.config.lines)
+    fig.savefig(args.output, dpi=110)
+    print(f"wrote {args.output}: {row['SPECTYPE']} z={row['Z']:.4f} ZWARN={row['ZWARN']}")
+    return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_spectrum", "new_axes"]
+__all__ = ["plot_spectrum", "plot_prediction", "new_axes"]
 
 #: Rest-frame wavelengths (vacuum A) of lines worth marking on quasar spectra.
 QSO_LINES = {"Lya": 1215.67, "CIV": 1549.06, "CIII]": 1908.73, "MgII": 2798.75,
@@ -61,4 +61,32 @@ def plot_spectrum(spectra, i: int = 0, ax=None, z: float | None = None, lines=QS
         pad = 0.1 * (hi - lo + 1e-9)
         ax.set_ylim(lo - pad, hi + pad)
     ax.legend(loc="upper right", fontsize=7, frameon=False)
+    return ax
+
+
+def plot_prediction(spectra, i: int, row, ax=None, lines=None):
+    """Spectrum ``i`` with QuasarNET's per-line detections from catalog ``row`` (paper fig. 2).
+
+    Each line finder's position is marked at its predicted wavelength ``rest * (1 + Z_LINE)``, with its
+    confidence; lines above the threshold are solid, the others dotted.
+    """
+    from ..models.quasarnet import LINES_VACUUM
+
+    lines = lines or LINES_VACUUM
+    spectype = row["SPECTYPE"] if "SPECTYPE" in row.colnames else ""
+    z = row["Z"] if "Z" in row.colnames else float("nan")
+    title = (f"{spectype}{' BAL' if 'IS_BAL' in row.colnames and row['IS_BAL'] else ''}  "
+             f"z = {z:.4f}  ZWARN = {row['ZWARN']}" if "ZWARN" in row.colnames else None)
+    ax = plot_spectrum(spectra, i, ax=ax, z=None, title=title)
+    wave = spectra.wave_of(i)
+    for name, rest in lines:
+        c = row[f"C_{name}"] if f"C_{name}" in row.colnames else np.nan
+        zl = row[f"Z_{name}"] if f"Z_{name}" in row.colnames else np.nan
+        if not np.isfinite(c) or not np.isfinite(zl):
+            continue
+        obs = rest * (1 + zl)
+        if wave.min() < obs < wave.max():
+            ax.axvline(obs, color="tab:green" if c > 0.4 else "0.6", lw=1.0, ls="-" if c > 0.4 else ":")
+            ax.text(obs, 0.88, f"{name}\n{c:.2f}", transform=ax.get_xaxis_transform(), ha="center", va="top",
+                    fontsize=7, color="tab:green" if c > 0.4 else "0.4")
     return ax

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from redsift.cli.main import main
+from redsift.evaluate.metrics import bal_metrics, nmad, qso_metrics, velocity_difference
+from redsift.models import create_model, save_model
+from redsift.simulate import simulate
+
+
+def test_qso_metrics_by_hand():
+    cls = np.array(["QSO", "QSO", "QSO", "GALAXY", "STAR", "QSO"])
+    zt = np.array([2.0, 2.0, 1.0, 0.5, 0.0, 3.0])
+    pred = np.array([True, True, True, True, True, False])
+    zp = np.array([2.0 + 3 * 0.001, 2.5, 1.0, 0.5, 1.0, 3.0])  # one catastrophic, one star false positive
+    m = qso_metrics(pred, zp, cls, zt)
+    # correct: QSO 0 (dv ~300 km/s), QSO 2, and the GALAXY with the right redshift
+    assert m["purity"] == pytest.approx(3 / 5)
+    assert m["completeness"] == pytest.approx(2 / 4)
+    assert m["catastrophic"] == pytest.approx(1 / 3)
+    assert velocity_difference([2.003], [2.0])[0] == pytest.approx(299.792458, rel=1e-6)
+    assert nmad([1, 1, 1, 1]) == 0
+
+
+def test_bal_metrics_by_hand():
+    m = bal_metrics([True, False, True, False, True], [1, 1, 0, 0, -1], [True] * 5)
+    assert m["bal_completeness"] == 0.5 and m["nonbal_rejection"] == 0.5 and m["n_bal"] == 2
+
+
+def test_evaluate_and_plot_commands(tmp_path, capsys, boss_files):
+    ds = tmp_path / "sim"
+    simulate(600, "boss", ds, seed=9, block=600, progress=False)
+    model = save_model(create_model("quasarnet", filters=8, fc=8), tmp_path / "model")
+    cat = tmp_path / "cat.fits"
+    assert main(["predict", "--model", str(model), str(ds), "-o", str(cat), "--quiet"]) == 0
+    out = tmp_path / "report"
+    assert main(["evaluate", str(cat), "--truth", str(ds), "-o", str(out), "--label", "test"]) == 0
+    text = capsys.readouterr().out
+    assert "| purity |" in text and "By redshift:" in text and "By S/N per pixel:" in text
+    for f in ("summary.md", "purity_completeness.png", "dv_hist.png", "bal.png", "zbins.png"):
+        assert (out / f).stat().st_size > 0
+    png = tmp_path / "one.png"
+    assert main(["plot", str(boss_files[0]), "--model", str(model), "-o", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    assert main(["plot", str(boss_files[0]), "--index", "3", "--model", str(model), "-o", str(png)]) == 1
+    assert "out of range (the file has 1 spectra)" in capsys.readouterr().err
+
+
+def test_evaluate_without_common_targets(tmp_path, capsys):
+    cat = tmp_path / "c.fits"
+    Table({"TARGETID": [1], "ZWARN": [0], "C_LYA": [0.9], "Z_LYA": [2.0]}).write(cat)
+    truth = tmp_path / "t.csv"
+    Table({"TARGETID": [2], "CLASS": ["QSO"], "Z": [2.0]}).write(truth)
+    assert main(["evaluate", str(cat), "--truth", str(truth), "-o", str(tmp_path / "r")]) == 1
+    assert "no TARGETID in common" in capsys.readouterr().err
