@@ -171,3 +171,15 @@ def test_predict_every_input_gets_a_row(simset, tmp_path, boss_files):
     assert main(["predict", "--model", str(tmp_path / "model"), str(simset), "-o", str(tmp_path / "d.fits"),
                  "--quiet"]) == 0
     assert len(Table.read(tmp_path / "d.fits")) == 1200
+
+
+def test_onnx_backend_matches_torch():
+    pytest.importorskip("onnxruntime")
+    from redsift.predict.quasarnet import predict_arrays
+
+    m = create_model("quasarnet", filters=8, fc=8).eval()
+    X = np.random.default_rng(0).normal(size=(50, 443)).astype(np.float32)
+    a = predict_arrays(m, X, backend="torch")
+    b = predict_arrays(m, X, backend="onnx")
+    assert a.shape == b.shape == (50, 7, 26)
+    np.testing.assert_allclose(a, b, atol=1e-5)

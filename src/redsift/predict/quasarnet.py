@@ -31,15 +31,66 @@ __all__ = ["predict_arrays", "predict_spectra", "predict_catalog"]
 log = logging.getLogger(__name__)
 
 
-@torch.inference_mode()
-def predict_arrays(model, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Raw finder outputs ``(n, nfinders, 2*nboxes)`` for normalised inputs ``X`` (n, npix)."""
+def onnx_session(model, threads: int | None = None):
+    """An ONNX Runtime session running ``model`` (exported once and cached on the model), or None
+    when onnxruntime/onnx are not installed (``pip install 'redsift[fast]'``)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    key = ("_onnx_session", threads)
+    cached = getattr(model, "_onnx_cache", {})
+    if key in cached:
+        return cached[key]
+    import io
+    import warnings
+
+    buf = io.BytesIO()
     model.eval()
-    out = []
-    for s in range(0, len(X), batch_size):
-        out.append(model(torch.from_numpy(np.ascontiguousarray(X[s:s + batch_size], np.float32))).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (torch.zeros(2, model.config.logrid.npix),), buf, input_names=["x"],
+                              output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        except Exception as exc:  # exporter unavailable in this torch: fall back to torch
+            log.info("ONNX export failed (%s); using torch", exc)
+            return None
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    cached[key] = sess
+    model._onnx_cache = cached
+    return sess
+
+
+def predict_arrays(model, X: np.ndarray, batch_size: int = 1024, backend: str = "auto") -> np.ndarray:
+    """Raw finder outputs ``(n, nfinders, 2*nboxes)`` for normalised inputs ``X`` (n, npix).
+
+    ``backend``: ``"torch"`` (eager, inference mode, any device), ``"onnx"`` (ONNX Runtime on the CPU,
+    ~2x faster here, see docs/benchmarks.md) or ``"auto"`` (ONNX Runtime when installed and the model
+    is on the CPU). Both give the same numbers to float32 round-off.
+    """
     nf, nb2 = model.config.nfinders, 2 * model.config.nboxes
-    return np.concatenate(out) if out else np.zeros((0, nf, nb2), np.float32)
+    if len(X) == 0:
+        return np.zeros((0, nf, nb2), np.float32)
+    X = np.ascontiguousarray(X, np.float32)
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    sess = onnx_session(model) if backend in ("auto", "onnx") and on_cpu else None
+    if backend == "onnx" and sess is None:
+        from ..errors import RedsiftError
+
+        raise RedsiftError("the onnx backend needs onnxruntime and onnx (pip install 'redsift[fast]')")
+    if sess is not None:
+        return np.concatenate([sess.run(None, {"x": X[s:s + batch_size]})[0] for s in range(0, len(X), batch_size)])
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(X), batch_size):
+            out.append(model(torch.from_numpy(X[s:s + batch_size]).to(device)).cpu().numpy())
+    return np.concatenate(out)
 
 
 def _catalog(model, raw, zwarn, meta) -> Table:
