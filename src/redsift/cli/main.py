@@ -130,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", required=True, help="PNG file")
     pl.set_defaults(func=_model.cmd_plot)
 
+    cv = sub.add_parser("convert", help="import a model from another framework",
+                        description="quasarnet-keras: a QuasarNET Keras HDF5 file (e.g. QuasarNP's weights) -> a "
+                                    "redsift model directory (model.safetensors + config.json). The architecture "
+                                    "is read from the file; line list and grid, not stored there, default to "
+                                    "QuasarNET's own.")
+    cv.add_argument("kind", choices=("quasarnet-keras",))
+    cv.add_argument("file")
+    cv.add_argument("-o", "--output", required=True, help="model directory")
+    cv.add_argument("--lines", help="NAME:WAVE,... (default: QuasarNET's list, LYA 1215.67 ... HALPHA 6562.8)")
+    cv.add_argument("--bal-line", dest="bal_line", default="CIV:1548.2049")
+    cv.add_argument("--no-bal", dest="no_bal", action="store_true", help="the file has no BAL finder")
+    cv.add_argument("--overwrite", action="store_true")
+    cv.set_defaults(func=_model.cmd_convert)
+
     mo = sub.add_parser("models", help="list the released models")
     mo.set_defaults(func=_model.cmd_models)
 

@@ -7,7 +7,24 @@ import shlex
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = "quasarnet"
+#: The default model of ``predict``/``plot``: redsift's own sim-trained QuasarNET once released, else the
+#: imported real-data-trained QuasarNET (QuasarNP's qn6_100f).
+DEFAULT_MODELS = ("quasarnet-boss-sim", "quasarnet-qn6_100f-quasarnp")
+DEFAULT_MODEL = "default"
+
+
+def resolve_model_name(name: str) -> str:
+    if name != DEFAULT_MODEL:
+        return name
+    from ..models.registry import available_models
+
+    names = {m["name"] for m in available_models()}
+    for cand in DEFAULT_MODELS:
+        if cand in names:
+            return cand
+    from ..errors import RedsiftError
+
+    raise RedsiftError("no released model is installed; give --model DIR")
 
 
 def _command() -> str:
@@ -61,7 +78,7 @@ def cmd_predict(args) -> int:
     from ..models import load_model
     from ..predict import predict_catalog
 
-    model = load_model(args.model)
+    model = load_model(resolve_model_name(args.model))
     cat = predict_catalog(model, args.inputs, progress=not args.quiet)
     prov = provenance(model=f"{model.family}:{getattr(model, 'source', args.model)}",
                       weights_sha256=getattr(model, "weights_sha256", ""), grid=model.config.logrid,
@@ -103,10 +120,28 @@ def cmd_plot(args) -> int:
     if not 0 <= args.index < spectra.nspec:
         raise RedsiftError(f"{args.file}: --index {args.index} out of range (the file has {spectra.nspec} spectra)")
     one = spectra[args.index]
-    model = load_model(args.model)
+    model = load_model(resolve_model_name(args.model))
     row = predict_spectra(model, one)[0]
     fig, ax = new_axes()
     plot_prediction(one, 0, row, ax=ax, lines=model.config.lines)
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}: {row['SPECTYPE']} z={row['Z']:.4f} ZWARN={row['ZWARN']}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from ..models.convert_keras import convert_quasarnet_keras
+    from ..models.quasarnet import LINES_QUASARNET
+
+    lines = LINES_QUASARNET
+    if args.lines:
+        lines = tuple((n, float(w)) for n, w in (item.split(":") for item in args.lines.split(",")))
+    bal = None if args.no_bal else tuple((args.bal_line.split(":")[0], float(args.bal_line.split(":")[1])))
+    out = convert_quasarnet_keras(args.file, args.output, lines=lines, bal_line=bal, overwrite=args.overwrite)
+    from ..models import load_model
+
+    m = load_model(out)
+    c = m.config
+    print(f"wrote {out}: QuasarNET {c.nconv} conv x {c.filters} filters (k={c.kernel}, stride {c.stride}, "
+          f"{c.padding}), FC {c.fc}, {c.nfinders} finders x {c.nboxes} boxes, offset rescale {c.offset_rescale}")
     return 0
