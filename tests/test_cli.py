@@ -71,3 +71,6 @@ def test_demo_runs(tmp_path, capsys):
     assert cat["ZWARN"][9] & 2**21  # the example with NaN flux: BAD_VALUES
     assert (out / "spectra.png").stat().st_size > 10_000
     assert "wrote input catalog" in text
+    pred = Table.read(out / "catalog.fits")
+    assert len(pred) == 10 and pred.colnames[:6] == ["TARGETID", "Z", "ZERR", "ZWARN", "SPECTYPE", "SUBTYPE"]
+    assert pred["ZWARN"][7] & 512 and pred["SPECTYPE"][7] == "NONQSO"
