@@ -16,15 +16,18 @@ WAVE = REST_GRID.wave
 #: whose strength, width and velocity vary from quasar to quasar. Baldwin slopes after Dietrich et al.
 #: (2002): CIV -0.2, Lya/NV and CIII] about -0.1; low-ionisation and Balmer lines ~0.
 LINE_REGIONS = [
-    ("Lya+NV", 1170.0, 1290.0, 1215.67, -0.10, 0.15),
-    ("SiIV", 1360.0, 1440.0, 1399.8, -0.12, 0.18),
-    ("CIV", 1480.0, 1620.0, 1549.06, -0.20, 0.18),
-    ("CIII]", 1850.0, 1960.0, 1908.73, -0.10, 0.15),
-    ("MgII", 2700.0, 2900.0, 2798.75, -0.05, 0.15),
-    ("Hgamma", 4280.0, 4400.0, 4341.7, 0.0, 0.15),
-    ("Hbeta+[OIII]", 4750.0, 5050.0, 4862.7, 0.0, 0.2),
-    ("Halpha", 6400.0, 6750.0, 6564.6, 0.0, 0.15),
+    ("Lya", 1190.0, 1232.0, 1215.67, -0.10, 0.15),
+    ("NV", 1232.0, 1262.0, 1240.81, -0.10, 0.20),
+    ("SiIV", 1370.0, 1430.0, 1399.8, -0.12, 0.18),
+    ("CIV", 1500.0, 1600.0, 1549.06, -0.20, 0.18),
+    ("CIII]", 1870.0, 1945.0, 1908.73, -0.10, 0.15),
+    ("MgII", 2740.0, 2860.0, 2798.75, -0.05, 0.15),
+    ("Hgamma", 4310.0, 4375.0, 4341.7, 0.0, 0.15),
+    ("Hbeta", 4800.0, 4925.0, 4862.7, 0.0, 0.2),
+    ("Halpha", 6490.0, 6640.0, 6564.6, 0.0, 0.15),
 ]
+#: Each window holds one broad line, which is stretched about its own centre; narrow lines ([OIII],
+#: [NII], [SII], [OII]) and Fe II stay outside the windows, at their rest wavelengths.
 _CONT_WINDOWS = [(1345, 1360), (1440, 1465), (1690, 1705), (2160, 2180), (2225, 2250),
                  (3010, 3040), (3240, 3270), (4200, 4230), (5080, 5120), (5600, 5700), (6200, 6300),
                  (7000, 7100), (8000, 8200)]
@@ -49,7 +52,7 @@ def qso_redshifts(n, rng, survey="boss"):
     return z
 
 
-def _taper(lo, hi, edge=15.0):
+def _taper(lo, hi, edge=6.0):
     return np.clip(np.minimum(WAVE - lo, hi - WAVE) / edge + 0.5, 0, 1)
 
 
