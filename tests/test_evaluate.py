@@ -37,7 +37,7 @@ def test_evaluate_and_plot_commands(tmp_path, capsys, boss_files):
     assert main(["evaluate", str(cat), "--truth", str(ds), "-o", str(out), "--label", "test"]) == 0
     text = capsys.readouterr().out
     assert "| purity |" in text and "By redshift:" in text and "By S/N per pixel:" in text
-    for f in ("summary.md", "purity_completeness.png", "dv_hist.png", "bal.png", "zbins.png"):
+    for f in ("summary.md", "purity_completeness.png", "dv_hist.png", "bal.png", "zbins.png", "examples.png"):
         assert (out / f).stat().st_size > 0
     png = tmp_path / "one.png"
     assert main(["plot", str(boss_files[0]), "--model", str(model), "-o", str(png)]) == 0

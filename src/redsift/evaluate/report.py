@@ -84,6 +84,42 @@ def _bins_table(t, key, edges, c_th):
     return rows
 
 
+def _examples(t, truth_path, c_th, png) -> str:
+    """Fig. 2: a few spectra of each outcome with their line detections (datasets only)."""
+    from ..data.store import INDEX_NAME, Dataset
+    from ..spectra import Spectra
+    from .plots import new_axes, plot_prediction
+
+    if not (os.path.isdir(truth_path) and os.path.exists(os.path.join(truth_path, INDEX_NAME))):
+        return ""
+    ds = Dataset(truth_path)
+    tid = np.asarray(ds.meta["TARGETID"])
+    is_qso, zb = decisions(t, c_th)
+    cls = np.asarray(t["TRUE_CLASS"]).astype(str)
+    dv = np.abs(velocity_difference(zb, t["TRUE_Z"]))
+    bal = np.asarray(t["TRUE_BAL_FLAG"]) == 1 if "TRUE_BAL_FLAG" in t.colnames else np.zeros(len(t), bool)
+    picks = [("quasar found", is_qso & (cls == "QSO") & (dv < 6000) & ~bal),
+             ("BAL quasar", is_qso & (cls == "QSO") & bal),
+             ("quasar missed", ~is_qso & (cls == "QSO")),
+             ("wrong redshift", is_qso & (cls == "QSO") & (dv >= 6000)),
+             ("false positive", is_qso & (cls == "STAR")),
+             ("star rejected", ~is_qso & (cls == "STAR"))]
+    chosen = [(label, int(np.flatnonzero(sel)[0])) for label, sel in picks if sel.any()]
+    if not chosen:
+        return ""
+    fig, _ = new_axes(figsize=(10, 2.6 * len(chosen)))
+    fig.clear()
+    axes = np.atleast_1d(fig.subplots(len(chosen), 1))
+    for ax, (label, k) in zip(axes, chosen):
+        row = int(np.flatnonzero(tid == t["TARGETID"][k])[0])
+        flux, ivar, mask = ds.read([row])
+        spec = Spectra(ds.grid.wave, flux, ivar, mask, ds.meta[[row]])
+        plot_prediction(spec, 0, t[k], ax=ax)
+        ax.set_title(f"{label}: true {cls[k]} z={t['TRUE_Z'][k]:.3f} | " + ax.get_title(), fontsize=8)
+    fig.savefig(png, dpi=80)
+    return ", ".join(label for label, _ in chosen)
+
+
 def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") -> str:
     """Compute everything, write the PNGs and summary.md into ``out``; return the Markdown."""
     from astropy.table import Table as T
@@ -166,6 +202,9 @@ def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") 
         for lo, hi, n, nq, pur, com, dvs, cat_ in rows:
             hi_s = "inf" if hi > 1e8 else f"{hi:g}"
             lines.append(f"| {lo:g}-{hi_s} | {n} | {nq} | {pur:.4f} | {com:.4f} | {dvs:.0f} | {cat_:.4f} |")
+    ex = _examples(t, truth_path, c_th, os.path.join(out, "examples.png"))
+    if ex:
+        lines += ["", f"Example spectra with their detected lines: examples.png ({ex})."]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(text)
