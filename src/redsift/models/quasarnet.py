@@ -119,17 +119,24 @@ class QuasarNet(nn.Module):
         self.fc_bn = nn.BatchNorm1d(c.fc, eps=c.bn_eps, momentum=c.bn_momentum)
         self.box = nn.ModuleList(nn.Linear(c.fc, c.nboxes) for _ in range(c.nfinders))
         self.offset = nn.ModuleList(nn.Linear(c.fc, c.nboxes) for _ in range(c.nfinders))
-        self.drop = nn.Dropout(c.dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = x.unsqueeze(1)  # (B, 1, npix)
         for conv, bn, pad in zip(self.convs, self.bns, self._pads):
             if pad != (0, 0):
                 x = F.pad(x, pad)
-            x = self.drop(F.relu(bn(conv(x))))
+            x = self._dropout(F.relu(bn(conv(x))))
         # flatten in (length, channels) order, as Keras does, so imported weights map directly
         x = x.transpose(1, 2).flatten(1)
         return F.relu(self.fc_bn(self.fc(x)))
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Element-wise dropout (as Keras' Dropout); a uniform-threshold mask is ~3x faster on CPUs
+        than ``nn.Dropout``'s Bernoulli sampling, with the same distribution."""
+        p = self.config.dropout
+        if not self.training or p <= 0:
+            return x
+        return x * torch.rand_like(x).ge_(p) * (1.0 / (1.0 - p))
 
     def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
         """Box confidences and offsets, ``(B, nfinders, 2 * nboxes)``.

@@ -170,16 +170,24 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
         t0, seen = time.perf_counter(), 0
         model.train()
         running, nrun = 0.0, 0
+        # the next batch is read and prepared in a background thread while the model trains on this one
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(step):
+            return _batch(ds, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], labels, model.config)
+
+        pool = ThreadPoolExecutor(1)
+        pending = pool.submit(fetch, state["step_in_epoch"]) if state["step_in_epoch"] < steps_per_epoch else None
         for s in range(state["step_in_epoch"], steps_per_epoch):
-            b = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            X, t = _batch(ds, b, labels, model.config)
+            X, t = pending.result()
+            pending = pool.submit(fetch, s + 1) if s + 1 < steps_per_epoch else None
             loss, _ = quasarnet_loss(model(X, logits=True), *t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             running += float(loss.detach())
             nrun += 1
-            seen += len(b)
+            seen += len(X)
             state["step_in_epoch"] = s + 1
             state["global_step"] += 1
             bar.update()
@@ -190,6 +198,7 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
             if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
                 checkpoint()
         bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
         rate = seen / max(time.perf_counter() - t0, 1e-9)
         if stop and state["step_in_epoch"] < steps_per_epoch:
             checkpoint()
