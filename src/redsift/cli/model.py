@@ -43,6 +43,8 @@ def cmd_train(args) -> int:
         if args.epochs is not None:
             cfg.epochs = args.epochs
         cfg.max_steps = args.max_steps
+        if args.device:
+            cfg.device = args.device
     else:
         base = {}
         if args.config:
@@ -58,7 +60,7 @@ def cmd_train(args) -> int:
             raise RedsiftError("--data is required (unless --resume)")
         fields = dict(base, data=args.data, out=str(out))
         for key in ("val", "epochs", "seed", "batch_size", "lr", "max_steps", "threads", "patience",
-                    "checkpoint_every"):
+                    "checkpoint_every", "device"):
             v = getattr(args, key, None)
             if v is not None:
                 fields[key] = v
@@ -78,7 +80,10 @@ def cmd_predict(args) -> int:
     from ..models import load_model
     from ..predict import predict_catalog
 
-    model = load_model(resolve_model_name(args.model))
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(resolve_model_name(args.model), device=device)
     cat = predict_catalog(model, args.inputs, progress=not args.quiet)
     prov = provenance(model=f"{model.family}:{getattr(model, 'source', args.model)}",
                       weights_sha256=getattr(model, "weights_sha256", ""), grid=model.config.logrid,

@@ -53,6 +53,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps; a checkpoint is also written at every epoch end
     val_max: int = 20000  # validation spectra evaluated per epoch
     threads: int | None = None
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     model: dict = field(default_factory=dict)  # QuasarNetConfig overrides
 
 
@@ -72,19 +73,27 @@ def _batch(ds, idx, labels, mcfg):
     return X, [torch.from_numpy(np.asarray(t, np.float32)) for t in targets]
 
 
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @torch.inference_mode()
 def evaluate_dataset(model, ds, idx, labels, batch_size=1024) -> dict:
     """Loss and QuasarNET metrics of ``model`` on rows ``idx`` of ``ds``."""
     model.eval()
     mcfg = model.config
+    dev = next(model.parameters()).device
     raws, losses = [], []
     for s in range(0, len(idx), batch_size):
         b = idx[s:s + batch_size]
         X, t = _batch(ds, b, labels, mcfg)
+        X, t = X.to(dev), [x.to(dev) for x in t]
         out = model(X, logits=True)
         losses.append(float(quasarnet_loss(out, *t)[0]) * len(b))
         nb = mcfg.nboxes
-        raws.append(torch.cat([torch.sigmoid(out[..., :nb]), out[..., nb:]], 2).numpy())
+        raws.append(torch.cat([torch.sigmoid(out[..., :nb]), out[..., nb:]], 2).cpu().numpy())
     raw = np.concatenate(raws)
     d = decode(raw, mcfg)
     cls, z, bal, _ = (a[idx] for a in labels)
@@ -136,14 +145,18 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
     if model.config.logrid != ds.grid:
         raise RedsiftError(f"{cfg.data}: dataset grid ({ds.grid.describe()}) differs from the model's "
                            f"({model.config.logrid.describe()})")
+    dev = _device(cfg.device)
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_loss": float("inf"), "bad_epochs": 0,
              "history": []}
     if resume:
-        ck = torch.load(ckpt_path, weights_only=True)
+        ck = torch.load(ckpt_path, weights_only=True, map_location=dev)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["torch_rng"])
+        torch.set_rng_state(ck["torch_rng"].cpu())
+        if dev.type == "cuda" and "cuda_rng" in ck:
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), dev)
         state = {k: ck[k] for k in state if k != "history"} | {"history": json.loads(ck["history_json"])}
         log.info("resumed %s at epoch %d step %d", out, state["epoch"], state["step_in_epoch"])
     else:
@@ -155,6 +168,7 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
     def checkpoint():
         _save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
             "epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"], "global_step": state["global_step"],
             "best_loss": state["best_loss"], "bad_epochs": state["bad_epochs"],
             "history_json": json.dumps(state["history"]), "model_config_json": json.dumps(dataclasses.asdict(model.config)),
@@ -180,6 +194,7 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
         pending = pool.submit(fetch, state["step_in_epoch"]) if state["step_in_epoch"] < steps_per_epoch else None
         for s in range(state["step_in_epoch"], steps_per_epoch):
             X, t = pending.result()
+            X, t = X.to(dev, non_blocking=True), [x.to(dev, non_blocking=True) for x in t]
             pending = pool.submit(fetch, s + 1) if s + 1 < steps_per_epoch else None
             loss, _ = quasarnet_loss(model(X, logits=True), *t)
             opt.zero_grad(set_to_none=True)
