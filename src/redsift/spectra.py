@@ -30,7 +30,7 @@ from astropy.table import Table, vstack
 
 from .zwarning import ZWarningMask
 
-__all__ = ["Spectra", "CORE_COLUMNS", "sdss_targetid"]
+__all__ = ["Spectra", "CORE_COLUMNS", "sdss_targetid", "stack_meta", "loglinear_params"]
 
 CORE_COLUMNS = ("TARGETID", "SURVEY", "FORMAT", "SOURCE", "INDEX", "AIRTOVAC", "ZWARN", "ERROR")
 
@@ -155,7 +155,7 @@ class Spectra:
             return cls.empty()
         if len(batches) == 1:
             return batches[0]
-        meta = _stack_meta([b.meta for b in batches])
+        meta = stack_meta([b.meta for b in batches])
         if all(b.shared_wave for b in batches):
             w0 = batches[0].wave
             if all(b.wave.shape == w0.shape and np.allclose(b.wave, w0, rtol=1e-10, atol=0) for b in batches):
@@ -233,7 +233,8 @@ def _fill_value(col):
     return ""
 
 
-def _stack_meta(tables: list[Table]) -> Table:
+def stack_meta(tables: list[Table]) -> Table:
+    """Stack tables with different columns; missing values become -1 / 0 / NaN / False / "" by type."""
     out = vstack(tables, join_type="outer", metadata_conflicts="silent")
     for name in out.colnames:
         col = out[name]
@@ -244,7 +245,7 @@ def _stack_meta(tables: list[Table]) -> Table:
     return out
 
 
-def _loglinear(wave: np.ndarray):
+def loglinear_params(wave: np.ndarray):
     """``(loglam0, dloglam)`` if ``wave`` is equally spaced in log10, else None."""
     if wave.ndim != 1 or wave.size < 2 or np.any(wave <= 0):
         return None
@@ -256,7 +257,7 @@ def _loglinear(wave: np.ndarray):
 
 
 def _common_lattice(waves):
-    fits = [_loglinear(w) for w in waves]
+    fits = [loglinear_params(w) for w in waves]
     if any(f is None for f in fits):
         return None
     step = fits[0][1]

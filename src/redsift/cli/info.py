@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import SpectrumFileError, UnknownFormatError
 from ..grid import LogGrid
-from ..io.registry import _expand, read_file, readers
+from ..io.registry import expand_paths, read_file, readers
 from ..preprocess import bin_quasarnet, coverage, snr_median
 from ..zwarning import ZWarningMask, describe
 
@@ -91,7 +91,7 @@ def _text(d: dict) -> str:
 
 
 def cmd_info(args) -> int:
-    paths = _expand(args.files)
+    paths = expand_paths(args.files)
     failed = 0
     single = len(paths) == 1
     for path in paths:

@@ -35,7 +35,7 @@ from ..errors import RedsiftError, SpectrumFileError, UnknownFormatError
 from ..spectra import Spectra
 
 __all__ = ["Reader", "FileInfo", "register", "readers", "identify_format", "read", "read_file",
-           "iter_read"]
+           "iter_read", "expand_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,8 @@ def _truncation(caught) -> str | None:
     return None
 
 
-def _expand(paths) -> list[str]:
+def expand_paths(paths) -> list[str]:
+    """A path, or a list of paths, with directories replaced by their files (sorted, hidden files skipped)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out = []
@@ -301,7 +302,7 @@ def iter_read(paths, format: str | None = None, errors: str = "flag") -> Iterabl
     """
     if errors not in ("flag", "raise"):
         raise ValueError("errors must be 'flag' or 'raise'")
-    for path in _expand(paths):
+    for path in expand_paths(paths):
         try:
             yield path, read_file(path, format)
         except SpectrumFileError as exc:

@@ -150,11 +150,11 @@ def write_spplate(spectra: Spectra, path, plate: int | None = None, mjd: int | N
     pixels get AND-mask bit 0 set and ``ivar = 0``. Used to build spPlate
     fixtures and to pack many spec files into one file.
     """
-    from ..spectra import _loglinear
+    from ..spectra import loglinear_params
 
     if not spectra.shared_wave:
         raise ValueError("write_spplate needs spectra on one shared wavelength array")
-    fit = _loglinear(spectra.wave)
+    fit = loglinear_params(spectra.wave)
     if fit is None:
         raise ValueError("write_spplate needs a wavelength array equally spaced in log10")
     meta = spectra.meta

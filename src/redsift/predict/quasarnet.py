@@ -149,7 +149,7 @@ def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True
 
     from ..data.store import INDEX_NAME, Dataset
     from ..errors import RedsiftError
-    from ..io.registry import _expand, iter_read
+    from ..io.registry import expand_paths, iter_read
 
     parts = []
     files = []
@@ -170,7 +170,7 @@ def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True
                     m["SOURCE"] = [item] * len(m)
                 parts.append(_catalog(model, predict_arrays(model, X), zwarn, m))
         else:
-            files.extend(_expand([item]))
+            files.extend(expand_paths([item]))
     batch = []
     bar = tqdm(total=len(files), desc="predict", unit="file", disable=not progress or not files)
     for _, s in iter_read(files, errors="flag"):
@@ -184,6 +184,6 @@ def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True
     bar.close()
     if not parts:
         raise RedsiftError("no input spectra")
-    from ..spectra import _stack_meta
+    from ..spectra import stack_meta
 
-    return _stack_meta(parts) if len(parts) > 1 else parts[0]
+    return stack_meta(parts) if len(parts) > 1 else parts[0]
