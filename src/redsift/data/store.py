@@ -17,7 +17,7 @@ interrupted run can skip what it has already written.
 Reading is lazy: :class:`Dataset` loads only the index and, on request, the
 metadata; spectra are read from the shards by row. HDF5 files are opened per
 process on first use, so PyTorch DataLoader workers (fork or spawn) each get
-their own handles. A 500,000-spectrum set on the QuasarNET grid is ~0.9 GB on
+their own handles. A 500,000-spectrum set on the QuasarNET grid is ~2.0 GB on
 disk and never needs to be in memory at once.
 """
 
