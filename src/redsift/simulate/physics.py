@@ -99,6 +99,11 @@ def lyman_limit(wave_rest, z, rng) -> np.ndarray:
     return T
 
 
+def _draw_dla_log_nhi(rng) -> float:
+    """log10 N_HI of a DLA drawn from dN/dN ~ N^-1.5 between 10^20.3 and 10^22 (inverse CDF)."""
+    return 20.3 - 2.0 * np.log10(1 - rng.uniform() * (1 - 10 ** (-0.5 * 1.7)))
+
+
 def _lya_cross_section(lam_angstrom):
     """Lyman-alpha absorption cross-section (cm^2) with the natural (Lorentzian) line shape."""
     nu = C_KMS * 1e13 / lam_angstrom  # Hz (c in A/s = 2.998e18)
@@ -122,8 +127,7 @@ def dla_transmission(wave_rest, z, rng, rate: float = 0.25):
         path = max(0.0, zq - 0.05 - 2.0)
         for _ in range(rng.poisson(rate * path)):
             zd = rng.uniform(2.0, zq - 0.05)
-            u = rng.uniform()
-            logn = -2.0 / 1.0 * np.log10(1 - u * (1 - 10 ** (-0.5 * 1.7))) + 20.3  # N^-1.5 from 20.3 to 22
+            logn = _draw_dla_log_nhi(rng)
             lam_abs = wave_rest * (1 + zq) / (1 + zd)
             tau = 10**logn * _lya_cross_section(lam_abs)
             T[i] *= np.exp(-np.clip(tau, 0, 700)).astype(np.float32)
@@ -188,8 +192,7 @@ def igm_transmission_observed(wave, z, rng, corr_pix: float = 2.5, dla_rate: flo
     for i in range(n):
         for _ in range(rng.poisson(dla_rate * max(0.0, z[i] - 0.05 - 2.0))):
             zd = rng.uniform(2.0, z[i] - 0.05)
-            u = rng.uniform()
-            logn = 20.3 - 2.0 * np.log10(1 - u * (1 - 10 ** (-0.5 * 1.7)))
+            logn = _draw_dla_log_nhi(rng)
             lo, hi = np.searchsorted(wave, [(LYA - 150) * (1 + zd), (LYA + 150) * (1 + zd)])
             tau = 10**logn * _lya_cross_section(wave[lo:hi] / (1 + zd))
             T[i, lo:hi] *= np.exp(-np.clip(tau, 0, 700)).astype(np.float32)
