@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["RedsiftError", "SpectrumFileError", "UnknownFormatError", "CatalogError"]
+__all__ = ["oneline", "RedsiftError", "SpectrumFileError", "UnknownFormatError", "CatalogError"]
+
+
+def oneline(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (whitespace collapsed, at most ``limit`` characters)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < limit else text[: limit - 3] + "..."
 
 
 class RedsiftError(Exception):

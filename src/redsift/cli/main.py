@@ -15,7 +15,7 @@ import logging
 import sys
 
 from .._version import __version__
-from ..errors import RedsiftError
+from ..errors import RedsiftError, oneline
 
 log = logging.getLogger("redsift")
 
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     except (RedsiftError, FileNotFoundError, FileExistsError, ImportError, ValueError) as exc:
         if args.debug:
             raise
-        print(f"redsift: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"redsift: error: {oneline(exc, 1000)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("redsift: interrupted", file=sys.stderr)

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 from astropy.table import Table
 
-from ..errors import CatalogError
+from ..errors import CatalogError, oneline
 from ..spectra import sdss_targetid
 
 __all__ = ["read_catalog", "CATALOG_KINDS", "CLASS_PERSON"]
@@ -111,7 +111,7 @@ def read_catalog(path, kind: str | None = None) -> Table:
     try:
         t, extname = _open_table(path)
     except Exception as exc:
-        raise CatalogError(path, f"not a readable catalog ({' '.join(str(exc).split())})") from None
+        raise CatalogError(path, f"not a readable catalog ({oneline(exc, 1000)})") from None
     try:
         kind = kind or _kind(t, extname)
         if kind not in CATALOG_KINDS:

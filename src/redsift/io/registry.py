@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..errors import RedsiftError, SpectrumFileError, UnknownFormatError
+from ..errors import RedsiftError, SpectrumFileError, UnknownFormatError, oneline
 from ..spectra import Spectra
 
 __all__ = ["Reader", "FileInfo", "register", "readers", "identify_format", "read", "read_file",
@@ -179,7 +179,7 @@ def _open(path) -> FileInfo:
                 with gzip.open(path, "rb") as g:
                     source = io.BytesIO(g.read())
             except (OSError, EOFError) as exc:
-                raise SpectrumFileError(path, f"truncated or corrupt gzip file ({_oneline(exc)})") from None
+                raise SpectrumFileError(path, f"truncated or corrupt gzip file ({oneline(exc)})") from None
         # HDUs are loaded lazily: readers touch only what they need, and truncation
         # of that part is caught by read_file
         try:
@@ -188,14 +188,9 @@ def _open(path) -> FileInfo:
                 hdul = fits.open(source, memmap=False)
                 hdul[0]
         except Exception as exc:  # astropy raises OSError, ValueError, TypeError...
-            raise SpectrumFileError(path, f"corrupt FITS file ({_oneline(exc)})") from None
+            raise SpectrumFileError(path, f"corrupt FITS file ({oneline(exc)})") from None
         info.hdul = hdul
     return info
-
-
-def _oneline(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) < 200 else text[:197] + "..."
 
 
 def identify_format(info_or_path) -> Reader:
@@ -210,7 +205,7 @@ def identify_format(info_or_path) -> Reader:
                 return reader
         except Exception as exc:  # a broken file may upset a predicate
             log.debug("%s: identify(%s) failed: %s", info.path, reader.name, exc)
-            errors.append(_oneline(exc))
+            errors.append(oneline(exc))
     if errors:
         raise SpectrumFileError(info.path, f"corrupt or unreadable {info.kind} file ({errors[0]})")
     what = {"fits": "a FITS file of no known spectrum format",
@@ -255,7 +250,7 @@ def read_file(path, format: str | None = None) -> Spectra:
                     raise SpectrumFileError(info.path, trunc) from exc
                 raise
             except Exception as exc:
-                cause = _truncation(caught) or f"cannot read as {reader.name} ({_oneline(exc)})"
+                cause = _truncation(caught) or f"cannot read as {reader.name} ({oneline(exc)})"
                 raise SpectrumFileError(info.path, cause) from exc
         trunc = _truncation(caught)
         if trunc:
@@ -275,7 +270,7 @@ def _truncation(caught) -> str | None:
     for w in caught:
         text = str(w.message)
         if "truncated" in text.lower():
-            return "truncated FITS file (" + _oneline(Exception(text)).rstrip(".") + ")"
+            return "truncated FITS file (" + oneline(Exception(text)).rstrip(".") + ")"
     return None
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import RedsiftError
+from ..errors import RedsiftError, oneline
 from ..grid import LogGrid
 from .quasarnet import LINES_QUASARNET, QuasarNet, QuasarNetConfig
 from .registry import save_model, weights_sha256
@@ -59,7 +59,7 @@ def read_keras_architecture(path, h5=None) -> tuple[dict, dict]:
     try:
         f = h5 or h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        _fail(path, f"not a readable HDF5 file ({' '.join(str(exc).split())})")
+        _fail(path, f"not a readable HDF5 file ({oneline(exc, 1000)})")
     raw = f.attrs.get("model_config")
     if raw is None:
         _fail(path, "no Keras 'model_config' attribute: not a Keras model file")
@@ -142,7 +142,7 @@ def convert_quasarnet_keras(path, out_dir, lines=LINES_QUASARNET, bal_line=("CIV
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        _fail(path, f"not a readable HDF5 file ({' '.join(str(exc).split())})")
+        _fail(path, f"not a readable HDF5 file ({oneline(exc, 1000)})")
     with f:
         arch, layers = read_keras_architecture(path, f)
         if "model_weights" not in f:

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import RedsiftError
+from ..errors import RedsiftError, oneline
 
 __all__ = ["register_model", "create_model", "load_model", "save_model", "available_models", "ModelEntry",
            "RELEASED_DIR", "weights_sha256"]
@@ -162,7 +162,7 @@ def load_model(name_or_path, device="cpu"):
     try:
         state = load_file(str(w_path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise RedsiftError(f"{w_path}: corrupt or unreadable weights ({' '.join(str(exc).split())})") from None
+        raise RedsiftError(f"{w_path}: corrupt or unreadable weights ({oneline(exc, 1000)})") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
