@@ -5,7 +5,7 @@
 # Release, only if the targets of issue 4 are met:
 #   cp -r RUN_DIR/best src/redsift/models/released/quasarnet-boss-sim
 set -euo pipefail
-RUN=${1:-runs/quasarnet-boss-v1}
+RUN=${1:-runs/quasarnet-boss-v2}
 R=.venv/bin/redsift
 $R predict data_sim/test --model "$RUN/best" -o "$RUN/test_catalog.fits" --overwrite
 $R evaluate "$RUN/test_catalog.fits" --truth data_sim/test -o "$RUN/report_test" \

@@ -11,7 +11,7 @@ from redsift.errors import RedsiftError
 from redsift.models import create_model, load_model, save_model
 from redsift.models.quasarnet import QuasarNetConfig, decode, make_targets, quasarnet_loss
 from redsift.simulate import simulate
-from redsift.train.quasarnet import TrainConfig, train_quasarnet
+from redsift.train.quasarnet import TrainConfig, learning_rate, train_quasarnet
 from redsift.zwarning import ZWarningMask
 
 
@@ -123,10 +123,11 @@ def _train(simset, out, **kw):
 
 def test_resume_is_exact(simset, tmp_path):
     # N steps straight ...
-    train_quasarnet(_train(simset, tmp_path / "a", max_steps=20), progress=False)
+    # (with the cosine schedule, whose rate depends on the global step)
+    train_quasarnet(_train(simset, tmp_path / "a", max_steps=20, lr_schedule="cosine"), progress=False)
     # ... equal k steps, a stop, and a resume to N (across the epoch boundary: 17 steps per epoch)
-    train_quasarnet(_train(simset, tmp_path / "b", max_steps=7), progress=False)
-    cfg = _train(simset, tmp_path / "b", max_steps=20)
+    train_quasarnet(_train(simset, tmp_path / "b", max_steps=7, lr_schedule="cosine"), progress=False)
+    cfg = _train(simset, tmp_path / "b", max_steps=20, lr_schedule="cosine")
     train_quasarnet(cfg, resume=True, progress=False)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -146,6 +147,29 @@ def test_training_writes_history_best_model_and_config(simset, tmp_path):
     assert cfg["train"]["seed"] == 3 and cfg["model"]["filters"] == 16 and cfg["data_provenance"]["seed"] == 5
     with pytest.raises(RedsiftError, match="a run exists there"):
         train_quasarnet(_train(simset, tmp_path / "r"), progress=False)
+    # fine-tuning starts from the released weights: after 0 further steps the weights are the same
+    train_quasarnet(_train(simset, tmp_path / "f", init=str(tmp_path / "r" / "best"), max_steps=1, lr=0.0),
+                    progress=False)
+    src = load_model(tmp_path / "r" / "best").state_dict()
+    got = torch.load(tmp_path / "f" / "checkpoint.pt", weights_only=True)["model"]
+    for k, v in src.items():
+        if "running" not in k and "num_batches" not in k:  # batch-norm statistics move in train mode
+            torch.testing.assert_close(got[k], v, rtol=0, atol=0)
+    # ... and refuses another architecture, naming the difference
+    cfg = TrainConfig(data=str(simset), out=str(tmp_path / "g"), init=str(tmp_path / "r" / "best"),
+                      model={"filters": 8, "fc": 16})
+    with pytest.raises(RedsiftError, match="differs in filters"):
+        train_quasarnet(cfg, progress=False)
+
+
+def test_cosine_learning_rate():
+    cfg = TrainConfig(data="x", out="y", epochs=4, lr=1e-3, lr_min=1e-5, lr_schedule="cosine")
+    assert learning_rate(cfg, 0, 100) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 200, 100) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert learning_rate(cfg, 400, 100) == pytest.approx(1e-5)
+    assert learning_rate(TrainConfig(data="x", out="y", lr=3e-4), 123, 100) == 3e-4
+    with pytest.raises(RedsiftError, match="unknown lr_schedule"):
+        learning_rate(TrainConfig(data="x", out="y", lr_schedule="step"), 0, 1)
 
 
 def test_predict_every_input_gets_a_row(simset, tmp_path, boss_files):

@@ -74,10 +74,15 @@ def test_deterministic_and_independent_of_jobs(tmp_path, templates):
 
 
 def test_snr_distribution_of_boss_quasar_targets(templates):
-    # BOSS quasar targets: median S/N about 1 per pixel with a long tail
+    # BOSS depth: (S/N)^2 ~ 10 per pixel at fibre2 g = 22 (Dawson et al. 2013), i.e. S/N ~ 3.2 at PSF
+    # g ~ 21.2 for a point source; brighter quasars sky-limited to source-limited, and a long tail
     s = simulate_block(0, 1500, 0, "boss", {"QSO": 1.0}, seed=4, templates=templates)
-    snr = np.asarray(s.meta["SNR"])
-    assert 0.7 < np.median(snr) < 1.5
+    snr, g = np.asarray(s.meta["SNR"]), np.asarray(s.meta["MAG_G"])
+    gsel = np.asarray(s.meta["SEL_BAND"]) == "g"
+    at21 = np.median(snr[gsel & (g >= 21.0) & (g < 21.5)])
+    assert 2.6 < at21 < 4.0
+    assert np.median(snr[gsel & (g >= 19.0) & (g < 19.5)]) > 3.5 * at21
+    assert g.max() <= 22.0
     assert np.percentile(snr, 95) > 3 * np.median(snr)
 
 
@@ -132,7 +137,9 @@ def test_bal_population():
 def test_magnitudes_follow_the_survey_ranges():
     rng = np.random.default_rng(0)
     g = sample_magnitudes("boss", "QSO", 5000, rng)
-    assert g.min() >= 19.0 and g.max() <= 22.5 and np.median(g) > 21.0
+    # BOSS quasar targets: g <= 22 (Ross et al. 2012), ~10% brighter than 19.5, ~1/3 fainter than 21.5
+    assert g.min() >= 18.0 and g.max() <= 22.0
+    assert 0.07 < np.mean(g < 19.5) < 0.13 and 0.28 < np.mean(g > 21.5) < 0.38
 
 
 def test_cli_simulate_and_bad_classes(tmp_path, capsys, templates):

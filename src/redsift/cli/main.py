@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", dest="batch_size", type=int)
     tr.add_argument("--lr", type=float)
+    tr.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"),
+                    help="constant (default) or cosine annealing to lr_min over --epochs")
+    tr.add_argument("--init", help="start from the weights of this model directory (fine-tuning)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--patience", type=int)
     tr.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many steps (resumable)")

@@ -59,7 +59,7 @@ def cmd_train(args) -> int:
         if args.data is None:
             raise RedsiftError("--data is required (unless --resume)")
         fields = dict(base, data=args.data, out=str(out))
-        for key in ("val", "epochs", "seed", "batch_size", "lr", "max_steps", "threads", "patience",
+        for key in ("val", "epochs", "seed", "batch_size", "lr", "lr_schedule", "init", "max_steps", "threads", "patience",
                     "checkpoint_every", "device"):
             v = getattr(args, key, None)
             if v is not None:

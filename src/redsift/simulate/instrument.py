@@ -9,8 +9,14 @@ and ``RN2`` the read-noise variance in counts. The pipeline's ``ivar`` is
 noise is larger than the reported one and a sky-subtraction residual is
 left (0.5% of the line flux, a random sign and size per spectrum), as in
 real BOSS and DESI spectra. Each survey's ``gain0`` is set so that
-its reference targets reach the S/N the survey papers quote (BOSS quasar
-targets: median S/N about 1 per pixel; see :data:`SURVEYS`).
+its reference targets reach the S/N the survey papers quote, and ``G`` varies
+from spectrum to spectrum (seeing, fibre placement, exposure depth: log-normal,
+0.25 in ln). BOSS: plates are observed until (S/N)^2 per pixel reaches ~10 at
+fibre2 g = 22 (Dawson et al. 2013, AJ 145, 10), i.e. S/N ~3.2 at PSF g ~21.2
+for a point source; ``gain0 = 120`` gives a median S/N of 3.2 at g = 21.0-21.5
+and 2.0 at g = 21.5-22.0 for simulated quasars (docs/simulation.md; the SDSS
+pipeline's SN_MEDIAN_ALL against PSF g on the quasars of a whole BOSS plate,
+spAll-plate3655, agrees within its scatter).
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ class Survey:
 SURVEYS = {
     # BOSS: 3600-10400 A at 1e-4 in log10, R ~ 1560-2650 (Smee et al. 2013), 2" fibres, 4 x 15 min
     "boss": Survey("boss", 3600.0, 10400.0, 1e-4, None, ((4500, 1600), (6000, 2000), (10400, 2400)),
-                   np.pi * 1.0**2, 30.0, 60.0, 6000.0, True),
+                   np.pi * 1.0**2, 120.0, 60.0, 6000.0, True),
     # DESI: three arms merged, 3600-9824 A at 0.8 A, R ~ 2000-3200 (B), 3200-4100 (R), 4100-5100 (Z)
     "desi": Survey("desi", 3600.0, 9824.0, None, 0.8, ((5800, 2600), (7600, 3600), (9824, 4600)),
                    np.pi * 0.75**2, 40.0, 40.0, None, False, ((5760.0, 5930.0), (7520.0, 7620.0))),
@@ -79,11 +85,12 @@ SURVEYS = {
                      5900.0, False),
 }
 
-#: Magnitude ranges (g, AB) and number-count slopes dlogN/dm of each class per survey: BOSS/eBOSS
-#: quasar targets (g ~ 19-22.5, most faint) and their contaminants; DESI QSO targets (r < 23);
+#: Magnitude ranges (g, AB) and number-count slopes dlogN/dm of each class per survey: BOSS quasar
+#: targets (g <= 22, Ross et al. 2012; ~10% brighter than 19.5, ~1/3 fainter than 21.5) and their
+#: contaminants; DESI QSO targets (r < 23);
 #: LAMOST's bright stars.
 _MAGS = {
-    "boss": {"QSO": (19.0, 22.5, 0.35), "STAR": (17.5, 22.5, 0.3), "GALAXY": (20.5, 23.0, 0.3)},
+    "boss": {"QSO": (18.0, 22.0, 0.35), "STAR": (17.5, 22.0, 0.3), "GALAXY": (20.0, 22.5, 0.3)},
     "desi": {"QSO": (19.5, 23.3, 0.35), "STAR": (17.0, 22.5, 0.3), "GALAXY": (20.5, 23.5, 0.3)},
     "lamost": {"QSO": (16.5, 19.5, 0.4), "STAR": (12.0, 18.0, 0.25), "GALAXY": (15.0, 18.5, 0.4)},
 }
@@ -213,6 +220,7 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
     level = rng.lognormal(0, 0.2, n).astype(np.float32)[:, None]  # moon, airmass, observing conditions
     sky = sky_mean[None, :] * level
     G = (survey.gain0 * _throughput(wave) * survey.pixel_width(wave)).astype(np.float32)
+    G = G[None, :] * rng.lognormal(0, 0.25, n).astype(np.float32)[:, None]  # depth of each exposure
     for lo, hi in survey.overlaps:
         G = np.where((wave >= lo) & (wave <= hi), 2 * G, G)
     var = (np.clip(flux, 0, None) + sky) / G + survey.read_noise2 / G**2

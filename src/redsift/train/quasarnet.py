@@ -7,6 +7,12 @@ optimizer and RNG states, the position in the epoch and the history, so that
 ``N`` uninterrupted steps. Checkpoints are plain state dicts loaded with
 ``torch.load(weights_only=True)``; the best model (lowest validation loss) is
 released as ``RUN_DIR/best/{model.safetensors, config.json}``.
+
+``init`` starts from the weights of a model directory (fine-tuning, e.g. after
+the training set was regenerated with a better simulator); its architecture
+must equal the run's. ``lr_schedule="cosine"`` anneals the learning rate from
+``lr`` to ``lr_min`` over ``epochs``; the rate is a pure function of the global
+step, so resuming stays exact.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import math
+
 import numpy as np
 import torch
 
@@ -26,7 +34,7 @@ from ..data.splits import split
 from ..data.store import Dataset
 from ..errors import RedsiftError
 from ..evaluate.metrics import bal_metrics, qso_metrics
-from ..models import create_model, save_model
+from ..models import create_model, load_model, save_model
 from ..models.quasarnet import QuasarNetConfig, decode, make_targets, quasarnet_loss
 from ..preprocess import normalize_mean_rms
 
@@ -46,6 +54,9 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # "constant" or "cosine" (from lr to lr_min over `epochs`)
+    lr_min: float = 1e-5
+    init: str | None = None  # start from this model directory's weights (same architecture)
     amsgrad: bool = True
     seed: int = 0
     patience: int = 5  # early stopping on the validation loss
@@ -103,6 +114,29 @@ def evaluate_dataset(model, ds, idx, labels, batch_size=1024) -> dict:
     return m
 
 
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at global ``step`` (0-based) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cosine":
+        frac = min(step / max(cfg.epochs * steps_per_epoch, 1), 1.0)
+        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * frac))
+    raise RedsiftError(f"unknown lr_schedule {cfg.lr_schedule!r} (constant, cosine)")
+
+
+def _init_weights(model, path: str):
+    """Copy the weights of model directory ``path`` into ``model`` (architectures must agree)."""
+    src = load_model(path)
+    a, b = dataclasses.asdict(src.config), dataclasses.asdict(model.config)
+    arch = ("grid", "lines", "bal_line", "nboxes", "nconv", "filters", "kernel", "stride", "padding", "fc",
+            "offset_rescale")
+    diff = [k for k in arch if a.get(k) != b.get(k)]
+    if src.family != model.family or diff:
+        raise RedsiftError(f"{path}: cannot initialise from this model ({src.family}; differs in "
+                           f"{', '.join(diff) or 'family'})")
+    model.load_state_dict(src.state_dict())
+
+
 def _save_checkpoint(path: Path, state: dict):
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -145,6 +179,10 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
     if model.config.logrid != ds.grid:
         raise RedsiftError(f"{cfg.data}: dataset grid ({ds.grid.describe()}) differs from the model's "
                            f"({model.config.logrid.describe()})")
+    if cfg.init and not resume:
+        _init_weights(model, cfg.init)
+        log.info("initialised from %s", cfg.init)
+    learning_rate(cfg, 0, 1)  # validates the schedule name before any work
     dev = _device(cfg.device)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
@@ -196,6 +234,8 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
             X, t = pending.result()
             X, t = X.to(dev, non_blocking=True), [x.to(dev, non_blocking=True) for x in t]
             pending = pool.submit(fetch, s + 1) if s + 1 < steps_per_epoch else None
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, state["global_step"], steps_per_epoch)
             loss, _ = quasarnet_loss(model(X, logits=True), *t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
