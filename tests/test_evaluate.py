@@ -3,7 +3,7 @@ import pytest
 from astropy.table import Table
 
 from redsift.cli.main import main
-from redsift.evaluate.metrics import bal_metrics, nmad, qso_metrics, velocity_difference
+from redsift.evaluate.metrics import BAL_ZMIN, bal_metrics, bal_threshold, nmad, qso_metrics, velocity_difference
 from redsift.models import create_model, save_model
 from redsift.simulate import simulate
 
@@ -25,6 +25,19 @@ def test_qso_metrics_by_hand():
 def test_bal_metrics_by_hand():
     m = bal_metrics([True, False, True, False, True], [1, 1, 0, 0, -1], [True] * 5)
     assert m["bal_completeness"] == 0.5 and m["nonbal_rejection"] == 0.5 and m["n_bal"] == 2
+    # quasars below BAL_ZMIN cannot show a CIV BAL on a 3600 A grid: not counted when z is given
+    m = bal_metrics([True, False, True, False, False], [1, 1, 0, 0, 0], [True] * 5, z_true=[2, 2, 2, 2, 1.0])
+    assert m["n_nonbal"] == 2 and m["nonbal_rejection"] == 0.5 and BAL_ZMIN == pytest.approx(1.5714, abs=1e-4)
+
+
+def test_bal_threshold_maximises_the_worse_of_the_two():
+    # BALs score 0.6-0.95, non-BALs 0.1-0.7: the best threshold separates them best
+    rng = np.random.default_rng(0)
+    c = np.r_[rng.uniform(0.6, 0.95, 100), rng.uniform(0.1, 0.7, 900)]
+    bal = np.r_[np.ones(100, int), np.zeros(900, int)]
+    th, m = bal_threshold(c, np.ones(1000, bool), bal, np.ones(1000, bool), np.full(1000, 2.5))
+    assert 0.6 <= th <= 0.7
+    assert min(m["bal_completeness"], m["nonbal_rejection"]) > 0.8
 
 
 def test_evaluate_and_plot_commands(tmp_path, capsys, boss_files):

@@ -17,7 +17,7 @@ import numpy as np
 from astropy.table import Table, join
 
 from ..errors import RedsiftError
-from .metrics import bal_metrics, qso_metrics, velocity_difference
+from .metrics import BAL_ZMIN, bal_metrics, qso_metrics, velocity_difference
 
 __all__ = ["load_truth", "joined", "decisions", "evaluate_catalog", "write_report"]
 
@@ -61,13 +61,17 @@ def decisions(t: Table, c_th: float, n_lines: int = 1):
     return is_qso, zbest
 
 
-def evaluate_catalog(t: Table, c_th: float = 0.4, c_bal: float = 0.4) -> dict:
+def evaluate_catalog(t: Table, c_th: float = 0.4, c_bal: float | None = None) -> dict:
+    """Metrics of a joined catalog; ``c_bal=None`` uses the model's own BAL decision (``IS_BAL``)."""
     is_qso, zbest = decisions(t, c_th)
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
     m = qso_metrics(is_qso, zbest, cls, t["TRUE_Z"])
     if "TRUE_BAL_FLAG" in t.colnames and "C_BAL" in t.colnames:
-        is_bal = is_qso & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > c_bal)
-        m.update(bal_metrics(is_bal, t["TRUE_BAL_FLAG"], cls == "QSO"))
+        if c_bal is None and "IS_BAL" in t.colnames:
+            is_bal = is_qso & np.asarray(t["IS_BAL"], bool)
+        else:
+            is_bal = is_qso & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > (0.4 if c_bal is None else c_bal))
+        m.update(bal_metrics(is_bal, t["TRUE_BAL_FLAG"], cls == "QSO", t["TRUE_Z"]))
     return m
 
 
@@ -133,7 +137,8 @@ def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") 
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
     lines = [f"# QuasarNET evaluation{(': ' + label) if label else ''}", "",
              f"catalog `{cat_path}`, truth `{truth_path}`: {len(t)} spectra joined on TARGETID "
-             f"({m['n_true_qso']} true quasars); threshold c_th = {c_th}.", "",
+             f"({m['n_true_qso']} true quasars); threshold c_th = {c_th}; BAL: the catalog's IS_BAL (the model's "
+             f"own BAL threshold), counted on true quasars at z >= {BAL_ZMIN:.2f}.", "",
              "| metric | value |", "|---|---:|"]
     for k in ("purity", "completeness", "catastrophic", "dv_mean", "dv_std", "dv_nmad", "bal_completeness",
               "nonbal_rejection", "n_bal", "n_nonbal"):
@@ -174,7 +179,8 @@ def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") 
         fig, ax = new_axes(figsize=(6, 4))
         comp, rej = [], []
         for th in ths:
-            bm = bal_metrics(q & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > th), t["TRUE_BAL_FLAG"], cls == "QSO")
+            bm = bal_metrics(q & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > th), t["TRUE_BAL_FLAG"], cls == "QSO",
+                             t["TRUE_Z"])
             comp.append(bm["bal_completeness"])
             rej.append(bm["nonbal_rejection"])
         ax.plot(ths, comp, label="BAL completeness")

@@ -109,7 +109,7 @@ def evaluate_dataset(model, ds, idx, labels, batch_size=1024) -> dict:
     d = decode(raw, mcfg)
     cls, z, bal, _ = (a[idx] for a in labels)
     m = qso_metrics(d["is_qso"], d["zbest"], cls, z)
-    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO"))
+    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO", z))
     m["loss"] = sum(losses) / max(len(idx), 1)
     return m
 
