@@ -50,6 +50,37 @@ def test_targets_decode_back_to_the_redshift():
     assert not full.any() and box.sum() == 0
 
 
+def test_weighted_redshift_averages_the_lines_that_agree():
+    cfg = QuasarNetConfig(z_method="weighted")
+    best = QuasarNetConfig()
+    z = np.array([2.4])
+    box, off, full, _ = make_targets(z, np.ones(1, bool), np.zeros(1), np.zeros(1), cfg)
+    raw = np.concatenate([box * 0.9, np.repeat(off[..., None], cfg.nboxes, 2)], 2)
+    lines = np.flatnonzero(full[0, :6])  # Lya, CIV, CIII] (and MgII) at z = 2.4
+    # move each line's offset: the most confident line (conf 0.99) by +0.002 in z, the others by -0.001;
+    # one line disagrees wildly (a misidentification) and must be left out
+    raw2 = raw.copy()
+    j = box[0].argmax(axis=1)
+    dz_per_offset = []
+    for f in lines:
+        r = raw.copy()
+        r[0, f, cfg.nboxes + j[f]] += 0.01
+        dz_per_offset.append((decode(r, best)["z_line"][0, f] - z[0]) / 0.01)
+    targets = {lines[0]: 0.002, lines[1]: -0.001, lines[2]: -0.001}
+    for f, dz in targets.items():
+        k = list(lines).index(f)
+        raw2[0, f, cfg.nboxes + j[f]] += dz / dz_per_offset[k]
+    raw2[0, lines[0], j[lines[0]]] = 0.99
+    if len(lines) > 3:
+        raw2[0, lines[3], cfg.nboxes + j[lines[3]]] += 0.5  # ~ +0.1 in z: disagrees by > 3000 km/s
+    db, dw = decode(raw2, best), decode(raw2, cfg)
+    assert db["zbest"][0] == pytest.approx(z[0] + 0.002, abs=2e-5)
+    expect = z[0] + (0.99 * 0.002 - 0.9 * 0.001 - 0.9 * 0.001) / (0.99 + 0.9 + 0.9)
+    assert dw["zbest"][0] == pytest.approx(expect, abs=2e-5)
+    with pytest.raises(RedsiftError, match="unknown z_method"):
+        QuasarNetConfig(z_method="mean")
+
+
 def test_bal_finder_weights():
     cfg = QuasarNetConfig()
     z = np.full(4, 2.5)

@@ -21,8 +21,16 @@ unknown or inconsistent (flagged BAL with BI_CIV = 0, or not flagged with
 BI_CIV > 0).
 
 Decision: a spectrum is a quasar when at least ``n_lines`` lines have
-confidence above ``c_th``; its redshift comes from the most confident line;
-it is a BAL quasar when the BAL finder's confidence exceeds ``c_bal``.
+confidence above ``c_th``; its redshift comes from the most confident line
+(``z_method="best"``, the paper and QuasarNP); it is a BAL quasar when the BAL
+finder's confidence exceeds ``c_bal``.
+
+``z_method="weighted"`` (a redsift option, not in the paper) takes instead the
+confidence-weighted mean of the redshifts of all lines above ``c_th`` that
+agree with the most confident line within ``z_agree`` km/s: the finders'
+offsets are measured independently, so averaging the lines that agree reduces
+the scatter, while a misidentified line (which disagrees by far more than
+``z_agree``) is left out. The per-line redshifts are reported either way.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import RedsiftError
 from ..grid import LogGrid
 from .registry import register_model
 
@@ -70,6 +79,12 @@ class QuasarNetConfig:
     c_th: float = 0.4
     n_lines: int = 1
     c_bal: float = 0.4
+    z_method: str = "best"  # "best" (most confident line, as published) or "weighted" (see module docstring)
+    z_agree: float = 3000.0  # km/s: lines within this of the best line are averaged by "weighted"
+
+    def __post_init__(self):
+        if self.z_method not in ("best", "weighted"):
+            raise RedsiftError(f"QuasarNetConfig: unknown z_method {self.z_method!r} (best, weighted)")
 
     @property
     def logrid(self) -> LogGrid:
@@ -235,6 +250,11 @@ def decode(raw: np.ndarray, config: QuasarNetConfig) -> dict:
     c_line, z_line = c[:, :nl], z[:, :nl]
     best = c_line.argmax(axis=1)
     zbest = z_line[np.arange(len(best)), best]
+    if config.z_method == "weighted":
+        dv = 299792.458 * (z_line - zbest[:, None]) / (1 + zbest[:, None])
+        w = np.where((c_line > config.c_th) & (np.abs(dv) <= config.z_agree), c_line, 0.0)
+        w[np.arange(len(best)), best] = np.maximum(c_line[np.arange(len(best)), best], 1e-12)
+        zbest = (w * z_line).sum(axis=1) / w.sum(axis=1)
     is_qso = (c_line > config.c_th).sum(axis=1) >= config.n_lines
     out = {"c_line": c_line, "z_line": z_line, "zbest": zbest, "best_line": best, "is_qso": is_qso}
     if config.bal_line:
