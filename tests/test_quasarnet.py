@@ -232,9 +232,32 @@ def test_onnx_backend_matches_torch():
     pytest.importorskip("onnxruntime")
     from redsift.predict.quasarnet import predict_arrays
 
-    m = create_model("quasarnet", filters=8, fc=8).eval()
-    X = np.random.default_rng(0).normal(size=(50, 443)).astype(np.float32)
-    a = predict_arrays(m, X, backend="torch")
-    b = predict_arrays(m, X, backend="onnx")
-    assert a.shape == b.shape == (50, 7, 26)
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    for padding in ("valid", "same"):
+        m = _with_random_bn(create_model("quasarnet", filters=8, fc=8, padding=padding))
+        X = np.random.default_rng(0).normal(size=(50, 443)).astype(np.float32)
+        a = predict_arrays(m, X, backend="torch")
+        b = predict_arrays(m, X, backend="onnx")
+        assert a.shape == b.shape == (50, 7, 26)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _with_random_bn(m):
+    """Non-trivial batch-norm statistics and affine parameters, so that folding them is tested."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for bn in list(m.bns) + [m.fc_bn]:
+            bn.running_mean.copy_(torch.randn(bn.num_features, generator=g))
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+            bn.weight.copy_(torch.randn(bn.num_features, generator=g))
+            bn.bias.copy_(torch.randn(bn.num_features, generator=g))
+    return m.eval()
+
+
+def test_inference_form_equals_the_model():
+    from redsift.models.quasarnet import QuasarNetInference
+
+    for padding, nconv in (("valid", 4), ("same", 6)):
+        m = _with_random_bn(create_model("quasarnet", filters=8, fc=8, padding=padding, nconv=nconv))
+        X = torch.from_numpy(np.random.default_rng(2).normal(size=(20, 443)).astype(np.float32))
+        with torch.no_grad():
+            torch.testing.assert_close(QuasarNetInference(m)(X), m(X), rtol=0, atol=2e-6)

@@ -166,6 +166,52 @@ class QuasarNet(nn.Module):
         return torch.cat([boxes if logits else torch.sigmoid(boxes), offs], dim=2)
 
 
+class QuasarNetInference(nn.Module):
+    """The same function as an eval-mode :class:`QuasarNet`, in the form that exports best to ONNX.
+
+    Batch normalisation is folded into the convolutions, the 1-D convolutions are written as
+    ``1 x kernel`` 2-D convolutions (ONNX Runtime's blocked-layout convolution kernels apply to 2-D
+    convolutions only) and the 2 x nfinders heads are one matrix product. Built from a model's
+    current weights; outputs equal the model's to float32 round-off (tested).
+    """
+
+    def __init__(self, model: QuasarNet):
+        super().__init__()
+        c = model.config
+        self.config, self._pads = c, list(model._pads)
+        self.convs = nn.ModuleList()
+        with torch.no_grad():
+            for conv, bn in zip(model.convs, model.bns):
+                g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                c2 = nn.Conv2d(conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]),
+                               stride=(1, conv.stride[0]))
+                c2.weight.copy_((conv.weight * g[:, None, None]).unsqueeze(2))
+                c2.bias.copy_((conv.bias - bn.running_mean) * g + bn.bias)
+                self.convs.append(c2)
+            self.fc = nn.Linear(model.fc.in_features, model.fc.out_features)
+            g = model.fc_bn.weight / torch.sqrt(model.fc_bn.running_var + model.fc_bn.eps)
+            self.fc.weight.copy_(model.fc.weight * g[:, None])
+            self.fc.bias.copy_((model.fc.bias - model.fc_bn.running_mean) * g + model.fc_bn.bias)
+            heads = list(model.box) + list(model.offset)
+            self.head = nn.Linear(c.fc, c.nboxes * len(heads))
+            self.head.weight.copy_(torch.cat([h.weight for h in heads]))
+            self.head.bias.copy_(torch.cat([h.bias for h in heads]))
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        x = x[:, None, None, :]  # (B, 1, 1, npix)
+        for conv, pad in zip(self.convs, self._pads):
+            if pad != (0, 0):
+                x = F.pad(x, (pad[0], pad[1], 0, 0))
+            x = F.relu(conv(x))
+        x = x[:, :, 0, :].transpose(1, 2).flatten(1)
+        h = F.relu(self.fc(x))
+        y = torch.sigmoid(self.head(h)).view(-1, 2, c.nfinders, c.nboxes)
+        offs = -0.1 + 1.2 * y[:, 1] if c.offset_rescale else y[:, 1]
+        return torch.cat([y[:, 0], offs], dim=2)
+
+
 def _positions(wave_obs: np.ndarray, grid_wave: np.ndarray, nboxes: int):
     """Box index and offset of observed wavelengths (inverse of :func:`decode`'s mapping)."""
     npix = grid_wave.size

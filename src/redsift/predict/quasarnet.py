@@ -45,12 +45,15 @@ def onnx_session(model, threads: int | None = None):
     import io
     import warnings
 
+    from ..models.quasarnet import QuasarNetInference
+
     buf = io.BytesIO()
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (torch.zeros(2, model.config.logrid.npix),), buf, input_names=["x"],
+            export = QuasarNetInference(model) if model.family == "quasarnet" else model
+            torch.onnx.export(export, (torch.zeros(2, model.config.logrid.npix),), buf, input_names=["x"],
                               output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
                               opset_version=17, dynamo=False)
         except Exception as exc:  # exporter unavailable in this torch: fall back to torch
