@@ -1,55 +1,101 @@
-"""Make a release directory from a trained model: the BAL threshold is chosen on the VALIDATION set.
+"""Make a release directory from a trained QuasarNET: decisions chosen on the VALIDATION set.
 
-    python scripts/finalize_release.py MODEL_DIR VAL_DATASET OUT_DIR [--name NAME]
+    python scripts/finalize_release.py MODEL_DIR VAL_DATASET OUT_DIR [--description TEXT]
 
-QuasarNET's finders are trained with the balanced weights of the paper's eq. 1, so the BAL finder's
-confidence of a non-BAL quasar is inflated by roughly the ratio of empty to full BAL boxes (~1:100);
-the threshold that separates BALs from non-BALs is therefore a property of the trained model, chosen
-here where min(BAL completeness, non-BAL rejection) is largest on the validation set (never on the
-held-out set the model is judged on). The quasar threshold c_th stays at the nominal 0.4.
+These decisions are properties of the trained model and are chosen here on the validation set (never
+on the held-out set the model is judged on); one line above c_th makes a quasar (n_lines = 1):
+
+* c_th: the finders' confidences are inflated by eq. 1's balanced weights as well (less than the BAL
+  finder's: a line box is full in ~1 of 15-40 boxes), so the paper's 0.4 is not this model's
+  operating point; c_th is where min(purity, completeness) is largest (0.4 when --keep-c-th);
+
+* c_bal: the finders are trained with the balanced weights of the paper's eq. 1, so the BAL finder's
+  confidence of a non-BAL quasar is inflated by roughly the ratio of empty to full BAL boxes; the
+  threshold is where min(BAL completeness, non-BAL rejection) is largest.
+* z_method: "weighted" when it gives a smaller std(dv) than "best" (the published rule);
+* zerr_table: the velocity scatter per cell of S/N x number of agreeing lines (calibrate_zerr), which
+  makes ZERR.
+
+The weights are copied unchanged; config.json records the choices and the validation figures.
 """
 
 import argparse
+import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table, join
 
 from redsift.data.store import Dataset
-from redsift.evaluate.metrics import bal_threshold
+from redsift.evaluate.metrics import bal_threshold, qso_metrics, velocity_difference
+from redsift.models import load_model
+from redsift.models.quasarnet import calibrate_zerr, decode, grid_snr
+from redsift.predict.quasarnet import predict_arrays
+from redsift.preprocess import normalize_mean_rms
 
 p = argparse.ArgumentParser()
 p.add_argument("model")
 p.add_argument("val")
 p.add_argument("out")
+p.add_argument("--keep-c-th", action="store_true", help="keep the config's c_th (0.4)")
 p.add_argument("--description", default="QuasarNET trained by redsift on simulated BOSS spectra (template mode)")
 a = p.parse_args()
 
-out = Path(a.out)
-cat = out.parent / f".{out.name}-val.fits"
-subprocess.run([sys.executable, "-m", "redsift", "predict", a.val, "--model", a.model, "-o", str(cat),
-                "--overwrite", "--quiet"], check=True)
-c = Table.read(cat)["TARGETID", "C_BAL", "IS_QSO"]
-m = Dataset(a.val).meta["TARGETID", "CLASS", "Z", "BAL_FLAG"]
-t = join(c, m, keys="TARGETID")
-th, met = bal_threshold(t["C_BAL"], t["IS_QSO"], t["BAL_FLAG"], np.asarray(t["CLASS"]).astype(str) == "QSO", t["Z"])
-cat.unlink()
+model = load_model(a.model)
+ds = Dataset(a.val)
+meta = ds.meta
+raw, snr = [], []
+for s in range(0, len(ds), 4096):
+    flux, ivar, _ = ds.read(np.arange(s, min(s + 4096, len(ds))))
+    raw.append(predict_arrays(model, normalize_mean_rms(flux, ivar)))
+    snr.append(grid_snr(flux, ivar))
+raw, snr = np.concatenate(raw), np.concatenate(snr)
+cls = np.asarray(meta["CLASS"]).astype(str)
+z = np.asarray(meta["Z"], float)
+chosen = {}
+for method in ("best", "weighted"):
+    d = decode(raw, dataclasses.replace(model.config, z_method=method))
+    chosen[method] = qso_metrics(d["is_qso"], d["zbest"], cls, z)
+z_method = "weighted" if chosen["weighted"]["dv_std"] < chosen["best"]["dv_std"] else "best"
+c_th, sweep = model.config.c_th, {}
+for th in np.round(np.arange(0.3, 0.96, 0.05), 2):
+    d = decode(raw, dataclasses.replace(model.config, c_th=float(th), z_method=z_method))
+    sweep[float(th)] = qso_metrics(d["is_qso"], d["zbest"], cls, z)
+if not a.keep_c_th:
+    c_th = max(sweep, key=lambda th: min(sweep[th]["purity"], sweep[th]["completeness"]))
+model.config = dataclasses.replace(model.config, c_th=c_th)
+d = decode(raw, model.config)
+th, met = bal_threshold(d["c_bal"], d["is_qso"], meta["BAL_FLAG"], cls == "QSO", z)
+d = decode(raw, dataclasses.replace(model.config, z_method=z_method))
+found = d["is_qso"] & (cls == "QSO")
+zerr_table = calibrate_zerr(velocity_difference(d["zbest"][found], z[found]), snr[found], d["n_agree"][found])
 
+out = Path(a.out)
 tmp = out.parent / f".{out.name}.tmp"
 shutil.rmtree(tmp, ignore_errors=True)
 shutil.copytree(a.model, tmp)
 cfg = json.loads((tmp / "config.json").read_text())
 cfg["config"]["c_bal"] = th
+cfg["config"]["c_th"] = c_th
+cfg["config"]["z_method"] = z_method
+cfg["config"]["zerr_table"] = zerr_table
 cfg["description"] = a.description
-cfg["bal_threshold"] = {"c_bal": th, "chosen_on": str(a.val), "rule": "max min(completeness, rejection)",
-                        "validation": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v))
-                                       for k, v in met.items()}}
+num = lambda m: {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in m.items()}  # noqa: E731
+cfg["release"] = {"chosen_on": str(a.val), "c_th": c_th, "c_th_rule": "max min(purity, completeness), 1 line",
+                  "c_th_validation": {str(k): {"purity": float(v["purity"]), "completeness": float(v["completeness"])}
+                                      for k, v in sweep.items()},
+                  "c_bal": th, "c_bal_rule": "max min(BAL completeness, non-BAL rejection)",
+                  "bal_validation": num(met), "z_method": z_method,
+                  "z_method_validation": {k: num(v) for k, v in chosen.items()},
+                  "zerr": "zerr_table: std of dv of the validation quasars per cell (S/N on the model grid x "
+                          "number of agreeing lines)"}
 (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+load_model(tmp)  # the release loads
 shutil.rmtree(out, ignore_errors=True)
 tmp.rename(out)
-print(f"{out}: c_bal = {th} (validation: BAL completeness {met['bal_completeness']:.4f}, "
-      f"non-BAL rejection {met['nonbal_rejection']:.4f})")
+print(f"{out}: c_th = {c_th} (validation purity {sweep[c_th]['purity']:.4f}, completeness "
+      f"{sweep[c_th]['completeness']:.4f}; at 0.4: {sweep[0.4]['purity']:.4f} / {sweep[0.4]['completeness']:.4f}); "
+      f"c_bal = {th} (validation: BAL completeness {met['bal_completeness']:.4f}, non-BAL rejection "
+      f"{met['nonbal_rejection']:.4f}); z_method = {z_method} (validation std dv: best "
+      f"{chosen['best']['dv_std']:.0f}, weighted {chosen['weighted']['dv_std']:.0f} km/s)")

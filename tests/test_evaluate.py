@@ -3,7 +3,7 @@ import pytest
 from astropy.table import Table
 
 from redsift.cli.main import main
-from redsift.evaluate.metrics import BAL_ZMIN, bal_metrics, bal_threshold, nmad, qso_metrics, velocity_difference
+from redsift.evaluate.metrics import C_KMS, BAL_ZMIN, bal_metrics, bal_threshold, nmad, qso_metrics, velocity_difference
 from redsift.models import create_model, save_model
 from redsift.simulate import simulate
 
@@ -66,3 +66,27 @@ def test_evaluate_without_common_targets(tmp_path, capsys):
     Table({"TARGETID": [2], "CLASS": ["QSO"], "Z": [2.0]}).write(truth)
     assert main(["evaluate", str(cat), "--truth", str(truth), "-o", str(tmp_path / "r")]) == 1
     assert "no TARGETID in common" in capsys.readouterr().err
+
+
+def test_zerr_calibration_gives_unit_pulls():
+    from redsift.evaluate.metrics import pull_metrics
+    from redsift.models.quasarnet import QuasarNetConfig, calibrate_zerr, redshift_error
+
+    rng = np.random.default_rng(3)
+    n = 20000
+    snr = rng.uniform(0.5, 30, n)
+    nag = rng.integers(1, 6, n)
+    sigma = 300 + 2000 / snr / np.sqrt(np.minimum(nag, 4))  # km/s: worse at low S/N, better with more lines
+    z = rng.uniform(0.5, 4, n)
+    dv = rng.normal(0, sigma)
+    table = calibrate_zerr(dv[: n // 2], snr[: n // 2], nag[: n // 2])
+    cfg = QuasarNetConfig(zerr_table=table)
+    zp = z + dv * (1 + z) / C_KMS
+    zerr = redshift_error(zp[n // 2:], snr[n // 2:], nag[n // 2:], cfg)
+    m = pull_metrics(zp[n // 2:], zerr, z[n // 2:], np.ones(n - n // 2, bool))
+    assert 0.9 < m["pull_std"] < 1.1
+    # without a table the error is NaN, never a constant
+    assert np.isnan(redshift_error([1.0], [5.0], [2], QuasarNetConfig())).all()
+    # an empty cell falls back to its S/N row
+    t2 = calibrate_zerr(dv[:100], np.full(100, 3.0), np.ones(100, int), min_count=30)
+    assert t2["sigma_kms"][1][3] == t2["sigma_kms"][1][0]

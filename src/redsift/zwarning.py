@@ -23,7 +23,7 @@ BAD_MINFRAC 10  too few pixels in the fitted solution
 POORDATA   11  poor input data (too many masked or non-finite pixels)
 BAD_INPUT  20  redsift: the input file or row could not be read at all
 BAD_VALUES 21  redsift: non-finite flux or ivar values were found and masked
-LOW_CONFIDENCE 22  redsift: the model's confidence is below its threshold
+LOW_CONFIDENCE 22  redsift: the model's confidence is close to its decision threshold
 OUT_OF_DISTRIBUTION 23  redsift: input unlike the model's training data
 ========  ===  ======================================================
 """

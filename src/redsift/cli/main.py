@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("catalog")
     ev.add_argument("--truth", required=True, help="labelled dataset or catalog (joined on TARGETID)")
     ev.add_argument("-o", "--output", required=True, help="report directory")
-    ev.add_argument("--c-th", dest="c_th", type=float, default=0.4)
+    ev.add_argument("--c-th", dest="c_th", type=float, default=None,
+                    help="recompute IS_QSO at this threshold (default: the catalog's own IS_QSO and Z)")
     ev.add_argument("--label", default="", help="title of the report (e.g. 'simulated held-out set')")
     ev.set_defaults(func=_model.cmd_evaluate)
 

@@ -17,7 +17,7 @@ import numpy as np
 from astropy.table import Table, join
 
 from ..errors import RedsiftError
-from .metrics import BAL_ZMIN, bal_metrics, qso_metrics, velocity_difference
+from .metrics import BAL_ZMIN, bal_metrics, pull_metrics, qso_metrics, velocity_difference
 
 __all__ = ["load_truth", "joined", "decisions", "evaluate_catalog", "write_report"]
 
@@ -51,21 +51,32 @@ def joined(cat: Table, truth: Table) -> Table:
     return t
 
 
-def decisions(t: Table, c_th: float, n_lines: int = 1):
-    """IS_QSO and best redshift recomputed from the per-line columns at threshold ``c_th``."""
+def decisions(t: Table, c_th: float | None, n_lines: int = 1):
+    """IS_QSO and redshift: the catalog's own (``IS_QSO``, ``Z``: the model's decision rule and
+    redshift method) when ``c_th`` is None, else IS_QSO recomputed from the per-line confidences at
+    threshold ``c_th`` with the catalog's ``Z`` where it has one and the most confident line's
+    redshift elsewhere."""
     lines = [ln for ln in LINES if f"C_{ln}" in t.colnames]
     C = np.column_stack([np.nan_to_num(np.asarray(t[f"C_{ln}"], float), nan=0.0) for ln in lines])
     Z = np.column_stack([np.asarray(t[f"Z_{ln}"], float) for ln in lines])
-    is_qso = (C > c_th).sum(axis=1) >= n_lines
     zbest = Z[np.arange(len(t)), C.argmax(axis=1)]
+    if "Z" in t.colnames:
+        zcat = np.asarray(t["Z"], float)
+        zbest = np.where(np.isfinite(zcat), zcat, zbest)
+    if c_th is None and "IS_QSO" in t.colnames:
+        return np.asarray(t["IS_QSO"], bool), zbest
+    is_qso = (C > (0.4 if c_th is None else c_th)).sum(axis=1) >= n_lines
     return is_qso, zbest
 
 
-def evaluate_catalog(t: Table, c_th: float = 0.4, c_bal: float | None = None) -> dict:
-    """Metrics of a joined catalog; ``c_bal=None`` uses the model's own BAL decision (``IS_BAL``)."""
+def evaluate_catalog(t: Table, c_th: float | None = None, c_bal: float | None = None) -> dict:
+    """Metrics of a joined catalog: the model's own decisions when ``c_th`` is None (see :func:`decisions`);
+    ``c_bal=None`` uses the model's own BAL decision (``IS_BAL``)."""
     is_qso, zbest = decisions(t, c_th)
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
     m = qso_metrics(is_qso, zbest, cls, t["TRUE_Z"])
+    if "ZERR" in t.colnames and np.isfinite(np.asarray(t["ZERR"], float)).any():
+        m.update(pull_metrics(t["Z"], t["ZERR"], t["TRUE_Z"], is_qso & (cls == "QSO")))
     if "TRUE_BAL_FLAG" in t.colnames and "C_BAL" in t.colnames:
         if c_bal is None and "IS_BAL" in t.colnames:
             is_bal = is_qso & np.asarray(t["IS_BAL"], bool)
@@ -124,7 +135,7 @@ def _examples(t, truth_path, c_th, png) -> str:
     return ", ".join(label for label, _ in chosen)
 
 
-def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") -> str:
+def write_report(cat_path, truth_path, out, c_th: float | None = None, label: str = "") -> str:
     """Compute everything, write the PNGs and summary.md into ``out``; return the Markdown."""
     from astropy.table import Table as T
 
@@ -137,11 +148,12 @@ def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") 
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
     lines = [f"# QuasarNET evaluation{(': ' + label) if label else ''}", "",
              f"catalog `{cat_path}`, truth `{truth_path}`: {len(t)} spectra joined on TARGETID "
-             f"({m['n_true_qso']} true quasars); threshold c_th = {c_th}; BAL: the catalog's IS_BAL (the model's "
+             f"({m['n_true_qso']} true quasars); quasar decisions: "
+             f"{'the catalog' + chr(39) + 's own (IS_QSO, Z)' if c_th is None else f'c_th = {c_th}, 1 line'}; BAL: the catalog's IS_BAL (the model's "
              f"own BAL threshold), counted on true quasars at z >= {BAL_ZMIN:.2f}.", "",
              "| metric | value |", "|---|---:|"]
-    for k in ("purity", "completeness", "catastrophic", "dv_mean", "dv_std", "dv_nmad", "bal_completeness",
-              "nonbal_rejection", "n_bal", "n_nonbal"):
+    for k in ("purity", "completeness", "catastrophic", "dv_mean", "dv_std", "dv_nmad", "pull_std", "pull_nmad",
+              "bal_completeness", "nonbal_rejection", "n_bal", "n_nonbal"):
         if k in m:
             v = m[k]
             lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) and abs(v) < 10 else f"| {k} | {v:.0f} |"
@@ -150,6 +162,7 @@ def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") 
     # fig. 3: purity and completeness against the threshold
     ths = np.linspace(0.05, 0.95, 19)
     fig, ax = new_axes(figsize=(6, 4))
+    sweep = {}
     for nl, ls in ((1, "-"), (2, "--")):
         pur, com = [], []
         for th in ths:
@@ -157,12 +170,18 @@ def write_report(cat_path, truth_path, out, c_th: float = 0.4, label: str = "") 
             mm = qso_metrics(q, zb, cls, t["TRUE_Z"])
             pur.append(mm["purity"])
             com.append(mm["completeness"])
+            sweep[(nl, round(float(th), 2))] = (mm["purity"], mm["completeness"])
         ax.plot(ths, pur, ls, color="tab:blue", label=f"purity, {nl} line{'s' if nl > 1 else ''}")
         ax.plot(ths, com, ls, color="tab:red", label=f"completeness, {nl} line{'s' if nl > 1 else ''}")
     ax.set_xlabel("confidence threshold c_th")
     ax.set_ylim(0.8, 1.0)
     ax.legend(fontsize=7)
     fig.savefig(os.path.join(out, "purity_completeness.png"), dpi=110)
+    lines += ["", "Purity / completeness against the threshold (fig. 3):", "",
+              "| c_th | 1 line | 2 lines |", "|---:|---|---|"]
+    for th in (0.2, 0.4, 0.6, 0.8, 0.9, 0.95):
+        cells = [f"{sweep[(nl, th)][0]:.4f} / {sweep[(nl, th)][1]:.4f}" for nl in (1, 2)]
+        lines.append(f"| {th} | {cells[0]} | {cells[1]} |")
 
     # fig. 4: velocity differences of true quasars classified as quasars
     q, zb = decisions(t, c_th)

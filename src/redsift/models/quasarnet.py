@@ -31,6 +31,13 @@ agree with the most confident line within ``z_agree`` km/s: the finders'
 offsets are measured independently, so averaging the lines that agree reduces
 the scatter, while a misidentified line (which disagrees by far more than
 ``z_agree``) is left out. The per-line redshifts are reported either way.
+
+Redshift error (a redsift addition; QuasarNET has none): ``zerr_table``, when
+present, holds the velocity scatter measured on a validation set in cells of
+S/N (the median of flux x sqrt(ivar) on the model grid) and of the number of
+agreeing lines above ``c_th``; :func:`redshift_error` looks it up, so that
+``ZERR = sigma_v (1 + z) / c``. Without a table ``ZERR`` is NaN (never a
+constant). See :func:`calibrate_zerr`.
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ class QuasarNetConfig:
     c_bal: float = 0.4
     z_method: str = "best"  # "best" (most confident line, as published) or "weighted" (see module docstring)
     z_agree: float = 3000.0  # km/s: lines within this of the best line are averaged by "weighted"
+    zerr_table: dict | None = None  # {"snr_edges", "nlines_max", "sigma_kms"}: see calibrate_zerr
 
     def __post_init__(self):
         if self.z_method not in ("best", "weighted"):
@@ -212,6 +220,61 @@ class QuasarNetInference(nn.Module):
         return torch.cat([y[:, 0], offs], dim=2)
 
 
+def grid_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Median of flux x sqrt(ivar) over the pixels with ivar > 0 of spectra on the model grid
+    (0 for a spectrum without data); the S/N that :func:`redshift_error` is calibrated against."""
+    flux, ivar = np.asarray(flux, np.float64), np.asarray(ivar, np.float64)
+    v = np.where(ivar > 0, flux * np.sqrt(np.clip(ivar, 0, None)), np.nan)
+    out = np.zeros(len(v))
+    has = (ivar > 0).any(axis=1)
+    if has.any():
+        out[has] = np.nanmedian(v[has], axis=1)
+    return out
+
+
+def _zerr_cells(snr, n_agree, table):
+    i = np.clip(np.searchsorted(np.asarray(table["snr_edges"], float), snr, side="right") - 1, 0,
+                len(table["snr_edges"]) - 2)
+    j = np.clip(np.asarray(n_agree, int), 1, int(table["nlines_max"])) - 1
+    return i, j
+
+
+def calibrate_zerr(dv, snr, n_agree, snr_edges=(-np.inf, 2.0, 4.0, 8.0, 16.0, np.inf), nlines_max: int = 4,
+                   dv_max: float = 6000.0, min_count: int = 30) -> dict:
+    """The ``zerr_table`` of :class:`QuasarNetConfig` from a validation set of true quasars found as such.
+
+    ``sigma_kms[i][j]`` is the standard deviation of ``dv`` (|dv| < dv_max) of the quasars in S/N cell
+    ``i`` with ``j + 1`` agreeing lines (``nlines_max`` or more in the last column); a cell with fewer than
+    ``min_count`` quasars takes the value of its whole S/N row.
+    """
+    dv, snr, n_agree = (np.asarray(a, float) for a in (dv, snr, n_agree))
+    ok = np.isfinite(dv) & (np.abs(dv) < dv_max)
+    table = {"snr_edges": [float(e) for e in snr_edges], "nlines_max": int(nlines_max), "dv_max": float(dv_max)}
+    i, j = _zerr_cells(snr, n_agree, table)
+    allrow = float(np.std(dv[ok])) if ok.any() else float("nan")
+    sig = []
+    for a in range(len(snr_edges) - 1):
+        row_sel = ok & (i == a)
+        row = float(np.std(dv[row_sel])) if row_sel.sum() >= min_count else allrow
+        cells = []
+        for b in range(nlines_max):
+            sel = row_sel & (j == b)
+            cells.append(float(np.std(dv[sel])) if sel.sum() >= min_count else row)
+        sig.append(cells)
+    table["sigma_kms"] = sig
+    return table
+
+
+def redshift_error(z, snr, n_agree, config: QuasarNetConfig) -> np.ndarray:
+    """``ZERR`` from the config's ``zerr_table`` (NaN without one)."""
+    z = np.asarray(z, float)
+    if not config.zerr_table:
+        return np.full(z.shape, np.nan)
+    i, j = _zerr_cells(np.asarray(snr, float), n_agree, config.zerr_table)
+    sig = np.asarray(config.zerr_table["sigma_kms"], float)[i, j]
+    return sig * (1 + z) / 299792.458
+
+
 def _positions(wave_obs: np.ndarray, grid_wave: np.ndarray, nboxes: int):
     """Box index and offset of observed wavelengths (inverse of :func:`decode`'s mapping)."""
     npix = grid_wave.size
@@ -296,13 +359,15 @@ def decode(raw: np.ndarray, config: QuasarNetConfig) -> dict:
     c_line, z_line = c[:, :nl], z[:, :nl]
     best = c_line.argmax(axis=1)
     zbest = z_line[np.arange(len(best)), best]
+    dv = 299792.458 * (z_line - zbest[:, None]) / (1 + zbest[:, None])
+    agree = (c_line > config.c_th) & (np.abs(dv) <= config.z_agree)
     if config.z_method == "weighted":
-        dv = 299792.458 * (z_line - zbest[:, None]) / (1 + zbest[:, None])
-        w = np.where((c_line > config.c_th) & (np.abs(dv) <= config.z_agree), c_line, 0.0)
+        w = np.where(agree, c_line, 0.0)
         w[np.arange(len(best)), best] = np.maximum(c_line[np.arange(len(best)), best], 1e-12)
         zbest = (w * z_line).sum(axis=1) / w.sum(axis=1)
     is_qso = (c_line > config.c_th).sum(axis=1) >= config.n_lines
-    out = {"c_line": c_line, "z_line": z_line, "zbest": zbest, "best_line": best, "is_qso": is_qso}
+    out = {"c_line": c_line, "z_line": z_line, "zbest": zbest, "best_line": best, "is_qso": is_qso,
+           "n_agree": agree.sum(axis=1)}
     if config.bal_line:
         out["c_bal"], out["z_bal"] = c[:, nl], z[:, nl]
         out["is_bal"] = is_qso & (c[:, nl] > config.c_bal)

@@ -4,14 +4,18 @@ Columns: ``TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE``, the survey ids,
 ``SOURCE, INDEX``, then ``IS_QSO, IS_BAL, C_LYA ... C_HALPHA, C_BAL,
 Z_LYA ... Z_HALPHA, Z_BAL``. ``SPECTYPE`` is ``QSO`` for quasars and
 ``NONQSO`` otherwise (finer classes come with the classifier); ``SUBTYPE`` is
-``BAL`` for BAL quasars. ``Z`` is the redshift of the most confident line for
-quasars and NaN otherwise. QuasarNET gives no redshift uncertainty: ``ZERR``
-is NaN until a calibrated error model exists.
+``BAL`` for BAL quasars. ``Z`` is the model's redshift for quasars (the most
+confident line, or the weighted mean of the agreeing lines: the model's
+``z_method``) and NaN otherwise. ``ZERR`` comes from the model's validation-
+calibrated error table (S/N on the model grid x number of agreeing lines; see
+:func:`redsift.models.quasarnet.calibrate_zerr`) and is NaN for models without
+one (the imported QuasarNET models) and for non-quasars.
 
 ZWARN: the input's bits (``NODATA``/``BAD_INPUT`` for unreadable files,
 ``BAD_VALUES``), ``LITTLE_COVERAGE`` (< 50% of the grid with data), and
-``LOW_CONFIDENCE`` when the best line's confidence lies within 0.1 of the
-threshold on either side.
+``LOW_CONFIDENCE`` when the best line's confidence lies near the threshold on
+either side: within a factor e in odds (|logit(c) - logit(c_th)| < 1; for
+c_th = 0.4 that is 0.20-0.64, for c_th = 0.95 it is 0.87-0.98).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
+from ..models.quasarnet import grid_snr
 from ..preprocess import bin_quasarnet, coverage_zwarn, normalize_mean_rms
 from ..spectra import Spectra
 from ..zwarning import ZWarningMask
@@ -96,8 +101,8 @@ def predict_arrays(model, X: np.ndarray, batch_size: int = 1024, backend: str = 
     return np.concatenate(out)
 
 
-def _catalog(model, raw, zwarn, meta) -> Table:
-    from ..models.quasarnet import decode
+def _catalog(model, raw, zwarn, meta, snr=None) -> Table:
+    from ..models.quasarnet import decode, redshift_error
 
     cfg = model.config
     d = decode(raw, cfg)
@@ -106,12 +111,14 @@ def _catalog(model, raw, zwarn, meta) -> Table:
     is_qso = d["is_qso"] & ~nodata
     is_bal = d.get("is_bal", np.zeros(n, bool)) & ~nodata
     best_c = d["c_line"].max(axis=1) if n else np.zeros(0)
-    low = (np.abs(best_c - cfg.c_th) < 0.1) & ~nodata
+    logit = lambda c: np.log(np.clip(c, 1e-7, 1 - 1e-7) / (1 - np.clip(c, 1e-7, 1 - 1e-7)))  # noqa: E731
+    low = (np.abs(logit(best_c) - logit(cfg.c_th)) < 1.0) & ~nodata
     zwarn = zwarn | np.where(low, int(ZWarningMask.LOW_CONFIDENCE), 0)
     t = Table()
     t["TARGETID"] = np.asarray(meta["TARGETID"], np.int64)
     t["Z"] = np.where(is_qso, d["zbest"], np.nan)
-    t["ZERR"] = np.full(n, np.nan)
+    snr = np.zeros(n) if snr is None else snr
+    t["ZERR"] = np.where(is_qso, redshift_error(d["zbest"], snr, d["n_agree"], cfg), np.nan)
     t["ZWARN"] = zwarn.astype(np.int64)
     t["SPECTYPE"] = np.where(is_qso, "QSO", "NONQSO")
     t["SUBTYPE"] = np.where(is_bal, "BAL", "")
@@ -140,7 +147,7 @@ def predict_spectra(model, spectra: Spectra, batch_size: int = 4096) -> Table:
     b = bin_quasarnet(spectra, grid)
     X = normalize_mean_rms(b.flux, b.ivar)
     zwarn = np.asarray(spectra.meta["ZWARN"], np.int64) | coverage_zwarn(b.ivar)
-    return _catalog(model, predict_arrays(model, X, batch_size), zwarn, spectra.meta)
+    return _catalog(model, predict_arrays(model, X, batch_size), zwarn, spectra.meta, grid_snr(b.flux, b.ivar))
 
 
 def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True) -> Table:
@@ -171,7 +178,7 @@ def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True
                 zwarn = (np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else 0) | coverage_zwarn(ivar)
                 if "SOURCE" not in m.colnames:
                     m["SOURCE"] = [item] * len(m)
-                parts.append(_catalog(model, predict_arrays(model, X), zwarn, m))
+                parts.append(_catalog(model, predict_arrays(model, X), zwarn, m, grid_snr(flux, ivar)))
         else:
             files.extend(expand_paths([item]))
     batch = []
