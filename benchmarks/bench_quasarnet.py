@@ -4,7 +4,8 @@
 
 Side by side in one run, medians over ``--repeat`` rounds:
 * the ceiling: a large float32 matrix product (GFLOP/s) -> spectra/s at 2 x 17.6 M flop per spectrum;
-* from preprocessed arrays (batch 4096): eager PyTorch (inference mode), TorchScript frozen, ONNX Runtime;
+* from preprocessed arrays (batch 4096): eager PyTorch (inference mode), TorchScript frozen, ONNX Runtime
+  (the plain export of the model, and redsift's inference form: BN folded, 1 x k 2-D convolutions);
 * end to end: BOSS spec files (read + QuasarNET binning + model + catalog rows) and a 1000-fiber spPlate.
 """
 
@@ -90,6 +91,30 @@ def main(argv=None):
     except Exception as exc:  # pragma: no cover
         rows.append(("from arrays: TorchScript", f"failed: {exc}", ""))
     if onnx_session(model, args.threads) is not None:
+        # the plain export of the training module (1-D convolutions, batch norm as its own nodes):
+        # what redsift used before the inference form, kept here as the reference
+        import io
+        import warnings
+
+        import onnxruntime
+
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (torch.zeros(2, X.shape[1]),), buf, input_names=["x"],
+                              output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                              opset_version=17, dynamo=False)
+        so = onnxruntime.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        plain = onnxruntime.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+        def ort_plain():
+            plain.run(None, {"x": X})
+            return len(X)
+
+        ort_plain()
+        o = med(ort_plain, args.repeat)
+        rows.append(("from arrays: ONNX Runtime, plain 1-D export, batch 4096", f"{o[0]:,.0f}", f"{o[0] / e[0]:.2f}"))
         for bs in (256, 1024, 4096):
             def ort(bs=bs):
                 predict_arrays(model, X, batch_size=bs, backend="onnx")
@@ -97,7 +122,7 @@ def main(argv=None):
 
             ort()
             o = med(ort, args.repeat)
-            rows.append((f"from arrays: ONNX Runtime, batch {bs}", f"{o[0]:,.0f}", f"{o[0] / e[0]:.2f}"))
+            rows.append((f"from arrays: ONNX Runtime, inference form, batch {bs}", f"{o[0]:,.0f}", f"{o[0] / e[0]:.2f}"))
     boss = sorted((Path(args.data) / "real" / "boss").glob("spec-*.fits"))
     if boss:
         files = [str(f) for f in boss] * 5
