@@ -141,7 +141,7 @@ def _catalog(model, raw, zwarn, meta, snr=None) -> Table:
     return t
 
 
-def predict_spectra(model, spectra: Spectra, batch_size: int = 4096) -> Table:
+def predict_spectra(model, spectra: Spectra, batch_size: int = 1024) -> Table:
     """Catalog rows for a batch of spectra (any format, any grid: binned onto the model's grid)."""
     grid = model.config.logrid
     b = bin_quasarnet(spectra, grid)
