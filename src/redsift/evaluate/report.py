@@ -5,8 +5,9 @@ dataset (its metadata: CLASS, Z, BAL_FLAG, BI_CIV, SNR) or a labelled catalog
 (:func:`redsift.io.catalogs.read_catalog`), joined on TARGETID. Outputs, in
 the report directory: ``summary.md`` (tables), ``purity_completeness.png``
 (fig. 3: against the confidence threshold, 1- and 2-line detections),
-``dv_hist.png`` (fig. 4), ``bal.png`` (fig. 5), ``zbins.png`` (fig. 7), and
-``examples.png`` (fig. 2) when the spectra can be read.
+``dv_hist.png`` (fig. 4), ``bal.png`` (fig. 5), ``zbins.png`` (fig. 7),
+``pulls.png`` ((z - z_true) / ZERR against a unit Gaussian) when the catalog has
+finite ZERR, and ``examples.png`` (fig. 2) when the spectra can be read.
 """
 
 from __future__ import annotations
@@ -192,6 +193,22 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
     ax.set_title(f"mean {m['dv_mean']:.0f}, std {m['dv_std']:.0f}, NMAD {m['dv_nmad']:.0f} km/s; "
                  f"|dv| > 6000: {100 * m['catastrophic']:.2f}%", fontsize=8)
     fig.savefig(os.path.join(out, "dv_hist.png"), dpi=110)
+
+    # the redshift errors: pulls of the true quasars found, against a unit Gaussian
+    if "pull_std" in m:
+        zerr = np.asarray(t["ZERR"], float)
+        sel = q & (cls == "QSO") & np.isfinite(zerr) & (zerr > 0)
+        sel &= np.abs(velocity_difference(np.where(sel, zb, 0), t["TRUE_Z"])) < 6000
+        pull = (zb[sel] - np.asarray(t["TRUE_Z"], float)[sel]) / zerr[sel]
+        fig, ax = new_axes(figsize=(6, 4))
+        edges = np.linspace(-5, 5, 81)
+        ax.hist(np.clip(pull, -5, 5), edges, density=True, color="k", histtype="step", label="pulls")
+        x = np.linspace(-5, 5, 400)
+        ax.plot(x, np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi), color="tab:red", label="unit Gaussian")
+        ax.set_xlabel("(z - z_true) / ZERR")
+        ax.set_title(f"std {m['pull_std']:.2f}, NMAD {m['pull_nmad']:.2f} ({sel.sum()} quasars)", fontsize=8)
+        ax.legend(fontsize=7)
+        fig.savefig(os.path.join(out, "pulls.png"), dpi=110)
 
     # fig. 5: BAL completeness and non-BAL rejection against the BAL threshold
     if "C_BAL" in t.colnames and "TRUE_BAL_FLAG" in t.colnames:
