@@ -214,13 +214,14 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
     if "C_BAL" in t.colnames and "TRUE_BAL_FLAG" in t.colnames:
         fig, ax = new_axes(figsize=(6, 4))
         comp, rej = [], []
-        for th in ths:
+        bths = np.r_[ths, 0.97, 0.98, 0.99, 0.995]  # balanced-loss BAL confidences crowd near 1
+        for th in bths:
             bm = bal_metrics(q & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > th), t["TRUE_BAL_FLAG"], cls == "QSO",
                              t["TRUE_Z"])
             comp.append(bm["bal_completeness"])
             rej.append(bm["nonbal_rejection"])
-        ax.plot(ths, comp, label="BAL completeness")
-        ax.plot(ths, rej, label="non-BAL rejection")
+        ax.plot(bths, comp, label="BAL completeness")
+        ax.plot(bths, rej, label="non-BAL rejection")
         ax.set_xlabel("BAL confidence threshold")
         ax.legend(fontsize=7)
         fig.savefig(os.path.join(out, "bal.png"), dpi=110)
