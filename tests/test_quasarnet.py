@@ -261,3 +261,25 @@ def test_inference_form_equals_the_model():
         X = torch.from_numpy(np.random.default_rng(2).normal(size=(20, 443)).astype(np.float32))
         with torch.no_grad():
             torch.testing.assert_close(QuasarNetInference(m)(X), m(X), rtol=0, atol=2e-6)
+
+
+def test_finalize_release_chooses_decisions_on_validation(simset, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = save_model(_with_random_bn(create_model("quasarnet", filters=8, fc=8)), tmp_path / "m")
+    out = tmp_path / "release"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "finalize_release.py"
+    r = subprocess.run([sys.executable, str(script), str(src), str(simset), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    c = cfg["config"]
+    assert 0.3 <= c["c_th"] <= 0.95 and 0.05 <= c["c_bal"] < 1 and c["z_method"] in ("best", "weighted")
+    assert len(c["zerr_table"]["sigma_kms"]) == len(c["zerr_table"]["snr_edges"]) - 1
+    assert cfg["release"]["chosen_on"] == str(simset)
+    m = load_model(out)  # the release loads, its decisions in its config
+    assert m.config.c_th == c["c_th"] and m.config.zerr_table is not None
+    # weights copied unchanged
+    assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
