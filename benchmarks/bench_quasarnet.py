@@ -93,20 +93,7 @@ def main(argv=None):
     if onnx_session(model, args.threads) is not None:
         # the plain export of the training module (1-D convolutions, batch norm as its own nodes):
         # what redsift used before the inference form, kept here as the reference
-        import io
-        import warnings
-
-        import onnxruntime
-
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (torch.zeros(2, X.shape[1]),), buf, input_names=["x"],
-                              output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
-                              opset_version=17, dynamo=False)
-        so = onnxruntime.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        plain = onnxruntime.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        plain = onnx_session(model, args.threads, form="plain")
 
         def ort_plain():
             plain.run(None, {"x": X})

@@ -34,9 +34,9 @@ import numpy as np
 from redsift.data.store import Dataset
 from redsift.evaluate.metrics import bal_threshold, qso_metrics, velocity_difference
 from redsift.models import load_model
-from redsift.models.quasarnet import calibrate_zerr, decode, grid_snr
+from redsift.models.quasarnet import calibrate_zerr, decode
 from redsift.predict.quasarnet import predict_arrays
-from redsift.preprocess import normalize_mean_rms
+from redsift.preprocess import normalize_mean_rms, snr_median
 
 p = argparse.ArgumentParser()
 p.add_argument("model")
@@ -53,7 +53,7 @@ raw, snr = [], []
 for s in range(0, len(ds), 4096):
     flux, ivar, _ = ds.read(np.arange(s, min(s + 4096, len(ds))))
     raw.append(predict_arrays(model, normalize_mean_rms(flux, ivar)))
-    snr.append(grid_snr(flux, ivar))
+    snr.append(snr_median(flux, ivar))
 raw, snr = np.concatenate(raw), np.concatenate(snr)
 cls = np.asarray(meta["CLASS"]).astype(str)
 z = np.asarray(meta["Z"], float)
@@ -69,10 +69,8 @@ for th in np.round(np.arange(0.3, 0.96, 0.05), 2):
 if not a.keep_c_th:
     ok = [th for th in sorted(sweep) if th >= 0.4 - 1e-9 and sweep[th]["purity"] >= 0.995]
     c_th = ok[0] if ok else max(sweep, key=lambda th: min(sweep[th]["purity"], sweep[th]["completeness"]))
-model.config = dataclasses.replace(model.config, c_th=c_th)
-d = decode(raw, model.config)
+d = decode(raw, dataclasses.replace(model.config, c_th=c_th, z_method=z_method))  # the release's decisions
 th, met = bal_threshold(d["c_bal"], d["is_qso"], meta["BAL_FLAG"], cls == "QSO", z)
-d = decode(raw, dataclasses.replace(model.config, z_method=z_method))
 found = d["is_qso"] & (cls == "QSO")
 zerr_table = calibrate_zerr(velocity_difference(d["zbest"][found], z[found]), snr[found], d["n_agree"][found])
 

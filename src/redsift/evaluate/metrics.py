@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["C_KMS", "BAL_ZMIN", "velocity_difference", "nmad", "qso_metrics", "pull_metrics", "bal_metrics",
+__all__ = ["C_KMS", "BAL_ZMIN", "velocity_difference", "nmad", "qso_metrics", "pulls", "pull_metrics", "bal_metrics",
            "bal_threshold"]
 
 C_KMS = 299792.458
@@ -65,13 +65,18 @@ def qso_metrics(is_qso_pred, z_pred, class_true, z_true, dv_max: float = 6000.0)
     }
 
 
-def pull_metrics(z_pred, zerr, z_true, found, dv_max: float = 6000.0) -> dict:
-    """Standard deviation and NMAD of the pulls ``(z_pred - z_true) / zerr`` of true quasars found
-    (``found``) with ``|dv| < dv_max``: both ~1 for a calibrated ``zerr``."""
+def pulls(z_pred, zerr, z_true, found, dv_max: float = 6000.0) -> np.ndarray:
+    """The pulls ``(z_pred - z_true) / zerr`` of true quasars found (``found``) with ``|dv| < dv_max``
+    and a finite, positive ``zerr``."""
     z_pred, zerr, z_true = (np.asarray(a, float) for a in (z_pred, zerr, z_true))
     sel = np.asarray(found, bool) & np.isfinite(zerr) & (zerr > 0)
     sel &= np.abs(velocity_difference(np.where(sel, z_pred, 0), z_true)) < dv_max
-    pull = (z_pred[sel] - z_true[sel]) / zerr[sel]
+    return (z_pred[sel] - z_true[sel]) / zerr[sel]
+
+
+def pull_metrics(z_pred, zerr, z_true, found, dv_max: float = 6000.0) -> dict:
+    """Standard deviation and NMAD of :func:`pulls`: both ~1 for a calibrated ``zerr``."""
+    pull = pulls(z_pred, zerr, z_true, found, dv_max)
     return {"pull_std": float(np.std(pull)) if pull.size else float("nan"),
             "pull_nmad": nmad(pull) if pull.size else float("nan")}
 

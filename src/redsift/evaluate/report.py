@@ -18,7 +18,7 @@ import numpy as np
 from astropy.table import Table, join
 
 from ..errors import RedsiftError
-from .metrics import BAL_ZMIN, bal_metrics, pull_metrics, qso_metrics, velocity_difference
+from .metrics import BAL_ZMIN, bal_metrics, pull_metrics, pulls, qso_metrics, velocity_difference
 
 __all__ = ["load_truth", "joined", "decisions", "evaluate_catalog", "write_report"]
 
@@ -196,17 +196,14 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
 
     # the redshift errors: pulls of the true quasars found, against a unit Gaussian
     if "pull_std" in m:
-        zerr = np.asarray(t["ZERR"], float)
-        sel = q & (cls == "QSO") & np.isfinite(zerr) & (zerr > 0)
-        sel &= np.abs(velocity_difference(np.where(sel, zb, 0), t["TRUE_Z"])) < 6000
-        pull = (zb[sel] - np.asarray(t["TRUE_Z"], float)[sel]) / zerr[sel]
+        pull = pulls(t["Z"], t["ZERR"], t["TRUE_Z"], q & (cls == "QSO"))
         fig, ax = new_axes(figsize=(6, 4))
         edges = np.linspace(-5, 5, 81)
         ax.hist(np.clip(pull, -5, 5), edges, density=True, color="k", histtype="step", label="pulls")
         x = np.linspace(-5, 5, 400)
         ax.plot(x, np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi), color="tab:red", label="unit Gaussian")
         ax.set_xlabel("(z - z_true) / ZERR")
-        ax.set_title(f"std {m['pull_std']:.2f}, NMAD {m['pull_nmad']:.2f} ({sel.sum()} quasars)", fontsize=8)
+        ax.set_title(f"std {m['pull_std']:.2f}, NMAD {m['pull_nmad']:.2f} ({pull.size} quasars)", fontsize=8)
         ax.legend(fontsize=7)
         fig.savefig(os.path.join(out, "pulls.png"), dpi=110)
 

@@ -34,7 +34,7 @@ the scatter, while a misidentified line (which disagrees by far more than
 
 Redshift error (a redsift addition; QuasarNET has none): ``zerr_table``, when
 present, holds the velocity scatter measured on a validation set in cells of
-S/N (the median of flux x sqrt(ivar) on the model grid) and of the number of
+S/N (:func:`redsift.preprocess.snr_median` on the model grid) and of the number of
 agreeing lines above ``c_th``; :func:`redshift_error` looks it up, so that
 ``ZERR = sigma_v (1 + z) / c``. Without a table ``ZERR`` is NaN (never a
 constant). See :func:`calibrate_zerr`.
@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RedsiftError
+from ..evaluate.metrics import C_KMS
 from ..grid import LogGrid
 from .registry import register_model
 
@@ -220,19 +221,8 @@ class QuasarNetInference(nn.Module):
         return torch.cat([y[:, 0], offs], dim=2)
 
 
-def grid_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
-    """Median of flux x sqrt(ivar) over the pixels with ivar > 0 of spectra on the model grid
-    (0 for a spectrum without data); the S/N that :func:`redshift_error` is calibrated against."""
-    flux, ivar = np.asarray(flux, np.float64), np.asarray(ivar, np.float64)
-    v = np.where(ivar > 0, flux * np.sqrt(np.clip(ivar, 0, None)), np.nan)
-    out = np.zeros(len(v))
-    has = (ivar > 0).any(axis=1)
-    if has.any():
-        out[has] = np.nanmedian(v[has], axis=1)
-    return out
-
-
 def _zerr_cells(snr, n_agree, table):
+    snr = np.nan_to_num(np.asarray(snr, float), nan=0.0)  # no data: the lowest S/N cell
     i = np.clip(np.searchsorted(np.asarray(table["snr_edges"], float), snr, side="right") - 1, 0,
                 len(table["snr_edges"]) - 2)
     j = np.clip(np.asarray(n_agree, int), 1, int(table["nlines_max"])) - 1
@@ -270,9 +260,9 @@ def redshift_error(z, snr, n_agree, config: QuasarNetConfig) -> np.ndarray:
     z = np.asarray(z, float)
     if not config.zerr_table:
         return np.full(z.shape, np.nan)
-    i, j = _zerr_cells(np.asarray(snr, float), n_agree, config.zerr_table)
+    i, j = _zerr_cells(snr, n_agree, config.zerr_table)
     sig = np.asarray(config.zerr_table["sigma_kms"], float)[i, j]
-    return sig * (1 + z) / 299792.458
+    return sig * (1 + z) / C_KMS
 
 
 def _positions(wave_obs: np.ndarray, grid_wave: np.ndarray, nboxes: int):
@@ -359,7 +349,7 @@ def decode(raw: np.ndarray, config: QuasarNetConfig) -> dict:
     c_line, z_line = c[:, :nl], z[:, :nl]
     best = c_line.argmax(axis=1)
     zbest = z_line[np.arange(len(best)), best]
-    dv = 299792.458 * (z_line - zbest[:, None]) / (1 + zbest[:, None])
+    dv = C_KMS * (z_line - zbest[:, None]) / (1 + zbest[:, None])
     agree = (c_line > config.c_th) & (np.abs(dv) <= config.z_agree)
     if config.z_method == "weighted":
         w = np.where(agree, c_line, 0.0)

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from ..models.quasarnet import grid_snr
-from ..preprocess import bin_quasarnet, coverage_zwarn, normalize_mean_rms
+from ..preprocess import bin_quasarnet, coverage_zwarn, normalize_mean_rms, snr_median
 from ..spectra import Spectra
 from ..zwarning import ZWarningMask
 
@@ -36,14 +35,18 @@ __all__ = ["predict_arrays", "predict_spectra", "predict_catalog"]
 log = logging.getLogger(__name__)
 
 
-def onnx_session(model, threads: int | None = None):
+def onnx_session(model, threads: int | None = None, form: str = "inference"):
     """An ONNX Runtime session running ``model`` (exported once and cached on the model), or None
-    when onnxruntime/onnx are not installed (``pip install 'redsift[fast]'``)."""
+    when onnxruntime/onnx are not installed (``pip install 'redsift[fast]'``).
+
+    ``form="inference"`` exports :class:`~redsift.models.quasarnet.QuasarNetInference` (the fast form,
+    used by :func:`predict_arrays`); ``form="plain"`` exports the training module as it is (kept for
+    the benchmark's side-by-side comparison)."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None
-    key = ("_onnx_session", threads)
+    key = ("_onnx_session", threads, form)
     cached = getattr(model, "_onnx_cache", {})
     if key in cached:
         return cached[key]
@@ -57,7 +60,7 @@ def onnx_session(model, threads: int | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            export = QuasarNetInference(model) if model.family == "quasarnet" else model
+            export = QuasarNetInference(model) if form == "inference" and model.family == "quasarnet" else model
             torch.onnx.export(export, (torch.zeros(2, model.config.logrid.npix),), buf, input_names=["x"],
                               output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
                               opset_version=17, dynamo=False)
@@ -101,6 +104,11 @@ def predict_arrays(model, X: np.ndarray, batch_size: int = 1024, backend: str = 
     return np.concatenate(out)
 
 
+def _snr(model, flux, ivar):
+    """S/N on the model grid, needed only by models with a redshift-error table."""
+    return snr_median(flux, ivar) if model.config.zerr_table else None
+
+
 def _catalog(model, raw, zwarn, meta, snr=None) -> Table:
     from ..models.quasarnet import decode, redshift_error
 
@@ -117,7 +125,7 @@ def _catalog(model, raw, zwarn, meta, snr=None) -> Table:
     t = Table()
     t["TARGETID"] = np.asarray(meta["TARGETID"], np.int64)
     t["Z"] = np.where(is_qso, d["zbest"], np.nan)
-    snr = np.zeros(n) if snr is None else snr
+    snr = np.full(n, np.nan) if snr is None else snr
     t["ZERR"] = np.where(is_qso, redshift_error(d["zbest"], snr, d["n_agree"], cfg), np.nan)
     t["ZWARN"] = zwarn.astype(np.int64)
     t["SPECTYPE"] = np.where(is_qso, "QSO", "NONQSO")
@@ -147,7 +155,7 @@ def predict_spectra(model, spectra: Spectra, batch_size: int = 1024) -> Table:
     b = bin_quasarnet(spectra, grid)
     X = normalize_mean_rms(b.flux, b.ivar)
     zwarn = np.asarray(spectra.meta["ZWARN"], np.int64) | coverage_zwarn(b.ivar)
-    return _catalog(model, predict_arrays(model, X, batch_size), zwarn, spectra.meta, grid_snr(b.flux, b.ivar))
+    return _catalog(model, predict_arrays(model, X, batch_size), zwarn, spectra.meta, _snr(model, b.flux, b.ivar))
 
 
 def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True) -> Table:
@@ -178,7 +186,7 @@ def predict_catalog(model, inputs, batch_files: int = 256, progress: bool = True
                 zwarn = (np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else 0) | coverage_zwarn(ivar)
                 if "SOURCE" not in m.colnames:
                     m["SOURCE"] = [item] * len(m)
-                parts.append(_catalog(model, predict_arrays(model, X), zwarn, m, grid_snr(flux, ivar)))
+                parts.append(_catalog(model, predict_arrays(model, X), zwarn, m, _snr(model, flux, ivar)))
         else:
             files.extend(expand_paths([item]))
     batch = []

@@ -67,6 +67,10 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     model: dict = field(default_factory=dict)  # QuasarNetConfig overrides
 
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise RedsiftError(f"unknown lr_schedule {self.lr_schedule!r} (constant, cosine)")
+
 
 def _labels(meta):
     cls = np.asarray(meta["CLASS"]).astype(str)
@@ -118,10 +122,8 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate at global ``step`` (0-based) under ``cfg.lr_schedule``."""
     if cfg.lr_schedule == "constant":
         return cfg.lr
-    if cfg.lr_schedule == "cosine":
-        frac = min(step / max(cfg.epochs * steps_per_epoch, 1), 1.0)
-        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * frac))
-    raise RedsiftError(f"unknown lr_schedule {cfg.lr_schedule!r} (constant, cosine)")
+    frac = min(step / max(cfg.epochs * steps_per_epoch, 1), 1.0)  # cosine (TrainConfig checks the name)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * frac))
 
 
 def _init_weights(model, path: str):
@@ -182,7 +184,6 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
     if cfg.init and not resume:
         _init_weights(model, cfg.init)
         log.info("initialised from %s", cfg.init)
-    learning_rate(cfg, 0, 1)  # validates the schedule name before any work
     dev = _device(cfg.device)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
