@@ -2,9 +2,9 @@
 # After scripts/release_quasarnet.sh: fix the release decisions on the validation set, then measure
 # the model on the simulated held-out set and on the real labelled spectra (reports used by
 # docs/quasarnet.md).
-#   bash scripts/evaluate_quasarnet.sh [RUN_DIR]      (default runs/quasarnet-boss-v2)
+#   bash scripts/evaluate_quasarnet.sh [RUN_DIR]      (default runs/quasarnet-boss-v3)
 set -euo pipefail
-RUN=${1:-runs/quasarnet-boss-v2}
+RUN=${1:-runs/quasarnet-boss-v3}
 R=.venv/bin/redsift
 # c_bal and z_method chosen on the validation set (seed 3); c_th = 0.4, n_lines = 1 (nominal)
 .venv/bin/python scripts/finalize_release.py "$RUN/best" data_sim/val "$RUN/release"

@@ -70,7 +70,7 @@ if not a.keep_c_th:
     ok = [th for th in sorted(sweep) if th >= 0.4 - 1e-9 and sweep[th]["purity"] >= 0.995]
     c_th = ok[0] if ok else max(sweep, key=lambda th: min(sweep[th]["purity"], sweep[th]["completeness"]))
 d = decode(raw, dataclasses.replace(model.config, c_th=c_th, z_method=z_method))  # the release's decisions
-th, met = bal_threshold(d["c_bal"], d["is_qso"], meta["BAL_FLAG"], cls == "QSO", z)
+th, met = bal_threshold(d["c_bal"], d["is_qso"], meta["BAL_FLAG"], cls == "QSO", z, bi_civ=meta["BI_CIV"])
 found = d["is_qso"] & (cls == "QSO")
 zerr_table = calibrate_zerr(velocity_difference(d["zbest"][found], z[found]), snr[found], d["n_agree"][found])
 

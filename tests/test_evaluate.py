@@ -28,6 +28,15 @@ def test_bal_metrics_by_hand():
     # quasars below BAL_ZMIN cannot show a CIV BAL on a 3600 A grid: not counted when z is given
     m = bal_metrics([True, False, True, False, False], [1, 1, 0, 0, 0], [True] * 5, z_true=[2, 2, 2, 2, 1.0])
     assert m["n_nonbal"] == 2 and m["nonbal_rejection"] == 0.5 and BAL_ZMIN == pytest.approx(1.5714, abs=1e-4)
+    # with BI known, flag and BI must agree (the paper's consistent set); BI alone is measured beside it
+    pred = [True, False, True, True, False, False]
+    flag = [1, 1, 1, 0, 0, 0]
+    bi = [900.0, 50.0, 0.0, 300.0, 0.0, 0.0]  # rows 2 (a flagged mini-BAL) and 3 (an unseen weak BAL) disagree
+    m = bal_metrics(pred, flag, [True] * 6, bi_civ=bi)
+    assert (m["n_bal"], m["n_nonbal"]) == (2, 2)
+    assert m["bal_completeness"] == 0.5 and m["nonbal_rejection"] == 1.0
+    assert (m["n_bal_bi"], m["n_nonbal_bi"]) == (3, 3)
+    assert m["bal_completeness_bi"] == pytest.approx(2 / 3) and m["nonbal_rejection_bi"] == pytest.approx(2 / 3)
 
 
 def test_bal_threshold_maximises_the_worse_of_the_two():

@@ -6,7 +6,7 @@ from redsift.data import Dataset
 from redsift.simulate import REST_GRID, load_library, simulate, simulate_block
 from redsift.simulate.instrument import SURVEYS, sample_magnitudes
 from redsift.simulate.parametric import tau_eff
-from redsift.simulate.physics import (balnicity_index, bal_troughs, dla_transmission, forest_transmission,
+from redsift.simulate.physics import (absorption_index, balnicity_index, bal_troughs, visual_bal_flag, dla_transmission, forest_transmission,
                                       lyman_limit)
 from redsift.zwarning import ZWarningMask
 
@@ -46,12 +46,15 @@ def test_truth_columns_and_labels(templates):
         assert col in m.colnames
     q = m["CLASS"] == "QSO"
     assert np.all(m["Z"][q] > 0.09) and np.all(m["Z"][q] < 5.51)
-    # BAL_FLAG follows BI_CIV where the CIV trough region is in the spectrum, else it is unknown (-1)
+    # BAL_FLAG is the simulated visual flag where the CIV trough region is in the spectrum, else -1
     visible = m["Z"] >= 3600 / (1549.06 * (1 - 25000 / 299792.458)) - 1
-    assert np.all((m["BAL_FLAG"][visible] == 1) == (m["BI_CIV"][visible] > 0))
+    seen = visual_bal_flag(m["AI_CIV"], m["CIV_ABS_Q"], m["SNR"])
+    assert np.all(m["BAL_FLAG"][visible & q] == seen[visible & q])
     assert np.all(m["BAL_FLAG"][~visible] <= 0)
-    assert np.all((m["BAL_FLAG"][~visible] == -1) == (m["BI_CIV"][~visible] > 0))
-    assert np.all(m["BAL_FLAG"][~q] == 0)
+    trough = (m["BI_CIV"] > 0) | (m["AI_CIV"] > 0)
+    assert np.all((m["BAL_FLAG"][~visible & q] == -1) == trough[~visible & q])
+    assert np.all(m["BAL_FLAG"][~q] == 0) and np.all(m["BI_CIV"][~q] == 0)
+    assert (m["BAL_FLAG"] == 1).any()
     stars = m["CLASS"] == "STAR"
     assert np.all(np.abs(m["Z"][stars]) < 0.002)  # radial velocities only
     assert set(m["SUBCLASS"][stars]) <= {"O", "B", "A", "F", "G", "K", "M", "L", "WD", "C", "CV"}
@@ -124,9 +127,36 @@ def test_balnicity_index_definition():
     assert balnicity_index(w, np.where((v > 0) & (v < 2900), 0.2, 1.0)) == 0
 
 
+def test_absorption_index_definition():
+    w = REST_GRID.wave
+    v = 299792.458 * (1 - w / 1549.06)
+    # Trump et al. (2006): from 0 km/s, counting once the trough has lasted 1000 km/s
+    f = np.where((v > 500) & (v < 2500), 0.5, 1.0)  # a low-velocity mini-BAL: AI > 0, BI = 0
+    assert balnicity_index(w, f) == 0
+    assert absorption_index(w, f) == pytest.approx((1 - 0.5 / 0.9) * 1000, rel=0.08)
+    assert absorption_index(w, np.where((v > 5000) & (v < 5800), 0.2, 1.0)) == 0  # narrower than 1000 km/s
+    # a BAL is also an AI trough, with the larger index
+    f = np.where((v > 5000) & (v < 10000), 0.5, 1.0)
+    assert absorption_index(w, f) > balnicity_index(w, f) > 0
+
+
+def test_visual_bal_flag_needs_a_visible_trough():
+    # flagged when the absorption index is positive and the trough is detected at 5 sigma
+    ai = np.array([0.0, 800.0, 800.0, 50.0, 50.0])
+    q = np.array([3.0, 3.0, 3.0, 0.5, 0.5])
+    snr = np.array([20.0, 1.0, 2.0, 5.0, 20.0])
+    assert visual_bal_flag(ai, q, snr).tolist() == [0, 0, 1, 0, 1]
+
+
 def test_bal_population():
     rng = np.random.default_rng(5)
-    T, bi, lobal = bal_troughs(REST_GRID.wave, 3000, rng)
+    T, truth = bal_troughs(REST_GRID.wave, 3000, rng)
+    bi, lobal, ai, quad = truth["BI_CIV"], truth["LOBAL"], truth["AI_CIV"], truth["CIV_ABS_Q"]
+    # every BAL is an AI trough; AI troughs are more common than BI ones (mini-BALs), as in Trump et al. 2006
+    assert np.all(ai[bi > 0] > 0) and (ai > 0).sum() > (bi > 0).sum()
+    # no absorber, no depth; a BI trough is > 0.1 deep over > 2000 km/s (29 pixels): > 0.1 sqrt(29)
+    assert np.all(quad[np.all(T == 1, axis=1)] == 0)
+    assert quad[bi > 0].min() > 0.1 * np.sqrt(29)
     frac = np.mean(bi > 0)
     assert 0.07 < frac < 0.15
     assert 500 < np.median(bi[bi > 0]) < 2500  # the observed median balnicity is ~900 km/s

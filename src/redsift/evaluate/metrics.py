@@ -11,7 +11,12 @@
   flagged), on true quasars with a known BAL label whose CIV BAL region
   (1400-1549 A rest) is on the grid: z >= :data:`BAL_ZMIN` for spectra starting
   at 3600 A (quasars at lower redshift cannot show a CIV BAL and would make the
-  rejection look better than it is).
+  rejection look better than it is). When the balnicity index is known, as in
+  the paper (sect. 4.3), a BAL is a quasar flagged BAL with ``BI_CIV > 0`` and a
+  non-BAL one not flagged with ``BI_CIV = 0``: quasars whose (visual) flag and
+  BI disagree are left out, as they are given weight zero in training. The
+  same measurement with BI alone as the truth (every ``BI_CIV > 0`` a BAL,
+  every ``BI_CIV = 0`` a non-BAL) is returned beside it (``*_bi``).
 
 The finders are trained with eq. 1's balanced weights, so their confidences
 are not probabilities: for a rare positive (BAL) the confidence of a non-BAL is
@@ -81,8 +86,13 @@ def pull_metrics(z_pred, zerr, z_true, found, dv_max: float = 6000.0) -> dict:
             "pull_nmad": nmad(pull) if pull.size else float("nan")}
 
 
-def bal_metrics(is_bal_pred, bal_true, is_qso_true, z_true=None, zmin: float = BAL_ZMIN) -> dict:
-    """BAL completeness and non-BAL rejection (on true quasars with ``z_true >= zmin`` when given)."""
+def bal_metrics(is_bal_pred, bal_true, is_qso_true, z_true=None, zmin: float = BAL_ZMIN, bi_civ=None) -> dict:
+    """BAL completeness and non-BAL rejection (on true quasars with ``z_true >= zmin`` when given).
+
+    ``bal_true`` is the BAL flag (1, 0, -1 unknown). With ``bi_civ``, only quasars whose flag and
+    ``BI_CIV`` agree count (Busca & Balland 2018, sect. 3 and 4.3), and ``bal_completeness_bi`` /
+    ``nonbal_rejection_bi`` measure the same decisions against ``BI_CIV > 0`` alone (flag known).
+    """
     is_bal_pred = np.asarray(is_bal_pred, bool)
     bal = np.asarray(bal_true)
     q = np.asarray(is_qso_true, bool)
@@ -90,13 +100,25 @@ def bal_metrics(is_bal_pred, bal_true, is_qso_true, z_true=None, zmin: float = B
         q = q & (np.nan_to_num(np.asarray(z_true, float), nan=-1.0) >= zmin)
     t_bal = q & (bal == 1)
     t_non = q & (bal == 0)
+    out = {}
+    if bi_civ is not None:
+        bi = np.nan_to_num(np.asarray(bi_civ, float), nan=0.0)
+        known = q & (bal >= 0)
+        out = {"n_bal_bi": int((known & (bi > 0)).sum()), "n_nonbal_bi": int((known & (bi <= 0)).sum()),
+               "bal_completeness_bi": _mean(is_bal_pred[known & (bi > 0)]),
+               "nonbal_rejection_bi": _mean(~is_bal_pred[known & (bi <= 0)])}
+        t_bal &= bi > 0
+        t_non &= bi <= 0
     return {"n_bal": int(t_bal.sum()), "n_nonbal": int(t_non.sum()),
-            "bal_completeness": float(np.mean(is_bal_pred[t_bal])) if t_bal.any() else float("nan"),
-            "nonbal_rejection": float(np.mean(~is_bal_pred[t_non])) if t_non.any() else float("nan")}
+            "bal_completeness": _mean(is_bal_pred[t_bal]), "nonbal_rejection": _mean(~is_bal_pred[t_non]), **out}
+
+
+def _mean(x) -> float:
+    return float(np.mean(x)) if np.size(x) else float("nan")
 
 
 def bal_threshold(c_bal, is_qso_pred, bal_true, is_qso_true, z_true=None, zmin: float = BAL_ZMIN,
-                  grid=None) -> tuple[float, dict]:
+                  grid=None, bi_civ=None) -> tuple[float, dict]:
     """The BAL threshold that maximises min(BAL completeness, non-BAL rejection), and its metrics.
 
     Meant for a validation set (never the held-out set the model is judged on).
@@ -106,7 +128,7 @@ def bal_threshold(c_bal, is_qso_pred, bal_true, is_qso_true, z_true=None, zmin: 
     grid = np.round(np.arange(0.05, 1.0, 0.005), 3) if grid is None else np.asarray(grid)
     best, best_m, best_score = 0.4, None, -1.0
     for th in grid:
-        m = bal_metrics(qp & (c > th), bal_true, is_qso_true, z_true, zmin)
+        m = bal_metrics(qp & (c > th), bal_true, is_qso_true, z_true, zmin, bi_civ)
         score = min(m["bal_completeness"], m["nonbal_rejection"])
         if score > best_score:
             best, best_m, best_score = float(th), m, score

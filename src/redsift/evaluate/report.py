@@ -83,8 +83,12 @@ def evaluate_catalog(t: Table, c_th: float | None = None, c_bal: float | None = 
             is_bal = is_qso & np.asarray(t["IS_BAL"], bool)
         else:
             is_bal = is_qso & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > (0.4 if c_bal is None else c_bal))
-        m.update(bal_metrics(is_bal, t["TRUE_BAL_FLAG"], cls == "QSO", t["TRUE_Z"]))
+        m.update(bal_metrics(is_bal, t["TRUE_BAL_FLAG"], cls == "QSO", t["TRUE_Z"], bi_civ=_col(t, "TRUE_BI_CIV")))
     return m
+
+
+def _col(t, name):
+    return np.asarray(t[name]) if name in t.colnames else None
 
 
 def _bins_table(t, key, edges, c_th):
@@ -214,7 +218,7 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
         bths = np.r_[ths, 0.97, 0.98, 0.99, 0.995]  # balanced-loss BAL confidences crowd near 1
         for th in bths:
             bm = bal_metrics(q & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > th), t["TRUE_BAL_FLAG"], cls == "QSO",
-                             t["TRUE_Z"])
+                             t["TRUE_Z"], bi_civ=_col(t, "TRUE_BI_CIV"))
             comp.append(bm["bal_completeness"])
             rej.append(bm["nonbal_rejection"])
         ax.plot(bths, comp, label="BAL completeness")

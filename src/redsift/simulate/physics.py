@@ -13,7 +13,7 @@ from scipy.ndimage import gaussian_filter1d
 from .parametric import tau_eff
 
 __all__ = ["forest_transmission", "lyman_limit", "dla_transmission", "igm_transmission_observed",
-           "bal_troughs", "balnicity_index", "ccm_extinction", "smc_extinction", "LYA", "LYB"]
+           "bal_troughs", "balnicity_index", "absorption_index", "visual_bal_flag", "ccm_extinction", "smc_extinction", "LYA", "LYB"]
 
 LYA, LYB, LYLIMIT = 1215.67, 1025.72, 911.76
 C_KMS = 299792.458
@@ -215,13 +215,21 @@ def bal_troughs(wave_rest, n, rng, bal_fraction=0.12, lobal_fraction=0.15, narro
     same troughs in Al III and Mg II. Non-BAL quasars get, with
     ``narrow_fraction``, a narrow or mini-BAL trough (< 2000 km/s wide) that
     must not count as a BAL. The balnicity index is measured on the CIV
-    trough alone (:func:`balnicity_index`), so BAL_FLAG follows the
+    trough alone (:func:`balnicity_index`), so it follows the
     Weymann et al. (1991) definition, not the generator's intent.
 
-    Returns ``(T, bi_civ, is_lobal)``.
+    Returns ``(T, truth)``: the transmission ``(n, npix)`` and a dict of
+    per-quasar arrays ``BI_CIV`` (km/s), ``AI_CIV`` (absorption index, km/s,
+    :func:`absorption_index`), ``CIV_ABS_Q`` (the CIV absorption depth summed in
+    quadrature over 69 km/s pixels, 0-29000 km/s: a trough's detection
+    significance at a continuum S/N of 1 per BOSS pixel; see
+    :func:`visual_bal_flag`) and ``LOBAL``.
     """
     T = np.ones((n, wave_rest.size), np.float32)
     bi = np.zeros(n)
+    ai = np.zeros(n)
+    quad = np.zeros(n)
+    pix_kms = C_KMS * np.log(10) * np.median(np.diff(np.log10(wave_rest)))
     lobal = np.zeros(n, bool)
     is_bal = rng.uniform(size=n) < bal_fraction
     for i in range(n):
@@ -253,7 +261,30 @@ def bal_troughs(wave_rest, n, rng, bal_fraction=0.12, lobal_fraction=0.15, narro
                 civ = np.ones(wave_rest.size)
                 civ[sl] = 1 - absorb
                 bi[i] = balnicity_index(wave_rest, civ)
-    return T, bi, lobal
+                ai[i] = absorption_index(wave_rest, civ)
+                quad[i] = np.sqrt(np.sum(absorb[(v >= 0) & (v <= 29000)] ** 2) * pix_kms / 69.0)
+    return T, {"BI_CIV": bi, "AI_CIV": ai, "CIV_ABS_Q": quad, "LOBAL": lobal}
+
+
+def _trough_index(wave_rest, normalized_flux, vmin, vmax, min_run, line=1549.06) -> float:
+    """``integral_{vmin}^{vmax} (1 - f(v)/0.9) C dv`` with ``C = 1`` once ``f < 0.9`` has held for
+    more than ``min_run`` km/s (the shared form of the balnicity and absorption indices)."""
+    v = C_KMS * (1 - wave_rest / line)
+    sel = (v >= 0) & (v <= vmax)
+    order = np.argsort(v[sel])
+    vv = v[sel][order]
+    ff = np.asarray(normalized_flux)[sel][order]
+    deficit = 1 - ff / 0.9
+    index, run_start = 0.0, None
+    for k in range(1, vv.size):
+        if deficit[k] > 0:
+            if run_start is None:
+                run_start = vv[k]
+            if vv[k] - run_start > min_run and vv[k] >= vmin:
+                index += deficit[k] * (vv[k] - vv[k - 1])
+        else:
+            run_start = None
+    return float(index)
 
 
 def balnicity_index(wave_rest, normalized_flux) -> float:
@@ -264,22 +295,38 @@ def balnicity_index(wave_rest, normalized_flux) -> float:
     ``C = 1`` only once ``f < 0.9`` has held continuously for more than 2000
     km/s (else 0).
     """
-    v = C_KMS * (1 - wave_rest / 1549.06)
-    sel = (v >= 0) & (v <= 25000)
-    order = np.argsort(v[sel])
-    vv = v[sel][order]
-    ff = np.asarray(normalized_flux)[sel][order]
-    deficit = 1 - ff / 0.9
-    bi, run_start = 0.0, None
-    for k in range(1, vv.size):
-        if deficit[k] > 0:
-            if run_start is None:
-                run_start = vv[k]
-            if vv[k] - run_start > 2000 and vv[k] >= 3000:
-                bi += deficit[k] * (vv[k] - vv[k - 1])
-        else:
-            run_start = None
-    return float(bi)
+    return _trough_index(wave_rest, normalized_flux, 3000.0, 25000.0, 2000.0)
+
+
+def absorption_index(wave_rest, normalized_flux) -> float:
+    """Absorption index of CIV (Trump et al. 2006, eq. 1), in km/s.
+
+    As the balnicity index but integrated from 0 to 29000 km/s, with ``C = 1``
+    once ``f < 0.9`` has held for 1000 km/s: it also counts the mini-BALs and
+    low-velocity troughs that visual inspectors often flag and BI misses.
+    """
+    return _trough_index(wave_rest, normalized_flux, 0.0, 29000.0, 1000.0)
+
+
+#: Detection significance a trough needs to be flagged by a visual inspector (:func:`visual_bal_flag`).
+VI_BAL_SIGNIFICANCE = 5.0
+
+
+def visual_bal_flag(ai_civ, civ_abs_q, snr, significance: float = VI_BAL_SIGNIFICANCE):
+    """A simulated visual-inspection BAL flag (the role of DR12Q's ``BAL_FLAG_VI``).
+
+    Visual inspectors flag broad CIV absorption they can see, which is not the
+    same set as ``BI_CIV > 0`` (Paris et al. 2017): they miss shallow troughs in
+    noisy spectra and flag mini-BALs and low-velocity troughs that BI does not
+    count. Here a quasar is flagged when its CIV absorption index is positive
+    (:func:`absorption_index`, Trump et al. 2006) and the trough is detected at
+    ``significance`` sigma or more, estimated as ``snr * civ_abs_q`` (median S/N
+    per pixel times the quadrature-summed depth). QuasarNET's loss (Busca &
+    Balland 2018, sec. 3) gives weight zero to quasars whose flag and BI
+    disagree, and its BAL metrics count only the consistent ones.
+    """
+    ai = np.asarray(ai_civ, float)
+    return ((ai > 0) & (np.asarray(snr, float) * np.asarray(civ_abs_q, float) >= significance)).astype(np.int64)
 
 
 def ccm_extinction(wave, ebv, rv: float = 3.1):

@@ -20,6 +20,7 @@ from ..preprocess import bin_quasarnet, coverage_zwarn, rebin, snr_median
 from ..spectra import Spectra
 from .instrument import SURVEYS, observe, sample_magnitudes
 from .library import load_library
+from .physics import visual_bal_flag
 from .sources import QuasarModel, absorb, make_galaxies, make_stars, qso_redshifts
 
 __all__ = ["simulate", "simulate_block", "DEFAULT_MIX", "CLASSES"]
@@ -58,7 +59,7 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     native = np.zeros(nb, bool)
     truth = {"SUBCLASS": np.array([""] * nb, "U24"), "SUBCLASS_FINE": np.array([""] * nb, "U32"),
              "BAL_FLAG": np.zeros(nb, np.int64),
-             "BI_CIV": np.zeros(nb), "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
+             "BI_CIV": np.zeros(nb), "AI_CIV": np.zeros(nb), "CIV_ABS_Q": np.zeros(nb), "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
              "CIV_SHIFT": np.zeros(nb), "LOBAL": np.zeros(nb, bool), "MAG_G": np.zeros(nb)}
     # MAG_G holds the magnitude in the selection band (SEL_BAND): g, or r/i for high-z quasars
     for c in classes:
@@ -82,11 +83,6 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
             if k in truth:
                 truth[k][sel] = v
         truth["MAG_G"][sel] = sample_magnitudes(survey, c, sel.size, rng)
-    # as in the visual-inspection catalogs, a BAL is flagged only where its CIV trough region
-    # (up to 25000 km/s) is in the spectrum; elsewhere BAL_FLAG is -1 (unknown), BI_CIV kept as truth
-    z_civ = inst.wmin / (1549.06 * (1 - 25000 / 299792.458)) - 1
-    hidden = (truth["BI_CIV"] > 0) & (z < z_civ)
-    truth["BAL_FLAG"][hidden] = -1
     qrows = np.flatnonzero(cls == "QSO")
 
     def igm(wave, flux):
@@ -111,7 +107,17 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     meta["SURVEY"] = [survey] * nb
     meta["SIM_MODE"] = [lib.mode] * nb
     spectra = Spectra(wave, flux, ivar, mask, meta)
-    spectra.meta["SNR"] = snr_median(spectra.flux, spectra.weights).astype(np.float32)
+    snr = snr_median(spectra.flux, spectra.weights).astype(np.float32)
+    spectra.meta["SNR"] = snr
+    # BAL_FLAG plays the visual-inspection flag: set where the CIV trough is seen (physics.visual_bal_flag),
+    # and, as in the visual-inspection catalogs, only where the CIV trough region (up to 25000 km/s) is
+    # in the spectrum; elsewhere it is -1 (unknown). BI_CIV and AI_CIV stay as the noiseless truth.
+    q = cls == "QSO"
+    flag = np.where(q, visual_bal_flag(truth["AI_CIV"], truth["CIV_ABS_Q"], snr), 0)
+    z_civ = inst.wmin / (1549.06 * (1 - 25000 / 299792.458)) - 1
+    hidden = q & ((truth["BI_CIV"] > 0) | (truth["AI_CIV"] > 0)) & (z < z_civ)
+    flag[hidden] = -1
+    spectra.meta["BAL_FLAG"] = flag.astype(np.int64)
     return spectra
 
 

@@ -172,10 +172,11 @@ class QuasarModel:
 
         # intrinsic BAL troughs here; intergalactic absorption (forest, LLS, DLAs) is applied on the
         # observed grid by :meth:`absorb`
-        Tbal, bi, lobal = bal_troughs(WAVE, n, rng)
+        # (BAL_FLAG, the simulated visual flag, needs the spectrum's S/N: set by simulate_block)
+        Tbal, bal = bal_troughs(WAVE, n, rng)
         spec *= Tbal
-        truth = {"BAL_FLAG": (bi > 0).astype(np.int64), "BI_CIV": bi, "LOBAL": lobal,
-                 "CIV_SHIFT": civ_shift, "LOG_L": logl, "EBV_INT": ebv, "HOST_FRAC": host,
+        bi = bal["BI_CIV"]
+        truth = {**bal, "CIV_SHIFT": civ_shift, "LOG_L": logl, "EBV_INT": ebv, "HOST_FRAC": host,
                  "SUBCLASS": np.where(bi > 0, "BAL", np.where(z < 0.8, "LOWZ", "")).astype("U24")}
         return spec.astype(np.float32), truth
 

@@ -111,9 +111,9 @@ def evaluate_dataset(model, ds, idx, labels, batch_size=1024) -> dict:
         raws.append(torch.cat([torch.sigmoid(out[..., :nb]), out[..., nb:]], 2).cpu().numpy())
     raw = np.concatenate(raws)
     d = decode(raw, mcfg)
-    cls, z, bal, _ = (a[idx] for a in labels)
+    cls, z, bal, bi = (a[idx] for a in labels)
     m = qso_metrics(d["is_qso"], d["zbest"], cls, z)
-    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO", z))
+    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO", z, bi_civ=bi if "BI_CIV" in ds.meta.colnames else None))
     m["loss"] = sum(losses) / max(len(idx), 1)
     return m
 
