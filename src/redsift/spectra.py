@@ -201,23 +201,34 @@ class Spectra:
 
 
 def _complete_meta(meta: Table | None, nspec: int) -> Table:
-    meta = Table() if meta is None else Table(meta, copy=True)
+    """A new table with the core columns first (added with defaults where missing), then the rest.
+
+    Built as one table from a dict of columns: constructing and reordering astropy tables column by
+    column was a quarter of the time of reading a one-spectrum file.
+    """
+    meta = Table() if meta is None else meta
     if len(meta.colnames) and len(meta) != nspec:
         raise ValueError(f"meta has {len(meta)} rows for {nspec} spectra")
+    cols = {}
     for name in CORE_COLUMNS:
         if name not in meta.colnames:
             value = _DEFAULTS[name]
             if name == "INDEX":
-                col = np.arange(nspec, dtype=np.int64)
+                cols[name] = np.arange(nspec, dtype=np.int64)
             elif _DTYPES[name] is str:
-                col = np.array([value] * nspec, dtype="U1" if not value else str)
+                cols[name] = np.array([value] * nspec, dtype="U1" if not value else str)
             else:
-                col = np.full(nspec, value, dtype=_DTYPES[name])
-            meta[name] = col
+                cols[name] = np.full(nspec, value, dtype=_DTYPES[name])
         elif name in ("TARGETID", "INDEX", "ZWARN"):
-            meta[name] = np.asarray(meta[name], dtype=np.int64)
-    order = list(CORE_COLUMNS) + [c for c in meta.colnames if c not in CORE_COLUMNS]
-    return meta[order] if nspec or meta.colnames else meta
+            cols[name] = np.array(meta[name], dtype=np.int64)
+        else:
+            cols[name] = meta[name]
+    for name in meta.colnames:
+        if name not in cols:
+            cols[name] = meta[name]
+    out = Table(cols, copy=True)
+    out.meta.update(meta.meta)
+    return out
 
 
 def _fill_value(col):
