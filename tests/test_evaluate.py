@@ -59,6 +59,8 @@ def test_evaluate_and_plot_commands(tmp_path, capsys, boss_files):
     assert main(["evaluate", str(cat), "--truth", str(ds), "-o", str(out), "--label", "test"]) == 0
     text = capsys.readouterr().out
     assert "| purity |" in text and "By redshift:" in text and "By S/N per pixel:" in text
+    # simulated truth has BI_CIV: BAL counted on the flag/BI-consistent set, BI alone beside it
+    assert "| bal_completeness_bi |" in text and "whose BAL flag and BI_CIV agree" in text
     for f in ("summary.md", "purity_completeness.png", "dv_hist.png", "bal.png", "zbins.png", "examples.png"):
         assert (out / f).stat().st_size > 0
     png = tmp_path / "one.png"
