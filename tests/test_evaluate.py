@@ -47,6 +47,13 @@ def test_bal_threshold_maximises_the_worse_of_the_two():
     th, m = bal_threshold(c, np.ones(1000, bool), bal, np.ones(1000, bool), np.full(1000, 2.5))
     assert 0.6 <= th <= 0.7
     assert min(m["bal_completeness"], m["nonbal_rejection"]) > 0.8
+    # an asymmetric operating point: the largest margin over (0.98 completeness, 0.90 rejection)
+    th2, m2 = bal_threshold(c, np.ones(1000, bool), bal, np.ones(1000, bool), np.full(1000, 2.5), targets=(0.98, 0.90))
+    assert th2 < th and m2["bal_completeness"] >= m["bal_completeness"]
+    margin = min(m2["bal_completeness"] - 0.98, m2["nonbal_rejection"] - 0.90)
+    for t in np.arange(0.05, 0.95, 0.01):  # no threshold does better
+        comp, rej = np.mean(c[:100] > t), np.mean(c[100:] <= t)
+        assert min(comp - 0.98, rej - 0.90) <= margin + 1e-12
 
 
 def test_evaluate_and_plot_commands(tmp_path, capsys, boss_files):
