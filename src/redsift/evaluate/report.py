@@ -151,12 +151,14 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
     t = joined(cat, load_truth(truth_path))
     m = evaluate_catalog(t, c_th)
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
+    bal_set = (" whose BAL flag and BI_CIV agree (the paper's set; *_bi: BI_CIV > 0 alone as the truth)"
+               if "bal_completeness_bi" in m else "")
     lines = [f"# QuasarNET evaluation{(': ' + label) if label else ''}", "",
              f"catalog `{cat_path}`, truth `{truth_path}`: {len(t)} spectra joined on TARGETID "
              f"({m['n_true_qso']} true quasars); quasar decisions: "
              f"{'the catalog' + chr(39) + 's own (IS_QSO, Z)' if c_th is None else f'c_th = {c_th}, 1 line'}; BAL: the catalog's IS_BAL (the model's "
              f"own BAL threshold), counted on true quasars at z >= {BAL_ZMIN:.2f}"
-             f"{' whose BAL flag and BI_CIV agree (the paper' + chr(39) + 's set; *_bi: BI_CIV > 0 alone as the truth)' if 'bal_completeness_bi' in m else ''}.",
+             f"{bal_set}.",
              "",
              "| metric | value |", "|---|---:|"]
     for k in ("purity", "completeness", "catastrophic", "dv_mean", "dv_std", "dv_nmad", "pull_std", "pull_nmad",

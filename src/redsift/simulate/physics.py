@@ -13,7 +13,8 @@ from scipy.ndimage import gaussian_filter1d
 from .parametric import tau_eff
 
 __all__ = ["forest_transmission", "lyman_limit", "dla_transmission", "igm_transmission_observed",
-           "bal_troughs", "balnicity_index", "absorption_index", "visual_bal_flag", "ccm_extinction", "smc_extinction", "LYA", "LYB"]
+           "bal_troughs", "balnicity_index", "absorption_index", "visual_bal_flag", "ccm_extinction",
+           "smc_extinction", "LYA", "LYB"]
 
 LYA, LYB, LYLIMIT = 1215.67, 1025.72, 911.76
 C_KMS = 299792.458

@@ -59,7 +59,8 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     native = np.zeros(nb, bool)
     truth = {"SUBCLASS": np.array([""] * nb, "U24"), "SUBCLASS_FINE": np.array([""] * nb, "U32"),
              "BAL_FLAG": np.zeros(nb, np.int64),
-             "BI_CIV": np.zeros(nb), "AI_CIV": np.zeros(nb), "CIV_ABS_Q": np.zeros(nb), "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
+             "BI_CIV": np.zeros(nb), "AI_CIV": np.zeros(nb), "CIV_ABS_Q": np.zeros(nb),
+             "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
              "CIV_SHIFT": np.zeros(nb), "LOBAL": np.zeros(nb, bool), "MAG_G": np.zeros(nb)}
     # MAG_G holds the magnitude in the selection band (SEL_BAND): g, or r/i for high-z quasars
     for c in classes:
