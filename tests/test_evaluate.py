@@ -50,6 +50,9 @@ def test_bal_threshold_maximises_the_worse_of_the_two():
     # an asymmetric operating point: the largest margin over (0.98 completeness, 0.90 rejection)
     th2, m2 = bal_threshold(c, np.ones(1000, bool), bal, np.ones(1000, bool), np.full(1000, 2.5), targets=(0.98, 0.90))
     assert th2 < th and m2["bal_completeness"] >= m["bal_completeness"]
+    # nothing to choose on (no BALs): the default threshold and its (NaN) figures, no crash
+    th3, m3 = bal_threshold(c[100:], np.ones(900, bool), bal[100:], np.ones(900, bool))
+    assert th3 == 0.4 and np.isnan(m3["bal_completeness"]) and m3["n_nonbal"] == 900
     margin = min(m2["bal_completeness"] - 0.98, m2["nonbal_rejection"] - 0.90)
     for t in np.arange(0.05, 0.95, 0.01):  # no threshold does better
         comp, rej = np.mean(c[:100] > t), np.mean(c[100:] <= t)

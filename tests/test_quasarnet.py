@@ -173,6 +173,9 @@ def test_resume_is_exact(simset, tmp_path):
 def test_training_writes_history_best_model_and_config(simset, tmp_path):
     hist = train_quasarnet(_train(simset, tmp_path / "r"), progress=False)
     assert len(hist) == 2 and {"purity", "completeness", "dv_std", "loss", "train_spectra_per_s"} <= set(hist[0])
+    # the BAL figures at the paper's operating point, as the release will choose it
+    assert {"bal_threshold_op", "bal_completeness_op", "nonbal_rejection_op"} <= set(hist[0])
+    assert 0.05 <= hist[0]["bal_threshold_op"] < 1
     assert (tmp_path / "r" / "best" / "model.safetensors").exists()
     cfg = json.loads((tmp_path / "r" / "train_config.json").read_text())
     assert cfg["train"]["seed"] == 3 and cfg["model"]["filters"] == 16 and cfg["data_provenance"]["seed"] == 5

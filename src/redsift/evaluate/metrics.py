@@ -137,4 +137,6 @@ def bal_threshold(c_bal, is_qso_pred, bal_true, is_qso_true, z_true=None, zmin: 
         score = min(m["bal_completeness"] - targets[0], m["nonbal_rejection"] - targets[1])
         if score > best_score:
             best, best_m, best_score = float(th), m, score
+    if best_m is None:  # no BALs or no non-BALs: nothing to choose on
+        best_m = bal_metrics(qp & (c > best), bal_true, is_qso_true, z_true, zmin, bi_civ)
     return best, best_m

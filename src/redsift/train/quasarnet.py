@@ -33,7 +33,7 @@ import torch
 from ..data.splits import split
 from ..data.store import Dataset
 from ..errors import RedsiftError
-from ..evaluate.metrics import bal_metrics, qso_metrics
+from ..evaluate.metrics import bal_metrics, bal_threshold, qso_metrics
 from ..models import create_model, load_model, save_model
 from ..models.quasarnet import QuasarNetConfig, decode, make_targets, quasarnet_loss
 from ..preprocess import normalize_mean_rms
@@ -112,8 +112,14 @@ def evaluate_dataset(model, ds, idx, labels, batch_size=1024) -> dict:
     raw = np.concatenate(raws)
     d = decode(raw, mcfg)
     cls, z, bal, bi = (a[idx] for a in labels)
+    bi = bi if "BI_CIV" in ds.meta.colnames else None
     m = qso_metrics(d["is_qso"], d["zbest"], cls, z)
-    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO", z, bi_civ=bi if "BI_CIV" in ds.meta.colnames else None))
+    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO", z, bi_civ=bi))
+    # at c_bal (0.4 untrained) eq. 1's balanced weights make the BAL figures meaningless: also report the
+    # paper's operating point (98% / 97%) on this set, as the release will choose it (finalize_release.py)
+    th, op = bal_threshold(d["c_bal"], d["is_qso"], bal, cls == "QSO", z, bi_civ=bi, targets=(0.98, 0.97))
+    m.update({"bal_threshold_op": th, "bal_completeness_op": op["bal_completeness"],
+              "nonbal_rejection_op": op["nonbal_rejection"]})
     m["loss"] = sum(losses) / max(len(idx), 1)
     return m
 
@@ -268,7 +274,8 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
         if progress:
             print(f"epoch {e + 1}: val loss {metrics['loss']:.4f}  purity {metrics['purity']:.4f}  "
                   f"completeness {metrics['completeness']:.4f}  dv std {metrics['dv_std']:.0f} km/s  "
-                  f"BAL {metrics['bal_completeness']:.3f}/{metrics['nonbal_rejection']:.3f}  ({rate:.0f} spectra/s)")
+                  f"BAL {metrics['bal_completeness_op']:.3f}/{metrics['nonbal_rejection_op']:.3f} at "
+                  f"{metrics['bal_threshold_op']}  ({rate:.0f} spectra/s)")
         if metrics["loss"] < state["best_loss"]:
             state["best_loss"], state["bad_epochs"] = metrics["loss"], 0
             save_model(model, out / "best", {"description": "QuasarNET trained by redsift",
