@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 
 from redsift.cli.main import main
@@ -71,6 +72,10 @@ def test_evaluate_and_plot_commands(tmp_path, capsys, boss_files):
     assert "| purity |" in text and "By redshift:" in text and "By S/N per pixel:" in text
     # simulated truth has BI_CIV: BAL counted on the flag/BI-consistent set, BI alone beside it
     assert "| bal_completeness_bi |" in text and "whose BAL flag and BI_CIV agree" in text
+    # the catalog header carries the decision rule that made IS_QSO / IS_BAL, and the report quotes it
+    hdr = fits.getheader(cat, 1)
+    assert (hdr["C_TH"], hdr["N_LINES"], hdr["C_BAL"], hdr["Z_METHOD"], hdr["ZERR"]) == (0.4, 1, 0.4, "best", "none")
+    assert "decision rule (catalog header): C_TH = 0.4, N_LINES = 1, C_BAL = 0.4, Z_METHOD = best" in text
     for f in ("summary.md", "purity_completeness.png", "dv_hist.png", "bal.png", "zbins.png", "examples.png"):
         assert (out / f).stat().st_size > 0
     png = tmp_path / "one.png"

@@ -67,7 +67,8 @@ def cmd_demo(args) -> int:
     pred = predict_spectra(model, batch)
     out_cat = os.path.join(out, "catalog.fits")
     write_catalog(pred, out_cat, provenance(model=f"{model.family}:{name}", weights_sha256=model.weights_sha256,
-                                            grid=model.config.logrid, command="redsift demo"), overwrite=True)
+                                            grid=model.config.logrid, command="redsift demo",
+                                            **getattr(model.config, "decisions", dict)()), overwrite=True)
     print(f"wrote catalog: {out_cat} (model {name})")
     for k, row in enumerate(pred):
         truth_txt = f"{truth['CLASS'][k]} z={truth['Z'][k]:.2f}" if k < len(truth) else "(generic file)"

@@ -87,7 +87,7 @@ def cmd_predict(args) -> int:
     cat = predict_catalog(model, args.inputs, progress=not args.quiet)
     prov = provenance(model=f"{model.family}:{getattr(model, 'source', args.model)}",
                       weights_sha256=getattr(model, "weights_sha256", ""), grid=model.config.logrid,
-                      command=_command())
+                      command=_command(), **getattr(model.config, "decisions", dict)())
     write_catalog(cat, args.output, prov, overwrite=args.overwrite)
     nq = int(cat["IS_QSO"].sum())
     bad = int((cat["ZWARN"] & 512 > 0).sum())

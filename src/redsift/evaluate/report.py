@@ -148,6 +148,7 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
 
     os.makedirs(out, exist_ok=True)
     cat = T.read(cat_path)
+    rule = {k: cat.meta[k] for k in ("C_TH", "N_LINES", "C_BAL", "Z_METHOD") if k in cat.meta}  # predict's header
     t = joined(cat, load_truth(truth_path))
     m = evaluate_catalog(t, c_th)
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
@@ -159,6 +160,8 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
              f"{'the catalog' + chr(39) + 's own (IS_QSO, Z)' if c_th is None else f'c_th = {c_th}, 1 line'}; BAL: the catalog's IS_BAL (the model's "
              f"own BAL threshold), counted on true quasars at z >= {BAL_ZMIN:.2f}"
              f"{bal_set}.",
+             *([f"The model's decision rule (catalog header): "
+                + ", ".join(f"{k} = {v}" for k, v in rule.items()) + "."] if rule else []),
              "",
              "| metric | value |", "|---|---:|"]
     for k in ("purity", "completeness", "catastrophic", "dv_mean", "dv_std", "dv_nmad", "pull_std", "pull_nmad",
@@ -183,6 +186,8 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
             sweep[(nl, round(float(th), 2))] = (mm["purity"], mm["completeness"])
         ax.plot(ths, pur, ls, color="tab:blue", label=f"purity, {nl} line{'s' if nl > 1 else ''}")
         ax.plot(ths, com, ls, color="tab:red", label=f"completeness, {nl} line{'s' if nl > 1 else ''}")
+    if "C_TH" in rule:
+        ax.axvline(float(rule["C_TH"]), color="0.5", ls=":", label=f"the model's c_th {rule['C_TH']}")
     ax.set_xlabel("confidence threshold c_th")
     ax.set_ylim(0.8, 1.0)
     ax.legend(fontsize=7)
@@ -228,6 +233,8 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
             rej.append(bm["nonbal_rejection"])
         ax.plot(bths, comp, label="BAL completeness")
         ax.plot(bths, rej, label="non-BAL rejection")
+        if "C_BAL" in rule:
+            ax.axvline(float(rule["C_BAL"]), color="0.5", ls=":", label=f"the model's c_bal {rule['C_BAL']}")
         ax.set_xlabel("BAL confidence threshold")
         ax.legend(fontsize=7)
         fig.savefig(os.path.join(out, "bal.png"), dpi=110)

@@ -117,6 +117,9 @@ def _write_fits(table: Table, path: str, prov: dict, extname: str):
     for hdr in (primary.header, hdu.header):
         for key, value in prov.items():
             card = _PROV_KEYS.get(key, key.upper()[:8])
+            if isinstance(value, (bool, int, float, np.integer, np.floating)):  # numbers stay numbers
+                hdr[card] = (value.item() if hasattr(value, "item") else value, key.replace("_", " "))
+                continue
             text = str(value)
             hdr[card] = text if len(text) > 45 else (text, key.replace("_", " "))  # long values: no comment
         for name, value in ZWarningMask.flags():

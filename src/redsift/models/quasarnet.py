@@ -99,6 +99,11 @@ class QuasarNetConfig:
     def logrid(self) -> LogGrid:
         return LogGrid.from_dict(self.grid)
 
+    def decisions(self) -> dict:
+        """The decision rule behind a catalog's IS_QSO, Z, ZERR and IS_BAL (for its header)."""
+        return {"c_th": self.c_th, "n_lines": self.n_lines, "c_bal": self.c_bal, "z_method": self.z_method,
+                "zerr": "table" if self.zerr_table else "none"}
+
     @property
     def nfinders(self) -> int:
         return len(self.lines) + (1 if self.bal_line else 0)
