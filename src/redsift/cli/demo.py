@@ -59,16 +59,14 @@ def cmd_demo(args) -> int:
     # the main job: classify and measure redshifts with the default released model
     from ..evaluate.plots import new_axes, plot_prediction
     from ..models import load_model
-    from ..predict import predict_spectra
+    from ..predict import catalog_provenance, predict_spectra
     from .model import DEFAULT_MODEL, resolve_model_name
 
     name = resolve_model_name(DEFAULT_MODEL)
     model = load_model(name)
     pred = predict_spectra(model, batch)
     out_cat = os.path.join(out, "catalog.fits")
-    write_catalog(pred, out_cat, provenance(model=f"{model.family}:{name}", weights_sha256=model.weights_sha256,
-                                            grid=model.config.logrid, command="redsift demo",
-                                            **getattr(model.config, "decisions", dict)()), overwrite=True)
+    write_catalog(pred, out_cat, catalog_provenance(model, name, "redsift demo"), overwrite=True)
     print(f"wrote catalog: {out_cat} (model {name})")
     for k, row in enumerate(pred):
         truth_txt = f"{truth['CLASS'][k]} z={truth['Z'][k]:.2f}" if k < len(truth) else "(generic file)"

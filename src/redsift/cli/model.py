@@ -76,19 +76,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..io.output import provenance, write_catalog
+    from ..io.output import write_catalog
     from ..models import load_model
-    from ..predict import predict_catalog
+    from ..predict import catalog_provenance, predict_catalog
 
     import torch
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(resolve_model_name(args.model), device=device)
     cat = predict_catalog(model, args.inputs, progress=not args.quiet)
-    prov = provenance(model=f"{model.family}:{getattr(model, 'source', args.model)}",
-                      weights_sha256=getattr(model, "weights_sha256", ""), grid=model.config.logrid,
-                      command=_command(), **getattr(model.config, "decisions", dict)())
-    write_catalog(cat, args.output, prov, overwrite=args.overwrite)
+    write_catalog(cat, args.output, catalog_provenance(model, getattr(model, "source", args.model), _command()),
+                  overwrite=args.overwrite)
     nq = int(cat["IS_QSO"].sum())
     bad = int((cat["ZWARN"] & 512 > 0).sum())
     print(f"wrote {args.output}: {len(cat)} spectra, {nq} quasars, {int(cat['IS_BAL'].sum())} BAL, "

@@ -1,3 +1,3 @@
 """Prediction: catalogs from spectra files or datasets."""
 
-from .quasarnet import predict_arrays, predict_catalog, predict_spectra  # noqa: F401
+from .quasarnet import catalog_provenance, predict_arrays, predict_catalog, predict_spectra  # noqa: F401

@@ -25,12 +25,13 @@ import logging
 import numpy as np
 import torch
 from astropy.table import Table
+from scipy.special import logit
 
 from ..preprocess import bin_quasarnet, coverage_zwarn, normalize_mean_rms, snr_median
 from ..spectra import Spectra
 from ..zwarning import ZWarningMask
 
-__all__ = ["predict_arrays", "predict_spectra", "predict_catalog"]
+__all__ = ["predict_arrays", "predict_spectra", "predict_catalog", "catalog_provenance"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,14 @@ def predict_arrays(model, X: np.ndarray, batch_size: int = 1024, backend: str = 
     return np.concatenate(out)
 
 
+def catalog_provenance(model, name: str, command: str) -> dict:
+    """The header record of a catalog made by ``model``: what made it and its decision rule."""
+    from ..io.output import provenance
+
+    return provenance(model=f"{model.family}:{name}", weights_sha256=getattr(model, "weights_sha256", ""),
+                      grid=model.config.logrid, command=command, **getattr(model.config, "decisions", dict)())
+
+
 def _snr(model, flux, ivar):
     """S/N on the model grid, needed only by models with a redshift-error table."""
     return snr_median(flux, ivar) if model.config.zerr_table else None
@@ -119,8 +128,7 @@ def _catalog(model, raw, zwarn, meta, snr=None) -> Table:
     is_qso = d["is_qso"] & ~nodata
     is_bal = d.get("is_bal", np.zeros(n, bool)) & ~nodata
     best_c = d["c_line"].max(axis=1) if n else np.zeros(0)
-    logit = lambda c: np.log(np.clip(c, 1e-7, 1 - 1e-7) / (1 - np.clip(c, 1e-7, 1 - 1e-7)))  # noqa: E731
-    low = (np.abs(logit(best_c) - logit(cfg.c_th)) < 1.0) & ~nodata
+    low = (np.abs(logit(np.clip(best_c, 1e-7, 1 - 1e-7)) - logit(cfg.c_th)) < 1.0) & ~nodata
     zwarn = zwarn | np.where(low, int(ZWarningMask.LOW_CONFIDENCE), 0)
     t = Table()
     t["TARGETID"] = np.asarray(meta["TARGETID"], np.int64)

@@ -17,6 +17,7 @@ __all__ = ["forest_transmission", "lyman_limit", "dla_transmission", "igm_transm
            "smc_extinction", "LYA", "LYB"]
 
 LYA, LYB, LYLIMIT = 1215.67, 1025.72, 911.76
+CIV = 1549.06  # the CIV line of the balnicity and absorption indices (Vanden Berk et al. 2001)
 C_KMS = 299792.458
 
 # a(tau_eff) such that <exp(-a exp(s g))> = exp(-tau_eff) for g ~ N(0, 1), s = _SIGMA_LN
@@ -202,7 +203,7 @@ def igm_transmission_observed(wave, z, rng, corr_pix: float = 2.5, dla_rate: flo
     return T, count, lognhi
 
 
-_BAL_LINES = {"NV": 1240.81, "SiIV": 1397.61, "CIV": 1549.06, "Lya": 1215.67}
+_BAL_LINES = {"NV": 1240.81, "SiIV": 1397.61, "CIV": CIV, "Lya": LYA}
 _LOBAL_LINES = {"AlIII": 1857.4, "MgII": 2798.75}
 
 
@@ -267,7 +268,7 @@ def bal_troughs(wave_rest, n, rng, bal_fraction=0.12, lobal_fraction=0.15, narro
     return T, {"BI_CIV": bi, "AI_CIV": ai, "CIV_ABS_Q": quad, "LOBAL": lobal}
 
 
-def _trough_index(wave_rest, normalized_flux, vmin, vmax, min_run, line=1549.06) -> float:
+def _trough_index(wave_rest, normalized_flux, vmin, vmax, min_run, line=CIV) -> float:
     """``integral_{vmin}^{vmax} (1 - f(v)/0.9) C dv`` with ``C = 1`` once ``f < 0.9`` has held for
     more than ``min_run`` km/s (the shared form of the balnicity and absorption indices)."""
     v = C_KMS * (1 - wave_rest / line)

@@ -20,7 +20,7 @@ from ..preprocess import bin_quasarnet, coverage_zwarn, rebin, snr_median
 from ..spectra import Spectra
 from .instrument import SURVEYS, observe, sample_magnitudes
 from .library import load_library
-from .physics import visual_bal_flag
+from .physics import C_KMS, CIV, visual_bal_flag
 from .sources import QuasarModel, absorb, make_galaxies, make_stars, qso_redshifts
 
 __all__ = ["simulate", "simulate_block", "DEFAULT_MIX", "CLASSES"]
@@ -115,7 +115,7 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     # in the spectrum; elsewhere it is -1 (unknown). BI_CIV and AI_CIV stay as the noiseless truth.
     q = cls == "QSO"
     flag = np.where(q, visual_bal_flag(truth["AI_CIV"], truth["CIV_ABS_Q"], snr), 0)
-    z_civ = inst.wmin / (1549.06 * (1 - 25000 / 299792.458)) - 1
+    z_civ = inst.wmin / (CIV * (1 - 25000 / C_KMS)) - 1
     hidden = q & ((truth["BI_CIV"] > 0) | (truth["AI_CIV"] > 0)) & (z < z_civ)
     flag[hidden] = -1
     spectra.meta["BAL_FLAG"] = flag.astype(np.int64)
