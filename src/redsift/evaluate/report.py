@@ -226,9 +226,9 @@ def write_report(cat_path, truth_path, out, c_th: float | None = None, label: st
         fig, ax = new_axes(figsize=(6, 4))
         comp, rej = [], []
         bths = np.r_[ths, 0.97, 0.98, 0.99, 0.995]  # balanced-loss BAL confidences crowd near 1
+        cbal, bflag, tz, bi = np.nan_to_num(np.asarray(t["C_BAL"], float)), t["TRUE_BAL_FLAG"], t["TRUE_Z"], _col(t, "TRUE_BI_CIV")
         for th in bths:
-            bm = bal_metrics(q & (np.nan_to_num(np.asarray(t["C_BAL"], float)) > th), t["TRUE_BAL_FLAG"], cls == "QSO",
-                             t["TRUE_Z"], bi_civ=_col(t, "TRUE_BI_CIV"))
+            bm = bal_metrics(q & (cbal > th), bflag, cls == "QSO", tz, bi_civ=bi)
             comp.append(bm["bal_completeness"])
             rej.append(bm["nonbal_rejection"])
         ax.plot(bths, comp, label="BAL completeness")
