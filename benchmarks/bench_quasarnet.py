@@ -24,7 +24,7 @@ import torch
 
 import redsift
 from redsift.models import create_model, load_model
-from redsift.predict.quasarnet import onnx_session, predict_arrays, predict_catalog
+from redsift.predict import infer as predict_arrays, onnx_session, predict_catalog
 
 
 def med(fn, repeat):

@@ -7,7 +7,7 @@ set -euo pipefail
 RUN=${1:-runs/quasarnet-boss-v3}
 R=.venv/bin/redsift
 # c_bal and z_method chosen on the validation set (seed 3); c_th = 0.4, n_lines = 1 (nominal)
-.venv/bin/python scripts/finalize_release.py "$RUN/best" data_sim/val "$RUN/release"
+.venv/bin/redsift release "$RUN/best" --val data_sim/val -o "$RUN/release"
 $R predict data_sim/test --model "$RUN/release" -o "$RUN/test_catalog.fits" --overwrite
 $R evaluate "$RUN/test_catalog.fits" --truth data_sim/test -o "$RUN/report_test" \
    --label "simulated held-out set (50,000 BOSS spectra, seed 2) - SIMULATED, not real data"

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import redsift
-from redsift.evaluate.metrics import qso_metrics, velocity_difference
+from redsift.metrics import qso_metrics, velocity_difference
 from redsift.models import load_model
 from redsift.predict import predict_spectra
 
@@ -88,15 +88,13 @@ def real_table(data, models):
 
 def probe(test, models, n_test):
     from redsift.data import Dataset
-    from redsift.predict.quasarnet import _catalog, predict_arrays
-    from redsift.preprocess import coverage_zwarn, normalize_mean_rms
+    from redsift.models import get_family
+    from redsift.predict import infer
 
     ds = Dataset(test)
     idx = np.sort(np.random.default_rng(0).choice(len(ds), min(n_test, len(ds)), replace=False))
     flux, ivar, _ = ds.read(idx)
     meta = ds.meta[idx]
-    X = normalize_mean_rms(flux, ivar)
-    zw = np.asarray(meta["ZWARN"]) | coverage_zwarn(ivar)
     out = ["| model | slice | spectra | true QSO | purity | completeness | std dv [km/s] | QSO-classified fraction |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
     cls = np.asarray(meta["CLASS"]).astype(str)
@@ -104,7 +102,9 @@ def probe(test, models, n_test):
     snr = np.asarray(meta["SNR"], float)
     sub = np.asarray(meta["SUBCLASS"]).astype(str)
     for name, m in models.items():
-        cat = _catalog(m, predict_arrays(m, X), zw, meta)
+        fam = get_family(m)
+        prepared = fam.prepare_gridded(m, flux, ivar, np.asarray(meta["ZWARN"], np.int64))
+        cat, _ = fam.columns(m, infer(m, prepared["X"]), prepared)
         isq = np.asarray(cat["IS_QSO"])
         zp = np.asarray(cat["Z"], float)
         slices = [("all", np.ones(len(meta), bool))]

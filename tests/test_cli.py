@@ -2,7 +2,10 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from astropy.table import Table
 
 from redsift import __version__
@@ -12,16 +15,20 @@ from redsift.cli.main import main
 def test_help_and_version(capsys):
     assert main([]) == 0
     assert "info" in capsys.readouterr().out
-    try:
+    with pytest.raises(SystemExit) as exc:  # argparse's version action always exits
         main(["--version"])
-    except SystemExit as exc:
-        assert exc.code == 0
-    assert __version__ in capsys.readouterr().out
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"redsift {__version__}"
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "redsift.cli.main", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "redsift" in out.stdout and "demo" in out.stdout
+    """The installed ``redsift`` command (the console script beside this Python), not the module."""
+    exe = Path(sys.executable).with_name("redsift")
+    assert exe.exists(), f"{exe}: the console script is not installed"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: redsift" in out.stdout and "demo" in out.stdout
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"redsift {__version__}"
 
 
 def test_formats(capsys):

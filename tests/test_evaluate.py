@@ -4,7 +4,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from redsift.cli.main import main
-from redsift.evaluate.metrics import C_KMS, BAL_ZMIN, bal_metrics, bal_threshold, nmad, qso_metrics, velocity_difference
+from redsift.metrics import C_KMS, BAL_ZMIN, bal_metrics, bal_threshold, nmad, qso_metrics, velocity_difference
 from redsift.models import create_model, save_model
 from redsift.simulate import simulate
 
@@ -95,7 +95,7 @@ def test_evaluate_without_common_targets(tmp_path, capsys):
 
 
 def test_zerr_calibration_gives_unit_pulls():
-    from redsift.evaluate.metrics import pull_metrics
+    from redsift.metrics import pull_metrics
     from redsift.models.quasarnet import QuasarNetConfig, calibrate_zerr, redshift_error
 
     rng = np.random.default_rng(3)

@@ -107,6 +107,11 @@ def test_required_columns():
 def test_zwarn_bits_keep_redrock_meanings():
     assert ZWarningMask.SKY == 1 and ZWarningMask.LITTLE_COVERAGE == 2 and ZWarningMask.SMALL_DELTA_CHI2 == 4
     assert ZWarningMask.NODATA == 512
-    own = [m for m in ZWarningMask if m.value >= 2**16]
-    assert all(2**20 <= m.value <= 2**23 for m in own)  # DESI uses 16-19
+    # redrock 0.21's own names for bits 0-11 (its py/redrock/zwarning.py)
+    redrock = ["SKY", "LITTLE_COVERAGE", "SMALL_DELTA_CHI2", "NEGATIVE_MODEL", "MANY_OUTLIERS", "Z_FITLIMIT",
+               "NEGATIVE_EMISSION", "UNPLUGGED", "BAD_TARGET", "NODATA", "BAD_MINFIT", "POORDATA"]
+    assert [m.name for m in ZWarningMask if m.value < 2**12] == redrock
+    own = [m for m in ZWarningMask if m.value >= 2**12]
+    # DESI uses 16-19 of the afterburner range 16-23; redsift 20-23, and 24 once that range was full
+    assert [int(np.log2(m.value)) for m in own] == [20, 21, 22, 23, 24]
     assert describe(512 | 2**20) == ["NODATA", "BAD_INPUT"]

@@ -29,7 +29,7 @@ from .grid import LogGrid, pixel_edges
 from .spectra import Spectra
 from .zwarning import ZWarningMask
 
-__all__ = ["Binned", "rebin", "bin_quasarnet", "normalize_mean_rms", "normalize_max", "mask_sky_lines",
+__all__ = ["Binned", "BINNINGS", "to_grid", "rebin", "bin_quasarnet", "normalize_mean_rms", "normalize_max", "mask_sky_lines",
            "snr_median", "coverage", "coverage_zwarn", "SKY_LINES", "prepare"]
 
 #: Bright night-sky emission lines (vacuum Angstrom): [OI] 5577, Na D, [OI] 6300/6364,
@@ -179,6 +179,33 @@ def bin_quasarnet(spectra: Spectra, grid: LogGrid | None = None) -> Binned:
                   sw.reshape(nspec, grid.npix).astype(np.float32))
 
 
+#: The ways spectra are put on a model grid (:func:`to_grid`), as recorded in datasets and model configs.
+BINNINGS = ("quasarnet", "flux_conserving", "native")
+
+
+def to_grid(spectra: Spectra, grid: LogGrid, binning: str = "quasarnet") -> Binned:
+    """Put a batch on a model grid: the one entry point of prepare, ingest, simulate and predict.
+
+    Parameters
+    ----------
+    binning : {"quasarnet", "flux_conserving", "native"}
+        ``"quasarnet"``: :func:`bin_quasarnet` (each native pixel whole into one bin; the inputs
+        QuasarNET and QuasarNP see); ``"flux_conserving"``: :func:`rebin` (SpectRes-like overlap
+        weights); ``"native"``: the spectra already share ``grid``'s pixels (a simulator writing its
+        instrument's own grid) and are taken as they are, masked pixels with zero ivar.
+    """
+    if binning == "quasarnet":
+        return bin_quasarnet(spectra, grid)
+    if binning == "flux_conserving":
+        flux, ivar = rebin(spectra, grid)
+        return Binned(grid, flux, ivar)
+    if binning == "native":
+        if spectra.npix != grid.npix:
+            raise ValueError(f"native binning needs spectra on the grid itself ({spectra.npix} px, grid {grid.npix})")
+        return Binned(grid, spectra.flux.astype(np.float32), spectra.weights.astype(np.float32))
+    raise ValueError(f"unknown binning {binning!r}; choose from {', '.join(BINNINGS)}")
+
+
 def normalize_mean_rms(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     """QuasarNET's renormalisation: ``(flux - <flux>) / rms`` with ivar-weighted moments.
 
@@ -265,14 +292,10 @@ def prepare(spectra: Spectra, grid: LogGrid | None = None, mode: str = "quasarne
     ivar : float32 (nspec, npix) ivar on the grid (before normalisation)
     zwarn : int64 (nspec,)      the batch's input bits OR coverage bits
     """
-    grid = grid or LogGrid.quasarnet()
-    if mode == "quasarnet":
-        b = bin_quasarnet(spectra, grid)
-        flux, ivar = b.flux, b.ivar
-    elif mode == "flux_conserving":
-        flux, ivar = rebin(spectra, grid)
-    else:
+    if mode not in ("quasarnet", "flux_conserving"):
         raise ValueError(f"unknown preprocessing mode {mode!r}")
+    b = to_grid(spectra, grid or LogGrid.quasarnet(), mode)
+    flux, ivar = b.flux, b.ivar
     X = normalize_mean_rms(flux, ivar)
     zwarn = np.asarray(spectra.meta["ZWARN"], np.int64) | coverage_zwarn(ivar, min_coverage)
     return X, ivar, zwarn

@@ -19,13 +19,19 @@ NEGATIVE_EMISSION 6  a QSO line exhibits negative emission
 UNPLUGGED   7  the fiber was unplugged/broken, yielding no signal
 BAD_TARGET  8  catastrophically bad targeting data
 NODATA      9  no data for this fiber (e.g. ivar = 0 everywhere, or the file could not be read)
-BAD_MINFRAC 10  too few pixels in the fitted solution
+BAD_MINFIT 10  bad parabola fit to the chi-squared minimum (redrock 0.21's name and meaning)
 POORDATA   11  poor input data (too many masked or non-finite pixels)
 BAD_INPUT  20  redsift: the input file or row could not be read at all
 BAD_VALUES 21  redsift: non-finite flux or ivar values were found and masked
 LOW_CONFIDENCE 22  redsift: the model's confidence is close to its decision threshold
 OUT_OF_DISTRIBUTION 23  redsift: input unlike the model's training data
+NO_REDSHIFT 24  redsift: the model measured no redshift for this spectrum (``Z`` is NaN), e.g.
+            QuasarNET on a spectrum it does not call a quasar
 ========  ===  ======================================================
+
+``ZWARN == 0`` means "trust Z" in DESI and SDSS work, so a row without a measured redshift always has
+a bit set: ``NODATA`` (with ``BAD_INPUT`` when the input could not be read) or ``NO_REDSHIFT``. The
+afterburner range 16-23 is full, so ``NO_REDSHIFT`` takes bit 24 (``ZWARN`` is int64).
 """
 
 from __future__ import annotations
@@ -50,13 +56,14 @@ class ZWarningMask(enum.IntFlag):
     UNPLUGGED = 2**7
     BAD_TARGET = 2**8
     NODATA = 2**9
-    BAD_MINFRAC = 2**10
+    BAD_MINFIT = 2**10
     POORDATA = 2**11
     # redsift's own bits, in the afterburner range left free by DESI (20-23)
     BAD_INPUT = 2**20
     BAD_VALUES = 2**21
     LOW_CONFIDENCE = 2**22
     OUT_OF_DISTRIBUTION = 2**23
+    NO_REDSHIFT = 2**24
 
     @classmethod
     def flags(cls) -> list[tuple[str, int]]:

@@ -57,12 +57,11 @@ def cmd_demo(args) -> int:
               f"S/N {row['SNR_MEDIAN']:6.2f}  coverage {row['COVERAGE']:.2f}  ZWARN {row['ZWARN']} ({flags})")
 
     # the main job: classify and measure redshifts with the default released model
-    from ..evaluate.plots import new_axes, plot_prediction
-    from ..models import load_model
+    from ..evaluate.plots import new_axes
+    from ..models import get_family, load_model, resolve_model_name
     from ..predict import catalog_provenance, predict_spectra
-    from .model import DEFAULT_MODEL, resolve_model_name
 
-    name = resolve_model_name(DEFAULT_MODEL)
+    name = resolve_model_name("default")
     model = load_model(name)
     pred = predict_spectra(model, batch)
     out_cat = os.path.join(out, "catalog.fits")
@@ -79,7 +78,7 @@ def cmd_demo(args) -> int:
     fig.clear()
     axes = fig.subplots(len(truth), 1)
     for k, ax in enumerate(axes):
-        plot_prediction(batch, k, pred[k], ax=ax, lines=model.config.lines)
+        get_family(model).plot(model, batch, k, pred[k], ax=ax)
         ax.set_title(f"example {k} (truth {truth['CLASS'][k]} z={truth['Z'][k]:.2f}): " + ax.get_title(), fontsize=9)
     png = os.path.join(out, "spectra.png")
     fig.savefig(png, dpi=90)

@@ -88,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train a model family on a dataset; checkpoints every epoch (and every "
                                     "--checkpoint-every steps), resumes exactly with --resume, keeps the best "
                                     "model as RUN_DIR/best/{model.safetensors,config.json}.")
-    tr.add_argument("family", choices=("quasarnet",))
+    # the choices are the registry's (checked by cmd_train; `redsift models` lists them): not imported here,
+    # so that every other command starts without loading torch
+    tr.add_argument("family", metavar="FAMILY", help="model family (see `redsift models`)")
     tr.add_argument("--data", help="training dataset")
     tr.add_argument("--val", help="validation dataset (default: an object-level 5%% split of --data)")
     tr.add_argument("-o", "--output", required=True, help="run directory")
     tr.add_argument("--config", help="YAML/JSON with training fields and a 'model' section of overrides")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a field of the family's model config (repeatable), e.g. --set filters=50")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", dest="batch_size", type=int)
     tr.add_argument("--lr", type=float)
@@ -111,23 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="classify spectra and measure redshifts",
                         description="One catalog row per input spectrum (unreadable files and empty spectra "
-                                    "included, flagged in ZWARN).")
+                                    "included, flagged in ZWARN; columns in docs/catalog.md). A directory "
+                                    "contributes the files a reader recognises (others are logged). Exit "
+                                    "status: 0; 3 when the catalog was written but some input could not be "
+                                    "read (rows flagged BAD_INPUT); 1 when a named input does not exist, a "
+                                    "glob matches nothing, or the model cannot be loaded (nothing written).")
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="spectrum files, directories or datasets")
     pr.add_argument("--model", default=_model.DEFAULT_MODEL, help="released model name or model directory")
     pr.add_argument("-o", "--output", required=True, help="catalog (.fits, .parquet, .csv)")
+    pr.add_argument("--redrock", metavar="FILE",
+                    help="also write a Redrock-compatible file (REDSHIFTS with Redrock's columns + FIBERMAP)")
     pr.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     pr.add_argument("--overwrite", action="store_true")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_model.cmd_predict)
 
-    ev = sub.add_parser("evaluate", help="QuasarNET metrics and plots of a catalog against the truth")
+    ev = sub.add_parser("evaluate", help="metrics and plots of a catalog against the truth",
+                        description="A generic section for any catalog, then the section of the model family "
+                                    "named in the catalog header (QuasarNET: figs. 2-7 of the paper).")
     ev.add_argument("catalog")
     ev.add_argument("--truth", required=True, help="labelled dataset or catalog (joined on TARGETID)")
     ev.add_argument("-o", "--output", required=True, help="report directory")
-    ev.add_argument("--c-th", dest="c_th", type=float, default=None,
-                    help="recompute IS_QSO at this threshold (default: the catalog's own IS_QSO and Z)")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a decision the family recomputes (QuasarNET: c_th=0.5 recomputes IS_QSO at that "
+                         "threshold; default: the catalog's own decisions)")
     ev.add_argument("--label", default="", help="title of the report (e.g. 'simulated held-out set')")
     ev.set_defaults(func=_model.cmd_evaluate)
+
+    rl = sub.add_parser("release", help="make a release directory: decisions chosen on a validation set",
+                        description="Copy a trained model (RUN/best) to a release directory whose config holds "
+                                    "the decisions its family chooses on the VALIDATION set (QuasarNET: c_th, "
+                                    "c_bal, z_method, the ZERR table), with the rule and figures recorded.")
+    rl.add_argument("model", help="trained model directory (e.g. runs/RUN/best)")
+    rl.add_argument("--val", required=True, help="validation dataset (never the held-out test set)")
+    rl.add_argument("-o", "--output", required=True, help="release directory")
+    rl.add_argument("--description", help="one line for `redsift models`")
+    rl.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="family option (QuasarNET: keep_c_th=true keeps the config's c_th)")
+    rl.set_defaults(func=_model.cmd_release)
 
     pl = sub.add_parser("plot", help="plot one spectrum with its prediction")
     pl.add_argument("file")

@@ -1,4 +1,7 @@
-"""``redsift train``, ``redsift predict`` and ``redsift models``."""
+"""``redsift train``, ``release``, ``predict``, ``evaluate``, ``plot``, ``convert`` and ``models``.
+
+Family choices come from the registry (:func:`redsift.models.families`); nothing here knows a family.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +10,46 @@ import shlex
 import sys
 from pathlib import Path
 
-#: The default model of ``predict``/``plot``: redsift's own sim-trained QuasarNET once released, else the
-#: imported real-data-trained QuasarNET (QuasarNP's qn6_100f).
-DEFAULT_MODELS = ("quasarnet-boss-sim", "quasarnet-qn6_100f-quasarnp")
+import numpy as np
+
+from ..models.family import Family
+
 DEFAULT_MODEL = "default"
-
-
-def resolve_model_name(name: str) -> str:
-    if name != DEFAULT_MODEL:
-        return name
-    from ..models.registry import available_models
-
-    names = {m["name"] for m in available_models()}
-    for cand in DEFAULT_MODELS:
-        if cand in names:
-            return cand
-    from ..errors import RedsiftError
-
-    raise RedsiftError("no released model is installed; give --model DIR")
 
 
 def _command() -> str:
     return "redsift " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def parse_options(items) -> dict:
+    """``KEY=VALUE`` strings -> dict, values parsed as JSON where they parse (numbers, true/false)."""
+    from ..errors import RedsiftError
+
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise RedsiftError(f"--set {item}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def cmd_train(args) -> int:
     from ..errors import RedsiftError
-    from ..train.quasarnet import TrainConfig, load_train_config, train_quasarnet
+    from ..models import get_family
+    from ..train import TrainConfig, load_train_config, train
 
-    if args.family != "quasarnet":
-        raise RedsiftError(f"unknown model family {args.family!r} (trainable: quasarnet)")
+    fam = get_family(args.family)  # an unknown family: one line listing the registered ones
+    if fam.fit is None and type(fam).batch is Family.batch:
+        raise RedsiftError(f"model family {fam.name!r} cannot be trained")
     out = Path(args.output)
     if args.resume:
         cfg = load_train_config(out / "train_config.json")
+        if cfg.family != args.family:
+            raise RedsiftError(f"{out}: a {cfg.family} run, not {args.family}")
         if args.epochs is not None:
             cfg.epochs = args.epochs
         cfg.max_steps = args.max_steps
@@ -58,75 +68,117 @@ def cmd_train(args) -> int:
             base = base.get("train", base)
         if args.data is None:
             raise RedsiftError("--data is required (unless --resume)")
-        fields = dict(base, data=args.data, out=str(out))
-        for key in ("val", "epochs", "seed", "batch_size", "lr", "lr_schedule", "init", "max_steps", "threads", "patience",
-                    "checkpoint_every", "device"):
+        fields = dict(base, data=args.data, out=str(out), family=args.family)
+        for key in ("val", "epochs", "seed", "batch_size", "lr", "lr_schedule", "init", "max_steps", "threads",
+                    "patience", "checkpoint_every", "device"):
             v = getattr(args, key, None)
             if v is not None:
                 fields[key] = v
+        if args.set:
+            fields["model"] = dict(fields.get("model", {}), **parse_options(args.set))
         cfg = TrainConfig(**fields)
-    history = train_quasarnet(cfg, resume=args.resume, progress=not args.quiet)
+    history = train(cfg, resume=args.resume, progress=not args.quiet)
     if history:
         last = history[-1]
-        print(f"after epoch {last['epoch']}: purity {last['purity']:.4f}, completeness {last['completeness']:.4f}, "
-              f"dv std {last['dv_std']:.0f} km/s; best model in {out / 'best'}")
+        line = get_family(cfg.family).summary_line(last) if "loss" in last else ""
+        print(f"after epoch {last.get('epoch', 1)}: {line}; best model in {out / 'best'}")
     else:
-        print(f"stopped at step {cfg.max_steps}; resume with: redsift train quasarnet -o {out} --resume")
+        print(f"stopped at step {cfg.max_steps}; resume with: redsift train {cfg.family} -o {out} --resume")
     return 0
 
 
-def cmd_predict(args) -> int:
-    from ..io.output import write_catalog
-    from ..models import load_model
-    from ..predict import catalog_provenance, predict_catalog
+def cmd_release(args) -> int:
+    from ..train.release import release
 
+    rec = release(args.model, args.val, args.output, description=args.description, command=_command(),
+                  **parse_options(args.set))
+    shown = {k: v for k, v in rec.items() if not isinstance(v, (dict, list))}
+    print(f"wrote {args.output}: " + ", ".join(f"{k} = {v}" for k, v in shown.items()))
+    return 0
+
+
+def _load(name: str, device: str = "auto"):
     import torch
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(resolve_model_name(args.model), device=device)
+    from ..models import load_model, resolve_model_name
+
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_model(resolve_model_name(name), device=device)
+
+
+def cmd_predict(args) -> int:
+    """Exit status 0 when every input was read, :data:`~redsift.predict.EXIT_PARTIAL` (3) when the catalog
+    was written but some input could not be (those rows are flagged ``BAD_INPUT``), 1 on an error
+    before any work (a missing input, a bad model)."""
+    import os
+
+    from ..io.output import write_catalog
+    from ..predict import EXIT_PARTIAL, catalog_provenance, predict_catalog, resolve_inputs
+    from ..zwarning import ZWarningMask
+
+    if os.path.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output}: exists (use --overwrite)")
+    resolve_inputs(args.inputs)  # a missing input or an empty glob stops here, before the model loads
+    model = _load(args.model, args.device)
     cat = predict_catalog(model, args.inputs, progress=not args.quiet)
-    write_catalog(cat, args.output, catalog_provenance(model, getattr(model, "source", args.model), _command()),
-                  overwrite=args.overwrite)
-    nq = int(cat["IS_QSO"].sum())
-    bad = int((cat["ZWARN"] & 512 > 0).sum())
-    print(f"wrote {args.output}: {len(cat)} spectra, {nq} quasars, {int(cat['IS_BAL'].sum())} BAL, "
-          f"{bad} without data (ZWARN NODATA)")
+    prov = catalog_provenance(model, getattr(model, "source", args.model), _command())
+    write_catalog(cat, args.output, prov, overwrite=args.overwrite)
+    if args.redrock:
+        from ..io.redrock_format import write_redrock
+
+        write_redrock(cat, args.redrock, prov=prov, overwrite=args.overwrite)
+    zw = np.asarray(cat["ZWARN"], np.int64)
+    bad = int(np.sum(zw & int(ZWarningMask.BAD_INPUT) > 0))
+    nodata = int(np.sum(zw & int(ZWarningMask.NODATA) > 0))
+    kinds = ", ".join(f"{k or 'unmeasured'} {v}"
+                      for k, v in zip(*np.unique(np.asarray(cat["SPECTYPE"]).astype(str), return_counts=True)))
+    print(f"wrote {args.output}: {len(cat)} spectra ({kinds}), {int(np.sum(zw == 0))} with ZWARN == 0, "
+          f"{nodata} without data (NODATA), {bad} unreadable (BAD_INPUT)")
+    if bad:
+        print(f"redsift: {bad} input(s) could not be read; their rows are flagged BAD_INPUT (exit {EXIT_PARTIAL})",
+              file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 
 def cmd_models(args) -> int:
+    from ..models import families
     from ..models.registry import available_models
 
+    print("families:")
+    for name, fam in families().items():
+        hooks = [h for h in ("fit", "sample", "export") if getattr(fam, h) is not None]
+        print(f"  {name:26s} {fam.description}{' (' + ', '.join(hooks) + ')' if hooks else ''}")
     models = available_models()
-    if not models:
-        print("no released models in this installation (train one: redsift train quasarnet ...)")
+    print("released models:" if models else "no released models in this installation")
     for m in models:
-        print(f"{m['name']:28s} {m['family']:10s} {m['description']}")
+        print(f"  {m['name']:26s} {m['family']:10s} {m['description']}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from ..evaluate.report import write_report
 
-    print(write_report(args.catalog, args.truth, args.output, c_th=args.c_th, label=args.label), end="")
+    print(write_report(args.catalog, args.truth, args.output, overrides=parse_options(args.set), label=args.label),
+          end="")
     return 0
 
 
 def cmd_plot(args) -> int:
     from ..errors import RedsiftError
-    from ..evaluate.plots import new_axes, plot_prediction
+    from ..evaluate.plots import new_axes
     from ..io.registry import read_file
-    from ..models import load_model
+    from ..models import get_family
     from ..predict import predict_spectra
 
     spectra = read_file(args.file)
     if not 0 <= args.index < spectra.nspec:
         raise RedsiftError(f"{args.file}: --index {args.index} out of range (the file has {spectra.nspec} spectra)")
     one = spectra[args.index]
-    model = load_model(resolve_model_name(args.model))
+    model = _load(args.model, "cpu")
     row = predict_spectra(model, one)[0]
     fig, ax = new_axes()
-    plot_prediction(one, 0, row, ax=ax, lines=model.config.lines)
+    get_family(model).plot(model, one, 0, row, ax=ax)
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}: {row['SPECTYPE']} z={row['Z']:.4f} ZWARN={row['ZWARN']}")
     return 0
@@ -148,3 +200,4 @@ def cmd_convert(args) -> int:
     print(f"wrote {out}: QuasarNET {c.nconv} conv x {c.filters} filters (k={c.kernel}, stride {c.stride}, "
           f"{c.padding}), FC {c.fc}, {c.nfinders} finders x {c.nboxes} boxes, offset rescale {c.offset_rescale}")
     return 0
+

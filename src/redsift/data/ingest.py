@@ -29,7 +29,7 @@ from ..errors import SpectrumFileError
 from ..grid import LogGrid
 from ..io.catalogs import read_catalog
 from ..io.registry import read_file
-from ..preprocess import bin_quasarnet, coverage_zwarn, rebin, snr_median
+from ..preprocess import coverage_zwarn, snr_median, to_grid
 from .store import DatasetWriter
 
 __all__ = ["ingest", "index_spectra", "IngestReport", "LABEL_COLUMNS"]
@@ -124,11 +124,8 @@ def _process_chunk(args):
             failed.extend((int(r), exc.cause) for r in labels["ROW"])
             continue
         s = s[np.asarray(rows)]
-        if binning == "quasarnet":
-            b = bin_quasarnet(s, grid)
-            flux, ivar = b.flux, b.ivar
-        else:
-            flux, ivar = rebin(s, grid)
+        b = to_grid(s, grid, binning)
+        flux, ivar = b.flux, b.ivar
         meta = Table(labels, copy=True)
         meta["SURVEY"] = s.meta["SURVEY"]
         meta["SOURCE"] = s.meta["SOURCE"]

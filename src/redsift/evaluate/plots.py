@@ -6,9 +6,7 @@ import numpy as np
 
 __all__ = ["plot_spectrum", "plot_prediction", "new_axes"]
 
-#: Rest-frame wavelengths (vacuum A) of lines worth marking on quasar spectra.
-QSO_LINES = {"Lya": 1215.67, "CIV": 1549.06, "CIII]": 1908.73, "MgII": 2798.75,
-             "Hb": 4862.68, "Ha": 6564.61}
+from ..constants import PLOT_LINES as QSO_LINES  # rest-frame lines (vacuum A) marked on quasar spectra
 
 
 def new_axes(figsize=(10, 3.5)):
@@ -64,15 +62,15 @@ def plot_spectrum(spectra, i: int = 0, ax=None, z: float | None = None, lines=QS
     return ax
 
 
-def plot_prediction(spectra, i: int, row, ax=None, lines=None):
+def plot_prediction(spectra, i: int, row, ax=None, lines=None, c_th: float = 0.4):
     """Spectrum ``i`` with QuasarNET's per-line detections from catalog ``row`` (paper fig. 2).
 
     Each line finder's position is marked at its predicted wavelength ``rest * (1 + Z_LINE)``, with its
-    confidence; lines above the threshold are solid, the others dotted.
+    confidence; lines above the threshold ``c_th`` (the model's) are solid, the others dotted.
     """
-    from ..models.quasarnet import LINES_VACUUM
+    from ..constants import QSO_LINES_VACUUM
 
-    lines = lines or LINES_VACUUM
+    lines = lines or QSO_LINES_VACUUM
     spectype = row["SPECTYPE"] if "SPECTYPE" in row.colnames else ""
     z = row["Z"] if "Z" in row.colnames else float("nan")
     title = (f"{spectype}{' BAL' if 'IS_BAL' in row.colnames and row['IS_BAL'] else ''}  "
@@ -86,7 +84,8 @@ def plot_prediction(spectra, i: int, row, ax=None, lines=None):
             continue
         obs = rest * (1 + zl)
         if wave.min() < obs < wave.max():
-            ax.axvline(obs, color="tab:green" if c > 0.4 else "0.6", lw=1.0, ls="-" if c > 0.4 else ":")
+            on = c > c_th
+            ax.axvline(obs, color="tab:green" if on else "0.6", lw=1.0, ls="-" if on else ":")
             ax.text(obs, 0.88, f"{name}\n{c:.2f}", transform=ax.get_xaxis_transform(), ha="center", va="top",
-                    fontsize=7, color="tab:green" if c > 0.4 else "0.4")
+                    fontsize=7, color="tab:green" if on else "0.4")
     return ax

@@ -127,7 +127,7 @@ def readers() -> list[Reader]:
 
 def _load_builtin():
     # importing the modules registers their readers
-    from . import desi, generic, lamost, sdss  # noqa: F401
+    from . import desi, generic, lamost, sdss, sdss_legacy  # noqa: F401
 
 
 _FITS_MAGIC = b"SIMPLE  ="

@@ -1,7 +1,10 @@
-"""Models: a registry and factory (like timm's), one model family per module.
+"""Models: a family registry and factory (like timm's), one model family per module.
 
-Released models are directories holding ``model.safetensors`` and
-``config.json``; :func:`load_model` loads them without pickle.
+Released models are directories holding ``model.safetensors`` and ``config.json``; :func:`load_model`
+loads them without pickle. A family plugs in with :func:`register_family` (see
+:mod:`redsift.models.family` and ``docs/architecture.md``).
 """
 
-from .registry import available_models, create_model, load_model, register_model, save_model  # noqa: F401
+from .family import Family, Prepared  # noqa: F401
+from .registry import (available_models, create_model, families, get_family, load_model,  # noqa: F401
+                       register_family, resolve_model_name, save_model)

@@ -1,7 +1,8 @@
 """Model registry, factory and safe (pickle-free) loading/saving.
 
-Every model family registers a name, its config dataclass and its
-``nn.Module`` class. A released model is a directory with
+Every model family registers an adapter (:class:`redsift.models.family.Family`: its name, config
+dataclass, how to build the model and how the generic machinery drives it). A released model is a
+directory with
 
 * ``config.json`` — ``{"model": NAME, "config": {...}, "redsift_version": ..., "command": ...}``
 * ``model.safetensors`` — the state dict
@@ -18,55 +19,58 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RedsiftError, oneline
 
-__all__ = ["register_model", "create_model", "load_model", "save_model", "available_models", "ModelEntry",
-           "RELEASED_DIR", "weights_sha256"]
+__all__ = ["register_family", "families", "get_family", "create_model", "load_model", "save_model",
+           "available_models", "resolve_model_name", "DEFAULT_MODELS", "RELEASED_DIR", "weights_sha256", "config_from_dict"]
 
 #: Released models shipped with the package: ``redsift/models/released/NAME/``.
 RELEASED_DIR = Path(__file__).parent / "released"
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    config_cls: type
-    module_cls: type
-    description: str
+_FAMILIES: dict = {}
 
 
-_MODELS: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, config_cls: type, description: str = ""):
-    """Class decorator registering an ``nn.Module`` built as ``cls(config)``."""
-
-    def deco(cls):
-        _MODELS[name] = ModelEntry(name, config_cls, cls, description or (cls.__doc__ or "").split("\n")[0])
-        return cls
-
-    return deco
+def register_family(cls):
+    """Class decorator registering a :class:`~redsift.models.family.Family` adapter under ``cls.name``."""
+    if not cls.name or cls.config_cls is None:
+        raise RedsiftError(f"{cls.__name__}: a family needs a name and a config_cls")
+    _FAMILIES[cls.name] = cls()
+    return cls
 
 
 def _builtin():
-    from . import quasarnet  # noqa: F401
+    from . import quasarnet  # noqa: F401  (importing a family module registers it)
+
+
+def families() -> dict:
+    """Registered families by name (built-in ones and any imported since, e.g. a test's)."""
+    _builtin()
+    return dict(sorted(_FAMILIES.items()))
+
+
+def get_family(name_or_model):
+    """The adapter of a family name or of a model (its ``family`` attribute)."""
+    name = name_or_model if isinstance(name_or_model, str) else getattr(name_or_model, "family", "")
+    fams = families()
+    if name not in fams:
+        raise RedsiftError(f"unknown model family {name!r}; known: {', '.join(fams) or 'none'}")
+    return fams[name]
 
 
 def create_model(name: str, config=None, **overrides):
     """A new (untrained) model of family ``name`` with its default config, updated by ``overrides``."""
-    _builtin()
-    if name not in _MODELS:
-        raise RedsiftError(f"unknown model family {name!r}; known: {', '.join(sorted(_MODELS))}")
-    entry = _MODELS[name]
-    cfg = config if config is not None else entry.config_cls()
+    fam = get_family(name)
+    cfg = config if config is not None else fam.config_cls()
     if isinstance(cfg, dict):
-        cfg = config_from_dict(entry.config_cls, cfg)
+        cfg = config_from_dict(fam.config_cls, cfg)
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)
-    return entry.module_cls(cfg)
+    model = fam.build(cfg)
+    model.family = fam.name
+    return model
 
 
 def config_from_dict(cls, d: dict):
@@ -101,6 +105,22 @@ def available_models() -> list[dict]:
                 out.append({"name": d.name, "family": meta.get("model", "?"),
                             "description": meta.get("description", ""), "path": str(d)})
     return out
+
+
+#: The default model of ``predict``: redsift's own sim-trained QuasarNET once released, else the imported
+#: real-data-trained QuasarNET (QuasarNP's qn6_100f).
+DEFAULT_MODELS = ("quasarnet-boss-sim", "quasarnet-qn6_100f-quasarnp")
+
+
+def resolve_model_name(name: str) -> str:
+    """``"default"`` -> the first released model of :data:`DEFAULT_MODELS`; anything else unchanged."""
+    if name != "default":
+        return name
+    names = {m["name"] for m in available_models()}
+    for cand in DEFAULT_MODELS:
+        if cand in names:
+            return cand
+    raise RedsiftError("no released model is installed; give a model directory")
 
 
 def _resolve(name_or_path) -> Path:
@@ -176,4 +196,4 @@ def load_model(name_or_path, device="cpu"):
     model.load_state_dict(state)
     model.source = str(d)
     model.weights_sha256 = meta.get("weights_sha256") or weights_sha256(w_path)
-    return model.to(device).eval()
+    return model.to(device).eval() if hasattr(model, "to") else model

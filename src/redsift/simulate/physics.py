@@ -16,9 +16,9 @@ __all__ = ["forest_transmission", "lyman_limit", "dla_transmission", "igm_transm
            "bal_troughs", "balnicity_index", "absorption_index", "visual_bal_flag", "ccm_extinction",
            "smc_extinction", "LYA", "LYB"]
 
-LYA, LYB, LYLIMIT = 1215.67, 1025.72, 911.76
-CIV = 1549.06  # the CIV line of the balnicity and absorption indices (Vanden Berk et al. 2001)
-C_KMS = 299792.458
+from ..constants import C_KMS, CIV, LYA  # CIV: the line of the balnicity and absorption indices
+
+LYB, LYLIMIT = 1025.72, 911.76
 
 # a(tau_eff) such that <exp(-a exp(s g))> = exp(-tau_eff) for g ~ N(0, 1), s = _SIGMA_LN
 _SIGMA_LN = 1.1

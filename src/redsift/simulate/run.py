@@ -16,11 +16,12 @@ import numpy as np
 from astropy.table import Table
 
 from ..grid import LogGrid
-from ..preprocess import bin_quasarnet, coverage_zwarn, rebin, snr_median
+from ..preprocess import coverage_zwarn, snr_median, to_grid
 from ..spectra import Spectra
 from .instrument import SURVEYS, observe, sample_magnitudes
 from .library import load_library
-from .physics import C_KMS, CIV, visual_bal_flag
+from ..constants import C_KMS, CIV
+from .physics import visual_bal_flag
 from .sources import QuasarModel, absorb, make_galaxies, make_stars, qso_redshifts
 
 __all__ = ["simulate", "simulate_block", "DEFAULT_MIX", "CLASSES"]
@@ -126,13 +127,8 @@ def _work(args):
     b, nb, start, survey, mix, seed, templates, grid_dict, binning = args
     s = simulate_block(b, nb, start, survey, mix, seed, templates)
     grid = LogGrid.from_dict(grid_dict)
-    if binning == "quasarnet":
-        binned = bin_quasarnet(s, grid)
-        flux, ivar = binned.flux, binned.ivar
-    elif binning == "native":
-        flux, ivar = s.flux, s.weights
-    else:
-        flux, ivar = rebin(s, grid)
+    binned = to_grid(s, grid, binning)
+    flux, ivar = binned.flux, binned.ivar
     meta = s.meta
     meta["ZWARN"] = np.asarray(meta["ZWARN"], np.int64) | coverage_zwarn(ivar)
     meta["INDEX"] = np.arange(start, start + nb, dtype=np.int64)

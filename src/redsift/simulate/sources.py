@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .library import REST_GRID, TemplateLibrary
-from .physics import C_KMS, LYA, bal_troughs, igm_transmission_observed, smc_extinction
+from ..constants import C_KMS, LYA
+from .physics import bal_troughs, igm_transmission_observed, smc_extinction
 from .parametric import tau_eff
 
 __all__ = ["QuasarModel", "make_stars", "make_galaxies", "qso_redshifts", "STAR_MIX"]

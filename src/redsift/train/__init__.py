@@ -1,1 +1,3 @@
-"""Training loops (one per model family), with exact resume."""
+"""Training: one loop for every trainable family (``redsift train FAMILY``)."""
+
+from .loop import TrainConfig, learning_rate, load_train_config, train, validate  # noqa: F401

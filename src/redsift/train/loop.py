@@ -1,18 +1,19 @@
-"""Training QuasarNET on a dataset: ``redsift train quasarnet``.
+"""One training loop for every trainable family: ``redsift train FAMILY``.
 
-Adam with AMSGrad, mini-batches of 256 (Busca & Balland 2018). The data order
-is a pure function of ``(seed, epoch)``; the checkpoint holds the model,
-optimizer and RNG states, the position in the epoch and the history, so that
-``k`` steps, a stop and a resume to ``N`` steps give exactly the weights of
-``N`` uninterrupted steps. Checkpoints are plain state dicts loaded with
-``torch.load(weights_only=True)``; the best model (lowest validation loss) is
-released as ``RUN_DIR/best/{model.safetensors, config.json}``.
+The loop knows nothing of a family but its adapter (:class:`redsift.models.family.Family`): labels,
+batches, optimizers (a list), the training step, the validation step and metrics. The data order is a
+pure function of ``(seed, epoch)``; the checkpoint holds the model, every optimizer's state, the RNG
+states, the position in the epoch and the history, so that ``k`` steps, a stop and a resume to ``N``
+steps give exactly the weights of ``N`` uninterrupted steps. Checkpoints are plain state dicts loaded
+with ``torch.load(weights_only=True)``; the best model (lowest validation loss) is saved as
+``RUN_DIR/best/{model.safetensors, config.json}``; the next batch is read in a background thread while
+the model trains on this one; early stopping after ``patience`` epochs without improvement.
 
-``init`` starts from the weights of a model directory (fine-tuning, e.g. after
-the training set was regenerated with a better simulator); its architecture
-must equal the run's. ``lr_schedule="cosine"`` anneals the learning rate from
-``lr`` to ``lr_min`` over ``epochs``; the rate is a pure function of the global
-step, so resuming stays exact.
+``init`` starts from the weights of a model directory (fine-tuning); the family says which config
+fields must agree (:meth:`~redsift.models.family.Family.init_compatible`). ``lr_schedule="cosine"``
+anneals the learning rate from ``lr`` to ``lr_min`` over ``epochs``; the rate is a pure function of the
+global step, so resuming stays exact. Families solved rather than trained (a ``fit`` hook) are fitted
+once and saved the same way.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import math
 
 import numpy as np
 import torch
@@ -33,12 +33,10 @@ import torch
 from ..data.splits import split
 from ..data.store import Dataset
 from ..errors import RedsiftError
-from ..evaluate.metrics import bal_metrics, bal_threshold, qso_metrics
-from ..models import create_model, load_model, save_model
-from ..models.quasarnet import QuasarNetConfig, decode, make_targets, quasarnet_loss
-from ..preprocess import normalize_mean_rms
+from ..models import create_model, get_family, load_model, save_model
+from ..zwarning import ZWarningMask
 
-__all__ = ["TrainConfig", "train_quasarnet", "evaluate_dataset"]
+__all__ = ["TrainConfig", "train", "validate", "learning_rate", "load_train_config"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +47,7 @@ class TrainConfig:
 
     data: str
     out: str
+    family: str = "quasarnet"
     val: str | None = None
     val_fraction: float = 0.05  # used when no --val: an object-level split of --data
     epochs: int = 20
@@ -65,27 +64,11 @@ class TrainConfig:
     val_max: int = 20000  # validation spectra evaluated per epoch
     threads: int | None = None
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    model: dict = field(default_factory=dict)  # QuasarNetConfig overrides
+    model: dict = field(default_factory=dict)  # overrides of the family's config
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise RedsiftError(f"unknown lr_schedule {self.lr_schedule!r} (constant, cosine)")
-
-
-def _labels(meta):
-    cls = np.asarray(meta["CLASS"]).astype(str)
-    z = np.asarray(meta["Z"], float)
-    bal = np.asarray(meta["BAL_FLAG"], np.int64) if "BAL_FLAG" in meta.colnames else np.full(len(meta), -1)
-    bi = np.asarray(meta["BI_CIV"], float) if "BI_CIV" in meta.colnames else np.full(len(meta), np.nan)
-    return cls, z, bal, np.nan_to_num(bi, nan=0.0)
-
-
-def _batch(ds, idx, labels, mcfg):
-    flux, ivar, _ = ds.read(idx)
-    X = torch.from_numpy(normalize_mean_rms(flux, ivar))
-    cls, z, bal, bi = (a[idx] for a in labels)
-    targets = make_targets(z, cls == "QSO", bal, bi, mcfg)
-    return X, [torch.from_numpy(np.asarray(t, np.float32)) for t in targets]
 
 
 def _device(name: str) -> torch.device:
@@ -94,33 +77,30 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _subset(labels: dict, idx) -> dict:
+    return {k: v[idx] for k, v in labels.items()}
+
+
+def _batch(fam, model, ds, idx, labels):
+    flux, ivar, _ = ds.read(idx)
+    return fam.batch(model, flux, ivar, _subset(labels, idx))
+
+
 @torch.inference_mode()
-def evaluate_dataset(model, ds, idx, labels, batch_size=1024) -> dict:
-    """Loss and QuasarNET metrics of ``model`` on rows ``idx`` of ``ds``."""
+def validate(model, ds, idx, labels, batch_size: int = 1024) -> dict:
+    """Loss and the family's metrics of ``model`` on rows ``idx`` of dataset ``ds``."""
+    fam = get_family(model)
     model.eval()
-    mcfg = model.config
     dev = next(model.parameters()).device
-    raws, losses = [], []
+    raws, loss = [], 0.0
     for s in range(0, len(idx), batch_size):
         b = idx[s:s + batch_size]
-        X, t = _batch(ds, b, labels, mcfg)
-        X, t = X.to(dev), [x.to(dev) for x in t]
-        out = model(X, logits=True)
-        losses.append(float(quasarnet_loss(out, *t)[0]) * len(b))
-        nb = mcfg.nboxes
-        raws.append(torch.cat([torch.sigmoid(out[..., :nb]), out[..., nb:]], 2).cpu().numpy())
-    raw = np.concatenate(raws)
-    d = decode(raw, mcfg)
-    cls, z, bal, bi = (a[idx] for a in labels)
-    bi = bi if "BI_CIV" in ds.meta.colnames else None
-    m = qso_metrics(d["is_qso"], d["zbest"], cls, z)
-    m.update(bal_metrics(d["is_bal"], bal, cls == "QSO", z, bi_civ=bi))
-    # at c_bal (0.4 untrained) eq. 1's balanced weights make the BAL figures meaningless: also report the
-    # paper's operating point (98% / 97%) on this set, as the release will choose it (finalize_release.py)
-    th, op = bal_threshold(d["c_bal"], d["is_qso"], bal, cls == "QSO", z, bi_civ=bi, targets=(0.98, 0.97))
-    m.update({"bal_threshold_op": th, "bal_completeness_op": op["bal_completeness"],
-              "nonbal_rejection_op": op["nonbal_rejection"]})
-    m["loss"] = sum(losses) / max(len(idx), 1)
+        X, t = _batch(fam, model, ds, b, labels)
+        lval, raw = fam.eval_step(model, X.to(dev), [x.to(dev) for x in t])
+        loss += lval * len(b)
+        raws.append(raw)
+    m = fam.metrics(model, np.concatenate(raws) if raws else np.zeros(0), _subset(labels, idx))
+    m["loss"] = loss / max(len(idx), 1)
     return m
 
 
@@ -133,12 +113,9 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def _init_weights(model, path: str):
-    """Copy the weights of model directory ``path`` into ``model`` (architectures must agree)."""
+    """Copy the weights of model directory ``path`` into ``model`` (the family says what must agree)."""
     src = load_model(path)
-    a, b = dataclasses.asdict(src.config), dataclasses.asdict(model.config)
-    arch = ("grid", "lines", "bal_line", "nboxes", "nconv", "filters", "kernel", "stride", "padding", "fc",
-            "offset_rescale")
-    diff = [k for k in arch if a.get(k) != b.get(k)]
+    diff = get_family(model).init_compatible(src, model) if src.family == model.family else []
     if src.family != model.family or diff:
         raise RedsiftError(f"{path}: cannot initialise from this model ({src.family}; differs in "
                            f"{', '.join(diff) or 'family'})")
@@ -151,8 +128,15 @@ def _save_checkpoint(path: Path, state: dict):
     os.replace(tmp, path)
 
 
-def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) a QuasarNET run; returns the history."""
+def _usable(meta) -> np.ndarray:
+    """Rows with data (NODATA rows never train)."""
+    if "ZWARN" not in meta.colnames:
+        return np.arange(len(meta))
+    return np.flatnonzero((np.asarray(meta["ZWARN"], np.int64) & int(ZWarningMask.NODATA)) == 0)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list:
+    """Train (or resume) a run of family ``cfg.family``; returns the history (one dict per epoch)."""
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
@@ -161,17 +145,18 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
         raise RedsiftError(f"{out}: a run exists there (use --resume to continue it)")
     if resume and not ckpt_path.exists():
         raise RedsiftError(f"{ckpt_path}: no checkpoint to resume from")
+    fam = get_family(cfg.family)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
     ds = Dataset(cfg.data)
     meta = ds.meta
-    labels = _labels(meta)
-    usable = np.flatnonzero((np.asarray(meta["ZWARN"]) & 512) == 0) if "ZWARN" in meta.colnames else np.arange(len(ds))
+    labels = fam.labels(meta)
+    usable = _usable(meta)
     if cfg.val:
         vds = Dataset(cfg.val)
-        vlabels = _labels(vds.meta)
+        vlabels = fam.labels(vds.meta)
         train_idx = usable
         val_idx = np.arange(len(vds))
     else:
@@ -183,22 +168,36 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
         val_idx = np.sort(np.random.default_rng(cfg.seed).choice(val_idx, cfg.val_max, replace=False))
 
     torch.manual_seed(cfg.seed)
-    model = create_model("quasarnet", **cfg.model) if cfg.model else create_model("quasarnet")
-    if model.config.logrid != ds.grid:
+    model = create_model(cfg.family, **cfg.model)
+    if fam.grid(model) != ds.grid:
         raise RedsiftError(f"{cfg.data}: dataset grid ({ds.grid.describe()}) differs from the model's "
-                           f"({model.config.logrid.describe()})")
+                           f"({fam.grid(model).describe()})")
     if cfg.init and not resume:
         _init_weights(model, cfg.init)
         log.info("initialised from %s", cfg.init)
+    description = f"{fam.description}, trained by redsift"
+    if fam.fit is not None:  # solved, not trained by gradient descent
+        history = [dict(fam.fit(model, ds, train_idx, labels, cfg) or {})]
+        history[0].update(validate(model, vds, val_idx, vlabels) if len(val_idx) else {})
+        (out / "train_config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg)}, indent=1, default=str))
+        save_model(model, out / "best", {"description": description, "train": dataclasses.asdict(cfg),
+                                         "val_metrics": history[0]})
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        return history
     dev = _device(cfg.device)
     model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
+    opts = fam.configure_optimizers(model, cfg)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_loss": float("inf"), "bad_epochs": 0,
              "history": []}
     if resume:
         ck = torch.load(ckpt_path, weights_only=True, map_location=dev)
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        # checkpoints written before the family plug-ins hold one optimizer under "optimizer"
+        opt_states = ck["optimizers"] if "optimizers" in ck else [ck["optimizer"]]
+        if len(opt_states) != len(opts):
+            raise RedsiftError(f"{ckpt_path}: {len(opt_states)} optimizer states for {len(opts)} optimizers")
+        for opt, st in zip(opts, opt_states):
+            opt.load_state_dict(st)
         torch.set_rng_state(ck["torch_rng"].cpu())
         if dev.type == "cuda" and "cuda_rng" in ck:
             torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), dev)
@@ -212,15 +211,19 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
 
     def checkpoint():
         _save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+            "model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
+            "torch_rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
             "epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"], "global_step": state["global_step"],
             "best_loss": state["best_loss"], "bad_epochs": state["bad_epochs"],
-            "history_json": json.dumps(state["history"]), "model_config_json": json.dumps(dataclasses.asdict(model.config)),
+            "history_json": json.dumps(state["history"]),
+            "model_config_json": json.dumps(dataclasses.asdict(model.config)),
         })
 
     steps_per_epoch = int(np.ceil(len(train_idx) / cfg.batch_size))
     stop = False
+    from concurrent.futures import ThreadPoolExecutor
+
     while state["epoch"] < cfg.epochs and not stop:
         e = state["epoch"]
         order = np.random.default_rng([cfg.seed, e]).permutation(train_idx)
@@ -229,11 +232,9 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
         t0, seen = time.perf_counter(), 0
         model.train()
         running, nrun = 0.0, 0
-        # the next batch is read and prepared in a background thread while the model trains on this one
-        from concurrent.futures import ThreadPoolExecutor
 
-        def fetch(step):
-            return _batch(ds, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], labels, model.config)
+        def fetch(step):  # the next batch is read and prepared in a background thread
+            return _batch(fam, model, ds, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], labels)
 
         pool = ThreadPoolExecutor(1)
         pending = pool.submit(fetch, state["step_in_epoch"]) if state["step_in_epoch"] < steps_per_epoch else None
@@ -241,13 +242,10 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
             X, t = pending.result()
             X, t = X.to(dev, non_blocking=True), [x.to(dev, non_blocking=True) for x in t]
             pending = pool.submit(fetch, s + 1) if s + 1 < steps_per_epoch else None
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, state["global_step"], steps_per_epoch)
-            loss, _ = quasarnet_loss(model(X, logits=True), *t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += float(loss.detach())
+            for opt in opts:
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(cfg, state["global_step"], steps_per_epoch)
+            running += fam.training_step(model, X, t, opts)
             nrun += 1
             seen += len(X)
             state["step_in_epoch"] = s + 1
@@ -266,21 +264,17 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
             checkpoint()
             break
         # end of epoch: validate, keep the best, early-stop
-        metrics = evaluate_dataset(model, vds, val_idx, vlabels)
+        metrics = validate(model, vds, val_idx, vlabels)
         metrics.update({"epoch": e + 1, "train_loss": running / max(nrun, 1),
                         "train_spectra_per_s": rate, "global_step": state["global_step"]})
         state["history"].append(metrics)
         log.info("epoch %d: %s", e + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
         if progress:
-            print(f"epoch {e + 1}: val loss {metrics['loss']:.4f}  purity {metrics['purity']:.4f}  "
-                  f"completeness {metrics['completeness']:.4f}  dv std {metrics['dv_std']:.0f} km/s  "
-                  f"BAL {metrics['bal_completeness_op']:.3f}/{metrics['nonbal_rejection_op']:.3f} at "
-                  f"{metrics['bal_threshold_op']}  ({rate:.0f} spectra/s)")
+            print(f"epoch {e + 1}: {fam.summary_line(metrics)}  ({rate:.0f} spectra/s)")
         if metrics["loss"] < state["best_loss"]:
             state["best_loss"], state["bad_epochs"] = metrics["loss"], 0
-            save_model(model, out / "best", {"description": "QuasarNET trained by redsift",
-                                             "train": dataclasses.asdict(cfg), "epoch": e + 1,
-                                             "val_metrics": metrics})
+            save_model(model, out / "best", {"description": description, "train": dataclasses.asdict(cfg),
+                                             "epoch": e + 1, "val_metrics": metrics})
         else:
             state["bad_epochs"] += 1
         state["epoch"], state["step_in_epoch"] = e + 1, 0
@@ -293,5 +287,7 @@ def train_quasarnet(cfg: TrainConfig, resume: bool = False, progress: bool = Tru
 
 
 def load_train_config(path) -> TrainConfig:
+    """The TrainConfig of a run directory's ``train_config.json`` (runs before the family plug-ins were
+    all QuasarNET: ``family`` defaults to it)."""
     d = json.loads(Path(path).read_text())["train"]
     return TrainConfig(**d)

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .constants import C_KMS
+
 __all__ = ["C_KMS", "BAL_ZMIN", "velocity_difference", "nmad", "qso_metrics", "pulls", "pull_metrics", "bal_metrics",
            "bal_threshold"]
 
-C_KMS = 299792.458
 #: Lowest redshift at which the CIV BAL region (from 1400 A rest) is on a grid starting at 3600 A.
 BAL_ZMIN = 3600.0 / 1400.0 - 1
 

@@ -1,0 +1,209 @@
+"""The family adapter: what a model family tells the generic predict/train/evaluate/release machinery.
+
+A model family is one module under ``redsift/models/`` holding its config dataclass, its module (or
+fitted object) and a subclass of :class:`Family` registered with
+:func:`redsift.models.registry.register_family`. The generic code never knows more about a family
+than these methods; a family overrides what differs from the defaults. The shape follows timm's
+registry/factory (``timm/models/_registry.py``, ``_builder.py``) and nanoGPT's
+``configure_optimizers``; see ``docs/architecture.md`` for the pipeline and a worked example.
+
+Stages and the methods that serve them:
+
+=================  ==========================================================================
+predict            :meth:`prepare` (spectra -> model inputs, per file), :meth:`infer` (inputs ->
+                   raw outputs), :meth:`columns` (raw outputs -> catalog columns and ZWARN
+                   bits), :meth:`schema` (the family's columns, fixed per model),
+                   :meth:`decisions` (the decision rule written into catalog headers)
+train              :meth:`labels`, :meth:`batch`, :meth:`configure_optimizers` (a list: a
+                   generator/discriminator pair fits), :meth:`training_step`,
+                   :meth:`eval_step`, :meth:`metrics`; or the optional hook ``fit`` for
+                   models solved rather than trained by gradient descent
+release            :meth:`release`: choose and calibrate the decisions on a validation set
+evaluate           :meth:`report`: the family's section of ``redsift evaluate``
+optional hooks     ``fit(model, data, cfg)``, ``sample(model, n, **conditions)``,
+                   ``export(model, path)`` (e.g. ONNX) — ``None`` when the family has none
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import RedsiftError
+from ..zwarning import ZWarningMask
+
+__all__ = ["Family", "Prepared"]
+
+
+class Prepared(dict):
+    """Model inputs for a batch of spectra: row-aligned arrays by name, plus ``zwarn`` (int64).
+
+    ``X`` is what :meth:`Family.infer` takes; any other key (e.g. ``snr``) is passed on to
+    :meth:`Family.columns`. Prepared batches of one model concatenate row-wise.
+    """
+
+    @property
+    def nrows(self) -> int:
+        return len(self["zwarn"])
+
+    @classmethod
+    def concatenate(cls, parts: list["Prepared"]) -> "Prepared":
+        out = cls()
+        for key in parts[0]:
+            out[key] = np.concatenate([p[key] for p in parts])
+        return out
+
+    def take(self, rows) -> "Prepared":
+        return Prepared({k: v[rows] for k, v in self.items()})
+
+
+class Family:
+    """Base class of a family adapter (see the module docstring).
+
+    Class attributes
+    ----------------
+    name : str
+        The family's registry name (``redsift train NAME``, ``config.json``'s ``"model"``).
+    config_cls : type
+        Its config dataclass (saved with every artefact).
+    description : str
+        One line for ``redsift models`` and ``--help``.
+    """
+
+    name: str = ""
+    config_cls: type = None
+    description: str = ""
+    #: optional hooks: replaced by callables in families that have them
+    fit = None
+    sample = None
+    export = None
+
+    # --- building ---------------------------------------------------------------------------
+    def build(self, config):
+        """A new, untrained model of this family from its config."""
+        raise NotImplementedError
+
+    # --- predict ----------------------------------------------------------------------------
+    def grid(self, model):
+        """The model's input grid (a :class:`~redsift.grid.LogGrid`)."""
+        return model.config.logrid
+
+    def binning(self, model) -> str:
+        """How spectra go onto :meth:`grid` (see :func:`redsift.preprocess.to_grid`)."""
+        return getattr(model.config, "binning", "quasarnet")
+
+    def prepare(self, model, spectra) -> Prepared:
+        """Model inputs of a batch of spectra (one file's, in predict): grid, then :meth:`prepare_gridded`."""
+        from ..preprocess import to_grid
+
+        b = to_grid(spectra, self.grid(model), self.binning(model))
+        return self.prepare_gridded(model, b.flux, b.ivar, np.asarray(spectra.meta["ZWARN"], np.int64))
+
+    def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False) -> Prepared:
+        """Model inputs of spectra already on the model grid (datasets; the default normalises as
+        QuasarNET, :func:`redsift.preprocess.normalize_mean_rms`, and adds the coverage bits).
+        ``full``: also every auxiliary quantity that prediction may skip (the release asks for them)."""
+        from ..preprocess import coverage_zwarn, normalize_mean_rms
+
+        return Prepared(X=normalize_mean_rms(flux, ivar), zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar))
+
+    def infer(self, model, X, batch_size: int = 1024, backend: str = "auto"):
+        """Raw outputs for inputs ``X`` (row-aligned; the default runs the torch module in eval mode)."""
+        import torch
+
+        model.eval()
+        device = next(model.parameters()).device
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(X), batch_size):
+                out.append(model(torch.from_numpy(np.ascontiguousarray(X[s:s + batch_size])).to(device)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+    def columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray]:
+        """Catalog columns and ZWARN of a batch: ``({"Z":..., "ZERR":..., "SPECTYPE":..., "SUBTYPE":...,
+        <schema columns>}, zwarn)``. Rows without data (``NODATA`` in ``prepared["zwarn"]``) must get
+        non-measured values; the generic code adds ``NO_REDSHIFT`` wherever ``Z`` is not finite and
+        ZWARN would be 0."""
+        raise NotImplementedError
+
+    def schema(self, model) -> list[tuple[str, str]]:
+        """``(name, numpy dtype string)`` of the family's own catalog columns, in order (fixed per model)."""
+        return []
+
+    def decisions(self, model) -> dict:
+        """The decision rule behind the catalog's class and redshift (written into its header)."""
+        fn = getattr(model.config, "decisions", None)
+        return fn() if callable(fn) else {}
+
+    def plot(self, model, spectra, i: int, row, ax=None):
+        """Spectrum ``i`` with what the model found (catalog ``row``); the default marks the quasar lines at Z."""
+        from ..evaluate.plots import plot_spectrum
+
+        z = float(row["Z"]) if "Z" in row.colnames else None
+        title = f"{row['SPECTYPE']}  z = {z:.4f}  ZWARN = {row['ZWARN']}" if "SPECTYPE" in row.colnames else None
+        return plot_spectrum(spectra, i, ax=ax, z=z, title=title)
+
+    # --- train ------------------------------------------------------------------------------
+    def labels(self, meta) -> dict:
+        """Training labels of a dataset's metadata: row-aligned arrays by name."""
+        raise RedsiftError(f"model family {self.name!r} cannot be trained")
+
+    def batch(self, model, flux, ivar, labels: dict):
+        """``(X, targets)`` tensors for one training or validation batch on the model grid."""
+        raise RedsiftError(f"model family {self.name!r} cannot be trained")
+
+    def configure_optimizers(self, model, cfg) -> list:
+        """The optimizers (a list) for train config ``cfg``; the default is one Adam over every parameter
+        with ``cfg.lr`` and ``cfg.amsgrad``."""
+        import torch
+
+        return [torch.optim.Adam(model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)]
+
+    def loss(self, model, X, targets):
+        """The training loss of a batch (a scalar tensor)."""
+        raise NotImplementedError
+
+    def training_step(self, model, X, targets, optimizers) -> float:
+        """One optimisation step; returns the batch loss. The default: one optimizer, :meth:`loss`."""
+        loss = self.loss(model, X, targets)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        return float(loss.detach())
+
+    def eval_step(self, model, X, targets):
+        """``(loss, raw)`` of a validation batch in eval mode; raw as :meth:`infer` returns it."""
+        raise NotImplementedError
+
+    def metrics(self, model, raw, labels: dict) -> dict:
+        """Validation metrics of raw outputs against labels (``loss`` is added by the loop)."""
+        return {}
+
+    def summary_line(self, metrics: dict) -> str:
+        """One line for the end of an epoch."""
+        return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+    def init_compatible(self, src, model) -> list[str]:
+        """Config fields in which ``src`` differs from ``model`` so that its weights cannot initialise it."""
+        return []
+
+    # --- release ----------------------------------------------------------------------------
+    def release(self, model, raw, prepared: Prepared, meta) -> tuple[dict, dict]:
+        """Decisions chosen on a validation set: ``(config updates, record)``. The default changes nothing."""
+        return {}, {}
+
+    # --- evaluate ---------------------------------------------------------------------------
+    def report(self, t, out: str, header: dict, overrides: dict, truth_path: str = "") -> list[str]:
+        """The family's section of ``redsift evaluate`` (Markdown lines; may write figures into ``out``).
+
+        ``t`` is the catalog joined to the truth (``TRUE_*`` columns), ``header`` the catalog's header
+        (its decision rule), ``overrides`` the user's ``--set KEY=VALUE`` values, ``truth_path`` the truth
+        (a dataset's spectra can be drawn)."""
+        return []
+
+
+def nodata_rows(zwarn) -> np.ndarray:
+    """Rows flagged NODATA (no model output is meaningful there)."""
+    return (np.asarray(zwarn, np.int64) & int(ZWarningMask.NODATA)) > 0

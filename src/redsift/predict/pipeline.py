@@ -1,0 +1,307 @@
+"""The generic prediction pipeline: sources -> batches -> family -> common columns -> catalog.
+
+Sources are files (any format :func:`redsift.read` knows), directories (the files a reader
+recognises; the others are logged and skipped), datasets (``redsift simulate``/``ingest`` output) and
+in-memory :class:`~redsift.spectra.Spectra`. Every input spectrum gets exactly one row. Failures are
+isolated at every stage:
+
+========  ===================================================================================
+read      a file that cannot be read gets one row flagged ``NODATA | BAD_INPUT``, the reason in
+          ``ERROR`` (:func:`redsift.io.registry.iter_read`'s placeholder)
+grid      a file whose spectra cannot be put on the model grid is retried spectrum by spectrum;
+          a spectrum that still fails gets ``NODATA | BAD_INPUT`` and ``ERROR = "grid: ..."``
+model     a batch the model fails on is retried row by row; a failing row gets ``NODATA |
+          BAD_INPUT`` and ``ERROR = "model: ..."``
+catalog   the same for the family's columns (``ERROR = "catalog: ..."``)
+========  ===================================================================================
+
+Each file is put on the model grid on its own, so spectra of different native grids, lengths or
+layouts never have to be stacked before they share the model's grid.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import RedsiftError, SpectrumFileError, UnknownFormatError, oneline
+from ..models.family import Prepared
+from ..models.registry import get_family
+from ..spectra import Spectra
+from ..zwarning import ZWarningMask
+from . import catalog as contract
+from .backend import infer
+
+__all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_spectra", "catalog_provenance",
+           "EXIT_PARTIAL"]
+
+log = logging.getLogger(__name__)
+
+#: Exit status of ``redsift predict`` when the catalog was written but some input could not be read.
+EXIT_PARTIAL = 3
+
+_FAILED = int(ZWarningMask.NODATA | ZWarningMask.BAD_INPUT)
+
+
+@dataclass
+class Source:
+    """One input: ``kind`` is ``"file"``, ``"dataset"`` or ``"spectra"``; ``listed`` is True for files
+    found by listing a directory (those a reader does not recognise are skipped, not turned into rows)."""
+
+    kind: str
+    path: str = ""
+    spectra: Spectra | None = None
+    listed: bool = False
+
+
+def _is_dataset(path: str) -> bool:
+    from ..data.store import INDEX_NAME
+
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, INDEX_NAME))
+
+
+def resolve_inputs(inputs) -> list[Source]:
+    """The sources behind paths, globs, directories, datasets and Spectra, checked before any work.
+
+    Raises
+    ------
+    RedsiftError
+        A named path that does not exist, or a glob that matches nothing (one line naming it).
+    """
+    if isinstance(inputs, (str, os.PathLike, Spectra)):
+        inputs = [inputs]
+    out = []
+    for item in inputs:
+        if isinstance(item, Spectra):
+            out.append(Source("spectra", spectra=item))
+            continue
+        path = os.fspath(item)
+        if not os.path.exists(path):
+            if glob.has_magic(path):
+                matches = sorted(glob.glob(path))
+                if not matches:
+                    raise RedsiftError(f"{path}: no file matches this pattern")
+                out.extend(resolve_inputs(matches))
+                continue
+            raise RedsiftError(f"{path}: no such file or directory")
+        if _is_dataset(path):
+            out.append(Source("dataset", path))
+        elif os.path.isdir(path):
+            names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+            files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+            out.extend(Source("file", f, listed=True) for f in files)
+        else:
+            out.append(Source("file", path))
+    return out
+
+
+def catalog_provenance(model, name: str, command: str) -> dict:
+    """The header record of a catalog made by ``model``: what made it and its decision rule."""
+    from ..io.output import provenance
+
+    fam = get_family(model)
+    return provenance(model=f"{fam.name}:{name}", weights_sha256=getattr(model, "weights_sha256", ""),
+                      grid=fam.grid(model), command=command, **fam.decisions(model))
+
+
+class _Builder:
+    """Accumulates prepared rows, runs the model in batches and keeps the catalog columns."""
+
+    def __init__(self, model, batch_rows: int, backend: str):
+        self.model, self.fam = model, get_family(model)
+        self.batch_rows, self.backend = batch_rows, backend
+        self.schema = contract.schema(self.fam, model)
+        self.family_cols = self.fam.schema(model)
+        # in input order: (ids, prepared, errors) to run, or a finished dict of columns (failed rows)
+        self.pending: list = []
+        self.npending = 0
+        self.parts: list[dict] = []
+
+    def _failed(self, ids: dict, zwarn, errors) -> dict:
+        """Columns of rows that could not be measured: ids, ZWARN and the reason, sentinels elsewhere."""
+        cols = contract.empty_columns(self.schema, len(zwarn))
+        cols.update(ids)
+        cols["ZWARN"] = np.asarray(zwarn, np.int64) | _FAILED
+        cols["ERROR"] = np.asarray(errors, dtype=str)
+        return cols
+
+    def add_failed(self, ids: dict, zwarn, errors):
+        self.pending.append(self._failed(ids, zwarn, errors))
+
+    def add(self, ids: dict, prepared: Prepared, errors):
+        self.pending.append((ids, prepared, np.asarray(errors, dtype=str)))
+        self.npending += prepared.nrows
+        if self.npending >= self.batch_rows:
+            self.flush()
+
+    def flush(self):
+        """Run the model once on every pending row and emit the parts in input order."""
+        todo = [p for p in self.pending if isinstance(p, tuple)]
+        done = []
+        if todo:
+            ids = {k: np.concatenate([p[0][k] for p in todo]) for k in todo[0][0]}
+            prepared = Prepared.concatenate([p[1] for p in todo])
+            errors = np.concatenate([p[2] for p in todo])
+            done = self._run(ids, prepared, errors)
+        out = _split(done, [p[1].nrows for p in todo])
+        for p in self.pending:
+            self.parts.append(p if isinstance(p, dict) else next(out))
+        self.pending, self.npending = [], 0
+
+    def _run(self, ids, prepared, errors) -> list[dict]:
+        """Columns of the rows, in order, as a list of parts (one, unless rows had to be run alone)."""
+        stage = "model"
+        try:
+            raw = infer(self.model, prepared["X"], backend=self.backend)
+            stage = "catalog"
+            cols, zwarn = self.fam.columns(self.model, raw, prepared)
+        except Exception as exc:  # noqa: BLE001 - isolate the failure: retry row by row
+            if prepared.nrows == 1:
+                log.warning("%s row %s: %s failed: %s", ids["SOURCE"][0], ids["INDEX"][0], stage, oneline(exc))
+                return [self._failed(ids, prepared["zwarn"], [f"{stage}: {oneline(exc)}"])]
+            out = []
+            for i in range(prepared.nrows):
+                out += self._run({k: v[i:i + 1] for k, v in ids.items()}, prepared.take(slice(i, i + 1)),
+                                 errors[i:i + 1])
+            return out
+        cols = dict(cols)
+        cols.update(ids)
+        cols["ZWARN"] = zwarn
+        cols["ERROR"] = errors
+        return [cols]
+
+    def finish(self, meta: dict | None = None):
+        self.flush()
+        if not self.parts:
+            raise RedsiftError("no input spectra")
+        names = [n for n, _ in self.schema]
+        merged = {}
+        for name in names:
+            vals = [p[name] for p in self.parts if name in p]
+            merged[name] = np.concatenate(vals) if len(vals) == len(self.parts) else None
+        merged = {k: v for k, v in merged.items() if v is not None}
+        return contract.finish(merged, self.schema, meta)
+
+
+def _split(parts: list[dict], counts: list[int]):
+    """Yield the columns of ``parts`` (rows in order) cut into pieces of ``counts`` rows."""
+    if not counts:
+        return
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    start = 0
+    for n in counts:
+        yield {k: v[start:start + n] for k, v in merged.items()}
+        start += n
+
+
+def _prepare(builder, spectra: Spectra):
+    """Prepare one file's spectra; on failure, spectrum by spectrum (the grid stage's isolation)."""
+    ids = contract.id_columns(spectra.meta)
+    errors = np.asarray(spectra.meta["ERROR"]).astype(str) if "ERROR" in spectra.meta.colnames else np.full(len(spectra), "")
+    zwarn = np.asarray(spectra.meta["ZWARN"], np.int64)
+    unreadable = (zwarn & int(ZWarningMask.BAD_INPUT)) > 0
+    if unreadable.all():
+        builder.add_failed(ids, zwarn, errors)
+        return
+    try:
+        builder.add(ids, builder.fam.prepare(builder.model, spectra), errors)
+        return
+    except Exception as exc:  # noqa: BLE001
+        if len(spectra) == 1:
+            src = ids["SOURCE"][0]
+            log.warning("%s: cannot put the spectrum on the model grid: %s", src, oneline(exc))
+            builder.add_failed(ids, zwarn, [f"grid: {oneline(exc)}"])
+            return
+    for i in range(len(spectra)):
+        _prepare(builder, spectra[i])
+
+
+def _read(source: Source):
+    """The spectra of a file source, a placeholder row when it cannot be read, None to skip it."""
+    from ..io.registry import read_file
+
+    try:
+        return read_file(source.path)
+    except UnknownFormatError as exc:
+        if source.listed:
+            log.info("%s: skipped (%s)", source.path, exc.cause)
+            return None
+        log.warning("%s", exc)
+        return Spectra.placeholder(source.path, exc.cause)
+    except SpectrumFileError as exc:
+        log.warning("%s", exc)
+        return Spectra.placeholder(source.path, exc.cause)
+    except Exception as exc:  # noqa: BLE001 - no input may abort a batch
+        log.warning("%s: %s", source.path, oneline(exc))
+        return Spectra.placeholder(source.path, f"cannot read ({oneline(exc)})")
+
+
+def _dataset(builder, path: str, chunk: int, bar):
+    from ..data.store import Dataset
+
+    ds = Dataset(path)
+    grid = builder.fam.grid(builder.model)
+    if ds.grid != grid:
+        raise RedsiftError(f"{path}: dataset grid ({ds.grid.describe()}) differs from the model's ({grid.describe()})")
+    meta = ds.meta
+    for s in range(0, len(ds), chunk):
+        idx = np.arange(s, min(s + chunk, len(ds)))
+        flux, ivar, _ = ds.read(idx)
+        m = meta[idx]
+        if "SOURCE" not in m.colnames:
+            m["SOURCE"] = [path] * len(m)
+        zwarn = np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else np.zeros(len(m), np.int64)
+        errors = np.full(len(m), "")
+        builder.add(contract.id_columns(m), builder.fam.prepare_gridded(builder.model, flux, ivar, zwarn), errors)
+        bar.update(0)
+
+
+def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True, backend: str = "auto",
+                    meta: dict | None = None):
+    """The catalog of ``model`` for files, directories, globs, datasets and/or Spectra: one row per spectrum.
+
+    Parameters
+    ----------
+    model
+        A loaded model (:func:`redsift.load_model`).
+    inputs
+        A path, a Spectra batch, or a list of them (see :func:`resolve_inputs`).
+    batch_rows : int
+        Spectra per model call.
+    backend : {"auto", "torch", "onnx"}
+        See :func:`redsift.predict.backend.infer`.
+
+    Returns
+    -------
+    astropy.table.Table
+        The columns of the catalog contract (``docs/catalog.md``).
+    """
+    from tqdm.auto import tqdm
+
+    sources = resolve_inputs(inputs)
+    builder = _Builder(model, batch_rows, backend)
+    nfiles = sum(s.kind == "file" for s in sources)
+    bar = tqdm(total=nfiles, desc="predict", unit="file", disable=not progress or not nfiles)
+    try:
+        for src in sources:
+            if src.kind == "dataset":
+                _dataset(builder, src.path, 8192, bar)
+                continue
+            spectra = src.spectra if src.kind == "spectra" else _read(src)
+            if src.kind == "file":
+                bar.update()
+            if spectra is None or len(spectra) == 0:
+                continue
+            _prepare(builder, spectra)
+    finally:
+        bar.close()
+    return builder.finish(meta)
+
+
+def predict_spectra(model, spectra: Spectra, batch_rows: int = 4096, backend: str = "auto"):
+    """Catalog rows for one batch of spectra (any format, any grid)."""
+    return predict_catalog(model, [spectra], batch_rows=batch_rows, progress=False, backend=backend)
