@@ -25,12 +25,14 @@ and mask only.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from astropy.table import Table, vstack
 
 from .zwarning import ZWarningMask
 
-__all__ = ["Spectra", "CORE_COLUMNS", "sdss_targetid", "stack_meta", "loglinear_params"]
+__all__ = ["Spectra", "CORE_COLUMNS", "sdss_targetid", "stack_meta", "loglinear_params", "placeholder_wave"]
 
 CORE_COLUMNS = ("TARGETID", "SURVEY", "FORMAT", "SOURCE", "INDEX", "AIRTOVAC", "ZWARN", "ERROR")
 
@@ -69,13 +71,18 @@ class Spectra:
     """
 
     def __init__(self, wave, flux, ivar, mask=None, meta: Table | None = None):
-        flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
-        ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 -> float32 overflow gives inf: masked below
+            flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+            ivar = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
         wave = np.asarray(wave, dtype=np.float64)
+        if flux.ndim != 2:
+            raise ValueError(f"flux has shape {flux.shape}; expected (nspec, npix)")
         if flux.shape != ivar.shape:
             raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} differ in shape")
         if wave.shape not in (flux.shape[1:], flux.shape):
             raise ValueError(f"wave {wave.shape} matches neither ({flux.shape[1]},) nor {flux.shape}")
+        if flux.shape[0] and not flux.shape[1]:
+            raise ValueError("the spectra have no pixels")
         mask = np.zeros(flux.shape, bool) if mask is None else np.array(mask, dtype=bool, copy=True)
         if mask.shape != flux.shape:
             raise ValueError(f"mask {mask.shape} and flux {flux.shape} differ in shape")
@@ -86,15 +93,52 @@ class Spectra:
             flux = np.where(bad, np.float32(0), flux)
             ivar = np.where(bad, np.float32(0), ivar)
             mask |= bad
+        badwave = None
         if not np.all(np.isfinite(wave)):
-            raise ValueError("wavelength array has non-finite values")
+            if wave.ndim == 1:
+                n = int(np.sum(~np.isfinite(wave)))
+                raise ValueError(f"wavelength array has {n} non-finite value(s), first at pixel "
+                                 f"{int(np.argmax(~np.isfinite(wave)))}")
+            # per-spectrum wavelengths: only the spectra whose own wavelengths are broken are lost
+            badwave = ~np.all(np.isfinite(wave), axis=1)
 
         self.wave, self.flux, self.ivar, self.mask = wave, flux, ivar, mask
         self.meta = _complete_meta(meta, flux.shape[0])
         if nonfinite_rows.any():
             self.meta["ZWARN"][nonfinite_rows] |= int(ZWarningMask.BAD_VALUES)
+        if badwave is not None:
+            self.flag_bad(badwave, "non-finite wavelengths")
         nodata = ~(self.weights > 0).any(axis=1)
         self.meta["ZWARN"][nodata] |= int(ZWarningMask.NODATA)
+
+    def flag_bad(self, rows, reason: str) -> None:
+        """Give up on some spectra of the batch, keeping their rows (in place).
+
+        Their pixels are masked with zero flux and ivar, ``ZWARN`` gets ``BAD_INPUT | NODATA`` and
+        ``ERROR`` the one-line ``reason``. With per-spectrum wavelengths, a row whose wavelengths are
+        not finite, positive and increasing gets a placeholder grid so that the batch stays valid.
+        """
+        rows = np.arange(self.nspec)[rows]
+        if rows.size == 0:
+            return
+        reason = " ".join(str(reason).split()) or "unreadable spectrum"
+        self.flux = np.array(self.flux, copy=True)
+        self.ivar = np.array(self.ivar, copy=True)
+        self.mask = np.array(self.mask, copy=True)
+        self.flux[rows], self.ivar[rows], self.mask[rows] = 0, 0, True
+        if not self.shared_wave:
+            w = np.array(self.wave, copy=True)
+            for r in rows:
+                if not (np.all(np.isfinite(w[r])) and np.all(w[r] > 0) and np.all(np.diff(w[r]) > 0)):
+                    w[r] = placeholder_wave(self.npix)
+            self.wave = w
+        zw = np.array(self.meta["ZWARN"], np.int64)
+        zw[rows] |= int(ZWarningMask.BAD_INPUT | ZWarningMask.NODATA)
+        self.meta["ZWARN"] = zw
+        err = np.array(self.meta["ERROR"]).astype(str)
+        err = err.astype(f"U{max(len(reason), err.dtype.itemsize // 4, 1)}")
+        err[rows] = reason
+        self.meta["ERROR"] = err
 
     # --- basic properties -------------------------------------------------
     @property
@@ -162,7 +206,9 @@ class Spectra:
                 return _from_parts(w0, [b.flux for b in batches], [b.ivar for b in batches],
                                    [b.mask for b in batches], meta)
             lattice = _common_lattice([b.wave for b in batches])
-            if lattice is not None:
+            # the union of the grids is used only while it is no larger than padding per-spectrum arrays
+            # would be: a batch far away on the same lattice must not make a huge array
+            if lattice is not None and lattice[3] <= 2 * max(b.npix for b in batches):
                 loglam0, dloglam, offsets, npix = lattice
                 wave = 10.0 ** (loglam0 + dloglam * np.arange(npix))
                 flux, ivar, mask = _placed(batches, offsets, npix)
@@ -174,8 +220,7 @@ class Spectra:
             w = np.broadcast_to(b.wave, b.flux.shape)
             pad = npix - b.npix
             if pad:
-                step = w[:, -1:] - w[:, -2:-1]
-                w = np.concatenate([w, w[:, -1:] + step * np.arange(1, pad + 1)], axis=1)
+                w = np.concatenate([w, _extend(w, pad)], axis=1)
             waves.append(w)
             fluxes.append(np.pad(b.flux, ((0, 0), (0, pad))))
             ivars.append(np.pad(b.ivar, ((0, 0), (0, pad))))
@@ -200,6 +245,53 @@ class Spectra:
                    np.ones((1, 2), bool), meta)
 
 
+def placeholder_wave(npix: int) -> np.ndarray:
+    """An increasing wavelength grid of ``npix`` pixels standing in for a spectrum's unusable one."""
+    return np.geomspace(3600.0, 10400.0, npix) if npix > 1 else np.full(npix, 3600.0)
+
+
+def _extend(w: np.ndarray, pad: int) -> np.ndarray:
+    """``pad`` more wavelengths continuing each row of ``w`` (nspec, npix >= 1), strictly increasing.
+
+    The grid goes on with the row's last step; a one-pixel row (no step) goes on in steps of 1e-4 in log10
+    (the SDSS pixel).
+    """
+    last = w[:, -1:]
+    step = last - w[:, -2:-1] if w.shape[1] >= 2 else np.zeros_like(last)
+    step = np.where(np.isfinite(step) & (step > 0), step, last * (10.0 ** 1e-4 - 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = last + step * np.arange(1, pad + 1)
+    if not np.all(np.isfinite(out)):  # at the top of the float range: the next representable numbers
+        out = np.empty((w.shape[0], pad))
+        prev = last[:, 0]
+        for k in range(pad):
+            prev = out[:, k] = np.nextafter(prev, np.inf)
+    return out
+
+
+_INT_CORE = ("TARGETID", "INDEX", "ZWARN")
+
+
+def _as_int64(col, name: str) -> np.ndarray:
+    """A core integer column as int64; values that are not whole numbers (text, NaN, 2-D rows) become -1
+    (0 for ZWARN), so that odd metadata never costs a spectrum."""
+    a = np.asarray(col)
+    if a.ndim == 1 and a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    default = 0 if name == "ZWARN" else -1
+    out = np.full(len(a), default, np.int64)
+    if a.ndim != 1:
+        return out
+    for i, v in enumerate(a.tolist()):
+        try:
+            f = float(v.strip() if isinstance(v, (str, bytes)) else v)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if np.isfinite(f) and f == int(f) and abs(f) < 2**62:
+            out[i] = int(f)
+    return out
+
+
 def _complete_meta(meta: Table | None, nspec: int) -> Table:
     """A new table with the core columns first (added with defaults where missing), then the rest.
 
@@ -219,8 +311,12 @@ def _complete_meta(meta: Table | None, nspec: int) -> Table:
                 cols[name] = np.array([value] * nspec, dtype="U1" if not value else str)
             else:
                 cols[name] = np.full(nspec, value, dtype=_DTYPES[name])
-        elif name in ("TARGETID", "INDEX", "ZWARN"):
-            cols[name] = np.array(meta[name], dtype=np.int64)
+        elif name in _INT_CORE:
+            cols[name] = _as_int64(meta[name], name)
+        elif _DTYPES[name] is str and (getattr(meta[name], "ndim", 1) != 1 or meta[name].dtype.kind not in "US"):
+            cols[name] = np.array([str(v) for v in meta[name]], dtype=str) if nspec else np.zeros(0, "U1")
+        elif name == "AIRTOVAC" and (meta[name].ndim != 1 or meta[name].dtype.kind != "b"):
+            cols[name] = np.array([str(v).strip().upper() in ("TRUE", "T", "1") for v in meta[name]], bool)
         else:
             cols[name] = meta[name]
     for name in meta.colnames:
@@ -244,9 +340,39 @@ def _fill_value(col):
     return ""
 
 
+def _kind(col) -> tuple:
+    """What a column must agree on to be stacked: its kind (number, bool, text, other) and its row shape."""
+    k = col.dtype.kind
+    kind = "number" if k in "iuf" else "bool" if k == "b" else "text" if k in "US" else f"other-{col.dtype}"
+    return kind, col.shape[1:]
+
+
+def _as_text(col) -> np.ndarray:
+    a = np.asarray(col)
+    if a.ndim == 1 and a.dtype.kind != "O":
+        return a.astype(str)
+    return np.array([" ".join(str(v).split()) for v in a.tolist()], dtype=str) if len(a) else np.zeros(0, "U1")
+
+
 def stack_meta(tables: list[Table]) -> Table:
-    """Stack tables with different columns; missing values become -1 / 0 / NaN / False / "" by type."""
-    out = vstack(tables, join_type="outer", metadata_conflicts="silent")
+    """Stack tables with different columns; missing values become -1 / 0 / NaN / False / "" by type.
+
+    A column that is a number in one table and text (or a bool, or another shape) in another - files of
+    one format do disagree - is stacked as text rather than failing the batch.
+    """
+    kinds: dict[str, set] = {}
+    for t in tables:
+        for name in t.colnames:
+            kinds.setdefault(name, set()).add(_kind(t[name]))
+    clash = {name for name, k in kinds.items() if len(k) > 1 or any(x[0].startswith("other") for x in k)}
+    if clash:
+        tables = [t.copy(copy_data=False) for t in tables]
+        for t in tables:
+            for name in clash & set(t.colnames):
+                t.replace_column(name, _as_text(t[name]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # metadata conflicts and unit merges
+        out = vstack(tables, join_type="outer", metadata_conflicts="silent")
     for name in out.colnames:
         col = out[name]
         if getattr(col, "mask", None) is not None and np.any(col.mask):

@@ -26,10 +26,20 @@ def getcol(table, name: str, default=None):
 
 
 def header_bool(header, key: str, default: bool = True) -> bool:
+    """A boolean header card; ``default`` when it is missing or says neither yes nor no."""
     value = header.get(key, default)
     if isinstance(value, str):
-        return value.strip().upper() in ("T", "TRUE", "Y", "YES", "1")
-    return bool(value)
+        text = value.strip().upper()
+        if text in ("T", "TRUE", "Y", "YES", "1"):
+            return True
+        if text in ("F", "FALSE", "N", "NO", "0"):
+            return False
+        return default
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    return default
 
 
 def to_vacuum(wave: np.ndarray, header, key: str = "VACUUM") -> tuple[np.ndarray, bool]:
@@ -74,3 +84,149 @@ def _ext(name: str) -> str:
         if name.lower().endswith(ext):
             return ext
     return ""
+
+
+# --- defensive conversions shared by the readers ---------------------------------------------------
+# A reader either returns valid spectra or raises an exception whose one-line message names the cause
+# (read_file adds the path). Metadata that cannot be parsed (an id that is text, an RA that is NaN...)
+# never costs the spectra: it is recorded as unknown (-1, NaN or "").
+
+def numeric(arr, what: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """``arr`` as a real numeric array, or ValueError naming ``what`` and what is wrong with it.
+
+    Booleans and integers are accepted (and returned as they are); text, complex and object arrays are not.
+    ``ndim`` (an int or a tuple of ints) is the number of dimensions required.
+    """
+    a = np.asarray(arr)
+    if a.dtype.kind not in "biuf":
+        kind = {"U": "text", "S": "text", "c": "complex numbers", "O": "objects", "V": "records"}.get(
+            a.dtype.kind, f"dtype {a.dtype}")
+        raise ValueError(f"{what} holds {kind}, not real numbers")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in allowed:
+            raise ValueError(f"{what} has shape {a.shape}; expected {' or '.join(f'{n}-D' for n in allowed)}")
+    return a
+
+
+def order_pixels(wave: np.ndarray, arrays, what: str = "wavelengths"):
+    """Check that ``wave`` (1-D) is finite, positive and strictly increasing.
+
+    A wavelength array stored entirely in decreasing order (red to blue) is reversed, together with the
+    last axis of every array in ``arrays`` (None entries are passed through). Anything else raises
+    ValueError naming the first offending pixel.
+
+    Returns ``(wave, arrays)``.
+    """
+    wave = np.asarray(wave, np.float64)
+    problem = wavelength_problem(wave, what)
+    if problem is None:
+        return wave, list(arrays)
+    if wave.size > 1 and np.all(np.isfinite(wave)) and np.all(wave > 0) and np.all(np.diff(wave) < 0):
+        return wave[::-1].copy(), [None if a is None else np.asarray(a)[..., ::-1].copy() for a in arrays]
+    raise ValueError(problem)
+
+
+def wavelength_problem(wave: np.ndarray, what: str = "wavelengths") -> str | None:
+    """A one-line description of what is wrong with a 1-D wavelength array, or None when it is valid
+    (finite, positive, strictly increasing)."""
+    wave = np.asarray(wave, np.float64)
+    if wave.size == 0:
+        return f"{what}: no pixels"
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        return f"{what}: {int(bad.sum())} non-finite value(s), first at pixel {int(np.argmax(bad))}"
+    bad = wave <= 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        return f"{what}: {int(bad.sum())} non-positive value(s), first {wave[i]:.6g} at pixel {i}"
+    step = np.diff(wave)
+    if np.all(step > 0):
+        return None
+    i = int(np.argmax(step <= 0)) + 1
+    if step[i - 1] == 0:
+        return f"{what} repeat: {wave[i]:.6g} A at pixels {i - 1} and {i} (merge or drop repeated pixels)"
+    return (f"{what} are not sorted: {wave[i]:.6g} A at pixel {i} follows {wave[i - 1]:.6g} A "
+            f"(sort the file by wavelength)")
+
+
+def safe_int(value, default: int = -1) -> int:
+    """``value`` as an int, or ``default`` when it is missing, not a number, not whole or out of int64 range."""
+    try:
+        if isinstance(value, (bytes, str)):
+            value = value.strip()
+            value = float(value) if value else default
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    if not np.isfinite(v) or v != int(v) or abs(v) >= 2**62:
+        return default
+    return int(v)
+
+
+def safe_float(value, default: float = np.nan) -> float:
+    """``value`` as a float, or ``default`` when it is not a number."""
+    try:
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def int_column(col, n: int, default: int = -1) -> np.ndarray:
+    """An int64 column of ``n`` values; entries (or the whole column) that are not whole numbers become ``default``."""
+    a = np.asarray(col)
+    if a.shape != (n,):
+        return np.full(n, default, np.int64)
+    if a.dtype.kind in "iub":
+        out = a.astype(np.int64)
+        return out
+    if a.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(a) & (np.abs(a) < 2**62)
+            ok &= np.where(ok, a, 0) == np.round(np.where(ok, a, 0))
+        return np.where(ok, np.where(ok, a, 0).astype(np.int64), default).astype(np.int64)
+    return np.array([safe_int(v, default) for v in a.tolist()], np.int64)
+
+
+def float_column(col, n: int) -> np.ndarray:
+    """A float64 column of ``n`` values; entries that are not numbers become NaN."""
+    a = np.asarray(col)
+    if a.shape != (n,):
+        return np.full(n, np.nan)
+    if a.dtype.kind in "iubf":
+        return a.astype(np.float64)
+    return np.array([safe_float(v) for v in a.tolist()], np.float64)
+
+
+def header_value(header, key: str):
+    """A header value fit for a metadata column (int, float, str or bool), or None (missing, undefined, odd)."""
+    if header is None or key not in header:
+        return None
+    value = header[key]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer, float, np.floating, str)):
+        return value
+    return None
+
+
+def flag(value, what: str) -> bool:
+    """A yes/no flag from a header card, an HDF5 attribute or an NPZ entry (ValueError when it is neither)."""
+    v = np.asarray(value)
+    if v.size != 1:
+        raise ValueError(f"{what} flag has {v.size} values; expected one boolean")
+    v = v.reshape(()).item()
+    if isinstance(v, bytes):
+        v = v.decode("ascii", "replace")
+    if isinstance(v, str):
+        s = v.strip().upper()
+        if s in ("T", "TRUE", "Y", "YES", "1"):
+            return True
+        if s in ("F", "FALSE", "N", "NO", "0", ""):
+            return False
+        raise ValueError(f"{what} flag {v!r} is not a boolean")
+    if isinstance(v, (bool, int, float)) and (isinstance(v, bool) or v in (0, 1)):
+        return bool(v)
+    raise ValueError(f"{what} flag {v!r} is not a boolean")

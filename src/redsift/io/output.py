@@ -1,7 +1,7 @@
 """Result catalogs in the redrock/DESI convention, written atomically.
 
-Column order: ``TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE``, then the survey
-ids (``SURVEY, PLATE, MJD, FIBERID, OBSID, THING_ID, RA, DEC``), then
+Column order: the catalog contract's (:mod:`redsift.catalog`, ``docs/catalog.md``):
+``TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE``, then the survey ids, then
 ``SOURCE, INDEX``, then model-specific columns in the order given.
 
 The format follows the file extension: ``.fits``/``.fits.gz``/``.fit`` (the
@@ -22,15 +22,16 @@ import numpy as np
 from astropy.table import Table
 
 from .._version import __version__
+from ..catalog import HEAD, IDS, LOCATION
 from ..zwarning import ZWarningMask
 from ._util import atomic_path
 
-__all__ = ["write_catalog", "order_columns", "provenance", "file_sha256", "FIRST_COLUMNS",
+__all__ = ["write_catalog", "order_columns", "provenance", "provenance_cards", "file_sha256", "FIRST_COLUMNS",
            "SURVEY_ID_COLUMNS"]
 
-FIRST_COLUMNS = ("TARGETID", "Z", "ZERR", "ZWARN", "SPECTYPE", "SUBTYPE")
-SURVEY_ID_COLUMNS = ("SURVEY", "PLATE", "MJD", "FIBERID", "OBSID", "THING_ID", "RA", "DEC")
-LOCATION_COLUMNS = ("SOURCE", "INDEX")
+FIRST_COLUMNS = tuple(name for name, _ in HEAD)
+SURVEY_ID_COLUMNS = tuple(name for name, _ in IDS)
+LOCATION_COLUMNS = tuple(name for name, _ in LOCATION)
 
 # FITS header keywords for provenance (8 characters at most)
 _PROV_KEYS = {"redsift_version": "RSVER", "model": "MODEL", "weights_sha256": "WHASH",
@@ -60,6 +61,15 @@ def provenance(model: str = "", weights_sha256: str = "", grid=None, command: st
            "command": command}
     rec.update(extra)
     return rec
+
+
+def provenance_cards(prov: dict) -> dict:
+    """The provenance record as the FITS header has it: ``{card: value}`` (cards of 8 characters at most;
+    numbers stay numbers). Also the ``meta`` of tables returned by :func:`redsift.predict`."""
+    out = {}
+    for key, value in prov.items():
+        out[_PROV_KEYS.get(key, key.upper()[:8])] = value.item() if hasattr(value, "item") else value
+    return out
 
 
 def _check(table: Table):

@@ -36,5 +36,8 @@ def predict(inputs, model="default", device: str = "cpu", batch_rows: int = 4096
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         name = resolve_model_name(str(model))
         model = load_model(name, device=device)
+    from ..io.output import provenance_cards
+
     prov = catalog_provenance(model, getattr(model, "source", ""), "redsift.predict (Python)")
-    return predict_catalog(model, inputs, batch_rows=batch_rows, progress=progress, backend=backend, meta=prov)
+    return predict_catalog(model, inputs, batch_rows=batch_rows, progress=progress, backend=backend,
+                           meta=provenance_cards(prov))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from ..zwarning import ZWarningMask
+from .zwarning import ZWarningMask
 
 __all__ = ["HEAD", "IDS", "LOCATION", "TAIL", "SENTINELS", "schema", "sentinel", "id_columns", "finish",
            "empty_columns"]

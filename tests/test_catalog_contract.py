@@ -1,0 +1,117 @@
+"""The catalog contract (docs/catalog.md): one schema per model whatever the inputs, ids carried, ZWARN == 0
+only with a measured Z, and inputs a user mistypes caught before any work."""
+
+import numpy as np
+import pytest
+from astropy.table import Table, vstack
+
+import redsift
+from redsift.cli.main import main
+from redsift.io.output import write_catalog
+from redsift.models import get_family, load_model
+from redsift.predict import EXIT_PARTIAL, predict_catalog
+from redsift.catalog import IDS, schema
+from redsift.simulate import simulate
+from redsift.zwarning import ZWarningMask
+
+MODEL = "quasarnet-qn6_100f-quasarnp"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(MODEL)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("contract") / "sim"
+    simulate(40, "boss", out, seed=13, block=40, progress=False)
+    return str(out)
+
+
+def _signature(t):
+    """Names and dtypes; strings of unbounded length (SOURCE, ERROR) by kind only."""
+    return [(n, t[n].dtype.kind if n in ("SOURCE", "ERROR") else t[n].dtype.str) for n in t.colnames]
+
+
+def test_schema_is_identical_for_every_kind_of_input(model, real_dir, dataset, tmp_path):
+    boss = sorted(str(p) for p in (real_dir / "boss").glob("spec-*.fits"))
+    desi = [str(real_dir / "desi" / "coadd-quasarnp-test.fits"), str(real_dir / "desi" / "coadd-4-80613-thru20210324.fits")]
+    lamost = sorted(str(p) for p in (real_dir / "lamost").glob("spec-*.fits.gz"))
+    bad = tmp_path / "spec-bad.fits"
+    bad.write_bytes(b"SIMPLE  =                    T" + b" " * 100)
+    runs = {"boss": boss[:3], "desi": desi, "lamost": lamost, "sdss1": [str(real_dir / "sdss1")],
+            "mixed": [boss[0], desi[0], lamost[0]], "dataset": [dataset], "bad only": [str(bad)],
+            "spectra": [redsift.read(boss[:2])]}
+    cats = {name: predict_catalog(model, inputs, progress=False) for name, inputs in runs.items()}
+    expected = schema(get_family(model), model)
+    ref = _signature(cats["boss"])
+    assert [n for n, _ in ref] == [n for n, _ in expected]
+    for name, cat in cats.items():
+        assert _signature(cat) == ref, name
+        z, zw = np.asarray(cat["Z"], float), np.asarray(cat["ZWARN"])
+        assert not np.any((zw == 0) & ~np.isfinite(z)), name  # ZWARN == 0 means a measured Z
+    # ids the inputs carry, sentinels where they carry none
+    b = cats["boss"]
+    assert np.all(b["PLATE"] > 0) and np.all(b["OBSID"] == -1) and np.all(b["TILEID"] == -1)
+    lam = cats["lamost"]
+    assert np.all(lam["OBSID"] > 0) and np.all(lam["TARGETID"] == lam["OBSID"]) and np.all(lam["PLATE"] == -1)
+    d = cats["desi"]
+    full = d[np.asarray(d["SOURCE"]).astype(str) == desi[1]]
+    assert len(full) and np.all(full["TARGETID"] > 0) and np.all(full["TILEID"] == 80613)
+    assert np.all(np.isfinite(full["RA"]))
+    assert cats["bad only"]["ZWARN"][0] & ZWarningMask.BAD_INPUT and cats["bad only"]["ERROR"][0]
+    # catalogs of different runs stack without masked cells
+    written = []
+    for name in ("boss", "lamost", "dataset"):
+        path = tmp_path / f"{name}.fits"
+        write_catalog(cats[name], path)
+        written.append(Table.read(path))
+    stacked = vstack(written)
+    assert len(stacked) == sum(len(cats[n]) for n in ("boss", "lamost", "dataset"))
+    assert [c for c in stacked.colnames] == [n for n, _ in expected]
+
+
+def test_ids_are_in_the_contract_in_order():
+    names = [n for n, _ in IDS]
+    assert names[:6] == ["SURVEY", "PLATE", "MJD", "FIBERID", "OBSID", "THING_ID"]
+
+
+def test_missing_input_is_an_error_before_any_work(tmp_path, capsys, real_dir):
+    out = tmp_path / "out.fits"
+    assert main(["predict", "/no/such.fits", "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "redsift: error: /no/such.fits: no such file or directory" and not out.exists()
+    pattern = str(tmp_path / "spec-*.fits")
+    assert main(["predict", pattern, "-o", str(out), "--quiet"]) == 1
+    assert capsys.readouterr().err.strip() == f"redsift: error: {pattern}: no file matches this pattern"
+    assert not out.exists()
+    # a missing path among good ones stops the run too (nothing written)
+    good = str(real_dir / "boss" / "spec-3655-55240-0054.fits")
+    assert main(["predict", good, str(tmp_path / "typo.fits"), "-o", str(out), "--quiet"]) == 1
+    assert not out.exists()
+    # a quoted glob that matches is expanded, sorted
+    assert main(["predict", str(real_dir / "boss" / "spec-3655-*.fits"), "-o", str(out), "--quiet"]) == 0
+    assert len(Table.read(out)) == 17
+
+
+def test_directory_contributes_only_spectra(tmp_path, capsys, real_dir, caplog):
+    out = tmp_path / "out.fits"
+    assert main(["-v", "predict", str(real_dir / "boss"), "-o", str(out), "--quiet"]) == 0
+    t = Table.read(out)
+    assert len(t) == 22  # 22 spec files; labels.csv is skipped, not a row
+    assert not any(str(s).endswith("labels.csv") for s in t["SOURCE"])
+    assert "labels.csv: skipped" in capsys.readouterr().err
+
+
+def test_unreadable_named_input_writes_catalog_and_exits_partial(tmp_path, capsys, real_dir):
+    bad = tmp_path / "spec-trunc.fits"
+    src = (real_dir / "boss" / "spec-3655-55240-0054.fits").read_bytes()
+    bad.write_bytes(src[: len(src) // 3])
+    out = tmp_path / "out.fits"
+    rc = main(["predict", str(real_dir / "boss" / "spec-3655-55240-0104.fits"), str(bad), "-o", str(out), "--quiet"])
+    assert rc == EXIT_PARTIAL == 3
+    t = Table.read(out)
+    assert len(t) == 2 and t["ZWARN"][1] & ZWarningMask.BAD_INPUT and t["ZWARN"][1] & ZWarningMask.NODATA
+    assert "truncated" in t["ERROR"][1] and t["INDEX"][1] == -1
+    assert "1 input(s) could not be read" in capsys.readouterr().err
