@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: venv
+	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: venv

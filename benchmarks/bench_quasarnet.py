@@ -24,7 +24,8 @@ import torch
 
 import redsift
 from redsift.models import create_model, load_model
-from redsift.predict import infer as predict_arrays, onnx_session, predict_catalog
+from redsift.predict import infer as predict_arrays
+from redsift.predict import onnx_session, predict_catalog
 
 
 def med(fn, repeat):

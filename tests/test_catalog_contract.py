@@ -6,11 +6,11 @@ import pytest
 from astropy.table import Table, vstack
 
 import redsift
+from redsift.catalog import IDS, schema
 from redsift.cli.main import main
 from redsift.io.output import write_catalog
 from redsift.models import get_family, load_model
 from redsift.predict import EXIT_PARTIAL, predict_catalog
-from redsift.catalog import IDS, schema
 from redsift.simulate import simulate
 from redsift.zwarning import ZWarningMask
 

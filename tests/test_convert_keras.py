@@ -14,7 +14,6 @@ from redsift.errors import RedsiftError
 from redsift.models import load_model
 from redsift.models.convert_keras import convert_quasarnet_keras
 from redsift.predict import predict_spectra
-from redsift.preprocess import prepare
 
 TAGS = ("qn4_25f", "qn6_100f")
 
@@ -88,7 +87,8 @@ def test_released_models_are_shipped_and_listed(capsys):
 def test_cli_convert(keras_dir, tmp_path, capsys):
     out = tmp_path / "qn4"
     assert main(["convert", "quasarnet-keras", str(keras_dir / "qn4_25f.h5"), "-o", str(out)]) == 0
-    assert "4 conv x 25 filters (k=10, stride 2, valid), FC 25, 7 finders x 13 boxes, offset rescale True" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 conv x 25 filters (k=10, stride 2, valid), FC 25, 7 finders x 13 boxes, offset rescale True" in out
     assert main(["convert", "quasarnet-keras", str(keras_dir / "qn4_25f.h5"), "-o", str(out)]) == 1
     assert "a model exists there" in capsys.readouterr().err
 

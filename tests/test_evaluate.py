@@ -4,7 +4,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from redsift.cli.main import main
-from redsift.metrics import C_KMS, BAL_ZMIN, bal_metrics, bal_threshold, nmad, qso_metrics, velocity_difference
+from redsift.metrics import BAL_ZMIN, C_KMS, bal_metrics, bal_threshold, nmad, qso_metrics, velocity_difference
 from redsift.models import create_model, save_model
 from redsift.simulate import simulate
 

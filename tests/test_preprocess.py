@@ -4,8 +4,17 @@ import pytest
 import redsift
 from redsift import LogGrid, Spectra, ZWarningMask
 from redsift.grid import pixel_edges
-from redsift.preprocess import (SKY_LINES, bin_quasarnet, coverage_zwarn, mask_sky_lines, normalize_max,
-                                normalize_mean_rms, prepare, rebin, snr_median)
+from redsift.preprocess import (
+    SKY_LINES,
+    bin_quasarnet,
+    coverage_zwarn,
+    mask_sky_lines,
+    normalize_max,
+    normalize_mean_rms,
+    prepare,
+    rebin,
+    snr_median,
+)
 
 spectres = pytest.importorskip("spectres", reason="spectres (test-only dependency) is not installed")
 

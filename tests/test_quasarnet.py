@@ -5,7 +5,6 @@ import pytest
 import torch
 from astropy.table import Table
 
-import redsift
 from redsift.cli.main import main
 from redsift.errors import RedsiftError
 from redsift.models import create_model, load_model, save_model

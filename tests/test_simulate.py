@@ -3,11 +3,18 @@ import pytest
 
 from redsift.cli.main import main
 from redsift.data import Dataset
-from redsift.simulate import REST_GRID, load_library, simulate, simulate_block
+from redsift.simulate import REST_GRID, simulate, simulate_block
 from redsift.simulate.instrument import SURVEYS, sample_magnitudes
 from redsift.simulate.parametric import tau_eff
-from redsift.simulate.physics import (absorption_index, bal_troughs, balnicity_index, dla_transmission,
-                                      forest_transmission, lyman_limit, visual_bal_flag)
+from redsift.simulate.physics import (
+    absorption_index,
+    bal_troughs,
+    balnicity_index,
+    dla_transmission,
+    forest_transmission,
+    lyman_limit,
+    visual_bal_flag,
+)
 from redsift.zwarning import ZWarningMask
 
 MIX = {"QSO": 0.6, "STAR": 0.25, "GALAXY": 0.15}

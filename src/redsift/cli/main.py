@@ -30,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    from . import data as _data, demo as _demo, info as _info, model as _model
+    from . import data as _data
+    from . import demo as _demo
+    from . import info as _info
+    from . import model as _model
 
     i = sub.add_parser("info", help="describe spectrum and catalog files",
                        description="For each file: detected format, number of spectra, wavelength range, "

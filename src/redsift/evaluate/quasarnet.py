@@ -120,12 +120,12 @@ def quasarnet_report(t: Table, out: str, header: dict, overrides: dict, truth_pa
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
     bal_set = (" whose BAL flag and BI_CIV agree (the paper's set; *_bi: BI_CIV > 0 alone as the truth)"
                if "bal_completeness_bi" in m else "")
+    own = "the catalog's own (IS_QSO, Z)" if c_th is None else f"c_th = {c_th}, 1 line"
     lines = ["## QuasarNET", "",
-             f"{m['n_true_qso']} true quasars; quasar decisions: "
-             f"{'the catalog' + chr(39) + 's own (IS_QSO, Z)' if c_th is None else f'c_th = {c_th}, 1 line'}; BAL: the catalog's IS_BAL (the model's "
+             f"{m['n_true_qso']} true quasars; quasar decisions: {own}; BAL: the catalog's IS_BAL (the model's "
              f"own BAL threshold), counted on true quasars at z >= {BAL_ZMIN:.2f}"
              f"{bal_set}.",
-             *([f"The model's decision rule (catalog header): "
+             *(["The model's decision rule (catalog header): "
                 + ", ".join(f"{k} = {v}" for k, v in rule.items()) + "."] if rule else []),
              "",
              "| metric | value |", "|---|---:|"]

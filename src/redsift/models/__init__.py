@@ -6,5 +6,13 @@ loads them without pickle. A family plugs in with :func:`register_family` (see
 """
 
 from .family import Family, Prepared  # noqa: F401
-from .registry import (available_models, create_model, families, get_family, load_model,  # noqa: F401
-                       register_family, resolve_model_name, save_model)
+from .registry import (  # noqa: F401
+                       available_models,
+                       create_model,
+                       families,
+                       get_family,
+                       load_model,
+                       register_family,
+                       resolve_model_name,
+                       save_model,
+)

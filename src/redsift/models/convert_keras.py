@@ -17,7 +17,6 @@ Batch-norm layers are matched to the layer feeding them in the graph.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -68,12 +67,12 @@ def read_keras_architecture(path, h5=None) -> tuple[dict, dict]:
         layers = cfg["config"]["layers"]
     except (ValueError, KeyError, TypeError) as exc:
         _fail(path, f"unreadable Keras model_config ({exc})")
-    by_name = {l["config"]["name"]: l for l in layers}
-    convs = [l for l in layers if l["class_name"] == "Conv1D"]
-    boxes = sorted((l for l in layers if l["class_name"] == "Dense" and l["config"]["name"].startswith("fc_box_")),
-                   key=lambda l: int(l["config"]["name"].rsplit("_", 1)[1]))
-    offsets = sorted((l for l in layers if l["class_name"] == "Dense" and l["config"]["name"].startswith("fc_offset_")),
-                     key=lambda l: int(l["config"]["name"].rsplit("_", 1)[1]))
+    by_name = {lay["config"]["name"]: lay for lay in layers}
+    convs = [lay for lay in layers if lay["class_name"] == "Conv1D"]
+    boxes = sorted((lay for lay in layers if lay["class_name"] == "Dense" and lay["config"]["name"].startswith("fc_box_")),
+                   key=lambda lay: int(lay["config"]["name"].rsplit("_", 1)[1]))
+    offsets = sorted((lay for lay in layers if lay["class_name"] == "Dense" and lay["config"]["name"].startswith("fc_offset_")),
+                     key=lambda lay: int(lay["config"]["name"].rsplit("_", 1)[1]))
     if not convs or "fc_common" not in by_name or not boxes or len(boxes) != len(offsets):
         _fail(path, "not a QuasarNET Keras model (it needs Conv1D layers, fc_common, and matching fc_box_i/fc_offset_i)")
     for key in ("filters", "kernel_size", "strides", "padding"):
@@ -81,19 +80,19 @@ def read_keras_architecture(path, h5=None) -> tuple[dict, dict]:
         if len(vals) != 1:
             _fail(path, f"convolutions differ in {key} ({', '.join(sorted(vals))}): not expressible as one QuasarNET config")
     c0 = convs[0]["config"]
-    bns = [l for l in layers if l["class_name"] == "BatchNormalization"]
-    eps = {l["config"]["epsilon"] for l in bns}
+    bns = [lay for lay in layers if lay["class_name"] == "BatchNormalization"]
+    eps = {lay["config"]["epsilon"] for lay in bns}
     if len(eps) > 1:
         _fail(path, f"batch-norm layers differ in epsilon ({sorted(eps)})")
-    dropout = [l["config"]["rate"] for l in layers if l["class_name"] == "Dropout"]
-    inp = next((l for l in layers if l["class_name"] == "InputLayer"), None)
+    dropout = [lay["config"]["rate"] for lay in layers if lay["class_name"] == "Dropout"]
+    inp = next((lay for lay in layers if lay["class_name"] == "InputLayer"), None)
     shape = (inp or {}).get("config", {}).get("batch_input_shape") or (inp or {}).get("config", {}).get("batch_shape")
-    lambdas = [l for l in layers if l["class_name"] == "Lambda"]
-    rescaled = {src for l in lambdas for src in _inbound(l)}
+    lambdas = [lay for lay in layers if lay["class_name"] == "Lambda"]
+    rescaled = {src for lay in lambdas for src in _inbound(lay)}
     if lambdas and rescaled != {o["config"]["name"] for o in offsets}:
         _fail(path, f"lambda layers are wired to {sorted(rescaled)}, not to the offset layers: unknown variant")
-    fc_act = [l for l in layers if l["class_name"] == "Activation" and "fc_common" in
-              [_src for b in bns if b["config"]["name"] in _inbound(l) for _src in _inbound(b)]]
+    fc_act = [lay for lay in layers if lay["class_name"] == "Activation" and "fc_common" in
+              [_src for b in bns if b["config"]["name"] in _inbound(lay) for _src in _inbound(b)]]
     arch = {
         "nconv": len(convs), "filters": int(c0["filters"]), "kernel": int(c0["kernel_size"][0]),
         "stride": int(c0["strides"][0]), "padding": str(c0["padding"]), "fc": int(by_name["fc_common"]["config"]["units"]),
@@ -179,16 +178,16 @@ def convert_quasarnet_keras(path, out_dir, lines=LINES_QUASARNET, bal_line=("CIV
                 _fail(path, f"layer {name} lacks weights {', '.join(missing)}")
             return w
 
-        convs = [l["config"]["name"] for l in layers.values() if l["class_name"] == "Conv1D"]
+        convs = [lay["config"]["name"] for lay in layers.values() if lay["class_name"] == "Conv1D"]
         for i, name in enumerate(convs):
             w = need(name, ("kernel", "bias"))
             put(f"convs.{i}.weight", np.transpose(w["kernel"], (2, 1, 0)), name)
             put(f"convs.{i}.bias", w["bias"], name)
         feeds = {}
-        for l in layers.values():
-            if l["class_name"] == "BatchNormalization":
-                src = _inbound(l)
-                feeds[src[0] if src else ""] = l["config"]["name"]
+        for lay in layers.values():
+            if lay["class_name"] == "BatchNormalization":
+                src = _inbound(lay)
+                feeds[src[0] if src else ""] = lay["config"]["name"]
         targets = [(c, f"bns.{i}") for i, c in enumerate(convs)] + [("fc_common", "fc_bn")]
         for src, prefix in targets:
             if src not in feeds:

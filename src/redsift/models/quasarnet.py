@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import RedsiftError
 from ..constants import C_KMS, QSO_LINES_QUASARNET, QSO_LINES_VACUUM
+from ..errors import RedsiftError
 from ..grid import LogGrid
 from .family import Family, Prepared, nodata_rows
 from .registry import register_family

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import catalog as contract
 from ..errors import RedsiftError, SpectrumFileError, UnknownFormatError, oneline
 from ..models.family import Prepared
 from ..models.registry import get_family
 from ..spectra import Spectra
 from ..zwarning import ZWarningMask
-from .. import catalog as contract
 from .backend import infer
 
 __all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_spectra", "catalog_provenance",

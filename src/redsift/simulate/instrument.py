@@ -172,9 +172,9 @@ def _throughput(wave):
 def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng, absorber=None, bands=None):
     """Observe rest-frame spectra with a survey's instrument.
 
-    ``mags`` are AB magnitudes in ``bands`` (per object; default g). ``absorber(wave, flux)``, when given, is applied to the redshifted
-    noise-free spectra before the instrument (intergalactic absorption) and may
-    return truth columns. Returns ``wave, flux, ivar, mask, extras`` where
+    ``mags`` are AB magnitudes in ``bands`` (per object; default g). ``absorber(wave, flux)``, when given, is applied
+    to the redshifted noise-free spectra before the instrument (intergalactic absorption) and may return
+    truth columns. Returns ``wave, flux, ivar, mask, extras`` where
     ``extras`` holds those columns, the Galactic E(B-V) and the flux-scale factor.
     """
     wave = survey.wave

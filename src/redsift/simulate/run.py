@@ -9,18 +9,17 @@ templates)`` and not on the number of worker processes.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from astropy.table import Table
 
+from ..constants import C_KMS, CIV
 from ..grid import LogGrid
 from ..preprocess import coverage_zwarn, snr_median, to_grid
 from ..spectra import Spectra
 from .instrument import SURVEYS, observe, sample_magnitudes
 from .library import load_library
-from ..constants import C_KMS, CIV
 from .physics import visual_bal_flag
 from .sources import QuasarModel, absorb, make_galaxies, make_stars, qso_redshifts
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .library import REST_GRID, TemplateLibrary
 from ..constants import C_KMS, LYA
-from .physics import bal_troughs, igm_transmission_observed, smc_extinction
+from .library import REST_GRID, TemplateLibrary
 from .parametric import tau_eff
+from .physics import bal_troughs, igm_transmission_observed, smc_extinction
 
 __all__ = ["QuasarModel", "make_stars", "make_galaxies", "qso_redshifts", "STAR_MIX"]
 
