@@ -157,10 +157,19 @@ def cmd_models(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..evaluate.report import write_report
+    from astropy.io import fits
 
-    print(write_report(args.catalog, args.truth, args.output, overrides=parse_options(args.set), label=args.label),
-          end="")
+    from ..errors import RedsiftError
+    from ..evaluate.report import write_report
+    from ..models import families
+
+    try:  # the family that made the catalog: its header's MODEL = FAMILY:NAME
+        header = fits.getheader(args.catalog, 1) if args.catalog.lower().endswith((".fits", ".fit", ".fits.gz")) else {}
+    except (OSError, IndexError) as exc:
+        raise RedsiftError(f"{args.catalog}: cannot read the catalog ({exc})") from None
+    fam = families().get(str(header.get("MODEL", "")).split(":")[0])
+    print(write_report(args.catalog, args.truth, args.output, family=fam, overrides=parse_options(args.set),
+                       label=args.label), end="")
     return 0
 
 

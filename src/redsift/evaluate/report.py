@@ -49,14 +49,6 @@ def joined(cat: Table, truth: Table) -> Table:
     return t
 
 
-def _family(cat: Table):
-    """The family adapter of a catalog (its header's ``MODEL = FAMILY:NAME``), or None."""
-    from ..models.registry import families
-
-    name = str(cat.meta.get("MODEL", "")).split(":")[0]
-    return families().get(name)
-
-
 def _generic(t: Table) -> list[str]:
     """The section every catalog gets: classes against the truth, redshifts where Z was measured."""
     cls = np.asarray(t["TRUE_CLASS"]).astype(str)
@@ -82,16 +74,17 @@ def _generic(t: Table) -> list[str]:
     return lines
 
 
-def write_report(cat_path, truth_path, out, overrides: dict | None = None, label: str = "") -> str:
+def write_report(cat_path, truth_path, out, family=None, overrides: dict | None = None, label: str = "") -> str:
     """Compute everything, write the PNGs and summary.md into ``out``; return the Markdown.
 
-    The generic section covers any catalog; the family's section (from the catalog header's ``MODEL``)
-    follows. ``overrides`` are the user's ``--set KEY=VALUE`` values, handed to the family."""
+    The generic section covers any catalog; the section of ``family`` (the adapter of the family named
+    in the catalog header's ``MODEL = FAMILY:NAME``, found by the caller in the registry) follows.
+    ``overrides`` are the user's ``--set KEY=VALUE`` values, handed to the family."""
     from astropy.table import Table as T
 
     os.makedirs(out, exist_ok=True)
     cat = T.read(cat_path)
-    fam = _family(cat)
+    fam = family
     t = joined(cat, load_truth(truth_path))
     lines = [f"# Evaluation{(': ' + label) if label else ''}", "",
              f"catalog `{cat_path}` (model {cat.meta.get('MODEL', 'unknown')}), truth `{truth_path}`: {len(t)} "

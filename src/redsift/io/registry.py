@@ -25,6 +25,7 @@ import io
 import logging
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -134,6 +135,11 @@ _FITS_MAGIC = b"SIMPLE  ="
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
+#: what a damaged gzip stream raises: BadGzipFile (an OSError), EOFError when cut short, zlib.error when
+#: the deflate data is corrupt
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
 def _sniff(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(16)
@@ -143,8 +149,8 @@ def _sniff(path: str) -> str:
         try:
             with gzip.open(path, "rb") as g:
                 head = g.read(16)
-        except (OSError, EOFError) as exc:
-            raise SpectrumFileError(path, f"corrupt gzip file ({exc})") from None
+        except _GZIP_ERRORS as exc:
+            raise SpectrumFileError(path, f"corrupt gzip file ({oneline(exc)})") from None
         if not head:
             return "empty"
     if head.startswith(_FITS_MAGIC):
@@ -166,7 +172,12 @@ def _open(path) -> FileInfo:
         raise SpectrumFileError(path, "no such file")
     if os.path.isdir(path):
         raise SpectrumFileError(path, "is a directory, not a spectrum file")
-    kind = _sniff(path)
+    if not os.path.isfile(path):  # a FIFO or a device would block or never end
+        raise SpectrumFileError(path, "not a regular file")
+    try:
+        kind = _sniff(path)
+    except OSError as exc:
+        raise SpectrumFileError(path, f"cannot open ({oneline(exc)})") from None
     info = FileInfo(path, kind)
     if kind == "fits":
         from astropy.io import fits
@@ -178,7 +189,7 @@ def _open(path) -> FileInfo:
             try:
                 with gzip.open(path, "rb") as g:
                     source = io.BytesIO(g.read())
-            except (OSError, EOFError) as exc:
+            except _GZIP_ERRORS as exc:
                 raise SpectrumFileError(path, f"truncated or corrupt gzip file ({oneline(exc)})") from None
         # HDUs are loaded lazily: readers touch only what they need, and truncation
         # of that part is caught by read_file
@@ -225,45 +236,118 @@ def read_file(path, format: str | None = None) -> Spectra:
     format : str, optional
         Name of a registered reader (see ``redsift formats``); detected when omitted.
 
+    Returns
+    -------
+    Spectra
+        Valid whatever the file held: flux, ivar and mask 2-D of one shape, finite, positive and strictly
+        increasing wavelengths (a file stored red to blue is reversed), one metadata row per spectrum. A
+        spectrum of a multi-spectrum file whose own wavelengths are unusable keeps its row, flagged
+        ``BAD_INPUT | NODATA`` with the reason in ``ERROR``.
+
     Raises
     ------
     SpectrumFileError
-        With a one-line message naming the file and the cause.
+        With a one-line message naming the file and the cause; no other exception escapes for a bad file.
+    RedsiftError
+        For an unknown ``format`` name (a usage error, raised before the file is opened).
     """
+    if format is not None:
+        _load_builtin()
+        if format not in _READERS:
+            raise RedsiftError(f"unknown format {format!r}; known: {', '.join(sorted(_READERS))}")
     info = _open(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             reader = None
             try:
-                if format is None:
-                    reader = identify_format(info)
-                else:
-                    _load_builtin()
-                    if format not in _READERS:
-                        raise RedsiftError(f"unknown format {format!r}; known: {', '.join(sorted(_READERS))}")
-                    reader = _READERS[format]
+                reader = identify_format(info) if format is None else _READERS[format]
                 spectra = reader.load(info)
-            except RedsiftError as exc:
+                if not isinstance(spectra, Spectra):
+                    raise TypeError(f"reader returned {type(spectra).__name__}, not Spectra")
+                spectra = _conform(spectra)
+            except SpectrumFileError as exc:
                 trunc = _truncation(caught)
                 if trunc:
                     raise SpectrumFileError(info.path, trunc) from exc
+                if exc.path != info.path:
+                    raise SpectrumFileError(info.path, exc.cause) from exc
                 raise
-            except Exception as exc:
-                cause = _truncation(caught) or f"cannot read as {reader.name} ({oneline(exc)})"
+            except Exception as exc:  # astropy, numpy, h5py... raise anything on a damaged file
+                what = f"cannot read as {reader.name}" if reader is not None else f"unreadable {info.kind} file"
+                cause = _truncation(caught) or f"{what} ({oneline(exc)})"
                 raise SpectrumFileError(info.path, cause) from exc
         trunc = _truncation(caught)
         if trunc:
             raise SpectrumFileError(info.path, trunc)
     finally:
         if info.hdul is not None:
-            info.hdul.close()
+            try:
+                info.hdul.close()
+            except Exception:  # closing a damaged file must not hide the real error
+                pass
     meta = spectra.meta
     meta["SOURCE"] = np.array([info.path] * len(meta), dtype=str)
     meta["FORMAT"] = np.array([reader.name] * len(meta), dtype=str)
-    if not np.any(meta["SURVEY"] != ""):
+    if not np.any(np.asarray(meta["SURVEY"]).astype(str) != ""):
         meta["SURVEY"] = np.array([reader.survey] * len(meta), dtype=str)
     return spectra
+
+
+def _conform(s: Spectra) -> Spectra:
+    """Check a reader's output against the Spectra contract and put its wavelengths in increasing order.
+
+    Shared wavelengths that are stored in decreasing order are reversed (with the pixels); any other
+    disorder, a repeated wavelength or a non-positive one raises ValueError naming the pixel. With
+    per-spectrum wavelengths the same is done row by row, and a bad row is flagged rather than failing
+    the file.
+    """
+    from ._util import wavelength_problem
+
+    if s.flux.ndim != 2 or s.ivar.shape != s.flux.shape or s.mask.shape != s.flux.shape:
+        raise ValueError(f"flux {s.flux.shape}, ivar {s.ivar.shape} and mask {s.mask.shape} disagree")
+    if s.wave.shape not in ((s.npix,), s.flux.shape):
+        raise ValueError(f"wavelengths {s.wave.shape} do not match flux {s.flux.shape}")
+    if s.nspec == 0:
+        raise ValueError("no spectra in the file")
+    if s.npix == 0:
+        raise ValueError("the spectra have no pixels")
+    if len(s.meta) != s.nspec:
+        raise ValueError(f"{len(s.meta)} metadata rows for {s.nspec} spectra")
+    wave = s.wave
+    if wave.ndim == 1:
+        problem = wavelength_problem(wave)
+        if problem is None:
+            return s
+        if _decreasing(wave[None, :])[0]:
+            s.wave = wave[::-1].copy()
+            s.flux, s.ivar, s.mask = (np.ascontiguousarray(a[:, ::-1]) for a in (s.flux, s.ivar, s.mask))
+            return s
+        raise ValueError(problem)
+    ok = np.all(np.isfinite(wave), axis=1) & np.all(wave > 0, axis=1) & np.all(np.diff(wave, axis=1) > 0, axis=1)
+    if ok.all():
+        return s
+    rev = ~ok & _decreasing(wave)
+    if rev.any():
+        w = np.array(wave, copy=True)
+        w[rev] = w[rev, ::-1]
+        s.wave = w
+        for name in ("flux", "ivar", "mask"):
+            a = np.array(getattr(s, name), copy=True)
+            a[rev] = a[rev, ::-1]
+            setattr(s, name, a)
+    for r in np.flatnonzero(~ok & ~rev):
+        s.flag_bad([r], wavelength_problem(wave[r], f"spectrum {r}: wavelengths"))
+    return s
+
+
+def _decreasing(wave: np.ndarray) -> np.ndarray:
+    """Rows of ``wave`` (2-D) that are finite, positive and strictly decreasing."""
+    if wave.shape[1] < 2:
+        return np.zeros(wave.shape[0], bool)
+    with np.errstate(invalid="ignore"):
+        return (np.all(np.isfinite(wave), axis=1) & np.all(wave > 0, axis=1)
+                & np.all(np.diff(wave, axis=1) < 0, axis=1))
 
 
 def _truncation(caught) -> str | None:
@@ -297,6 +381,10 @@ def iter_read(paths, format: str | None = None, errors: str = "flag") -> Iterabl
     """
     if errors not in ("flag", "raise"):
         raise ValueError("errors must be 'flag' or 'raise'")
+    if format is not None:
+        _load_builtin()
+        if format not in _READERS:
+            raise RedsiftError(f"unknown format {format!r}; known: {', '.join(sorted(_READERS))}")
     for path in expand_paths(paths):
         try:
             yield path, read_file(path, format)
@@ -305,6 +393,11 @@ def iter_read(paths, format: str | None = None, errors: str = "flag") -> Iterabl
                 raise
             log.warning("%s", exc)
             yield path, Spectra.placeholder(path, exc.cause)
+        except Exception as exc:  # a bug, not a bad file: still no batch is lost for it
+            if errors == "raise":
+                raise
+            log.error("%s: unexpected error while reading: %s", path, oneline(exc), exc_info=True)
+            yield path, Spectra.placeholder(path, f"unexpected error ({type(exc).__name__}: {oneline(exc)})")
 
 
 def read(paths, format: str | None = None, errors: str = "raise") -> Spectra:
