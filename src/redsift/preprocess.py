@@ -253,12 +253,14 @@ def snr_median(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     """
     flux = np.asarray(flux, np.float64)
     ivar = np.asarray(ivar, np.float64)
-    snr = np.where(ivar > 0, flux * np.sqrt(np.clip(ivar, 0, None)), np.nan)
-    out = np.full(flux.shape[0], np.nan)
-    has = (ivar > 0).any(axis=1)
-    if has.any():
-        out[has] = np.nanmedian(snr[has], axis=1)
-    return out
+    good = ivar > 0
+    # the median of the valid pixels, as np.nanmedian but without its per-call overhead (one sort per
+    # batch, NaN sorted last): prediction calls this once per file
+    s = np.sort(np.where(good, flux * np.sqrt(np.where(good, ivar, 0.0)), np.nan), axis=1)
+    n = good.sum(axis=1)
+    rows = np.arange(flux.shape[0])
+    lo, hi = s[rows, np.maximum(n - 1, 0) // 2], s[rows, np.maximum(n, 1) // 2 - (n == 0)]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
 
 def coverage(ivar: np.ndarray) -> np.ndarray:
