@@ -73,8 +73,9 @@ def plot_prediction(spectra, i: int, row, ax=None, lines=None, c_th: float = 0.4
     lines = lines or QSO_LINES_VACUUM
     spectype = row["SPECTYPE"] if "SPECTYPE" in row.colnames else ""
     z = row["Z"] if "Z" in row.colnames else float("nan")
+    ztxt = f"z = {z:.4f}" if np.isfinite(z) else "no redshift"
     title = (f"{spectype}{' BAL' if 'IS_BAL' in row.colnames and row['IS_BAL'] else ''}  "
-             f"z = {z:.4f}  ZWARN = {row['ZWARN']}" if "ZWARN" in row.colnames else None)
+             f"{ztxt}  ZWARN = {row['ZWARN']}" if "ZWARN" in row.colnames else None)
     ax = plot_spectrum(spectra, i, ax=ax, z=None, title=title)
     wave = spectra.wave_of(i)
     for name, rest in lines:

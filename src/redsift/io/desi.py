@@ -17,6 +17,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..spectra import Spectra
+from ._util import float_column, header_value, int_column, numeric, order_pixels
 from .registry import FileInfo, register
 
 __all__ = ["read_desi", "merge_arms"]
@@ -82,17 +83,28 @@ def merge_arms(waves, fluxes, ivars, masks):
 def read_desi(info: FileInfo) -> Spectra:
     """Load a DESI coadd or spectra file (all arms merged)."""
     hdul = info.hdul
+    names = info.hdu_names()
+    dup = sorted({n for n in names if n and names.count(n) > 1})
+    if dup:
+        raise ValueError(f"HDUs {', '.join(dup)} appear more than once")
     arms = _arms(info)
     waves, fluxes, ivars, masks = [], [], [], []
     for a in arms:
-        w = np.asarray(hdul[f"{a}_WAVELENGTH"].data, np.float64)
-        f = np.atleast_2d(np.asarray(hdul[f"{a}_FLUX"].data, np.float32))
-        iv = np.atleast_2d(np.asarray(hdul[f"{a}_IVAR"].data, np.float32))
+        w = numeric(_image_data(hdul, f"{a}_WAVELENGTH"), f"{a}_WAVELENGTH", ndim=1)
+        f = numeric(_image_data(hdul, f"{a}_FLUX"), f"{a}_FLUX", ndim=(1, 2))
+        iv = numeric(_image_data(hdul, f"{a}_IVAR"), f"{a}_IVAR", ndim=(1, 2))
+        f, iv = np.atleast_2d(f), np.atleast_2d(iv)
         if f.shape != iv.shape or f.shape[1] != w.size:
             raise ValueError(f"arm {a}: wavelength {w.shape}, flux {f.shape} and ivar {iv.shape} disagree")
         m = None
-        if f"{a}_MASK" in info.hdu_names():
-            m = np.atleast_2d(np.asarray(hdul[f"{a}_MASK"].data)) != 0
+        if f"{a}_MASK" in names:
+            m = np.atleast_2d(numeric(_image_data(hdul, f"{a}_MASK"), f"{a}_MASK", ndim=(1, 2))) != 0
+            if m.shape != f.shape:
+                raise ValueError(f"arm {a}: mask {m.shape} and flux {f.shape} disagree")
+        # each arm must be a proper grid before arms are merged (pixels closer than 1e-3 A would collapse)
+        w, (f, iv, m) = order_pixels(w, (f, iv, m), f"{a}_WAVELENGTH")
+        if np.any(np.diff(np.round(w, 3)) <= 0):
+            raise ValueError(f"{a}_WAVELENGTH has pixels closer than 0.001 A")
         waves.append(w)
         fluxes.append(f)
         ivars.append(iv)
@@ -101,30 +113,49 @@ def read_desi(info: FileInfo) -> Spectra:
     if len(nspec) != 1:
         raise ValueError(f"arms have different numbers of spectra: {sorted(nspec)}")
     nspec = nspec.pop()
+    if nspec == 0:
+        raise ValueError("the arms hold no spectra")
     wave, flux, ivar, mask = merge_arms(waves, fluxes, ivars, masks)
 
-    if "FIBERMAP" in info.hdu_names():
-        fm = Table(hdul["FIBERMAP"].data)
+    if "FIBERMAP" in names:
+        fmhdu = hdul["FIBERMAP"]
+        if fmhdu.is_image or fmhdu.data is None:
+            raise ValueError("FIBERMAP is not a table")
+        cols = [c.upper() for c in fmhdu.columns.names]
+        dupc = sorted({c for c in cols if cols.count(c) > 1})
+        if dupc:
+            raise ValueError(f"FIBERMAP has duplicated columns {', '.join(dupc)}")
+        fm = Table(fmhdu.data)
         if len(fm) != nspec:
             raise ValueError(f"FIBERMAP has {len(fm)} rows for {nspec} spectra")
         keep = [c for c in fm.colnames if fm[c].ndim == 1]
         meta = fm[keep]
-        if "TARGET_RA" in meta.colnames:
-            meta["RA"] = np.asarray(meta["TARGET_RA"], np.float64)
-            meta["DEC"] = np.asarray(meta["TARGET_DEC"], np.float64)
+        if "TARGET_RA" in meta.colnames and "TARGET_DEC" in meta.colnames:
+            meta["RA"] = float_column(meta["TARGET_RA"], nspec)
+            meta["DEC"] = float_column(meta["TARGET_DEC"], nspec)
         # the FIBERMAP's SURVEY-like names must not clash with redsift's core columns
-        for clash in ("SURVEY", "FORMAT", "SOURCE", "INDEX", "ZWARN", "ERROR"):
+        for clash in ("SURVEY", "FORMAT", "SOURCE", "INDEX", "ZWARN", "ERROR", "AIRTOVAC"):
             if clash in meta.colnames:
                 meta.rename_column(clash, f"FM_{clash}")
+        if "TARGETID" in meta.colnames:  # text or NaN ids become -1 rather than failing the file
+            meta["TARGETID"] = int_column(meta["TARGETID"], nspec)
     else:
         meta = Table({"TARGETID": np.full(nspec, -1, np.int64)})
     hdr = info.header
     for key, col in _HEADER_META:
-        if key in hdr and col not in meta.colnames:
-            meta[col] = [hdr[key]] * nspec
+        value = header_value(hdr, key)
+        if value is not None and col not in meta.colnames:
+            meta[col] = [value] * nspec
     meta["SURVEY"] = ["desi"] * nspec
     meta["INDEX"] = np.arange(nspec, dtype=np.int64)
     return Spectra(wave, flux, ivar, mask, meta)
+
+
+def _image_data(hdul, name: str):
+    hdu = hdul[name]
+    if not hdu.is_image or hdu.data is None:
+        raise ValueError(f"{name} is {'empty' if hdu.is_image else 'a table'}, not an image")
+    return hdu.data
 
 
 register("desi-coadd", lambda i: _identify(i) and not i.name.startswith("spectra-"), read_desi,

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..grid import air_to_vacuum
 from ..spectra import Spectra
+from ._util import flag, numeric
 from .registry import FileInfo, register
 
 __all__ = ["read_generic", "write_generic"]
@@ -37,16 +38,23 @@ TEXT_EXT = (".csv", ".txt", ".dat", ".ascii", ".tsv", ".ecsv", ".tbl")
 
 
 def _find(names, candidates):
-    low = {n.lower(): n for n in names}
+    low = {}
+    for n in names:
+        low.setdefault(n.lower(), []).append(n)
     for c in candidates:
         if c in low:
-            return low[c]
+            if len(low[c]) > 1:  # 'flux' and 'FLUX': which one is meant cannot be known
+                raise ValueError(f"{' and '.join(repr(n) for n in low[c])} are both present")
+            return low[c][0]
     return None
 
 
 def _has_columns(names) -> bool:
-    return (_find(names, WAVE_NAMES) is not None and _find(names, FLUX_NAMES) is not None
-            and (_find(names, IVAR_NAMES) is not None or _find(names, ERR_NAMES) is not None))
+    def has(candidates):
+        low = {n.lower() for n in names}
+        return any(c in low for c in candidates)
+
+    return has(WAVE_NAMES) and has(FLUX_NAMES) and (has(IVAR_NAMES) or has(ERR_NAMES))
 
 
 def _hdf5_names(path):
@@ -111,25 +119,40 @@ def _identify_text(info: FileInfo) -> bool:
     return names is None or _has_columns(names)
 
 
+def _array(get, name: str, ndim=(1, 2)) -> np.ndarray:
+    a = numeric(get(name), f"{name!r}", ndim=ndim)
+    return a.astype(np.float64) if a.dtype.kind != "f" else a
+
+
 def _assemble(get, names, air: bool) -> Spectra:
     wname = _find(names, WAVE_NAMES)
-    wave = np.asarray(get(wname), np.float64)
+    wave = _array(get, wname)
     if wname.lower() == "loglam":
-        wave = 10.0 ** wave
-    flux = np.atleast_2d(np.asarray(get(_find(names, FLUX_NAMES)), np.float64))
+        with np.errstate(over="ignore", invalid="ignore"):
+            wave = 10.0 ** wave
+    fname = _find(names, FLUX_NAMES)
+    flux = np.atleast_2d(_array(get, fname, ndim=(0, 1, 2)))
     iname = _find(names, IVAR_NAMES)
     if iname is not None:
-        ivar = np.atleast_2d(np.asarray(get(iname), np.float64))
+        ivar = np.atleast_2d(_array(get, iname, ndim=(0, 1, 2)))
     else:
-        err = np.atleast_2d(np.asarray(get(_find(names, ERR_NAMES)), np.float64))
-        with np.errstate(divide="ignore", invalid="ignore"):
+        ename = _find(names, ERR_NAMES)
+        err = np.atleast_2d(_array(get, ename, ndim=(0, 1, 2)))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ivar = np.where(err > 0, 1.0 / err**2, 0.0)
     mname = _find(names, ("mask",))
-    mask = None if mname is None else np.atleast_2d(np.asarray(get(mname))) != 0
+    mask = None if mname is None else np.atleast_2d(numeric(get(mname), f"{mname!r}", ndim=(0, 1, 2))) != 0
     if wave.ndim == 2 and wave.shape[0] == 1:
         wave = wave[0]
+    if flux.shape != ivar.shape:
+        raise ValueError(f"flux {flux.shape} and {'ivar' if iname else 'error'} {ivar.shape} differ in shape")
+    if wave.shape not in (flux.shape[1:], flux.shape):
+        raise ValueError(f"wavelengths {wave.shape} do not match flux {flux.shape} (one value per pixel)")
+    if mask is not None and mask.shape != flux.shape:
+        raise ValueError(f"mask {mask.shape} and flux {flux.shape} differ in shape")
     if air:
-        wave = air_to_vacuum(wave)
+        with np.errstate(all="ignore"):
+            wave = air_to_vacuum(wave)
     spectra = Spectra(wave, flux, ivar, mask)
     spectra.meta["SURVEY"] = ["generic"] * spectra.nspec
     spectra.meta["AIRTOVAC"] = [air] * spectra.nspec
@@ -142,14 +165,25 @@ def read_generic(info: FileInfo) -> Spectra:
 
         with h5py.File(info.path, "r") as f:
             names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
-            air = bool(f.attrs.get("air", False))
+            air = flag(f.attrs["air"], "air") if "air" in f.attrs else False
             return _assemble(lambda n: f[n][()], names, air)
     if info.kind == "npz":
         with np.load(info.path, allow_pickle=False) as z:
-            air = bool(z["air"]) if "air" in z.files else False
+            air = flag(z["air"], "air") if "air" in z.files else False
             return _assemble(lambda n: z[n], z.files, air)
     t = _read_text_table(info.path)
-    return _assemble(lambda n: np.asarray(t[n]), t.colnames, bool(t.meta.get("air", False)))
+    air = flag(t.meta["air"], "air") if "air" in t.meta else False
+    return _assemble(lambda n: _filled(t[n]), t.colnames, air)
+
+
+def _filled(col) -> np.ndarray:
+    """A text-table column with empty cells as NaN (an empty wavelength or flux cell is not a zero)."""
+    if getattr(col, "mask", None) is not None and np.any(col.mask):
+        if col.dtype.kind in "iub":
+            col = col.astype(np.float64)
+        if col.dtype.kind == "f":
+            return np.asarray(col.filled(np.nan))
+    return np.asarray(col)
 
 
 def write_generic(path, wave, flux, ivar, mask=None) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..spectra import Spectra
-from ._util import getcol, scalar, to_vacuum
+from ._util import getcol, header_value, numeric, safe_float, safe_int, scalar, to_vacuum
 from .registry import FileInfo, register
 
 __all__ = ["read_lamost"]
@@ -43,21 +43,23 @@ def _identify_new(info: FileInfo) -> bool:
 
 
 def _meta(hdr, converted: bool) -> Table:
-    obsid = int(scalar(hdr, "OBSID", default=-1))
+    # header values that cannot be parsed are unknown (-1, NaN): the spectrum is still read
+    obsid = safe_int(scalar(hdr, "OBSID", default=-1))
     meta = {
         "TARGETID": np.array([obsid], np.int64),
         "SURVEY": ["lamost"],
         "INDEX": np.array([0], np.int64),
         "AIRTOVAC": [converted],
         "OBSID": np.array([obsid], np.int64),
-        "RA": [float(scalar(hdr, "RA", default=np.nan))],
-        "DEC": [float(scalar(hdr, "DEC", default=np.nan))],
+        "RA": [safe_float(scalar(hdr, "RA", default=np.nan))],
+        "DEC": [safe_float(scalar(hdr, "DEC", default=np.nan))],
     }
     for key in ("LMJD", "MJD", "SPID", "FIBERID"):
         if key in hdr:
-            meta[key] = np.array([int(hdr[key])], np.int64)
-    if "PLANID" in hdr:
-        meta["PLANID"] = [str(hdr["PLANID"]).strip()]
+            meta[key] = np.array([safe_int(hdr[key])], np.int64)
+    planid = header_value(hdr, "PLANID")
+    if planid is not None:
+        meta["PLANID"] = [str(planid).strip()]
     return Table(meta)
 
 
@@ -65,18 +67,30 @@ def read_lamost(info: FileInfo) -> Spectra:
     hdr = info.header
     if _identify_new(info):
         t = info.hdul[1].data
-        flux = getcol(t, "FLUX")[0]
-        ivar = getcol(t, "IVAR")[0]
-        wave = getcol(t, "WAVELENGTH")[0]
-        andmask = getcol(t, "ANDMASK", default=np.zeros((1, flux.size)))[0]
+        if t is None or len(t) == 0:
+            raise ValueError("COADD table has no rows")
+        if len(t) > 1:
+            raise ValueError(f"COADD table has {len(t)} rows; a LAMOST file holds one spectrum")
+        cols = [c.upper() for c in t.columns.names]
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise ValueError(f"COADD table has duplicated columns {', '.join(dup)}")
+
+        def vector(name, default=None):
+            col = getcol(t, name, default=default)
+            return numeric(np.asarray(col)[0] if np.ndim(col) else col, f"column {name}", ndim=1)
+
+        flux, ivar, wave = vector("FLUX"), vector("IVAR"), vector("WAVELENGTH")
+        andmask = vector("ANDMASK", default=np.zeros((1, flux.size)))
     else:
-        img = np.asarray(info.hdul[0].data)
-        flux, ivar = img[0], img[1]
-        if img.shape[0] >= 3:
-            wave = img[2]
-        else:
-            wave = 10.0 ** (float(hdr["COEFF0"]) + float(hdr["COEFF1"]) * np.arange(flux.size))
+        img = numeric(info.hdul[0].data, "primary image", ndim=2)
+        if img.shape[0] < 3:
+            raise ValueError(f"primary image has {img.shape[0]} rows; expected flux, ivar, wavelength[, masks]")
+        flux, ivar, wave = img[0], img[1], img[2]
         andmask = img[3] if img.shape[0] >= 4 else np.zeros(flux.size)
+    if not flux.size == ivar.size == wave.size == andmask.size:
+        raise ValueError(f"FLUX has {flux.size} pixels, IVAR {ivar.size}, WAVELENGTH {wave.size}, "
+                         f"ANDMASK {andmask.size}")
     wave, converted = to_vacuum(np.asarray(wave, np.float64), hdr)
     return Spectra(wave, flux[None, :], ivar[None, :], (np.asarray(andmask) != 0)[None, :],
                    _meta(hdr, converted))

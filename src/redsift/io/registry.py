@@ -57,6 +57,7 @@ class FileInfo:
     kind: str
     hdul: object = None
     _cols: dict = field(default_factory=dict)
+    source: object = None  # what astropy opened: the path, or the decompressed bytes of a .gz
 
     @property
     def name(self) -> str:
@@ -166,6 +167,71 @@ def _sniff(path: str) -> str:
         return "binary"
 
 
+#: a gzip file may not expand beyond this (a "gzip bomb" must not take the machine's memory)
+MAX_GUNZIP_BYTES = 4 * 2**30
+
+
+def _gunzip(path: str) -> bytes:
+    """The decompressed content of a gzip file, every member checked (CRC and length).
+
+    Raises SpectrumFileError naming what is wrong: a stream cut short, corrupt deflate data, a failed
+    check, data after the end of the stream (NUL padding is allowed), or a size beyond MAX_GUNZIP_BYTES.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    out = []
+    total = 0
+    rest = raw
+    member = 0
+    while rest:
+        if member and rest[:2] != b"\x1f\x8b":
+            if not rest.strip(b"\0"):
+                break
+            raise SpectrumFileError(path, f"truncated or corrupt gzip file ({len(rest)} bytes of other data "
+                                          f"after the end of the gzip stream)")
+        d = zlib.decompressobj(wbits=31)
+        try:
+            while True:
+                chunk = d.decompress(rest, 64 * 2**20)
+                total += len(chunk)
+                if total > MAX_GUNZIP_BYTES:
+                    raise SpectrumFileError(path, f"gzip file expands beyond {MAX_GUNZIP_BYTES / 2**30:.0f} GiB "
+                                                  f"(redsift.io.registry.MAX_GUNZIP_BYTES)")
+                out.append(chunk)
+                rest = d.unconsumed_tail
+                if d.eof or not rest:
+                    break
+        except zlib.error as exc:
+            text = str(exc).split(": ", 1)[-1]
+            text = {"incorrect data check": "CRC check failed", "incorrect length check": "length check failed",
+                    "incorrect header check": "damaged gzip header"}.get(text, f"corrupt deflate data: {text}")
+            raise SpectrumFileError(path, f"truncated or corrupt gzip file ({text})") from None
+        if not d.eof:
+            raise SpectrumFileError(path, "truncated or corrupt gzip file (the stream ends before its end marker)")
+        rest = d.unused_data
+        member += 1
+    return b"".join(out)
+
+
+#: astropy's words for a damaged file -> redsift's (astropy's advice on its own API is of no use here)
+_FITS_MESSAGES = (
+    (r"No SIMPLE card found.*", "no SIMPLE card: the primary header is damaged"),
+    (r"Header missing END card\.?", "a header has no END card"),
+    (r"Unparsable card \((\w+)\).*", r"unparsable header card \1"),
+    (r"Empty or corrupt FITS file", "empty or corrupt FITS file"),
+)
+
+
+def _fits_message(exc: BaseException) -> str:
+    import re
+
+    text = oneline(exc, 1000)
+    for pattern, repl in _FITS_MESSAGES:
+        if re.fullmatch(pattern, text):
+            return re.sub(pattern, repl, text)
+    return oneline(exc)
+
+
 def _open(path) -> FileInfo:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -186,11 +252,7 @@ def _open(path) -> FileInfo:
         with open(path, "rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"
         if gzipped:  # astropy silently accepts a truncated gzip stream: decompress here and check
-            try:
-                with gzip.open(path, "rb") as g:
-                    source = io.BytesIO(g.read())
-            except _GZIP_ERRORS as exc:
-                raise SpectrumFileError(path, f"truncated or corrupt gzip file ({oneline(exc)})") from None
+            source = io.BytesIO(_gunzip(path))
         # HDUs are loaded lazily: readers touch only what they need, and truncation
         # of that part is caught by read_file
         try:
@@ -199,7 +261,9 @@ def _open(path) -> FileInfo:
                 hdul = fits.open(source, memmap=False)
                 hdul[0]
         except Exception as exc:  # astropy raises OSError, ValueError, TypeError...
-            raise SpectrumFileError(path, f"corrupt FITS file ({oneline(exc)})") from None
+            problem = fits_problem(source.getvalue() if gzipped else path)
+            raise SpectrumFileError(path, f"corrupt FITS file ({problem or _fits_message(exc)})") from None
+        info.source = source
         info.hdul = hdul
     return info
 
@@ -218,6 +282,9 @@ def identify_format(info_or_path) -> Reader:
             log.debug("%s: identify(%s) failed: %s", info.path, reader.name, exc)
             errors.append(oneline(exc))
     if errors:
+        problem = fits_problem(_fits_bytes(info)) if info.kind == "fits" else None
+        if problem:
+            raise SpectrumFileError(info.path, f"corrupt FITS header ({problem})")
         raise SpectrumFileError(info.path, f"corrupt or unreadable {info.kind} file ({errors[0]})")
     what = {"fits": "a FITS file of no known spectrum format",
             "hdf5": "an HDF5 file without wavelength/flux/ivar datasets",
@@ -274,8 +341,17 @@ def read_file(path, format: str | None = None) -> Spectra:
                     raise SpectrumFileError(info.path, exc.cause) from exc
                 raise
             except Exception as exc:  # astropy, numpy, h5py... raise anything on a damaged file
-                what = f"cannot read as {reader.name}" if reader is not None else f"unreadable {info.kind} file"
-                cause = _truncation(caught) or f"{what} ({oneline(exc)})"
+                cause = _truncation(caught)
+                if not cause and info.kind == "fits" and not isinstance(exc, ValueError):
+                    # not one of the readers' own checks: a damaged header is the likely cause, say which
+                    problem = fits_problem(_fits_bytes(info))
+                    cause = f"corrupt FITS header ({problem})" if problem else None
+                if not cause:
+                    what = f"cannot read as {reader.name}" if reader is not None else f"unreadable {info.kind} file"
+                    text = oneline(exc)
+                    if not isinstance(exc, (ValueError, OSError)):  # KeyError 'x', TypeError...: say which
+                        text = f"{type(exc).__name__}: {text}"
+                    cause = f"{what} ({text})"
                 raise SpectrumFileError(info.path, cause) from exc
         trunc = _truncation(caught)
         if trunc:
@@ -348,6 +424,143 @@ def _decreasing(wave: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return (np.all(np.isfinite(wave), axis=1) & np.all(wave > 0, axis=1)
                 & np.all(np.diff(wave, axis=1) < 0, axis=1))
+
+
+def _fits_bytes(info: FileInfo) -> bytes | str:
+    src = info.source
+    return src.getvalue() if isinstance(src, io.BytesIO) else info.path
+
+
+_BITPIX = {8, 16, 32, 64, -32, -64}
+_TFORM_BYTES = {"L": 1, "X": 1 / 8, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16,
+                "P": 8, "Q": 16}
+
+
+def _card_value(text: str):
+    """The value of one header card's value field: int, float, bool, str, or the raw text when unparsable."""
+    v = text.split("/", 1)[0].strip() if not text.lstrip().startswith("'") else text.strip()
+    if v.startswith("'"):
+        end = v.find("'", 1)
+        while end != -1 and v[end + 1:end + 2] == "'":
+            end = v.find("'", end + 2)
+        return v[1:end].rstrip() if end != -1 else v
+    if v in ("T", "F"):
+        return v == "T"
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v.replace("D", "E"))
+    except ValueError:
+        return v if v else None
+
+
+def fits_problem(source) -> str | None:
+    """The first structural fault of a FITS file's headers, in words, or None when none is found.
+
+    Checks what astropy needs before it can read data: the first card of each HDU, BITPIX, NAXIS and
+    NAXISn, PCOUNT and GCOUNT, TFIELDS and each TFORMn of a binary table (and that the TFORMs add up to
+    NAXIS1), numeric BSCALE/BZERO/TSCALn/TZEROn, an END card, and data that ends inside the file.
+    Used on the error path only, to name the cause of an astropy error.
+    """
+    import re
+
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+        else:
+            with open(source, "rb") as f:
+                data = f.read()
+    except OSError:
+        return None
+    pos, n = 0, 0
+    while pos < len(data) and n < 1000:
+        if not data[pos:].strip(b"\0 "):
+            return None  # padding at the end
+        cards = {}
+        order = []
+        end = None
+        for k in range(pos, len(data), 80):
+            raw = data[k:k + 80]
+            try:
+                card = raw.decode("ascii")
+            except UnicodeDecodeError:
+                return f"HDU {n}: header card {(k - pos) // 80 + 1} holds non-ASCII bytes"
+            key = card[:8].strip()
+            if key == "END":
+                end = k
+                break
+            if card[8:10] == "= " and key:
+                if key in cards and key in ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "TFIELDS") or \
+                        re.fullmatch(r"NAXIS\d+|TFORM\d+|TTYPE\d+", key) and key in cards:
+                    return f"HDU {n}: header card {key} appears twice"
+                cards[key] = _card_value(card[10:])
+                order.append(key)
+        if end is None:
+            return f"HDU {n}: header has no END card"
+        first = order[0] if order else ""
+        if n == 0 and first != "SIMPLE":
+            return "primary header does not start with SIMPLE"
+        if n > 0 and first != "XTENSION":
+            return f"HDU {n}: header does not start with XTENSION"
+
+        def whole(key, lo=0, hi=None, need=True):
+            v = cards.get(key)
+            if v is None and not need:
+                return lo
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+                rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+                raise _Bad(f"HDU {n}: {key} = {v!r} is not a whole number {rng}" if v is not None
+                           else f"HDU {n}: {key} is missing")
+            return v
+
+        try:
+            bitpix = cards.get("BITPIX")
+            if bitpix not in _BITPIX or isinstance(bitpix, bool):
+                raise _Bad(f"HDU {n}: BITPIX = {bitpix!r} is not one of 8, 16, 32, 64, -32, -64")
+            naxis = whole("NAXIS", 0, 999)
+            shape = [whole(f"NAXIS{i}") for i in range(1, naxis + 1)]
+            pcount = whole("PCOUNT", 0, need=n > 0)
+            gcount = whole("GCOUNT", 1, need=False) if n > 0 else 1
+            for key in cards:
+                if re.fullmatch(r"BSCALE|BZERO|TSCAL\d+|TZERO\d+", key):
+                    v = cards[key]
+                    if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v in (float("inf"),
+                                                                                                  float("-inf")):
+                        raise _Bad(f"HDU {n}: {key} = {v!r} is not a finite number")
+                    if key.startswith(("BSCALE", "TSCAL")) and v == 0:
+                        raise _Bad(f"HDU {n}: {key} = 0")
+            xt = str(cards.get("XTENSION", "")).strip().upper()
+            if xt == "BINTABLE":
+                if naxis != 2:
+                    raise _Bad(f"HDU {n}: a binary table needs NAXIS = 2, not {naxis}")
+                tfields = whole("TFIELDS", 0, 999)
+                width = 0.0
+                for i in range(1, tfields + 1):
+                    form = cards.get(f"TFORM{i}")
+                    m = re.fullmatch(r"\s*(\d*)([LXBIJKAEDCMPQ])(.*)", str(form)) if isinstance(form, str) else None
+                    if m is None:
+                        raise _Bad(f"HDU {n}: TFORM{i} = {form!r} is not a binary table format")
+                    count = int(m.group(1)) if m.group(1) else 1
+                    code = m.group(2)
+                    width += (count * _TFORM_BYTES[code] if code not in "PQ" else (_TFORM_BYTES[code] if count else 0))
+                width = int(np.ceil(width))
+                if shape and shape[0] != width:
+                    raise _Bad(f"HDU {n}: the columns' TFORMs take {width} bytes a row but NAXIS1 = {shape[0]}")
+        except _Bad as bad:
+            return str(bad)
+        header_end = pos + ((end - pos) // 2880 + 1) * 2880
+        size = abs(bitpix) // 8 * gcount * (pcount + (int(np.prod(shape, dtype=object)) if naxis else 0))
+        if header_end + size > len(data):
+            return f"HDU {n}: data ends early ({len(data) - header_end} of {size} bytes present; truncated file)"
+        pos = header_end + -(-size // 2880) * 2880
+        n += 1
+    return None
+
+
+class _Bad(Exception):
+    pass
 
 
 def _truncation(caught) -> str | None:

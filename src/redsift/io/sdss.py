@@ -25,7 +25,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ..spectra import Spectra, sdss_targetid
-from ._util import atomic_path, colmap, getcol, scalar, to_vacuum
+from ._util import (atomic_path, colmap, float_column, getcol, int_column, numeric, safe_float, safe_int, scalar,
+                    to_vacuum)
 from .registry import FileInfo, register
 
 __all__ = ["read_spec", "read_spplate", "write_spplate", "snap_loglam", "BOSS_FIRST_PLATE"]
@@ -65,30 +66,48 @@ def _identify_spec(info: FileInfo) -> bool:
 def read_spec(info: FileInfo) -> Spectra:
     """Load one SDSS/BOSS spec file (either vintage, full or lite)."""
     hdr = info.header
-    coadd = info.hdul[1].data
+    hdu = info.hdul[1]
+    coadd = hdu.data
     if coadd is None or len(coadd) == 0:
         raise ValueError("HDU1 (COADD) has no rows")
-    loglam = snap_loglam(getcol(coadd, "LOGLAM"))
-    flux = getcol(coadd, "FLUX")
-    ivar = getcol(coadd, "IVAR")
-    and_mask = getcol(coadd, "AND_MASK", default=np.zeros(len(coadd), np.int32))
-    wave, converted = to_vacuum(10.0 ** loglam, hdr)
+    _unique_columns(coadd, "HDU1 (COADD)")
+    loglam = numeric(getcol(coadd, "LOGLAM"), "column LOGLAM", ndim=1)
+    flux = numeric(getcol(coadd, "FLUX"), "column FLUX", ndim=1)
+    ivar = numeric(getcol(coadd, "IVAR"), "column IVAR", ndim=1)
+    and_mask = numeric(getcol(coadd, "AND_MASK", default=np.zeros(len(coadd), np.int32)), "column AND_MASK", ndim=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        wave, converted = to_vacuum(10.0 ** snap_loglam(loglam), hdr)
 
-    plate = int(scalar(hdr, "PLATEID", "PLATE", default=-1))
-    mjd = int(scalar(hdr, "MJD", default=-1))
-    fiber = int(scalar(hdr, "FIBERID", "FIBER", default=-1))
+    plate = safe_int(scalar(hdr, "PLATEID", "PLATE", default=-1))
+    mjd = safe_int(scalar(hdr, "MJD", default=-1))
+    fiber = safe_int(scalar(hdr, "FIBERID", "FIBER", default=-1))
     meta = Table({
-        "TARGETID": sdss_targetid([plate], [mjd], [fiber]),
+        "TARGETID": _targetids([plate], [mjd], [fiber]),
         "SURVEY": [_survey(plate)],
         "INDEX": np.array([0], np.int64),
         "AIRTOVAC": [converted],
         "PLATE": np.array([plate], np.int64),
         "MJD": np.array([mjd], np.int64),
         "FIBERID": np.array([fiber], np.int64),
-        "RA": [float(scalar(hdr, "PLUG_RA", "RA", default=np.nan))],
-        "DEC": [float(scalar(hdr, "PLUG_DEC", "DEC", default=np.nan))],
+        "RA": [safe_float(scalar(hdr, "PLUG_RA", "RA", default=np.nan))],
+        "DEC": [safe_float(scalar(hdr, "PLUG_DEC", "DEC", default=np.nan))],
     })
     return Spectra(wave, flux[None, :], ivar[None, :], (and_mask != 0)[None, :], meta)
+
+
+def _unique_columns(table, what: str) -> None:
+    """ValueError when two columns of a table have one name (whatever the case): which one to read is unknown."""
+    names = [n.upper() for n in table.columns.names]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{what} has duplicated columns {', '.join(dup)}")
+
+
+def _targetids(plate, mjd, fiber) -> np.ndarray:
+    """sdss_targetid, or -1 where an id is unknown or too large for PLATE*1e9 + MJD*1e4 + FIBERID."""
+    plate, mjd, fiber = (np.asarray(x, np.int64) for x in (plate, mjd, fiber))
+    ok = (plate >= 0) & (plate < 9_000_000_000) & (mjd >= 0) & (mjd < 100_000) & (fiber >= 0) & (fiber < 10_000)
+    return np.where(ok, sdss_targetid(np.where(ok, plate, 0), np.where(ok, mjd, 0), np.where(ok, fiber, 0)), -1)
 
 
 # --- spPlate-PLATE-MJD.fits -------------------------------------------------------
@@ -100,25 +119,41 @@ def _identify_spplate(info: FileInfo) -> bool:
             and info.has_hdu(5) and info.hdul[5].is_image is False)
 
 
+def _image(info: FileInfo, n: int, what: str) -> np.ndarray:
+    """The data of image HDU ``n`` as a 2-D real array (ValueError naming ``what`` otherwise)."""
+    hdu = info.hdul[n]
+    if not hdu.is_image or hdu.data is None:
+        raise ValueError(f"HDU{n} ({what}) is {'a table' if not hdu.is_image else 'empty'}, not an image")
+    return numeric(hdu.data, f"HDU{n} ({what})", ndim=2)
+
+
 def read_spplate(info: FileInfo) -> Spectra:
     """Load every fiber of a BOSS spPlate file."""
     hdr = info.header
-    flux = np.asarray(info.hdul[0].data, dtype=np.float32)
-    ivar = np.asarray(info.hdul[1].data, dtype=np.float32)
-    and_mask = np.asarray(info.hdul[2].data)
-    if flux.ndim != 2 or ivar.shape != flux.shape or and_mask.shape != flux.shape:
+    flux = _image(info, 0, "flux")
+    ivar = _image(info, 1, "inverse variance")
+    and_mask = _image(info, 2, "AND mask")
+    if ivar.shape != flux.shape or and_mask.shape != flux.shape:
         raise ValueError(f"flux {flux.shape}, ivar {ivar.shape} and AND mask {and_mask.shape} disagree")
     nfiber, npix = flux.shape
-    loglam = float(hdr["COEFF0"]) + float(hdr["COEFF1"]) * np.arange(npix)
-    wave, converted = to_vacuum(10.0 ** loglam, hdr)
+    coeff0, coeff1 = safe_float(hdr.get("COEFF0")), safe_float(hdr.get("COEFF1"))
+    if not (np.isfinite(coeff0) and np.isfinite(coeff1)) or coeff1 == 0:
+        raise ValueError(f"header COEFF0 = {hdr.get('COEFF0')!r}, COEFF1 = {hdr.get('COEFF1')!r} "
+                         f"define no wavelength grid")
+    with np.errstate(over="ignore", invalid="ignore"):
+        wave, converted = to_vacuum(10.0 ** (coeff0 + coeff1 * np.arange(npix)), hdr)
     plug = info.hdul[5].data
     if plug is None or len(plug) != nfiber:
         raise ValueError(f"plug map has {0 if plug is None else len(plug)} rows for {nfiber} fibers")
-    plate = int(scalar(hdr, "PLATEID", "PLATE"))
-    mjd = int(scalar(hdr, "MJD"))
-    fiber = getcol(plug, "FIBERID", default=np.arange(1, nfiber + 1)).astype(np.int64)
+    _unique_columns(plug, "HDU5 (plug map)")
+    plate = safe_int(scalar(hdr, "PLATEID", "PLATE", default=-1))
+    mjd = safe_int(scalar(hdr, "MJD", default=-1))
+    cm = colmap(plug)
+    # ids that cannot be parsed are unknown (-1): the spectra are still read
+    fiber = (int_column(plug[cm["FIBERID"]], nfiber) if "FIBERID" in cm
+             else np.arange(1, nfiber + 1, dtype=np.int64))
     meta = Table({
-        "TARGETID": sdss_targetid(np.full(nfiber, plate), np.full(nfiber, mjd), fiber),
+        "TARGETID": _targetids(np.full(nfiber, plate), np.full(nfiber, mjd), fiber),
         "SURVEY": [_survey(plate)] * nfiber,
         "INDEX": np.arange(nfiber, dtype=np.int64),
         "AIRTOVAC": np.full(nfiber, converted),
@@ -126,13 +161,12 @@ def read_spplate(info: FileInfo) -> Spectra:
         "MJD": np.full(nfiber, mjd, np.int64),
         "FIBERID": fiber,
     })
-    cm = colmap(plug)
     if "THING_ID" in cm:
-        meta["THING_ID"] = np.asarray(plug[cm["THING_ID"]], np.int64)
+        meta["THING_ID"] = int_column(plug[cm["THING_ID"]], nfiber)
     for src, dst in (("RA", "RA"), ("DEC", "DEC")):
         if src in cm:
-            meta[dst] = np.asarray(plug[cm[src]], np.float64)
-    if "OBJTYPE" in cm:
+            meta[dst] = float_column(plug[cm[src]], nfiber)
+    if "OBJTYPE" in cm and np.ndim(plug[cm["OBJTYPE"]]) == 1:
         objtype = np.char.strip(np.asarray(plug[cm["OBJTYPE"]]).astype(str))
         meta["OBJTYPE"] = objtype
         from ..zwarning import ZWarningMask
