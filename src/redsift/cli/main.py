@@ -220,9 +220,6 @@ def main(argv=None) -> int:
         return 130
 
 
-def print_json(obj):
-    print(json.dumps(obj, default=str))
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -115,7 +115,6 @@ class _Builder:
         self.model, self.fam = model, get_family(model)
         self.batch_rows, self.backend = batch_rows, backend
         self.schema = contract.schema(self.fam, model)
-        self.family_cols = self.fam.schema(model)
         # in input order: (ids, prepared, errors) to run, or a finished dict of columns (failed rows)
         self.pending: list = []
         self.npending = 0

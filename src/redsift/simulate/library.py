@@ -52,7 +52,7 @@ def find_templates(path=None) -> Path | None:
     return None
 
 
-def _loglin(path, row_slice=None):
+def _loglin(path):
     from astropy.io import fits
 
     with fits.open(path, memmap=False) as h:
