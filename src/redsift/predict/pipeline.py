@@ -37,7 +37,7 @@ from ..zwarning import ZWarningMask
 from .backend import infer
 
 __all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_spectra", "catalog_provenance",
-           "EXIT_PARTIAL"]
+           "dataset_batches", "EXIT_PARTIAL"]
 
 log = logging.getLogger(__name__)
 
@@ -239,24 +239,31 @@ def _read(source: Source):
         return Spectra.placeholder(source.path, f"cannot read ({oneline(exc)})")
 
 
-def _dataset(builder, path: str, chunk: int, bar):
-    from ..data.store import Dataset
-
-    ds = Dataset(path)
-    grid = builder.fam.grid(builder.model)
+def dataset_batches(model, ds, chunk: int = 8192, full: bool = False):
+    """Yield ``(meta, prepared)`` for consecutive rows of dataset ``ds`` (already on the model grid):
+    the one dataset-to-model path of predict and release. ``full`` asks the family for every auxiliary
+    quantity (the release needs them)."""
+    fam = get_family(model)
+    grid = fam.grid(model)
     if ds.grid != grid:
-        raise RedsiftError(f"{path}: dataset grid ({ds.grid.describe()}) differs from the model's ({grid.describe()})")
+        raise RedsiftError(f"{ds.path}: dataset grid ({ds.grid.describe()}) differs from the model's "
+                           f"({grid.describe()})")
     meta = ds.meta
     for s in range(0, len(ds), chunk):
         idx = np.arange(s, min(s + chunk, len(ds)))
         flux, ivar, _ = ds.read(idx)
         m = meta[idx]
+        zwarn = np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else np.zeros(len(m), np.int64)
+        yield m, fam.prepare_gridded(model, flux, ivar, zwarn, full=full)
+
+
+def _dataset(builder, path: str, chunk: int):
+    from ..data.store import Dataset
+
+    for m, prepared in dataset_batches(builder.model, Dataset(path), chunk):
         if "SOURCE" not in m.colnames:
             m["SOURCE"] = [path] * len(m)
-        zwarn = np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else np.zeros(len(m), np.int64)
-        errors = np.full(len(m), "")
-        builder.add(contract.id_columns(m), builder.fam.prepare_gridded(builder.model, flux, ivar, zwarn), errors)
-        bar.update(0)
+        builder.add(contract.id_columns(m), prepared, np.full(len(m), ""))
 
 
 def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True, backend: str = "auto",
@@ -288,7 +295,7 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     try:
         for src in sources:
             if src.kind == "dataset":
-                _dataset(builder, src.path, 8192, bar)
+                _dataset(builder, src.path, 8192)
                 continue
             spectra = src.spectra if src.kind == "spectra" else _read(src)
             if src.kind == "file":

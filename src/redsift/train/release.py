@@ -29,18 +29,10 @@ log = logging.getLogger(__name__)
 def raw_outputs(model, ds, chunk: int = 4096, full: bool = True) -> tuple[np.ndarray, Prepared]:
     """The model's raw outputs and prepared rows for every row of dataset ``ds``."""
     from ..predict.backend import infer
+    from ..predict.pipeline import dataset_batches
 
-    fam = get_family(model)
-    if ds.grid != fam.grid(model):
-        raise RedsiftError(f"{ds.path}: dataset grid ({ds.grid.describe()}) differs from the model's "
-                           f"({fam.grid(model).describe()})")
-    meta = ds.meta
     raws, parts = [], []
-    for s in range(0, len(ds), chunk):
-        idx = np.arange(s, min(s + chunk, len(ds)))
-        flux, ivar, _ = ds.read(idx)
-        zwarn = np.asarray(meta["ZWARN"][idx], np.int64) if "ZWARN" in meta.colnames else np.zeros(len(idx), np.int64)
-        p = fam.prepare_gridded(model, flux, ivar, zwarn, full=full)
+    for _, p in dataset_batches(model, ds, chunk, full=full):
         raws.append(infer(model, p["X"]))
         parts.append(p)
     if not parts:
