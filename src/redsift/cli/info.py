@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import SpectrumFileError, UnknownFormatError
 from ..grid import LogGrid
 from ..io.registry import expand_paths, read_file, readers
-from ..preprocess import bin_quasarnet, coverage, snr_median
+from ..preprocess import coverage, snr_median, to_grid
 from ..zwarning import ZWarningMask, describe
 
 
@@ -22,7 +22,7 @@ def describe_spectra_file(path: str, fmt: str | None = None) -> dict:
     wave = np.broadcast_to(s.wave, s.flux.shape)
     wmin = float(np.min(np.where(valid, wave, np.inf))) if valid.any() else float("nan")
     wmax = float(np.max(np.where(valid, wave, -np.inf))) if valid.any() else float("nan")
-    qn = bin_quasarnet(s, LogGrid.quasarnet())
+    qn = to_grid(s, LogGrid.quasarnet(), "quasarnet")
     cov = coverage(qn.ivar)
     problems = []
     n_nodata = int(np.sum(zw & ZWarningMask.NODATA > 0))

@@ -30,6 +30,7 @@ from ..grid import LogGrid
 from ..io.catalogs import read_catalog
 from ..io.registry import read_file
 from ..preprocess import coverage_zwarn, snr_median, to_grid
+from ..zwarning import ZWarningMask
 from .store import DatasetWriter
 
 __all__ = ["ingest", "index_spectra", "IngestReport", "LABEL_COLUMNS"]
@@ -225,7 +226,7 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
     ds = Dataset(output)
     report.written = len(ds)
     if report.written:
-        report.nodata = int(np.sum(np.asarray(ds.meta["ZWARN"]) & 512 > 0))
+        report.nodata = int(np.sum(np.asarray(ds.meta["ZWARN"]) & int(ZWarningMask.NODATA) > 0))
     _write_report(output, report)
     return report
 
