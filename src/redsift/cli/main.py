@@ -10,7 +10,6 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
