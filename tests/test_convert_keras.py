@@ -87,8 +87,8 @@ def test_released_models_are_shipped_and_listed(capsys):
 def test_cli_convert(keras_dir, tmp_path, capsys):
     out = tmp_path / "qn4"
     assert main(["convert", "quasarnet-keras", str(keras_dir / "qn4_25f.h5"), "-o", str(out)]) == 0
-    out = capsys.readouterr().out
-    assert "4 conv x 25 filters (k=10, stride 2, valid), FC 25, 7 finders x 13 boxes, offset rescale True" in out
+    printed = capsys.readouterr().out
+    assert "4 conv x 25 filters (k=10, stride 2, valid), FC 25, 7 finders x 13 boxes, offset rescale True" in printed
     assert main(["convert", "quasarnet-keras", str(keras_dir / "qn4_25f.h5"), "-o", str(out)]) == 1
     assert "a model exists there" in capsys.readouterr().err
 
