@@ -115,3 +115,26 @@ def test_unreadable_named_input_writes_catalog_and_exits_partial(tmp_path, capsy
     assert len(t) == 2 and t["ZWARN"][1] & ZWarningMask.BAD_INPUT and t["ZWARN"][1] & ZWarningMask.NODATA
     assert "truncated" in t["ERROR"][1] and t["INDEX"][1] == -1
     assert "1 input(s) could not be read" in capsys.readouterr().err
+
+
+def test_redrock_output_from_the_command_line(tmp_path, real_dir):
+    """``--redrock``: REDSHIFTS with Redrock's columns, one row per catalog row, and the inputs' FIBERMAP."""
+    from astropy.io import fits
+
+    from redsift.io.redrock_format import REDSHIFTS_COLUMNS
+
+    desi = str(real_dir / "desi" / "coadd-4-80613-thru20210324.fits")
+    boss = str(real_dir / "boss" / "spec-3655-55240-0054.fits")
+    out, rr = tmp_path / "cat.fits", tmp_path / "redrock.fits"
+    assert main(["predict", desi, boss, "-o", str(out), "--redrock", str(rr), "--quiet"]) == 0
+    cat = Table.read(out)
+    with fits.open(rr) as h:
+        assert [x.name for x in h] == ["PRIMARY", "REDSHIFTS", "FIBERMAP"]
+        z = h["REDSHIFTS"].data
+        assert list(z.columns.names) == [n for n, _ in REDSHIFTS_COLUMNS]
+        assert len(z) == len(cat) and list(z["TARGETID"]) == list(cat["TARGETID"])
+        assert list(h["FIBERMAP"].data["TARGETID"]) == list(cat["TARGETID"])
+        assert "TILEID" in h["FIBERMAP"].columns.names
+    # an existing Redrock file is not overwritten without --overwrite, and nothing is written
+    assert main(["predict", boss, "-o", str(tmp_path / "c2.fits"), "--redrock", str(rr), "--quiet"]) == 1
+    assert not (tmp_path / "c2.fits").exists()

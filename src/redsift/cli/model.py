@@ -116,17 +116,21 @@ def cmd_predict(args) -> int:
     from ..predict import EXIT_PARTIAL, catalog_provenance, predict_catalog, resolve_inputs
     from ..zwarning import ZWarningMask
 
-    if os.path.exists(args.output) and not args.overwrite:
-        raise FileExistsError(f"{args.output}: exists (use --overwrite)")
+    for path in (args.output, args.redrock):
+        if path and os.path.exists(path) and not args.overwrite:
+            raise FileExistsError(f"{path}: exists (use --overwrite)")
     resolve_inputs(args.inputs)  # a missing input or an empty glob stops here, before the model loads
     model = _load(args.model, args.device)
-    cat = predict_catalog(model, args.inputs, progress=not args.quiet)
+    metas = [] if args.redrock else None  # the inputs' ids for the Redrock file's FIBERMAP
+    cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas)
     prov = catalog_provenance(model, getattr(model, "source", args.model), _command())
     write_catalog(cat, args.output, prov, overwrite=args.overwrite)
     if args.redrock:
-        from ..io.redrock_format import write_redrock
+        from ..io.redrock_format import fibermap_from_meta, write_redrock
+        from ..spectra import stack_meta
 
-        write_redrock(cat, args.redrock, prov=prov, overwrite=args.overwrite)
+        fibermap = fibermap_from_meta(stack_meta(metas) if len(metas) > 1 else metas[0])
+        write_redrock(cat, args.redrock, fibermap=fibermap, prov=prov, overwrite=args.overwrite)
     zw = np.asarray(cat["ZWARN"], np.int64)
     bad = int(np.sum(zw & int(ZWarningMask.BAD_INPUT) > 0))
     nodata = int(np.sum(zw & int(ZWarningMask.NODATA) > 0))

@@ -257,17 +257,19 @@ def dataset_batches(model, ds, chunk: int = 8192, full: bool = False):
         yield m, fam.prepare_gridded(model, flux, ivar, zwarn, full=full)
 
 
-def _dataset(builder, path: str, chunk: int):
+def _dataset(builder, path: str, chunk: int, input_meta):
     from ..data.store import Dataset
 
     for m, prepared in dataset_batches(builder.model, Dataset(path), chunk):
         if "SOURCE" not in m.colnames:
             m["SOURCE"] = [path] * len(m)
+        if input_meta is not None:
+            input_meta.append(m)
         builder.add(contract.id_columns(m), prepared, np.full(len(m), ""))
 
 
 def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True, backend: str = "auto",
-                    meta: dict | None = None):
+                    meta: dict | None = None, input_meta: list | None = None):
     """The catalog of ``model`` for files, directories, globs, datasets and/or Spectra: one row per spectrum.
 
     Parameters
@@ -280,6 +282,11 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
         Spectra per model call.
     backend : {"auto", "torch", "onnx"}
         See :func:`redsift.predict.backend.infer`.
+    meta : dict, optional
+        The returned table's ``meta`` (provenance).
+    input_meta : list, optional
+        When given, the metadata table of every input (file, placeholder or dataset chunk) is appended
+        to it, in catalog row order (e.g. to write the inputs' FIBERMAP beside a Redrock-format file).
 
     Returns
     -------
@@ -295,13 +302,15 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     try:
         for src in sources:
             if src.kind == "dataset":
-                _dataset(builder, src.path, 8192)
+                _dataset(builder, src.path, 8192, input_meta)
                 continue
             spectra = src.spectra if src.kind == "spectra" else _read(src)
             if src.kind == "file":
                 bar.update()
             if spectra is None or len(spectra) == 0:
                 continue
+            if input_meta is not None:
+                input_meta.append(spectra.meta)
             _prepare(builder, spectra)
     finally:
         bar.close()
