@@ -162,6 +162,11 @@ def test_resume_is_exact(simset, tmp_path):
     train(_train(simset, tmp_path / "a", max_steps=20, lr_schedule="cosine"), progress=False)
     # ... equal k steps, a stop, and a resume to N (across the epoch boundary: 17 steps per epoch)
     train(_train(simset, tmp_path / "b", max_steps=7, lr_schedule="cosine"), progress=False)
+    # the stop's checkpoint rewritten as runs before the family plug-ins wrote them (one "optimizer"):
+    # such checkpoints (checkpoints/quasarnet-boss-v2) resume exactly too
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    ck["optimizer"] = ck.pop("optimizers")[0]
+    torch.save(ck, tmp_path / "b" / "checkpoint.pt")
     cfg = _train(simset, tmp_path / "b", max_steps=20, lr_schedule="cosine")
     train(cfg, resume=True, progress=False)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
