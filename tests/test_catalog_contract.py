@@ -54,6 +54,7 @@ def test_schema_is_identical_for_every_kind_of_input(model, real_dir, dataset, t
     # ids the inputs carry, sentinels where they carry none
     b = cats["boss"]
     assert np.all(b["PLATE"] > 0) and np.all(b["OBSID"] == -1) and np.all(b["TILEID"] == -1)
+    assert np.all(b["THING_ID"] > 0)  # from the spec file's id table (HDU2), ids only
     lam = cats["lamost"]
     assert np.all(lam["OBSID"] > 0) and np.all(lam["TARGETID"] == lam["OBSID"]) and np.all(lam["PLATE"] == -1)
     d = cats["desi"]
@@ -138,3 +139,19 @@ def test_redrock_output_from_the_command_line(tmp_path, real_dir):
     # an existing Redrock file is not overwritten without --overwrite, and nothing is written
     assert main(["predict", boss, "-o", str(tmp_path / "c2.fits"), "--redrock", str(rr), "--quiet"]) == 1
     assert not (tmp_path / "c2.fits").exists()
+
+
+def test_boss_thing_id_is_read_from_the_spec_file(real_dir):
+    """THING_ID comes from HDU2 of spec files, equal to astropy's full parse of that table; one object
+    observed twice (3655-0228 and 9367-0446) has one THING_ID, so a join to DR16Q or a split by object works."""
+    from astropy.io import fits
+
+    files = sorted((real_dir / "boss").glob("spec-*.fits"))
+    s = redsift.read(files)
+    for f, tid in zip(files, s.meta["THING_ID"]):
+        with fits.open(f) as h:
+            assert tid == int(h[2].data["THING_ID"][0])
+    by_name = dict(zip((f.name for f in files), s.meta["THING_ID"]))
+    assert by_name["spec-3655-55240-0228.fits"] == by_name["spec-9367-57758-0446.fits"] == 427878017
+    # the SDSS-I file (DR8-era data model) has no THING_ID column: the sentinel
+    assert redsift.read(real_dir / "sdss1" / "spec-0266-51602-0001.fits").meta["THING_ID"][0] == -1
