@@ -130,6 +130,8 @@ def read_desi(info: FileInfo) -> Spectra:
             raise ValueError(f"FIBERMAP has {len(fm)} rows for {nspec} spectra")
         keep = [c for c in fm.colnames if fm[c].ndim == 1]
         meta = fm[keep]
+        # the FIBERMAP's own columns, in file order (a Redrock-format FIBERMAP is rebuilt from them exactly)
+        meta.meta["FIBERMAP_COLUMNS"] = list(keep)
         if "TARGET_RA" in meta.colnames and "TARGET_DEC" in meta.colnames:
             meta["RA"] = float_column(meta["TARGET_RA"], nspec)
             meta["DEC"] = float_column(meta["TARGET_DEC"], nspec)
