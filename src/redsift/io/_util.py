@@ -230,3 +230,27 @@ def flag(value, what: str) -> bool:
     if isinstance(v, (bool, int, float)) and (isinstance(v, bool) or v in (0, 1)):
         return bool(v)
     raise ValueError(f"{what} flag {v!r} is not a boolean")
+
+
+def reader_message(exc: BaseException) -> str:
+    """One line for an error raised by astropy while parsing a file, without astropy's advice on its own API."""
+    import re
+
+    from ..errors import oneline
+
+    text = oneline(exc, 1000)
+    if text.startswith("ERROR: Unable to guess table format"):
+        return "no table layout fits it (ragged rows, mixed separators or stray quotes)"
+    m = re.match(r"'utf-8' codec can't decode byte (0x[0-9a-f]+) in position (\d+)", text)
+    if m:
+        return f"not UTF-8 text (byte {m.group(1)} at offset {m.group(2)})"
+    for pattern, repl in ((r"No SIMPLE card found.*", "no SIMPLE card: the primary header is damaged"),
+                          (r"Header missing END card\.?", "a header has no END card"),
+                          (r"Unparsable card \((\w+)\).*", r"unparsable header card \1"),
+                          (r"Empty or corrupt FITS file", "empty or corrupt FITS file")):
+        if re.fullmatch(pattern, text):
+            return re.sub(pattern, repl, text)
+    text = oneline(exc)
+    if not isinstance(exc, (ValueError, OSError)):
+        text = f"{type(exc).__name__}: {text}"
+    return text

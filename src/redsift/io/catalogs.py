@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 from astropy.table import Table
 
-from ..errors import CatalogError, oneline
+from ..errors import CatalogError, SpectrumFileError, oneline
 from ..spectra import sdss_targetid
 
 __all__ = ["read_catalog", "CATALOG_KINDS", "CLASS_PERSON"]
@@ -82,18 +82,40 @@ def _open_table(path: str) -> tuple[Table, str]:
         from astropy.io import ascii
 
         return Table(ascii.read(path, guess=True)), ""
+    import io
+
     from astropy.io import fits
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with fits.open(path, memmap=False) as hdul:
+    from .registry import _gunzip, _scan_fits
+
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+        source = io.BytesIO(_gunzip(path)) if gz else path  # checked: astropy accepts a cut gzip stream
+        fault = _scan_fits(source if gz else f)  # values that would make astropy loop for ever
+    if fault:
+        raise ValueError(f"corrupt FITS header ({fault})")
+    if gz:
+        source.seek(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with fits.open(source, memmap=False) as hdul:
+            names = [h.name.upper() for h in hdul]
+            found = None
             for name in ("REDSHIFTS", "ZCATALOG", "QSO_CAT", "CATALOG"):
-                if name in [h.name.upper() for h in hdul]:
-                    return Table(hdul[name].data), name
-            for i, hdu in enumerate(hdul):
-                if getattr(hdu, "columns", None) is not None and hdu.data is not None:
-                    return Table(hdu.data), hdu.name.upper()
-    raise ValueError("no table HDU")
+                if name in names:
+                    found = Table(hdul[name].data), name
+                    break
+            if found is None:
+                for hdu in hdul:
+                    if getattr(hdu, "columns", None) is not None and hdu.data is not None:
+                        found = Table(hdu.data), hdu.name.upper()
+                        break
+    for w in caught:  # astropy only warns when the data it read ran past the end of the file
+        if "truncated" in str(w.message).lower():
+            raise ValueError(f"truncated FITS file ({' '.join(str(w.message).split())[:150]})")
+    if found is None:
+        raise ValueError("no table HDU")
+    return found
 
 
 def read_catalog(path, kind: str | None = None) -> Table:
@@ -108,30 +130,79 @@ def read_catalog(path, kind: str | None = None) -> Table:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CatalogError(path, "no such file")
+    if not os.path.isfile(path):
+        raise CatalogError(path, "not a regular file")
     try:
         t, extname = _open_table(path)
+    except SpectrumFileError as exc:  # a damaged gzip stream, said by the registry
+        raise CatalogError(path, f"not a readable catalog ({exc.cause})") from None
     except Exception as exc:
-        raise CatalogError(path, f"not a readable catalog ({oneline(exc, 1000)})") from None
+        from ._util import reader_message
+
+        problem = None if path.lower().endswith((".csv", ".ecsv", ".txt", ".dat")) else _fits_problem(path)
+        cause = f"corrupt FITS header ({problem})" if problem else reader_message(exc)
+        raise CatalogError(path, f"not a readable catalog ({cause})") from None
     try:
+        cols = [c.upper() for c in t.colnames]
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise ValueError(f"duplicated columns {', '.join(dup)} (names differ only in case)")
         kind = kind or _kind(t, extname)
         if kind not in CATALOG_KINDS:
             raise ValueError(f"unknown catalog kind {kind!r}; known: {', '.join(CATALOG_KINDS)}")
         out = _standardise(t, kind)
     except (KeyError, ValueError) as exc:
         raise CatalogError(path, " ".join(str(exc).strip("'\"").split())) from None
+    except Exception as exc:  # numpy/astropy on a column of an unexpected type: name it
+        raise CatalogError(path, f"unusable columns ({type(exc).__name__}: {oneline(exc)})") from None
     out.meta["CATALOG"] = kind
     out.meta["SOURCE"] = path
     return out
 
 
+def _fits_problem(path):
+    from .registry import fits_problem
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"\x1f\x8b":
+            from .registry import _gunzip
+
+            return fits_problem(_gunzip(path))
+        return fits_problem(path)
+    except Exception:  # diagnosing must not raise: the reader's own message is used instead
+        return None
+
+
 def _get(t, cm, name, default=None, dtype=None):
+    """Column ``name`` (upper case) as ``dtype``; a value that cannot be converted (NaN or text in an
+    integer column, text in a float column) becomes -1 / NaN (or ``default``) rather than garbage."""
     if name in cm:
-        col = np.asarray(t[cm[name]])
-        if col.ndim > 1:
+        col = t[cm[name]]
+        if np.ndim(col) > 1:
             raise KeyError(f"column {name} is not scalar")
-        if hasattr(t[cm[name]], "mask") and np.any(getattr(t[cm[name]], "mask", False)):
-            col = np.asarray(t[cm[name]].filled(default if default is not None else -1))
-        return col.astype(dtype) if dtype is not None else col
+        if hasattr(col, "mask") and np.any(getattr(col, "mask", False)):
+            fill = default if default is not None else (np.nan if np.dtype(dtype or float).kind == "f" else -1)
+            if np.asarray(col).dtype.kind in "iub" and isinstance(fill, float):
+                col = col.astype(np.float64)
+            col = col.filled(fill)
+        col = np.asarray(col)
+        if dtype is None:
+            return col
+        kind = np.dtype(dtype).kind
+        if kind in "iu":
+            from ._util import int_column
+
+            return int_column(col, len(col), -1 if default is None else int(default)).astype(dtype)
+        if kind == "f":
+            from ._util import float_column
+
+            out = float_column(col, len(col))
+            if default is not None and np.isfinite(default):
+                out = np.where(np.isfinite(out), out, default) if col.dtype.kind not in "f" else out
+            return out.astype(dtype)
+        return col.astype(dtype)
     if default is None:
         raise KeyError(f"missing column {name}")
     return np.full(len(t), default, dtype=dtype)

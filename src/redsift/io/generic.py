@@ -25,7 +25,7 @@ import numpy as np
 
 from ..grid import air_to_vacuum
 from ..spectra import Spectra
-from ._util import flag, numeric
+from ._util import flag, numeric, reader_message
 from .registry import FileInfo, register
 
 __all__ = ["read_generic", "write_generic"]
@@ -82,7 +82,9 @@ def _read_text_table(path):
     try:
         t = ascii.read(path, guess=True, fast_reader=False)
     except Exception as exc:
-        raise ValueError(f"not a readable table ({exc})") from None
+        raise ValueError(f"not a readable table ({reader_message(exc)})") from None
+    if len(t) == 0:
+        raise ValueError("the table has no data rows")
     names = t.colnames
     if not _has_columns(names):
         if len(names) == 3 and all(n.startswith("col") for n in names):

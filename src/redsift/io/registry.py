@@ -20,10 +20,10 @@ Adding a format::
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -136,24 +136,17 @@ _FITS_MAGIC = b"SIMPLE  ="
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-#: what a damaged gzip stream raises: BadGzipFile (an OSError), EOFError when cut short, zlib.error when
-#: the deflate data is corrupt
-_GZIP_ERRORS = (OSError, EOFError, zlib.error)
-
-
 def _sniff(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(16)
+        if head[:2] == b"\x1f\x8b":  # look inside: the first bytes of the decompressed stream
+            f.seek(0)
+            try:
+                head = zlib.decompressobj(wbits=31).decompress(f.read(1 << 16), 16)
+            except zlib.error as exc:
+                raise SpectrumFileError(path, f"truncated or corrupt gzip file ({_zlib_message(exc)})") from None
     if not head:
         return "empty"
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as g:
-                head = g.read(16)
-        except _GZIP_ERRORS as exc:
-            raise SpectrumFileError(path, f"corrupt gzip file ({oneline(exc)})") from None
-        if not head:
-            return "empty"
     if head.startswith(_FITS_MAGIC):
         return "fits"
     if head.startswith(_HDF5_MAGIC):
@@ -165,6 +158,14 @@ def _sniff(path: str) -> str:
         return "text"
     except UnicodeDecodeError:
         return "binary"
+
+
+def _zlib_message(exc: zlib.error) -> str:
+    text = str(exc).split(": ", 1)[-1]
+    return {"incorrect data check": "CRC check failed", "incorrect length check": "length check failed",
+            "incorrect header check": "damaged gzip header",
+            "unknown compression method": "damaged gzip header (unknown compression method)",
+            }.get(text, f"corrupt deflate data: {text}")
 
 
 #: a gzip file may not expand beyond this (a "gzip bomb" must not take the machine's memory)
@@ -202,10 +203,7 @@ def _gunzip(path: str) -> bytes:
                 if d.eof or not rest:
                     break
         except zlib.error as exc:
-            text = str(exc).split(": ", 1)[-1]
-            text = {"incorrect data check": "CRC check failed", "incorrect length check": "length check failed",
-                    "incorrect header check": "damaged gzip header"}.get(text, f"corrupt deflate data: {text}")
-            raise SpectrumFileError(path, f"truncated or corrupt gzip file ({text})") from None
+            raise SpectrumFileError(path, f"truncated or corrupt gzip file ({_zlib_message(exc)})") from None
         if not d.eof:
             raise SpectrumFileError(path, "truncated or corrupt gzip file (the stream ends before its end marker)")
         rest = d.unused_data
@@ -213,23 +211,87 @@ def _gunzip(path: str) -> bytes:
     return b"".join(out)
 
 
-#: astropy's words for a damaged file -> redsift's (astropy's advice on its own API is of no use here)
-_FITS_MESSAGES = (
-    (r"No SIMPLE card found.*", "no SIMPLE card: the primary header is damaged"),
-    (r"Header missing END card\.?", "a header has no END card"),
-    (r"Unparsable card \((\w+)\).*", r"unparsable header card \1"),
-    (r"Empty or corrupt FITS file", "empty or corrupt FITS file"),
-)
-
-
 def _fits_message(exc: BaseException) -> str:
-    import re
+    from ._util import reader_message
 
-    text = oneline(exc, 1000)
-    for pattern, repl in _FITS_MESSAGES:
-        if re.fullmatch(pattern, text):
-            return re.sub(pattern, repl, text)
-    return oneline(exc)
+    return reader_message(exc)
+
+
+_CARD_INT = re.compile(rb"(BITPIX|NAXIS\d{0,3}|PCOUNT|GCOUNT|TFIELDS) {0,7}= *([-+]?\d+) *(?=/| |$)")
+_END_CARD = b"END" + b" " * 77
+_SCAN_KEYS = (b"BITPIX", b"NAXIS", b"PCOUNT", b"GCOUNT", b"TFIELDS")
+
+
+def _scan_fits(f) -> str | None:
+    """Walk a FITS file's headers (reading only them) for values that would make astropy loop for ever.
+
+    astropy trusts NAXIS and TFIELDS: ``NAXIS = 999999999`` makes it build a list of a billion axes (the
+    file hangs the reader and eats memory). The standard caps both at 999. Returns the first such fault, or
+    None. Other header faults are left to astropy, which reports them when (and only when) a reader
+    touches that HDU.
+    """
+    pos, n = 0, 0
+    while n < 10_000:
+        f.seek(pos)
+        vals: dict[bytes, list[int]] = {}
+        blocks = []
+        while True:
+            block = f.read(2880)
+            if len(block) < 2880:
+                return None  # truncated or padding: astropy reports it
+            blocks.append(block)
+            k = block.find(_END_CARD)
+            while k != -1 and k % 80:
+                k = block.find(_END_CARD, k + 1)
+            if k != -1:
+                break
+        nblocks = len(blocks)
+        header = b"".join(blocks)
+        for kw in _SCAN_KEYS:  # bytes.find runs in C: far faster than a regex over every card
+            k = header.find(kw)
+            while k != -1:
+                if k % 80 == 0:
+                    m = _CARD_INT.match(header, k, k + 80)
+                    if m:
+                        vals.setdefault(m.group(1), []).append(int(m.group(2)))
+                k = header.find(kw, k + 1)
+        for key in (b"NAXIS", b"TFIELDS"):
+            bad = [v for v in vals.get(key, []) if not 0 <= v <= 999]
+            if bad:
+                return f"HDU {n}: {key.decode()} = {bad[0]} (the standard allows 0..999)"
+        last = {k: v[-1] for k, v in vals.items()}  # astropy takes the last of repeated keywords
+        naxis = last.get(b"NAXIS", 0)
+        # negative sizes send astropy backwards through the file (it never ends); an odd BITPIX makes
+        # it misjudge where the next header starts
+        for key in [b"NAXIS%d" % i for i in range(1, naxis + 1)] + [b"PCOUNT", b"GCOUNT"]:
+            if last.get(key, 0) < 0:
+                return f"HDU {n}: {key.decode()} = {last[key]} is negative"
+        if b"BITPIX" in last and last[b"BITPIX"] not in (8, 16, 32, 64, -32, -64):
+            return f"HDU {n}: BITPIX = {last[b'BITPIX']} is not one of 8, 16, 32, 64, -32, -64"
+        shape = [last.get(b"NAXIS%d" % i, -1) for i in range(1, naxis + 1)]
+        bitpix = last.get(b"BITPIX", 0)
+        if any(x < 0 for x in shape) or not bitpix:
+            return None  # a size that is not a number: astropy refuses this HDU with a message of its own
+        npix = 1
+        for x in shape:
+            npix *= x
+        size = abs(bitpix) // 8 * max(last.get(b"GCOUNT", 1), 1) * (max(last.get(b"PCOUNT", 0), 0)
+                                                                   + (npix if naxis else 0))
+        pos += nblocks * 2880 + -(-size // 2880) * 2880
+        n += 1
+        f.seek(pos)
+        head = f.read(80)
+        if not head.strip(b"\0 "):
+            return None  # the end of the file (or padding)
+        if not head.startswith(b"XTENSION= "):
+            # astropy would go through the rest of the file block by block looking for a header, which
+            # takes minutes on a large file: the sizes in this header do not lead to the next one
+            rest = f.read(1 << 16)
+            if not (head + rest).strip(b"\0 "):
+                return None
+            return (f"HDU {n - 1}: its header's sizes (BITPIX, NAXISn, PCOUNT, GCOUNT) lead to byte {pos}, "
+                    f"where no extension header starts")
+    return None
 
 
 def _open(path) -> FileInfo:
@@ -253,6 +315,17 @@ def _open(path) -> FileInfo:
             gzipped = f.read(2) == b"\x1f\x8b"
         if gzipped:  # astropy silently accepts a truncated gzip stream: decompress here and check
             source = io.BytesIO(_gunzip(path))
+        try:
+            if isinstance(source, io.BytesIO):
+                fault = _scan_fits(source)
+                source.seek(0)
+            else:
+                with open(path, "rb") as f:
+                    fault = _scan_fits(f)
+        except OSError as exc:
+            raise SpectrumFileError(path, f"cannot open ({oneline(exc)})") from None
+        if fault:
+            raise SpectrumFileError(path, f"corrupt FITS header ({fault})")
         # HDUs are loaded lazily: readers touch only what they need, and truncation
         # of that part is caught by read_file
         try:
@@ -280,12 +353,13 @@ def identify_format(info_or_path) -> Reader:
                 return reader
         except Exception as exc:  # a broken file may upset a predicate
             log.debug("%s: identify(%s) failed: %s", info.path, reader.name, exc)
-            errors.append(oneline(exc))
+            errors.append(exc)
     if errors:
         problem = fits_problem(_fits_bytes(info)) if info.kind == "fits" else None
         if problem:
             raise SpectrumFileError(info.path, f"corrupt FITS header ({problem})")
-        raise SpectrumFileError(info.path, f"corrupt or unreadable {info.kind} file ({errors[0]})")
+        first = _fits_message(errors[0]) if info.kind == "fits" else oneline(errors[0])
+        raise SpectrumFileError(info.path, f"corrupt or unreadable {info.kind} file ({first})")
     what = {"fits": "a FITS file of no known spectrum format",
             "hdf5": "an HDF5 file without wavelength/flux/ivar datasets",
             "npz": "an NPZ file without wavelength/flux/ivar arrays",
@@ -342,16 +416,13 @@ def read_file(path, format: str | None = None) -> Spectra:
                 raise
             except Exception as exc:  # astropy, numpy, h5py... raise anything on a damaged file
                 cause = _truncation(caught)
-                if not cause and info.kind == "fits" and not isinstance(exc, ValueError):
-                    # not one of the readers' own checks: a damaged header is the likely cause, say which
+                if not cause and info.kind == "fits":
+                    # a damaged header is the likely cause of most failures: say which card when it is
                     problem = fits_problem(_fits_bytes(info))
                     cause = f"corrupt FITS header ({problem})" if problem else None
                 if not cause:
                     what = f"cannot read as {reader.name}" if reader is not None else f"unreadable {info.kind} file"
-                    text = oneline(exc)
-                    if not isinstance(exc, (ValueError, OSError)):  # KeyError 'x', TypeError...: say which
-                        text = f"{type(exc).__name__}: {text}"
-                    cause = f"{what} ({text})"
+                    cause = f"{what} ({_fits_message(exc)})"  # KeyError 'x', TypeError...: named by type
                 raise SpectrumFileError(info.path, cause) from exc
         trunc = _truncation(caught)
         if trunc:
@@ -483,10 +554,11 @@ def fits_problem(source) -> str | None:
         end = None
         for k in range(pos, len(data), 80):
             raw = data[k:k + 80]
-            try:
-                card = raw.decode("ascii")
-            except UnicodeDecodeError:
-                return f"HDU {n}: header card {(k - pos) // 80 + 1} holds non-ASCII bytes"
+            if len(raw) < 80:
+                return f"HDU {n}: header ends early (truncated file)"
+            if any(b < 0x20 or b > 0x7E for b in raw):
+                return f"HDU {n}: header card {(k - pos) // 80 + 1} holds bytes that are not printable ASCII"
+            card = raw.decode("ascii")
             key = card[:8].strip()
             if key == "END":
                 end = k
@@ -511,14 +583,16 @@ def fits_problem(source) -> str | None:
                 return lo
             if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
                 rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-                raise _Bad(f"HDU {n}: {key} = {v!r} is not a whole number {rng}" if v is not None
+                raise _Bad(f"HDU {n}: {key} = {_show(v)} is not a whole number {rng}" if key in cards
                            else f"HDU {n}: {key} is missing")
             return v
 
         try:
             bitpix = cards.get("BITPIX")
+            if "BITPIX" not in cards:
+                raise _Bad(f"HDU {n}: BITPIX is missing")
             if bitpix not in _BITPIX or isinstance(bitpix, bool):
-                raise _Bad(f"HDU {n}: BITPIX = {bitpix!r} is not one of 8, 16, 32, 64, -32, -64")
+                raise _Bad(f"HDU {n}: BITPIX = {_show(bitpix)} is not one of 8, 16, 32, 64, -32, -64")
             naxis = whole("NAXIS", 0, 999)
             shape = [whole(f"NAXIS{i}") for i in range(1, naxis + 1)]
             pcount = whole("PCOUNT", 0, need=n > 0)
@@ -528,7 +602,7 @@ def fits_problem(source) -> str | None:
                     v = cards[key]
                     if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v in (float("inf"),
                                                                                                   float("-inf")):
-                        raise _Bad(f"HDU {n}: {key} = {v!r} is not a finite number")
+                        raise _Bad(f"HDU {n}: {key} = {_show(v)} is not a finite number")
                     if key.startswith(("BSCALE", "TSCAL")) and v == 0:
                         raise _Bad(f"HDU {n}: {key} = 0")
             xt = str(cards.get("XTENSION", "")).strip().upper()
@@ -541,7 +615,11 @@ def fits_problem(source) -> str | None:
                     form = cards.get(f"TFORM{i}")
                     m = re.fullmatch(r"\s*(\d*)([LXBIJKAEDCMPQ])(.*)", str(form)) if isinstance(form, str) else None
                     if m is None:
-                        raise _Bad(f"HDU {n}: TFORM{i} = {form!r} is not a binary table format")
+                        raise _Bad(f"HDU {n}: TFORM{i} = {_show(form)} is not a binary table format"
+                                   if f"TFORM{i}" in cards else f"HDU {n}: TFORM{i} is missing")
+                    name = cards.get(f"TTYPE{i}")
+                    if f"TTYPE{i}" in cards and not isinstance(name, str):
+                        raise _Bad(f"HDU {n}: TTYPE{i} = {_show(name)} is not a column name")
                     count = int(m.group(1)) if m.group(1) else 1
                     code = m.group(2)
                     width += (count * _TFORM_BYTES[code] if code not in "PQ" else (_TFORM_BYTES[code] if count else 0))
@@ -551,6 +629,8 @@ def fits_problem(source) -> str | None:
         except _Bad as bad:
             return str(bad)
         header_end = pos + ((end - pos) // 2880 + 1) * 2880
+        if header_end > len(data):
+            return f"HDU {n}: header ends early (truncated file)"
         size = abs(bitpix) // 8 * gcount * (pcount + (int(np.prod(shape, dtype=object)) if naxis else 0))
         if header_end + size > len(data):
             return f"HDU {n}: data ends early ({len(data) - header_end} of {size} bytes present; truncated file)"
@@ -561,6 +641,13 @@ def fits_problem(source) -> str | None:
 
 class _Bad(Exception):
     pass
+
+
+def _show(value) -> str:
+    """A header value for a message: short, printable."""
+    text = repr(value)
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _truncation(caught) -> str | None:
