@@ -1456,6 +1456,8 @@ def catalog_contract(path, target: str):
     assert t["TARGETID"].dtype == np.int64 and t["Z_CONF"].dtype == np.int64 and t["BAL_FLAG"].dtype == np.int64
     assert set(np.unique(np.asarray(t["CLASS"]).astype(str))) <= {"QSO", "STAR", "GALAXY", "UNKNOWN"}
     assert np.all(np.isin(np.asarray(t["BAL_FLAG"]), [-1, 0, 1]))
+    assert np.all(np.isin(np.asarray(t["Z_CONF"]), [-1, 0, 1, 2, 3]))
+    assert len(t) == 0 or t["ROW"][-1] == len(t) - 1
     STATS[target]["read"] += 1
     return t
 
@@ -1732,3 +1734,17 @@ def test_header_values_that_hang_astropy_are_refused(synth, work, hdu, key, valu
     path.write_bytes(bytes(b))
     with pytest.raises(SpectrumFileError, match=f"corrupt FITS header \\(HDU \\d+: {key} = {value}"):
         read_file(path)
+
+
+def test_catalog_codes_out_of_range_are_unknown(tmp_path):
+    """F20: a DR12Q catalog whose bytes shifted (one inserted byte) gave BAL_FLAG = 768 and Z_CONF = 512
+    (found by the long catalog run). Codes outside their documented range are now -1 (unknown)."""
+    from redsift.io.catalogs import read_catalog
+
+    d = synth_catalogs(tmp_path)
+    t = Table.read(d["dr12q.fits"])
+    t["BAL_FLAG_VI"][0] = 768
+    t["Z_CONF_PERSON"][1] = 512
+    t.write(d["dr12q.fits"], overwrite=True)
+    out = read_catalog(d["dr12q.fits"])
+    assert out["BAL_FLAG"][0] == -1 and out["Z_CONF"][1] == -1 and out["Z_CONF"][0] == 3

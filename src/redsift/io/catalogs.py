@@ -288,6 +288,14 @@ def _standardise(t: Table, kind: str) -> Table:
         if np.any(np.isfinite(bi)):
             bal = np.where(np.isfinite(bi), (bi > 0).astype(np.int64), -1)
         source = "pipeline"
+    # codes outside their documented range (a damaged file, a catalog of another convention) are unknown
+    zconf = np.asarray(zconf, np.int64)
+    bal = np.asarray(bal, np.int64)
+    odd = (~np.isin(zconf, [-1, 0, 1, 2, 3])) | (~np.isin(bal, [-1, 0, 1]))
+    if odd.any():
+        log.warning("%d rows have Z_CONF outside 0..3 or BAL_FLAG outside 0/1: set to -1 (unknown)", int(odd.sum()))
+        zconf = np.where(np.isin(zconf, [0, 1, 2, 3]), zconf, -1)
+        bal = np.where(np.isin(bal, [0, 1]), bal, -1)
     out["CLASS"] = cls
     out["SUBCLASS"] = sub
     out["Z"] = z

@@ -281,16 +281,17 @@ def _scan_fits(f) -> str | None:
         n += 1
         f.seek(pos)
         head = f.read(80)
-        if not head.strip(b"\0 "):
-            return None  # the end of the file (or padding)
         if not head.startswith(b"XTENSION= "):
-            # astropy would go through the rest of the file block by block looking for a header, which
-            # takes minutes on a large file: the sizes in this header do not lead to the next one
-            rest = f.read(1 << 16)
-            if not (head + rest).strip(b"\0 "):
-                return None
-            return (f"HDU {n - 1}: its header's sizes (BITPIX, NAXISn, PCOUNT, GCOUNT) lead to byte {pos}, "
-                    f"where no extension header starts")
+            # the end of the file, or NUL/blank padding up to it, is fine; anything else is not: astropy
+            # would go through the rest of the file block by block looking for a header (minutes on a
+            # large file, for ever with some values)
+            chunk = head
+            while chunk:
+                if chunk.strip(b"\0 "):
+                    return (f"HDU {n}: no XTENSION card where its header should start (byte {pos}; "
+                            f"a damaged card, or sizes in HDU {n - 1}'s header that do not add up)")
+                chunk = f.read(1 << 20)
+            return None
     return None
 
 
