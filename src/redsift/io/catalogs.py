@@ -50,6 +50,13 @@ _CLASS_NAMES = {"STAR": "STAR", "GALAXY": "GALAXY", "QSO": "QSO", "QSO_BAL": "QS
                 "UNKNOWN": "UNKNOWN", "": "UNKNOWN"}
 
 
+#: every column name the catalog readers look at (upper case); duplicates among the others do not matter
+_USED = {"PLATE", "MJD", "FIBERID", "FIBER", "TARGETID", "THING_ID", "RA", "DEC", "TARGET_RA", "TARGET_DEC",
+         "PLUG_RA", "PLUG_DEC", "CLASS", "CLS", "SUBCLASS", "SPECTYPE", "SUBTYPE", "Z", "Z_CONF", "ZWARN",
+         "ZWARNING", "CLASS_PERSON", "Z_VI", "Z_CONF_PERSON", "BAL_FLAG_VI", "BI_CIV", "BAL_PROB", "IS_QSO_FINAL",
+         "SOURCE_Z", "Z_QN"}
+
+
 def _cols(t: Table) -> dict[str, str]:
     return {c.upper(): c for c in t.colnames}
 
@@ -144,7 +151,7 @@ def read_catalog(path, kind: str | None = None) -> Table:
         raise CatalogError(path, f"not a readable catalog ({cause})") from None
     try:
         cols = [c.upper() for c in t.colnames]
-        dup = sorted({c for c in cols if cols.count(c) > 1})
+        dup = sorted({c for c in cols if cols.count(c) > 1} & _USED)
         if dup:
             raise ValueError(f"duplicated columns {', '.join(dup)} (names differ only in case)")
         kind = kind or _kind(t, extname)

@@ -122,7 +122,7 @@ def read_desi(info: FileInfo) -> Spectra:
         if fmhdu.is_image or fmhdu.data is None:
             raise ValueError("FIBERMAP is not a table")
         cols = [c.upper() for c in fmhdu.columns.names]
-        dupc = sorted({c for c in cols if cols.count(c) > 1})
+        dupc = sorted({c for c in cols if cols.count(c) > 1} & {"TARGETID", "TARGET_RA", "TARGET_DEC"})
         if dupc:
             raise ValueError(f"FIBERMAP has duplicated columns {', '.join(dupc)}")
         fm = Table(fmhdu.data)

@@ -72,7 +72,7 @@ def read_lamost(info: FileInfo) -> Spectra:
         if len(t) > 1:
             raise ValueError(f"COADD table has {len(t)} rows; a LAMOST file holds one spectrum")
         cols = [c.upper() for c in t.columns.names]
-        dup = sorted({c for c in cols if cols.count(c) > 1})
+        dup = sorted({c for c in cols if cols.count(c) > 1} & {"FLUX", "IVAR", "WAVELENGTH", "ANDMASK"})
         if dup:
             raise ValueError(f"COADD table has duplicated columns {', '.join(dup)}")
 

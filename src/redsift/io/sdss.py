@@ -71,7 +71,7 @@ def read_spec(info: FileInfo) -> Spectra:
     coadd = hdu.data
     if coadd is None or len(coadd) == 0:
         raise ValueError("HDU1 (COADD) has no rows")
-    _unique_columns(coadd, "HDU1 (COADD)")
+    _unique_columns(coadd, "HDU1 (COADD)", ("LOGLAM", "FLUX", "IVAR", "AND_MASK"))
     loglam = numeric(getcol(coadd, "LOGLAM"), "column LOGLAM", ndim=1)
     flux = numeric(getcol(coadd, "FLUX"), "column FLUX", ndim=1)
     ivar = numeric(getcol(coadd, "IVAR"), "column IVAR", ndim=1)
@@ -148,14 +148,15 @@ def _thing_id(info: FileInfo) -> int:
             f.seek(data + col[0])
             raw = f.read(8 if col[1] == "K" else 4)
         return int(np.frombuffer(raw, ">i8" if col[1] == "K" else ">i4")[0])
-    except (OSError, ValueError, KeyError, AttributeError, IndexError):
+    except Exception:  # TypeError from a header value of the wrong type too: an id never costs the spectrum
         return -1
 
 
-def _unique_columns(table, what: str) -> None:
-    """ValueError when two columns of a table have one name (whatever the case): which one to read is unknown."""
+def _unique_columns(table, what: str, used) -> None:
+    """ValueError when two columns of a table that the reader uses have one name (whatever the case): which
+    one to read is unknown. Duplicates among the other columns do not matter."""
     names = [n.upper() for n in table.columns.names]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = sorted({n for n in names if names.count(n) > 1} & set(used))
     if dup:
         raise ValueError(f"{what} has duplicated columns {', '.join(dup)}")
 
@@ -202,7 +203,7 @@ def read_spplate(info: FileInfo) -> Spectra:
     plug = info.hdul[5].data
     if plug is None or len(plug) != nfiber:
         raise ValueError(f"plug map has {0 if plug is None else len(plug)} rows for {nfiber} fibers")
-    _unique_columns(plug, "HDU5 (plug map)")
+    _unique_columns(plug, "HDU5 (plug map)", ("FIBERID", "THING_ID", "RA", "DEC", "OBJTYPE"))
     plate = safe_int(scalar(hdr, "PLATEID", "PLATE", default=-1))
     mjd = safe_int(scalar(hdr, "MJD", default=-1))
     cm = colmap(plug)
