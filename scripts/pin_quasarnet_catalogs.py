@@ -6,6 +6,8 @@ Writes, for the default release and the imported qn6 model, the catalog of every
 file (../shared/data/real/{boss,sdss1,desi,lamost}) and of a parametric simulated set (seed 11, 300
 spectra: regenerated from its seed by tests/test_pins.py, never stored). Made on 2026-11-29 from commit
 815a945 (before the family plug-ins), and kept: tests/test_pins.py compares today's catalogs with them.
+The simulated set's pins were made again when the simulator changed on purpose (issue 18: telluric bands,
+stellar variety), the model code unchanged.
 """
 
 import sys

@@ -73,7 +73,7 @@ class TinyFamily(Family):
         cols.update({f"P_{c}": np.where(bad, np.nan, p[:, k]) for k, c in enumerate(CLASSES)})
         return cols, zwarn
 
-    def labels(self, meta):
+    def labels(self, meta, model=None):
         cls = np.asarray(meta["CLASS"]).astype(str)
         return {"y": np.array([CLASSES.index(c) for c in cls]), "z": np.asarray(meta["Z"], np.float32)}
 

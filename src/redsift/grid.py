@@ -63,6 +63,29 @@ class LogGrid:
         return cls(lo, 1e-4, int(round((4.0170 - lo) / 1e-4)) + 1, "center", "boss")
 
     @classmethod
+    def classifier(cls) -> "LogGrid":
+        """The classifier's input grid: 3600-10400 A at 2.5e-4 in log10 (pixel centres, 1,844 pixels): every
+        survey's coverage on one grid (LAMOST and DESI leave their missing ends at zero weight), a pixel of
+        5.8e-4 in dz/(1+z)."""
+        lo = 3.5563
+        return cls(lo, 2.5e-4, int(round((4.0170 - lo) / 2.5e-4)) + 1, "center", "classifier")
+
+    @classmethod
+    def sdss12(cls) -> "LogGrid":
+        """The SDSS 12-class CNN's grid: 433 pixels from log10 3.56 to 4.01 (pixel centres)."""
+        return cls(3.56, 0.45 / 432, 433, "center", "sdss12")
+
+    @classmethod
+    def named(cls, name: str) -> tuple["LogGrid", str]:
+        """``(grid, binning)`` of a named model grid: quasarnet, boss, classifier, sdss12."""
+        table = {"quasarnet": (cls.quasarnet, "quasarnet"), "boss": (cls.boss, "flux_conserving"),
+                 "classifier": (cls.classifier, "flux_conserving"), "sdss12": (cls.sdss12, "flux_conserving")}
+        if name not in table:
+            raise ValueError(f"unknown grid {name!r}; choose from {', '.join(table)} (or native)")
+        make, binning = table[name]
+        return make(), binning
+
+    @classmethod
     def from_range(cls, wmin: float, wmax: float, dloglam: float, reference: str = "center",
                    name: str = "") -> "LogGrid":
         """Grid from ``wmin`` up to and including ``wmax`` (Angstrom) at step ``dloglam``."""

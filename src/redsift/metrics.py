@@ -141,3 +141,66 @@ def bal_threshold(c_bal, is_qso_pred, bal_true, is_qso_true, z_true=None, zmin: 
     if best_m is None:  # no BALs or no non-BALs: nothing to choose on
         best_m = bal_metrics(qp & (c > best), bal_true, is_qso_true, z_true, zmin, bi_civ)
     return best, best_m
+
+
+def redshift_metrics(z_pred, z_true, catastrophic: float = 0.01) -> dict:
+    """Bias (median), NMAD and MAD (median |dz|/(1+z)) of dz/(1+z), and the catastrophic fraction
+    (|dz|/(1+z) > ``catastrophic``), for matched arrays."""
+    z_pred, z_true = np.asarray(z_pred, float), np.asarray(z_true, float)
+    d = (z_pred - z_true) / (1 + z_true)
+    ok = np.isfinite(d)
+    d = d[ok]
+    if not d.size:
+        return {"n": 0, "bias": float("nan"), "nmad": float("nan"), "mad": float("nan"), "catastrophic": float("nan")}
+    return {"n": int(d.size), "bias": float(np.median(d)), "nmad": nmad(d), "mad": float(np.median(np.abs(d))),
+            "catastrophic": float(np.mean(np.abs(d) > catastrophic))}
+
+
+def coverage(z_pred, zerr, z_true) -> dict:
+    """Fraction of |z - z_true| within 1 and 1.96 ZERR (68.3% and 95% expected), and the robust pull scatter."""
+    z_pred, zerr, z_true = (np.asarray(a, float) for a in (z_pred, zerr, z_true))
+    ok = np.isfinite(z_pred) & np.isfinite(zerr) & (zerr > 0)
+    p = (z_pred[ok] - z_true[ok]) / zerr[ok]
+    if not p.size:
+        return {"cov68": float("nan"), "cov95": float("nan"), "pull_nmad": float("nan"), "n_pull": 0}
+    return {"cov68": float(np.mean(np.abs(p) < 1)), "cov95": float(np.mean(np.abs(p) < 1.96)), "pull_nmad": nmad(p),
+            "n_pull": int(p.size)}
+
+
+def classifier_metrics(d: dict, y, z_true, cfg, zerr) -> dict:
+    """Accuracy (overall, per class, mean and minimum per class), spectral-type accuracy, redshift metrics
+    per true spectral type and ZERR coverage, for decoded classifier outputs ``d`` against class indices
+    ``y`` (-1/-2: ignored/unlabelled rows, left out)."""
+    tax = cfg.tax
+    y = np.asarray(y)
+    ok = y >= 0
+    cls, st = d["cls"][ok], d["spectype"][ok]
+    yt = y[ok]
+    types = np.array(tax.spectypes)
+    true_st = types[yt] if yt.size else np.zeros(0, "U8")
+    m = {"n": int(ok.sum()), "accuracy": float(np.mean(cls == yt)) if yt.size else float("nan")}
+    accs = []
+    for k, name in enumerate(tax.classes):
+        sel = yt == k
+        if sel.any():
+            a = float(np.mean(cls[sel] == k))
+            m[f"acc_{name}"] = a
+            accs.append(a)
+    m["mean_class_acc"] = float(np.mean(accs)) if accs else float("nan")
+    m["min_class_acc"] = float(np.min(accs)) if accs else float("nan")
+    m["spectype_acc"] = float(np.mean(st == true_st)) if yt.size else float("nan")
+    zp, zt, ze = d["z"][ok], np.asarray(z_true, float)[ok], np.asarray(zerr, float)[ok]
+    if cfg.z_head != "none":
+        for s in ("GALAXY", "QSO", "STAR"):
+            sel = true_st == s
+            if not sel.any():
+                continue
+            r = redshift_metrics(zp[sel], zt[sel])
+            m[f"typeacc_{s}"] = float(np.mean(st[sel] == s))
+            m[f"nmad_{s}"], m[f"cat_{s}"], m[f"bias_{s}"] = r["nmad"], r["catastrophic"], r["bias"]
+            if s == "STAR":
+                m["v_std_STAR"] = nmad((zp[sel] - zt[sel]) * C_KMS)
+        right = st == true_st
+        c = coverage(zp[right], ze[right], zt[right])
+        m.update({k: v for k, v in c.items() if k != "n_pull"})
+    return m

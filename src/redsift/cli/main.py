@@ -57,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--classes", default="QSO:0.6,STAR:0.25,GALAXY:0.15",
                     help="class mix as CLASS:weight,... (default: BOSS quasar targets QSO:0.6,STAR:0.25,GALAXY:0.15)")
     sm.add_argument("--templates", help="templates directory (default: $REDSIFT_TEMPLATES; none: parametric mode)")
-    sm.add_argument("--grid", choices=("quasarnet", "native", "boss"), default="quasarnet",
+    sm.add_argument("--grid", choices=("quasarnet", "native", "boss", "classifier", "sdss12"), default="quasarnet",
                     help="grid of the stored spectra (default: QuasarNET's, with its binning)")
+    sm.add_argument("--star-mix", choices=("boss", "uniform"), default="boss",
+                    help="letter classes of the stars: BOSS quasar-target contaminants (default) or each "
+                         "class equally often (classifier training)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (output does not depend on it)")
     sm.add_argument("--block", type=int, default=1000, help="spectra per shard")
@@ -155,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="family option (QuasarNET: keep_c_th=true keeps the config's c_th)")
     rl.set_defaults(func=_model.cmd_release)
+
+    cb = sub.add_parser("combine", help="join a classifier and a QuasarNET into one model (the default's form)",
+                        description="Write a 'combined' model directory holding a classifier and a QuasarNET "
+                                    "(each part's weights copied; one safetensors file). Its catalogs take "
+                                    "SPECTYPE/SUBTYPE from the classifier and a quasar's Z from QuasarNET's "
+                                    "lines when found (rule qn-z; docs/classifier.md).")
+    cb.add_argument("--classifier", required=True, help="classifier model (released name or directory)")
+    cb.add_argument("--quasarnet", required=True, help="QuasarNET model (released name or directory)")
+    cb.add_argument("--rule", default="qn-z", choices=("qn-z", "classifier"),
+                    help="qn-z (default): quasars take QuasarNET's line redshift; classifier: the classifier's")
+    cb.add_argument("--description", help="one line for `redsift models`")
+    cb.add_argument("-o", "--output", required=True, help="model directory")
+    cb.set_defaults(func=_model.cmd_combine)
 
     pl = sub.add_parser("plot", help="plot one spectrum with its prediction")
     pl.add_argument("file")

@@ -97,6 +97,18 @@ def cmd_release(args) -> int:
     return 0
 
 
+def cmd_combine(args) -> int:
+    from ..models import load_model, resolve_model_name, save_model
+    from ..models.combined import combine
+
+    model = combine(load_model(resolve_model_name(args.classifier)), load_model(resolve_model_name(args.quasarnet)),
+                    args.rule)
+    desc = args.description or "classifier + QuasarNET (combined)"
+    save_model(model, args.output, {"description": desc, "command": _command()})
+    print(f"wrote {args.output}: combined model ({args.classifier} + {args.quasarnet}, rule {args.rule})")
+    return 0
+
+
 def _load(name: str, device: str = "auto"):
     import torch
 

@@ -97,12 +97,14 @@ class Family:
         from ..preprocess import to_grid
 
         b = to_grid(spectra, self.grid(model), self.binning(model))
-        return self.prepare_gridded(model, b.flux, b.ivar, np.asarray(spectra.meta["ZWARN"], np.int64))
+        return self.prepare_gridded(model, b.flux, b.ivar, np.asarray(spectra.meta["ZWARN"], np.int64),
+                                    meta=spectra.meta)
 
-    def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False) -> Prepared:
+    def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         """Model inputs of spectra already on the model grid (datasets; the default normalises as
         QuasarNET, :func:`redsift.preprocess.normalize_mean_rms`, and adds the coverage bits).
-        ``full``: also every auxiliary quantity that prediction may skip (the release asks for them)."""
+        ``full``: also every auxiliary quantity that prediction may skip (the release asks for them).
+        ``meta``: the rows' metadata (e.g. ``SURVEY`` for survey-aware models), when known."""
         from ..preprocess import coverage_zwarn, normalize_mean_rms
 
         return Prepared(X=normalize_mean_rms(flux, ivar), zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar))
@@ -144,8 +146,10 @@ class Family:
         return plot_spectrum(spectra, i, ax=ax, z=z, title=title)
 
     # --- train ------------------------------------------------------------------------------
-    def labels(self, meta) -> dict:
-        """Training labels of a dataset's metadata: row-aligned arrays by name."""
+    def labels(self, meta, model=None) -> dict:
+        """Training labels of a dataset's metadata: row-aligned arrays by name (``model``: the model being
+        trained, whose config may decide them, e.g. a taxonomy). Labels that do not fit the model raise
+        before training starts."""
         raise RedsiftError(f"model family {self.name!r} cannot be trained")
 
     def batch(self, model, flux, ivar, labels: dict):

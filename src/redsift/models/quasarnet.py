@@ -388,7 +388,7 @@ class QuasarNetFamily(Family):
         return QuasarNet(config)
 
     # --- predict ---------------------------------------------------------------------------
-    def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False) -> Prepared:
+    def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         from ..preprocess import snr_median
 
         p = super().prepare_gridded(model, flux, ivar, zwarn)
@@ -450,7 +450,7 @@ class QuasarNetFamily(Family):
         return plot_prediction(spectra, i, row, ax=ax, lines=model.config.lines, c_th=model.config.c_th)
 
     # --- train -----------------------------------------------------------------------------
-    def labels(self, meta) -> dict:
+    def labels(self, meta, model=None) -> dict:
         return _labels(meta)
 
     def batch(self, model, flux, ivar, labels):

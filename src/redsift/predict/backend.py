@@ -70,6 +70,8 @@ def infer(model, X: np.ndarray, batch_size: int = 1024, backend: str = "auto"):
     X = np.ascontiguousarray(X, np.float32)
     params = list(model.parameters()) if hasattr(model, "parameters") else []
     on_cpu = not params or params[0].device.type == "cpu"
+    if getattr(fam, "container", False):  # a family of several models (combined): each part chooses
+        return fam.infer(model, X, batch_size=batch_size, backend=backend)
     sess = onnx_session(model) if backend in ("auto", "onnx") and on_cpu and params else None
     if backend == "onnx" and sess is None:
         raise RedsiftError("the onnx backend needs onnxruntime and onnx (pip install 'redsift[fast]') and a "

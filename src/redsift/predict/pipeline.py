@@ -245,16 +245,24 @@ def dataset_batches(model, ds, chunk: int = 8192, full: bool = False):
     quantity (the release needs them)."""
     fam = get_family(model)
     grid = fam.grid(model)
-    if ds.grid != grid:
-        raise RedsiftError(f"{ds.path}: dataset grid ({ds.grid.describe()}) differs from the model's "
-                           f"({grid.describe()})")
+    same = ds.grid == grid
+    if not same and ds.grid.dloglam > grid.dloglam + 1e-12:
+        raise RedsiftError(f"{ds.path}: dataset grid ({ds.grid.describe()}) is coarser than the model's "
+                           f"({grid.describe()}): store the set on the model's grid or a finer one")
     meta = ds.meta
     for s in range(0, len(ds), chunk):
         idx = np.arange(s, min(s + chunk, len(ds)))
-        flux, ivar, _ = ds.read(idx)
+        flux, ivar, mask = ds.read(idx)
         m = meta[idx]
         zwarn = np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else np.zeros(len(m), np.int64)
-        yield m, fam.prepare_gridded(model, flux, ivar, zwarn, full=full)
+        if same:
+            yield m, fam.prepare_gridded(model, flux, ivar, zwarn, full=full, meta=m)
+        else:  # a finer grid (e.g. BOSS pixels): the rows are spectra, gridded as a file's would be
+            from ..spectra import Spectra
+
+            m = m.copy()
+            m["ZWARN"] = zwarn
+            yield m, fam.prepare(model, Spectra(ds.grid.wave, flux, ivar, mask, m))
 
 
 def _dataset(builder, path: str, chunk: int, input_meta):

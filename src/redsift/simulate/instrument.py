@@ -49,6 +49,8 @@ class Survey:
     dichroic: float | None
     fibre_offset_4000: bool  # BOSS quasar targets: fibres placed for 4000 A light
     overlaps: tuple = ()  # wavelength ranges seen by two arms (DESI)
+    telluric: float = 0.08  # rms of the telluric residual left by the pipeline's correction (fraction of
+    #                         the full band depth); None: not corrected (LAMOST LRS: the bands stay in)
 
     @property
     def wave(self) -> np.ndarray:
@@ -82,7 +84,7 @@ SURVEYS = {
                    np.pi * 0.75**2, 40.0, 40.0, None, False, ((5760.0, 5930.0), (7520.0, 7620.0))),
     # LAMOST LRS: 3700-9100 A at 1e-4 in log10, R ~ 1800, 3.3" fibres
     "lamost": Survey("lamost", 3700.0, 9100.0, 1e-4, None, ((9100, 1800),), np.pi * 1.65**2, 4.0, 80.0,
-                     5900.0, False),
+                     5900.0, False, telluric=None),
 }
 
 #: Magnitude ranges (g, AB) and number-count slopes dlogN/dm of each class per survey: BOSS quasar
@@ -169,6 +171,24 @@ def _throughput(wave):
     return t * (1 - 0.6 * np.exp(-0.5 * ((wave - 7600.0) / 25.0) ** 2)) * (1 - 0.3 * np.exp(-0.5 * ((wave - 6880.0) / 20.0) ** 2))
 
 
+#: Telluric bands at R ~ 2000 (centre, half-width, edge sigma in A, optical depth at airmass 1): O2 gamma,
+#: B and A bands, H2O at 7200, 8200 and 9300-9650 A (approximate depths read off a standard atmosphere
+#: transmission at this resolution; a smooth box per band).
+TELLURIC_BANDS = ((6290.0, 10.0, 3.0, 0.05), (6875.0, 14.0, 3.0, 0.3), (7640.0, 45.0, 4.0, 0.7),
+                  (7250.0, 90.0, 20.0, 0.12), (8230.0, 110.0, 25.0, 0.1), (9400.0, 300.0, 40.0, 0.35))
+
+
+def telluric_depth(wave) -> np.ndarray:
+    """Optical depth of the telluric bands at airmass 1 (:data:`TELLURIC_BANDS`) on ``wave``."""
+    from scipy.special import erf
+
+    wave = np.asarray(wave, float)
+    tau = np.zeros_like(wave)
+    for c, hw, edge, depth in TELLURIC_BANDS:
+        tau += depth * 0.5 * (erf((wave - (c - hw)) / (np.sqrt(2) * edge)) - erf((wave - (c + hw)) / (np.sqrt(2) * edge)))
+    return tau
+
+
 def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng, absorber=None, bands=None):
     """Observe rest-frame spectra with a survey's instrument.
 
@@ -199,6 +219,14 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
         bump = np.exp(-0.5 * ((wave - survey.dichroic) / 40.0) ** 2)
         step = 1 / (1 + np.exp(-(wave - survey.dichroic) / 15.0))
         calib *= 1 + rng.normal(0, 0.03, n)[:, None] * bump + rng.normal(0, 0.015, n)[:, None] * step
+    # telluric absorption: what the pipeline's correction leaves (a residual of either sign, BOSS and
+    # DESI), or the whole bands at airmass 1-1.6 where the pipeline does not correct them (LAMOST)
+    tau = telluric_depth(wave)[None, :].astype(np.float32)
+    if survey.telluric is None:
+        airmass = rng.uniform(1.0, 1.6, n).astype(np.float32)[:, None]
+        calib *= np.exp(-tau * airmass)
+    else:
+        calib *= np.exp(-tau * rng.normal(0, survey.telluric, n).astype(np.float32)[:, None])
     ebv = rng.exponential(0.04, n)
     flux *= calib
     flux *= (10 ** (-0.4 * ccm_extinction(wave, ebv))).astype(np.float32)

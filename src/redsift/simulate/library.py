@@ -125,7 +125,7 @@ class TemplateLibrary:
     filters: dict = field(default_factory=dict)  # band -> (wave, response): SDSS g, r, i
 
 
-def load_library(path=None, max_stars_per_basis: int = 200, seed: int = 0) -> TemplateLibrary:
+def load_library(path=None, max_stars_per_basis: int = 400, seed: int = 0) -> TemplateLibrary:
     """Load the template library (template mode), or a parametric one when no directory is given."""
     root = find_templates(path)
     if root is None:
@@ -156,14 +156,24 @@ def load_library(path=None, max_stars_per_basis: int = 200, seed: int = 0) -> Te
     cls += ["CV"] * len(combos)
     sub += ["CV"] * len(combos)
     native += [True] * len(combos)
-    for f in sorted((root / "redrock").glob("rrtemplate-*tar*-*.fits")):
+    # rrtemplate-STAR-A-v0.1.fits, rrtemplate-star-Carbon.fits: the archetype coefficient sets rebuild
+    # individual real stars (coeff @ basis). The match is case-insensitive: until 2026-11-29 a
+    # case-sensitive "*tar*" matched none of the STAR files, and every model trained on 128 stars.
+    starfiles = [f for f in (root / "redrock").glob("rrtemplate-*.fits") if f.stem.split("-")[1].upper() == "STAR"]
+    for f in sorted(starfiles):
         letter = f.stem.split("-")[2]
         wave, basis, coeff = _redrock(f)
-        if coeff is None:
+        if coeff is None and basis.shape[0] == 1:  # Carbon, Ldwarf: one spectrum, no archetype set
+            spectra = basis.copy()
+        elif coeff is None:  # a PCA basis without archetypes (CV): not individual stars
             continue
-        pick = rng.choice(len(coeff), size=min(max_stars_per_basis, len(coeff)), replace=False)
-        spectra = coeff[np.sort(pick)] @ basis
+        else:
+            pick = rng.choice(len(coeff), size=min(max_stars_per_basis, len(coeff)), replace=False)
+            spectra = coeff[np.sort(pick)] @ basis
         good = np.all(np.isfinite(spectra), axis=1) & (np.median(spectra, axis=1) > 0)
+        # PCA reconstructions dip slightly below zero where a cool star has almost no flux (M: the blue
+        # end): a small positive floor keeps those pixels "covered" and physical
+        spectra = np.maximum(spectra, 1e-4 * np.median(np.abs(spectra), axis=1, keepdims=True))
         stars.append(to_rest_grid(wave, spectra[good]))
         label = {"Carbon": "C", "Ldwarf": "L"}.get(letter, letter)
         cls += [label] * int(good.sum())

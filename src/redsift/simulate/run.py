@@ -43,7 +43,8 @@ def _library(templates):
     return _LIB[key], _LIB[key + ":qso"]
 
 
-def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: int, templates=None):
+def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: int, templates=None,
+                   star_mix: str | dict | None = None):
     """Simulate ``nb`` spectra of block ``b`` on the survey's native grid.
 
     Returns a :class:`Spectra` batch whose ``meta`` holds the truth.
@@ -61,7 +62,8 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
              "BAL_FLAG": np.zeros(nb, np.int64),
              "BI_CIV": np.zeros(nb), "AI_CIV": np.zeros(nb), "CIV_ABS_Q": np.zeros(nb),
              "N_DLA": np.zeros(nb, np.int64), "LOG_NHI": np.zeros(nb),
-             "CIV_SHIFT": np.zeros(nb), "LOBAL": np.zeros(nb, bool), "MAG_G": np.zeros(nb)}
+             "CIV_SHIFT": np.zeros(nb), "LOBAL": np.zeros(nb, bool), "MAG_G": np.zeros(nb),
+             "BINARY": np.zeros(nb, bool), "EBV_STAR": np.zeros(nb)}
     # MAG_G holds the magnitude in the selection band (SEL_BAND): g, or r/i for high-z quasars
     for c in classes:
         sel = np.flatnonzero(cls == c)
@@ -72,7 +74,7 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
             spec, t = qso.sample(zq, rng, lib.galaxies)
             native[sel] = lib.mode == "templates"
         elif c == "STAR":
-            spec, zq, t = make_stars(sel.size, lib, rng)
+            spec, zq, t = make_stars(sel.size, lib, rng, star_mix)
             t["SUBCLASS_FINE"] = t.pop("SUBTYPE_DETAIL")
             native[sel] = t["NATIVE_RES"]
             truth["BAL_FLAG"][sel] = 0
@@ -123,8 +125,8 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
 
 
 def _work(args):
-    b, nb, start, survey, mix, seed, templates, grid_dict, binning = args
-    s = simulate_block(b, nb, start, survey, mix, seed, templates)
+    b, nb, start, survey, mix, seed, templates, grid_dict, binning, star_mix = args
+    s = simulate_block(b, nb, start, survey, mix, seed, templates, star_mix)
     grid = LogGrid.from_dict(grid_dict)
     binned = to_grid(s, grid, binning)
     flux, ivar = binned.flux, binned.ivar
@@ -138,7 +140,7 @@ def _work(args):
 
 def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0, templates=None,
              grid: str = "quasarnet", jobs: int = 1, block: int = 1000, progress: bool = True,
-             command: str = "", append: bool = False):
+             command: str = "", append: bool = False, star_mix: str = "boss"):
     """Simulate ``n`` spectra and write them as a dataset at ``output``; returns the Dataset."""
     from tqdm.auto import tqdm
 
@@ -151,22 +153,18 @@ def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0
     if bad:
         raise ValueError(f"unknown class(es) {', '.join(bad)}; choose from {', '.join(CLASSES)}")
     inst = SURVEYS[survey]
-    if grid == "quasarnet":
-        g, binning = LogGrid.quasarnet(), "quasarnet"
-    elif grid == "native":
+    if grid == "native":
         if inst.grid is None:
             raise ValueError(f"{survey} has a linear native grid: store it with --grid quasarnet or boss")
         g, binning = inst.grid, "native"
-    elif grid == "boss":
-        g, binning = LogGrid.boss(), "flux_conserving"
     else:
-        raise ValueError(f"unknown grid {grid!r}")
+        g, binning = LogGrid.named(grid)
     lib, _ = _library(templates)
     prov = {"command": command or "redsift simulate", "n": n, "survey": survey, "mix": mix, "seed": seed,
-            "mode": lib.mode, "templates": lib.path, "block": block}
+            "mode": lib.mode, "templates": lib.path, "block": block, "star_mix": star_mix}
     writer = DatasetWriter(output, g, binning, prov, mode="a" if append else "w")
     blocks = [(b, min(block, n - b * block), b * block) for b in range((n + block - 1) // block)]
-    args = [(b, nb, start, survey, mix, seed, templates, g.to_dict(), binning) for b, nb, start in blocks]
+    args = [(b, nb, start, survey, mix, seed, templates, g.to_dict(), binning, star_mix) for b, nb, start in blocks]
     bar = tqdm(total=n, desc=f"simulate {survey}", unit="spec", disable=not progress)
     pool = ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,)) if jobs > 1 else None
     try:

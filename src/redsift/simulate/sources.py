@@ -7,9 +7,9 @@ import numpy as np
 from ..constants import C_KMS, LYA
 from .library import REST_GRID, TemplateLibrary
 from .parametric import tau_eff
-from .physics import bal_troughs, igm_transmission_observed, smc_extinction
+from .physics import bal_troughs, ccm_extinction, igm_transmission_observed, smc_extinction
 
-__all__ = ["QuasarModel", "make_stars", "make_galaxies", "qso_redshifts", "STAR_MIX"]
+__all__ = ["QuasarModel", "make_stars", "make_galaxies", "qso_redshifts", "STAR_MIX", "STAR_MIXES"]
 
 WAVE = REST_GRID.wave
 
@@ -186,18 +186,33 @@ class QuasarModel:
 #: metal-poor F stars, M dwarfs (some with a white-dwarf companion), carbon stars, CVs, a few others.
 STAR_MIX = {"WD": 0.14, "A": 0.16, "F": 0.20, "G": 0.06, "K": 0.07, "M": 0.16, "CV": 0.06, "C": 0.05,
             "L": 0.02, "B": 0.04, "O": 0.02, "M+WD": 0.02}
+#: Every letter class equally often (classifier training: each class of a taxonomy is learned, rare or not).
+UNIFORM_STARS = {k: (0.5 if k in ("M", "M+WD") else 1.0) for k in STAR_MIX}
+STAR_MIXES = {"boss": STAR_MIX, "uniform": UNIFORM_STARS}
+#: Fraction of F/G/K/M stars given an unresolved companion (a cooler star or a white dwarf) contributing
+#: 5-40% of the light at 6000-7000 A; stellar reddening E(B-V) (exponential, mean) on top of the
+#: instrument's Galactic draw; and the log-normal scatter of a continuum tilt (temperature, metallicity
+#: and gravity differences between archetypes of one letter class, and the flux-calibration errors that a
+#: star's spectrum carries beyond the instrument's).
+BINARY_FRACTION = 0.12
+STAR_EBV = 0.06
+STAR_TILT = 0.15
 
 
-def make_stars(n, lib: TemplateLibrary, rng):
-    """Stars drawn by :data:`STAR_MIX`, with radial velocities; returns rest spectra, z, truth."""
+def make_stars(n, lib: TemplateLibrary, rng, star_mix: dict | str | None = None):
+    """Stars drawn by ``star_mix`` (:data:`STAR_MIX`, or a name in :data:`STAR_MIXES`), with radial
+    velocities, stellar reddening, continuum tilts and unresolved companions; rest spectra, z, truth."""
+    mix = STAR_MIXES[star_mix] if isinstance(star_mix, str) else (star_mix or STAR_MIX)
     classes = np.asarray(lib.star_class)
-    names = [c for c in STAR_MIX if c == "M+WD" or np.any(classes == c)]
-    w = np.array([STAR_MIX[c] for c in names])
+    names = [c for c in mix if (c == "M+WD" and np.any(classes == "M") and np.any(classes == "WD"))
+             or np.any(classes == c)]
+    w = np.array([mix[c] for c in names])
     draw = rng.choice(len(names), size=n, p=w / w.sum())
     spec = np.empty((n, WAVE.size), np.float32)
     sub = np.empty(n, "U32")
     cls = np.empty(n, "U8")
     native = np.zeros(n, bool)
+    ref = (WAVE > 6000) & (WAVE < 7000)
     for k, name in enumerate(names):
         sel = np.flatnonzero(draw == k)
         if not sel.size:
@@ -207,7 +222,6 @@ def make_stars(n, lib: TemplateLibrary, rng):
             wd = rng.choice(np.flatnonzero(classes == "WD"), sel.size)
             frac = rng.uniform(0.3, 1.5, sel.size)
             ms, ws = lib.stars[m], lib.stars[wd]
-            ref = (WAVE > 6000) & (WAVE < 7000)
             scale = np.mean(ms[:, ref], axis=1) / np.maximum(np.mean(ws[:, ref], axis=1), 1e-30)
             spec[sel] = ms + (frac * scale)[:, None] * ws
             sub[sel], cls[sel] = "M+WD", "M"
@@ -218,9 +232,30 @@ def make_stars(n, lib: TemplateLibrary, rng):
             sub[sel] = np.asarray(lib.star_subclass)[pick]
             cls[sel] = name
             native[sel] = lib.star_native[pick]
+    # unresolved companions: a later-type star (K, M) or a white dwarf, 5-40% of the light at 6000-7000 A
+    later = {"F": ("G", "K", "M", "WD"), "G": ("K", "M", "WD"), "K": ("M", "WD"), "M": ("M", "WD")}
+    binary = np.isin(cls, list(later)) & (sub != "M+WD") & (rng.uniform(size=n) < BINARY_FRACTION)
+    for i in np.flatnonzero(binary):
+        opts = [c for c in later[cls[i]] if np.any(classes == c)]
+        if not opts:
+            binary[i] = False
+            continue
+        j = rng.choice(np.flatnonzero(classes == rng.choice(opts)))
+        comp = lib.stars[j]
+        scale = np.mean(spec[i, ref]) / max(float(np.mean(comp[ref])), 1e-30)
+        spec[i] = spec[i] + rng.uniform(0.05, 0.4) * scale * comp
+        native[i] &= bool(lib.star_native[j])
+    # stellar reddening and a smooth continuum tilt (temperature/metallicity spread within a class)
+    ebv = rng.exponential(STAR_EBV, n)
+    tilt = rng.normal(0, STAR_TILT, n)
+    covered = spec > 0
+    spec *= (10 ** (-0.4 * ccm_extinction(WAVE, ebv))).astype(np.float32)
+    spec *= np.exp(np.log(WAVE / 5500.0)[None, :] * tilt[:, None]).astype(np.float32)
+    spec = np.where(covered, spec, 0).astype(np.float32)
     rv = np.where(cls == "WD", rng.normal(40, 40, n), rng.normal(-10, 60, n))
     z = rv / C_KMS
-    return spec, z, {"SUBCLASS": cls.astype("U24"), "SUBTYPE_DETAIL": sub, "NATIVE_RES": native}
+    return spec, z, {"SUBCLASS": cls.astype("U24"), "SUBTYPE_DETAIL": sub, "NATIVE_RES": native,
+                     "BINARY": binary, "EBV_STAR": ebv}
 
 
 def make_galaxies(n, lib: TemplateLibrary, rng, qso: "QuasarModel | None" = None):

@@ -152,11 +152,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
 
     ds = Dataset(cfg.data)
     meta = ds.meta
-    labels = fam.labels(meta)
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.family, **cfg.model)  # first: its config may decide the labels (a taxonomy)
+    labels = fam.labels(meta, model)
     usable = _usable(meta)
     if cfg.val:
         vds = Dataset(cfg.val)
-        vlabels = fam.labels(vds.meta)
+        vlabels = fam.labels(vds.meta, model)
         train_idx = usable
         val_idx = np.arange(len(vds))
     else:
@@ -167,8 +169,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
     if len(val_idx) > cfg.val_max:
         val_idx = np.sort(np.random.default_rng(cfg.seed).choice(val_idx, cfg.val_max, replace=False))
 
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.family, **cfg.model)
     if fam.grid(model) != ds.grid:
         raise RedsiftError(f"{cfg.data}: dataset grid ({ds.grid.describe()}) differs from the model's "
                            f"({fam.grid(model).describe()})")

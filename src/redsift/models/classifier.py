@@ -1,0 +1,421 @@
+"""The classifier family: class, subclass, redshift and an honest redshift error for every spectrum.
+
+One shared 1-D convolutional encoder and two heads (as GaSNet-II, Zhong et al. 2024, and the SDSS
+12-class CNN): class probabilities over a configurable :mod:`taxonomy <redsift.taxonomy>`, and a redshift
+with a per-spectrum uncertainty. The redshift head predicts ``t = ln(1 + z)`` as a heteroscedastic
+Gaussian, mean ``mu`` and ``sigma = exp(s)`` (Nix & Weigend 1994; Kendall & Gal 2017), trained with the
+beta-NLL of Seitzer et al. (2022, eq. 5),
+
+    L_z = stopgrad(sigma^(2 beta)) * [ (t - mu)^2 / (2 sigma^2) + ln sigma ],
+
+which keeps hard examples from being explained away by a large sigma (beta = 0.5). ``Z = exp(mu) - 1``
+and ``ZERR = (1 + Z) sigma k`` with ``k`` per spectral type chosen on a validation set at release so
+that 68.3% of the validation pulls lie within 1 (``zerr_scale``); the held-out 68%/95% coverage is
+then measured, not assumed.
+
+Inputs: the flux *and* its noise (the SDSS 12-class authors' first open item), on the classifier grid
+(3600-10400 A, 2.5e-4 in log10, flux-conserving), normalised by the median |flux| of valid pixels:
+channel 0 the flux, channel 1 the 1-sigma noise (0 where masked), channel 2 the valid-pixel mask. The
+survey (BOSS, DESI, LAMOST; SDSS-I reads as BOSS) enters as a one-hot vector beside the flattened
+features (``surveys``), so one model serves every survey; a survey it does not know gets zeros.
+
+Configurations of the seed systems (``arch``; ``docs/classifier.md``):
+
+* ``"redsift"``: the default above.
+* ``"sdss12"``: the SDSS 12-class CNN: max-normalised flux only, 433 pixels between log10 3.56 and 4.01,
+  5 convolutions (each with 2x max pooling) + 2 fully connected layers, softmax; no redshift.
+* ``"gasnet2"``: GaSNet-II-like: flux only, 13 subclasses, probabilities + redshift + sigma.
+* ``"fcz"``: the fully connected redshift network on simulated quasars: flux only, 3 dense layers, a point
+  redshift with a squared-error loss (no sigma).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import RedsiftError
+from ..grid import LogGrid
+from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
+from .family import Family, Prepared, nodata_rows
+from .registry import register_family
+
+__all__ = ["ClassifierConfig", "ClassifierNet", "ClassifierFamily", "SURVEY_ALIASES", "ARCHS"]
+
+#: Survey names of the readers -> the model's survey inputs.
+SURVEY_ALIASES = {"boss": "boss", "sdss": "boss", "eboss": "boss", "desi": "desi", "lamost": "lamost"}
+ARCHS = ("redsift", "sdss12", "gasnet2", "fcz")
+
+
+def _default_taxonomy() -> dict:
+    return load_taxonomy("boss14").to_dict()
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Architecture, inputs, taxonomy and decisions of a classifier (saved with its weights)."""
+
+    taxonomy: dict = field(default_factory=_default_taxonomy)
+    arch: str = "redsift"
+    grid: str = "classifier"  # a named grid (LogGrid.named)
+    inputs: str = "flux+noise"  # or "flux"
+    norm: str = "median"  # "median" |flux| of valid pixels, or "max" (SDSS 12-class CNN)
+    channels: tuple = (16, 32, 48, 64, 96, 128, 128)
+    kernel: int = 5
+    stem_stride: int = 2
+    fc: int = 256
+    dropout: float = 0.1
+    surveys: tuple = ("boss", "desi", "lamost")  # one-hot survey input; () = survey-blind
+    z_head: str = "gaussian"  # "gaussian", "point" (squared error, no sigma), "none"
+    z_weight: float = 1.0
+    beta_nll: float = 0.5
+    zerr_scale: dict | None = None  # spectype -> factor, set at release
+    p_min: float = 0.9  # LOW_CONFIDENCE when the chosen spectral type's probability is below this
+    preset: str = ""  # a seed system (PRESETS): fills every field left at its default
+
+    def __post_init__(self):
+        if self.preset:
+            if self.preset not in PRESETS:
+                raise RedsiftError(f"ClassifierConfig: unknown preset {self.preset!r} ({', '.join(PRESETS)})")
+            defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                        for f in dataclasses.fields(self)}
+            for key, value in PRESETS[self.preset].items():
+                if getattr(self, key) == defaults[key]:
+                    object.__setattr__(self, key, value)
+        for key in ("channels", "surveys"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        if isinstance(self.taxonomy, (str, Taxonomy)):  # --set taxonomy=gasnet13 or a file
+            object.__setattr__(self, "taxonomy", load_taxonomy(self.taxonomy).to_dict())
+        if self.arch not in ARCHS:
+            raise RedsiftError(f"ClassifierConfig: unknown arch {self.arch!r} ({', '.join(ARCHS)})")
+        if self.inputs not in ("flux+noise", "flux"):
+            raise RedsiftError(f"ClassifierConfig: unknown inputs {self.inputs!r} (flux+noise, flux)")
+        if self.z_head not in ("gaussian", "point", "none"):
+            raise RedsiftError(f"ClassifierConfig: unknown z_head {self.z_head!r} (gaussian, point, none)")
+        Taxonomy.from_dict(self.taxonomy)  # a bad taxonomy fails here, before any training
+
+    @property
+    def tax(self) -> Taxonomy:
+        return Taxonomy.from_dict(self.taxonomy)
+
+    @property
+    def logrid(self) -> LogGrid:
+        return LogGrid.named(self.grid)[0]
+
+    @property
+    def binning(self) -> str:
+        return LogGrid.named(self.grid)[1]
+
+    @property
+    def nchan(self) -> int:
+        return 3 if self.inputs == "flux+noise" else 1
+
+    def decisions(self) -> dict:
+        return {"taxonomy": self.tax.name, "spectype": "argmax of the summed class probabilities per type",
+                "subtype": "most probable class of that type", "p_min": self.p_min,
+                "zerr": "calibrated per spectype" if self.zerr_scale else "uncalibrated sigma"}
+
+
+#: Seed-system presets: ``redsift train classifier --set arch=sdss12`` starts from these.
+PRESETS = {
+    "redsift": {},
+    "sdss12": {"arch": "sdss12", "taxonomy": "boss12", "grid": "sdss12", "inputs": "flux", "norm": "max",
+               "channels": (16, 32, 64, 64, 128), "kernel": 5, "fc": 256, "dropout": 0.3, "surveys": (),
+               "z_head": "none"},
+    "gasnet2": {"arch": "gasnet2", "inputs": "flux", "surveys": (), "taxonomy": "gasnet13"},
+    "fcz": {"arch": "fcz", "taxonomy": "qso", "grid": "quasarnet", "inputs": "flux", "surveys": (), "z_head": "point", "fc": 512,
+            "dropout": 0.0},
+}
+
+
+def preset(name: str, **overrides) -> ClassifierConfig:
+    """The config of a seed-system preset (:data:`PRESETS`), with overrides."""
+    return ClassifierConfig(preset=name, **overrides)
+
+
+class ClassifierNet(nn.Module):
+    """Encoder + class head + redshift head; input the flattened (channels x pixels) inputs followed by
+    the survey one-hot vector; output ``(n, n_class + 2)``: logits, mu = ln(1 + z), s = ln sigma."""
+
+    def __init__(self, config: ClassifierConfig | None = None):
+        super().__init__()
+        self.config = config = config or ClassifierConfig()
+        self.family = "classifier"
+        self.ncls = len(config.tax)
+        self.npix = config.logrid.npix
+        nsurv = len(config.surveys)
+        c_in = config.nchan
+        if config.arch == "fcz":
+            self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(c_in * self.npix, config.fc), nn.ReLU(),
+                                         nn.Linear(config.fc, config.fc // 2), nn.ReLU())
+            nflat = config.fc // 2
+        else:
+            layers = []
+            k = config.kernel
+            for i, c in enumerate(config.channels):
+                if config.arch == "sdss12":  # conv + ReLU + 2x max pooling (the SDSS 12-class CNN)
+                    layers += [nn.Conv1d(c_in, c, k, padding=k // 2), nn.ReLU(), nn.MaxPool1d(2)]
+                elif i == 0:  # a full-resolution stem, then strided stages
+                    layers += [nn.Conv1d(c_in, c, 7, stride=config.stem_stride, padding=3), nn.BatchNorm1d(c), nn.ReLU()]
+                else:
+                    layers += [nn.Conv1d(c_in, c, k, stride=2, padding=k // 2), nn.BatchNorm1d(c), nn.ReLU()]
+                c_in = c
+            layers.append(nn.Flatten())
+            self.encoder = nn.Sequential(*layers)
+            with torch.no_grad():
+                nflat = self.encoder(torch.zeros(1, config.nchan, self.npix)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(nflat + nsurv, config.fc), nn.ReLU(), nn.Dropout(config.dropout))
+        self.cls_head = nn.Linear(config.fc, self.ncls)
+        self.z_head = nn.Linear(config.fc, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        n = x.shape[0]
+        spec = x[:, : cfg.nchan * self.npix].reshape(n, cfg.nchan, self.npix)
+        h = self.encoder(spec)
+        if cfg.surveys:
+            h = torch.cat([h, x[:, cfg.nchan * self.npix:]], 1)
+        h = self.fc(h)
+        z = self.z_head(h)
+        return torch.cat([self.cls_head(h), z[:, :1], torch.clamp(z[:, 1:], -12.0, 2.0)], 1)
+
+
+def survey_onehot(meta, surveys: tuple, n: int) -> np.ndarray:
+    """(n, len(surveys)) one-hot of each row's survey (``meta["SURVEY"]``); zeros when unknown."""
+    out = np.zeros((n, len(surveys)), np.float32)
+    if not surveys or meta is None or "SURVEY" not in getattr(meta, "colnames", meta.keys() if isinstance(meta, dict) else []):
+        return out
+    names = [SURVEY_ALIASES.get(str(s).strip().lower(), "") for s in np.asarray(meta["SURVEY"])]
+    for i, s in enumerate(names):
+        if s in surveys:
+            out[i, surveys.index(s)] = 1.0
+    return out
+
+
+def make_inputs(flux, ivar, cfg: ClassifierConfig, onehot=None) -> np.ndarray:
+    """Model inputs (n, nchan * npix + nsurveys) float32 from spectra on the model grid (module docstring)."""
+    flux = np.asarray(flux, np.float32)
+    ivar = np.asarray(ivar, np.float32)
+    good = (ivar > 0) & np.isfinite(flux) & np.isfinite(ivar)
+    n = len(flux)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if cfg.norm == "max":
+            scale = np.nanmax(np.where(good, flux, np.nan), axis=1) if flux.size else np.zeros(0)
+        else:
+            scale = np.nanmedian(np.where(good, np.abs(flux), np.nan), axis=1) if flux.size else np.zeros(0)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)[:, None]
+    f = np.where(good, np.clip(flux / scale, -20, 50), 0.0)
+    chans = [f]
+    if cfg.nchan == 3:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sig = np.where(good, np.clip(1.0 / (np.sqrt(ivar) * scale), 0, 20), 0.0)
+        chans += [sig, good.astype(np.float32)]
+    X = np.stack(chans, 1).reshape(n, -1).astype(np.float32)
+    if cfg.surveys:
+        oh = onehot if onehot is not None else np.zeros((n, len(cfg.surveys)), np.float32)
+        X = np.concatenate([X, oh.astype(np.float32)], 1)
+    return X
+
+
+def decode(raw: np.ndarray, cfg: ClassifierConfig) -> dict:
+    """Probabilities, spectral types, classes, Z and the uncalibrated sigma of raw outputs."""
+    tax = cfg.tax
+    k = len(tax)
+    raw = np.asarray(raw, np.float64).reshape(-1, k + 2)
+    logits = raw[:, :k]
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    ptype = tax.spectype_probs(p)
+    st = ptype.argmax(axis=1)
+    idx = tax.spectype_index()
+    within = np.where(idx[None, :] == st[:, None], p, -1.0)
+    cls = within.argmax(axis=1)
+    mu, s = raw[:, k], raw[:, k + 1]
+    z = np.expm1(mu)
+    sigma = np.exp(s) * (1 + z)
+    return {"prob": p, "ptype": ptype, "spectype": np.array(SPECTYPES)[st], "cls": cls, "z": z, "sigma_z": sigma,
+            "p_spectype": ptype[np.arange(len(st)), st]}
+
+
+def zerr(d: dict, cfg: ClassifierConfig) -> np.ndarray:
+    """Calibrated ZERR: sigma x the release's factor for the row's spectral type (1 before release)."""
+    if cfg.z_head != "gaussian":
+        return np.full(len(d["z"]), np.nan)
+    k = np.array([(cfg.zerr_scale or {}).get(s, 1.0) for s in d["spectype"]], float)
+    return d["sigma_z"] * k
+
+
+# --- the family adapter ---------------------------------------------------------------------------------------
+@register_family
+class ClassifierFamily(Family):
+    """Classifier with a redshift and its uncertainty (GaSNet-II, the SDSS 12-class CNN, the FC redshift net)."""
+
+    name = "classifier"
+    config_cls = ClassifierConfig
+    description = "classes over a taxonomy, redshift and calibrated error (GaSNet-II, SDSS 12-class CNN, FC z net)"
+
+    def build(self, config):
+        return ClassifierNet(config)
+
+    def binning(self, model) -> str:
+        return model.config.binning
+
+    # --- predict ---------------------------------------------------------------------------
+    def prepare(self, model, spectra) -> Prepared:
+        from ..preprocess import to_grid
+
+        b = to_grid(spectra, self.grid(model), self.binning(model))
+        return self.prepare_gridded(model, b.flux, b.ivar, np.asarray(spectra.meta["ZWARN"], np.int64),
+                                    meta=spectra.meta)
+
+    def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
+        from ..preprocess import coverage_zwarn, snr_median
+
+        cfg = model.config
+        X = make_inputs(flux, ivar, cfg, survey_onehot(meta, cfg.surveys, len(flux)))
+        return Prepared(X=X, zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar),
+                        snr=snr_median(flux, ivar).astype(np.float32))
+
+    def schema(self, model) -> list[tuple[str, str]]:
+        tax = model.config.tax
+        return ([(f"PROB_{c}", "float32") for c in tax.classes] + [(f"PTYPE_{s}", "float32") for s in SPECTYPES]
+                + [("CLASS_BEST", "U16"), ("SNR_MODEL", "float32")])
+
+    def columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray]:
+        """``SPECTYPE`` the most probable spectral type (summed class probabilities), ``SUBTYPE`` the most
+        probable class of that type (empty when the class is the type itself, e.g. GALAXY), ``Z``/``ZERR``
+        from the redshift head, ``LOW_CONFIDENCE`` when the type's probability is below ``p_min``."""
+        from ..zwarning import ZWarningMask
+
+        cfg = model.config
+        tax = cfg.tax
+        zwarn = np.asarray(prepared["zwarn"], np.int64)
+        nodata = nodata_rows(zwarn)
+        d = decode(raw, cfg)
+        names = np.array(tax.classes)
+        best = names[d["cls"]] if len(d["cls"]) else np.zeros(0, "U16")
+        sub = np.where(best == d["spectype"], "", best)
+        low = (d["p_spectype"] < cfg.p_min) & ~nodata
+        zwarn = zwarn | np.where(low, int(ZWarningMask.LOW_CONFIDENCE), 0)
+        has_z = cfg.z_head != "none"
+        cols = {"Z": np.where(nodata | (not has_z), np.nan, d["z"]),
+                "ZERR": np.where(nodata, np.nan, zerr(d, cfg)),
+                "SPECTYPE": np.where(nodata, "", d["spectype"]), "SUBTYPE": np.where(nodata, "", sub),
+                "CLASS_BEST": np.where(nodata, "", best), "SNR_MODEL": prepared["snr"].astype(np.float32)}
+        for k, c in enumerate(tax.classes):
+            cols[f"PROB_{c}"] = np.where(nodata, np.nan, d["prob"][:, k]).astype(np.float32)
+        for k, s in enumerate(SPECTYPES):
+            cols[f"PTYPE_{s}"] = np.where(nodata, np.nan, d["ptype"][:, k]).astype(np.float32)
+        return cols, zwarn
+
+    def plot(self, model, spectra, i, row, ax=None):
+        from ..evaluate.plots import plot_spectrum
+
+        z = float(row["Z"]) if np.isfinite(row["Z"]) else None
+        title = f"{row['SPECTYPE']} {row['SUBTYPE']}  z = {row['Z']:.4f} +- {row['ZERR']:.4f}  ZWARN = {row['ZWARN']}"
+        return plot_spectrum(spectra, i, ax=ax, z=z if row["SPECTYPE"] != "STAR" else None, title=title)
+
+    # --- train -----------------------------------------------------------------------------
+    def labels(self, meta, model=None) -> dict:
+        """Class index (-1: ignored by the taxonomy), ln(1 + z), survey one-hot, and a per-row class weight
+        ``(N / (K n_c))^0.5`` that lifts rare classes without letting them dominate. Rows that fit no class
+        of the model's taxonomy raise :class:`~redsift.taxonomy.TaxonomyError` listing them."""
+        cfg = model.config if model is not None else ClassifierConfig()
+        tax = cfg.tax
+        y = tax.labels(meta, source="training labels")
+        counts = np.bincount(y[y >= 0], minlength=len(tax)).astype(float)
+        w = np.zeros(len(y), np.float32)
+        ok = y >= 0
+        if ok.any():
+            w[ok] = np.sqrt(ok.sum() / (len(tax) * np.maximum(counts[y[ok]], 1)))
+        cols = meta.colnames
+        return {"Y": y.astype(np.int64), "T": np.log1p(np.asarray(meta["Z"], float)).astype(np.float32), "W": w,
+                "S": survey_onehot(meta, cfg.surveys, len(y)), "Z": np.asarray(meta["Z"], float),
+                "SNR": np.asarray(meta["SNR"], float) if "SNR" in cols else np.full(len(y), np.nan)}
+
+    def batch(self, model, flux, ivar, labels):
+        cfg = model.config
+        X = make_inputs(flux, ivar, cfg, labels["S"])
+        return torch.from_numpy(X), [torch.from_numpy(labels[k]) for k in ("Y", "T", "W")]
+
+    def configure_optimizers(self, model, cfg) -> list:
+        """AdamW, weight decay on weights of rank >= 2 only (nanoGPT's ``configure_optimizers``)."""
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        rest = [p for p in model.parameters() if p.dim() < 2]
+        return [torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0.0}],
+                                  lr=cfg.lr, amsgrad=cfg.amsgrad)]
+
+    def loss(self, model, X, targets):
+        return self._loss(model(X), targets, model.config)
+
+    def _loss(self, out, targets, cfg):
+        y, t, w = targets
+        k = out.shape[1] - 2
+        ok = y >= 0
+        if not bool(ok.any()):
+            return out.sum() * 0.0
+        ce = nn.functional.cross_entropy(out[ok, :k], y[ok], reduction="none")
+        loss = (ce * w[ok]).sum() / w[ok].sum()
+        if cfg.z_head == "gaussian":
+            mu, s = out[ok, k], out[ok, k + 1]
+            nll = 0.5 * ((t[ok].float() - mu) * torch.exp(-s)) ** 2 + s
+            if cfg.beta_nll:
+                nll = nll * torch.exp(2 * cfg.beta_nll * s).detach()
+            loss = loss + cfg.z_weight * nll.mean()
+        elif cfg.z_head == "point":
+            loss = loss + cfg.z_weight * 100.0 * ((t[ok].float() - out[ok, k]) ** 2).mean()
+        return loss
+
+    def eval_step(self, model, X, targets):
+        out = model(X)
+        return float(self._loss(out, targets, model.config)), out.detach().cpu().numpy()
+
+    def metrics(self, model, raw, labels) -> dict:
+        from ..metrics import classifier_metrics
+
+        d = decode(raw, model.config)
+        return classifier_metrics(d, labels["Y"], labels["Z"], model.config, zerr(d, model.config))
+
+    def summary_line(self, m: dict) -> str:
+        return (f"val loss {m['loss']:.4f}  acc {m['accuracy']:.4f}  mean/min class acc {m['mean_class_acc']:.4f}/"
+                f"{m['min_class_acc']:.4f}  type acc {m['spectype_acc']:.4f}  gal NMAD {m.get('nmad_GALAXY', np.nan):.2e}  "
+                f"qso NMAD {m.get('nmad_QSO', np.nan):.2e}  pull68 {m.get('cov68', np.nan):.3f}")
+
+    def init_compatible(self, src, model) -> list[str]:
+        a, b = dataclasses.asdict(src.config), dataclasses.asdict(model.config)
+        arch = ("taxonomy", "arch", "grid", "inputs", "channels", "kernel", "fc", "surveys")
+        return [k for k in arch if a.get(k) != b.get(k)]
+
+    # --- release ---------------------------------------------------------------------------
+    def release(self, model, raw, prepared, meta) -> tuple[dict, dict]:
+        """``zerr_scale``: per spectral type, the factor that puts 68.3% of the VALIDATION pulls
+        (|z - z_true| / sigma, correctly typed rows) within 1; the 95% coverage is recorded, not tuned."""
+        cfg = model.config
+        if cfg.z_head != "gaussian":
+            return {}, {"zerr": "none (no sigma head)"}
+        d = decode(raw, cfg)
+        y = cfg.tax.labels(meta, source="validation labels", strict=False)
+        true_type = np.where(y >= 0, np.array(cfg.tax.spectypes + ("",))[np.where(y >= 0, y, -1)], "")
+        z = np.asarray(meta["Z"], float)
+        scale, record = {}, {}
+        for s in SPECTYPES:
+            sel = (d["spectype"] == s) & (true_type == s)
+            if sel.sum() < 20:
+                continue
+            pull = np.abs(d["z"][sel] - z[sel]) / d["sigma_z"][sel]
+            k = float(np.quantile(pull, 0.6827))
+            scale[s] = k
+            cov95 = float(np.mean(pull / k < 1.96))
+            record[s] = {"n": int(sel.sum()), "factor": k, "cov68": 0.6827, "cov95_after": cov95}
+        return {"zerr_scale": scale}, {"zerr_scale": record,
+                                       "zerr_rule": "per spectype, the 68.27% quantile of |dz|/sigma on validation"}
+
+    # --- evaluate --------------------------------------------------------------------------
+    def report(self, t, out, header, overrides, truth_path="") -> list[str]:
+        from ..evaluate.classifier import classifier_report
+
+        return classifier_report(t, out, header, overrides, truth_path)

@@ -1,0 +1,256 @@
+"""The classifier family, its taxonomies, the combined default and the stellar-library check.
+
+Real code paths throughout: datasets written by the simulator (parametric mode, seeded), the generic
+train loop and release, predict on real fixture files and on datasets, ``redsift evaluate``."""
+
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from redsift.models import create_model, load_model, save_model
+from redsift.models.classifier import ClassifierConfig, decode, make_inputs, preset
+from redsift.predict import predict_catalog
+from redsift.simulate import simulate
+from redsift.taxonomy import TaxonomyError, load_taxonomy
+from redsift.train import TrainConfig, train
+from redsift.zwarning import ZWarningMask
+
+SMALL = {"channels": [8, 8, 16, 16], "fc": 32}
+MIX = {"QSO": 0.25, "STAR": 0.6, "GALAXY": 0.15}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls")
+    simulate(600, "boss", d / "train", mix=MIX, seed=1, grid="classifier", star_mix="uniform", progress=False,
+             block=300)
+    simulate(300, "lamost", d / "train", mix=MIX, seed=2, grid="classifier", star_mix="uniform", progress=False,
+             block=300, append=True)
+    simulate(300, "desi", d / "val", mix=MIX, seed=3, grid="classifier", star_mix="uniform", progress=False, block=300)
+    simulate(120, "boss", d / "test_boss", mix=MIX, seed=4, grid="boss", star_mix="uniform", progress=False, block=120)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(sets):
+    out = sets / "run"
+    train(TrainConfig(data=str(sets / "train"), val=str(sets / "val"), out=str(out), family="classifier", epochs=2,
+                      batch_size=64, lr=3e-3, seed=0, model=SMALL), progress=False)
+    return out
+
+
+# --- taxonomies ---------------------------------------------------------------------------------------------
+def test_builtin_taxonomies_label_simulated_sets(sets):
+    from redsift.data.store import Dataset
+
+    meta = Dataset(sets / "train").meta
+    for name, k in (("boss14", 14), ("boss12", 12), ("gasnet13", 13), ("lamost", 11), ("qso", 1)):
+        tax = load_taxonomy(name)
+        assert len(tax) == k
+        y = tax.labels(meta)  # strict: every row fits one class or an ignore rule
+        assert y.min() >= -1 and y.max() < k
+    boss14 = load_taxonomy("boss14")
+    y = boss14.labels(meta)
+    assert set(np.asarray(meta["CLASS"])[y == boss14.classes.index("GALAXY")]) == {"GALAXY"}
+    # the STAR/GALAXY/QSO view sums class probabilities
+    p = np.full((2, 14), 1 / 14)
+    assert np.allclose(boss14.spectype_probs(p).sum(axis=1), 1)
+    assert np.isclose(boss14.spectype_probs(p)[0, 2], 2 / 14)  # QSO, BAL
+
+
+def test_bad_taxonomy_files_fail_with_the_mismatch_listed(tmp_path):
+    bad = {"name": "bad", "classes": [{"name": "Q5O", "spectype": "QUASAR", "match": {"CLASS": ["QS0"]}},
+                                      {"name": "K", "spectype": "STAR", "match": {"SUBCLAS": ["K"]}},
+                                      {"name": "K", "spectype": "STAR", "match": {"CLASS": ["STAR"], "SUBCLASS": ["K9"]}}]}
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(bad))
+    with pytest.raises(TaxonomyError) as e:
+        load_taxonomy(f)
+    msg = str(e.value)
+    assert str(f) in msg and "'QUASAR' is not one of STAR, GALAXY, QSO" in msg and "'QS0'" in msg
+    assert "unknown label column 'SUBCLAS'" in msg and "'K9'" in msg and "duplicated class names K" in msg
+    with pytest.raises(TaxonomyError, match="no such taxonomy file or built-in taxonomy"):
+        load_taxonomy("nonexistent")
+
+
+def test_labels_that_do_not_fit_fail_before_training(sets, tmp_path):
+    tax = load_taxonomy("boss14").to_dict()
+    tax["classes"] = [c for c in tax["classes"] if c["name"] not in ("CV", "WD")]  # a taxonomy without them
+    with pytest.raises(TaxonomyError) as e:
+        train(TrainConfig(data=str(sets / "train"), val=str(sets / "val"), out=str(tmp_path / "r"), family="classifier",
+                          epochs=1, model=dict(SMALL, taxonomy=tax)), progress=False)
+    msg = str(e.value)
+    assert "rows match no class of taxonomy 'boss14'" in msg and "STAR CV x" in msg and "STAR WD x" in msg
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_prefix_range_and_overlap_rules():
+    tax = load_taxonomy({"name": "t", "classes": [
+        {"name": "K", "spectype": "STAR", "match": {"CLASS": ["STAR"], "SUBCLASS": ["K*"]}},
+        {"name": "LOZ", "spectype": "QSO", "match": {"CLASS": ["QSO"], "Z": [0, 2.1]}},
+        {"name": "HIZ", "spectype": "QSO", "match": {"CLASS": ["QSO"], "Z": [2.0, 9]}}]})
+    meta = {"CLASS": np.array(["STAR", "STAR", "QSO", "QSO"]), "SUBCLASS": np.array(["K5", "K7 (12)", "", ""]),
+            "Z": np.array([0.0, 0.0, 1.0, 3.0])}
+    assert tax.labels(meta).tolist() == [0, 0, 1, 2]
+    meta["Z"][3] = 2.05
+    with pytest.raises(TaxonomyError, match="1 rows match several classes \\(LOZ/HIZ"):
+        tax.labels(meta)
+
+
+# --- the family ------------------------------------------------------------------------------------------------
+def test_inputs_carry_flux_noise_mask_and_survey():
+    cfg = ClassifierConfig()
+    flux = np.array([[1.0, 2.0, 3.0, np.nan]] * 2, np.float32)
+    ivar = np.array([[4.0, 0.0, 1.0, 1.0]] * 2, np.float32)
+    onehot = np.array([[0, 0, 1], [0, 0, 0]], np.float32)
+    small = ClassifierConfig(grid="classifier")
+    X = make_inputs(flux, ivar, small, onehot)
+    assert X.shape == (2, 3 * 4 + 3)
+    x = X[0, :12].reshape(3, 4)
+    assert np.allclose(x[0], [0.5, 0, 1.5, 0])  # median |flux| of valid pixels (2.0) is the scale
+    assert np.allclose(x[1], [0.25, 0, 0.5, 0])  # 1 / (sqrt(ivar) * scale), 0 where masked
+    assert x[2].tolist() == [1, 0, 1, 0]
+    assert X[0, 12:].tolist() == [0, 0, 1] and X[1, 12:].tolist() == [0, 0, 0]
+    assert cfg.nchan == 3 and preset("sdss12").nchan == 1
+
+
+def test_presets_are_the_seed_systems():
+    m = create_model("classifier", preset("sdss12"))
+    assert m.config.logrid.npix == 433 and m.config.tax.name == "boss12" and m.config.norm == "max"
+    assert sum(isinstance(x, __import__("torch").nn.Conv1d) for x in m.encoder) == 5
+    out = m(__import__("torch").zeros(2, 433))
+    assert out.shape == (2, 12 + 2)
+    assert preset("gasnet2").tax.name == "gasnet13" and preset("fcz").z_head == "point"
+
+
+def test_train_release_predict_evaluate(sets, trained, tmp_path, real_dir):
+    from redsift.evaluate.report import write_report
+    from redsift.models import get_family
+    from redsift.train.release import release
+
+    hist = json.loads((trained / "history.json").read_text())
+    assert len(hist) == 2 and all(np.isfinite(h["loss"]) for h in hist)
+    assert {"mean_class_acc", "spectype_acc", "cov68"} <= set(hist[-1])
+    rec = release(trained / "best", str(sets / "val"), tmp_path / "rel")
+    model = load_model(tmp_path / "rel")
+    scale = model.config.zerr_scale
+    assert scale and all(v > 0 for v in scale.values())
+    assert "zerr_scale" in rec["decisions"] if "decisions" in rec else True
+    # predict on real files of every survey plus an unreadable one: one row each, constant schema
+    files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:3]]
+    files += [str(p) for p in sorted((real_dir / "lamost").glob("spec-*"))] + [str(tmp_path / "broken.fits")]
+    (tmp_path / "broken.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    cat = predict_catalog(model, files, progress=False)
+    assert len(cat) == len(files)
+    bad = cat[-1]
+    assert bad["ZWARN"] & int(ZWarningMask.NODATA) and bad["SPECTYPE"] == "" and not np.isfinite(bad["Z"])
+    good = cat[:-1]
+    assert set(good["SPECTYPE"]) <= {"STAR", "GALAXY", "QSO"}
+    p = np.column_stack([good[f"PROB_{c}"] for c in model.config.tax.classes])
+    assert np.allclose(p.sum(axis=1), 1, atol=1e-5)
+    assert np.all(np.isfinite(good["ZERR"])) and np.all(good["ZERR"] > 0)
+    # a dataset on a finer grid (BOSS pixels) is predicted through the same gridding as files
+    out = tmp_path / "cat.fits"
+    test = predict_catalog(model, [str(sets / "test_boss")], progress=False)
+    test.write(out)
+    text = write_report(out, str(sets / "test_boss"), tmp_path / "ev", family=get_family("classifier"))
+    assert "mean per-class accuracy" in text and "| true type | n | bias | NMAD |" in text
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 10000
+
+
+def test_zerr_calibration_hits_68_percent_on_its_own_set(sets, trained):
+    from redsift.data.store import Dataset
+    from redsift.models import get_family
+    from redsift.train.release import raw_outputs
+
+    model = load_model(trained / "best")
+    fam = get_family(model)
+    ds = Dataset(sets / "val")
+    raw, prepared = raw_outputs(model, ds)
+    updates, record = fam.release(model, raw, prepared, ds.meta)
+    import dataclasses
+
+    cal = dataclasses.replace(model.config, zerr_scale=updates["zerr_scale"])
+    d = decode(raw, cal)
+    from redsift.models.classifier import zerr
+
+    e = zerr(d, cal)
+    y = cal.tax.labels(ds.meta, strict=False)
+    true_st = np.array(cal.tax.spectypes)[y]
+    for s, k in updates["zerr_scale"].items():
+        sel = (d["spectype"] == s) & (true_st == s)
+        within = np.abs(d["z"][sel] - np.asarray(ds.meta["Z"])[sel]) < e[sel]
+        assert abs(within.mean() - 0.6827) < 0.02, s
+
+
+def test_combined_model_catalog(trained, tmp_path, real_dir):
+    from redsift.models.combined import combine
+
+    c = load_model(trained / "best")
+    q = load_model("quasarnet-boss-sim")
+    save_model(combine(c, q), tmp_path / "comb")
+    model = load_model(tmp_path / "comb")
+    files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:4]]
+    cat = predict_catalog(model, files, progress=False)
+    alone = predict_catalog(q, files, progress=False)
+    # QuasarNET's columns are QuasarNET's own, unchanged by the combination
+    for col in ("IS_QSO", "C_CIV", "Z_CIV"):
+        np.testing.assert_array_equal(np.asarray(cat[col]), np.asarray(alone[col]))
+    np.testing.assert_array_equal(np.asarray(cat["Z_QUASARNET"]), np.asarray(alone["Z"]))
+    use = np.asarray(cat["Z_METHOD"]) == "QUASARNET"
+    assert np.all(np.asarray(cat["SPECTYPE"])[use] == "QSO")
+    np.testing.assert_array_equal(np.asarray(cat["Z"])[use], np.asarray(alone["Z"])[use])
+    np.testing.assert_array_equal(np.asarray(cat["Z"])[~use], np.asarray(cat["Z_CLASSIFIER"])[~use])
+    disagree = (np.asarray(cat["SPECTYPE"]) == "QSO") != np.asarray(cat["IS_QSO"], bool)
+    assert np.all(np.asarray(cat["ZWARN"])[disagree] & int(ZWarningMask.LOW_CONFIDENCE))
+
+
+# --- the simulator's stars and the real-star check -----------------------------------------------------------
+def test_star_library_holds_the_redrock_archetypes(data_dir):
+    from redsift.simulate.library import load_library
+
+    lib = load_library(data_dir / "templates", max_stars_per_basis=20)
+    cls = np.asarray(lib.star_class)
+    # 20 archetype stars per redrock basis (A, B, F, G, K, M, WD) and the Carbon/Ldwarf spectra
+    for letter in ("A", "B", "F", "G", "K", "M", "WD"):
+        assert (cls == letter).sum() >= 20, letter
+    rr = np.char.endswith(np.asarray(lib.star_subclass).astype(str), "(redrock archetype)")
+    assert rr.sum() >= 140 and np.all(lib.stars[rr] >= 0)  # PCA rebuilds floored at a small positive flux
+
+
+def test_stars_vary_and_telluric_bands_are_imprinted():
+    from redsift.simulate.instrument import telluric_depth
+    from redsift.simulate.library import load_library
+    from redsift.simulate.sources import make_stars
+
+    lib = load_library(None)
+    spec, z, truth = make_stars(400, lib, np.random.default_rng(0), "uniform")
+    fgkm = np.isin(truth["SUBCLASS"], ["F", "G", "K", "M"]) & (truth["SUBTYPE_DETAIL"] != "M+WD")
+    assert 0.06 < truth["BINARY"][fgkm].mean() < 0.2 and not truth["BINARY"][~fgkm].any()
+    assert truth["EBV_STAR"].mean() > 0.03
+    assert len(set(truth["SUBCLASS"])) >= 10
+    tau = telluric_depth(np.array([5000.0, 6875.0, 7620.0, 9400.0]))
+    assert tau[0] < 1e-3 and tau[1] > 0.2 and tau[2] > 0.5 and tau[3] > 0.3
+
+
+def test_mk_letters():
+    from redsift.evaluate.stars import mk_letter
+
+    assert [mk_letter(s) for s in ("G1V", "sd:F", "KIIvw", "B9.5V", "O5", "C", "M3III", "sdB")] == \
+        ["G", "F", "K", "B", "O", "", "M", "B"]
+
+
+def test_library_stars_observed_as_a_survey(data_dir):
+    from redsift.evaluate.stars import load_stars, observe_stars
+
+    stars = load_stars(data_dir / "stars", "jhc")
+    assert len(stars) > 100 and stars[0]["wave"][0] > 3490  # nm -> A, air -> vacuum
+    s = observe_stars(stars[:4], "boss", 20.0, library="jhc")
+    assert s.flux.shape[0] == 4 and s.wave[0] == pytest.approx(3600, abs=1)
+    good = s.ivar[0] > 0
+    assert 3500 < s.wave[good][0] < 3700 and s.wave[good][-1] < 7500  # the atlas's range only
+    assert np.isclose(np.median(s.flux[0][good]), 1.0, atol=0.1)
+    assert np.allclose(s.ivar[0][good], 400.0)
+    assert Table(s.meta)["LETTER"][0] in "OBAFGKM"
