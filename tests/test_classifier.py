@@ -254,3 +254,22 @@ def test_library_stars_observed_as_a_survey(data_dir):
     assert np.isclose(np.median(s.flux[0][good]), 1.0, atol=0.1)
     assert np.allclose(s.ivar[0][good], 400.0)
     assert Table(s.meta)["LETTER"][0] in "OBAFGKM"
+
+
+def test_augmented_training_resumes_exactly(sets, tmp_path):
+    """Augmentation draws from (seed, epoch, step): 3 steps + a stop + a resume to 6 equal 6 steps."""
+    import torch
+
+    def cfg(out, max_steps):
+        return TrainConfig(data=str(sets / "train"), val=str(sets / "val"), out=str(out), family="classifier",
+                           epochs=1, batch_size=64, lr=3e-3, seed=5, max_steps=max_steps, val_max=64,
+                           model=dict(SMALL, augment_coverage=0.5))
+
+    train(cfg(tmp_path / "a", 6), progress=False)
+    train(cfg(tmp_path / "b", 3), progress=False)
+    c = cfg(tmp_path / "b", 6)
+    train(c, resume=True, progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

@@ -41,6 +41,16 @@ def test_write_read_roundtrip_and_shards(tmp_path):
     np.testing.assert_array_equal(ds.meta["TARGETID"], meta["TARGETID"])
     with pytest.raises(IndexError):
         ds.read([250])
+    # loaded into memory (training sets that fit): the same rows, and copies of them
+    ds.load()
+    f2, iv2, m2 = ds.read(idx)
+    np.testing.assert_array_equal(f2, flux[idx])
+    np.testing.assert_array_equal(iv2, ivar[idx])
+    np.testing.assert_array_equal(m2, mask[idx].astype(bool))
+    f2[:] = -1
+    assert np.array_equal(ds.read(idx)[0], flux[idx])
+    with pytest.raises(IndexError):
+        ds.read([250])
 
 
 def test_append_and_grid_checks(tmp_path):

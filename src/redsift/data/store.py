@@ -276,6 +276,7 @@ class Dataset:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_handles"], state["_pid"] = {}, None
+        state["_arrays"] = None  # never shipped to worker processes: they read the shards
         return state
 
     def close(self):
@@ -283,11 +284,34 @@ class Dataset:
             h.close()
         self._handles = {}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the spectra take in memory (flux and ivar float32, mask bool)."""
+        return len(self) * self.grid.npix * 9
+
+    def load(self) -> "Dataset":
+        """Read every shard once, sequentially, and serve :meth:`read` from memory from then on.
+
+        Random rows from HDF5 shards chunked by rows cost a whole chunk each (a 256-row batch drawn from
+        120 shards read ~1.4 GB and took 1.7 s here); training sets that fit in memory are loaded first."""
+        if getattr(self, "_arrays", None) is None:
+            flux = np.empty((len(self), self.grid.npix), np.float32)
+            ivar = np.empty_like(flux)
+            mask = np.empty(flux.shape, bool)
+            for k in range(len(self.shards)):
+                f = self._file(k)
+                a, b = self.offsets[k], self.offsets[k + 1]
+                flux[a:b], ivar[a:b], mask[a:b] = f["flux"][()], f["ivar"][()], f["mask"][()].astype(bool)
+            self._arrays = (flux, ivar, mask)
+        return self
+
     def read(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """flux, ivar (float32) and mask (bool) of the given rows, in the order given."""
         idx = np.atleast_1d(np.asarray(indices, np.int64))
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"row index out of range for a dataset of {len(self)} spectra")
+        if getattr(self, "_arrays", None) is not None:
+            return tuple(a[idx] for a in self._arrays)
         out = [np.empty((idx.size, self.grid.npix), np.float32) for _ in range(2)]
         mask = np.empty((idx.size, self.grid.npix), bool)
         shard = np.searchsorted(self.offsets, idx, side="right") - 1

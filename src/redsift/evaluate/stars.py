@@ -137,5 +137,5 @@ def summarise(cat: Table) -> Table:
         rows.append({"library": k[0], "survey": k[1], "snr": k[2], "letter": k[3] if len(k) == 4 else "all",
                      "n": len(idx), "star": float(np.mean(st[idx] == "STAR")), "qso": float(np.mean(st[idx] == "QSO")),
                      "galaxy": float(np.mean(st[idx] == "GALAXY")),
-                     "mk_within_one": float(np.mean(within)) if has.any() else float("nan")})
+                     "mk_within_one": float(np.mean(within)) if has.any() and (sub != "").any() else float("nan")})
     return Table(rows=rows)

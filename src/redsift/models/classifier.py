@@ -75,6 +75,7 @@ class ClassifierConfig:
     beta_nll: float = 0.5
     zerr_scale: dict | None = None  # spectype -> factor, set at release
     p_min: float = 0.9  # LOW_CONFIDENCE when the chosen spectral type's probability is below this
+    augment_coverage: float = 0.2  # training: fraction of spectra whose red end is cut (see augment)
     preset: str = ""  # a seed system (PRESETS): fills every field left at its default
 
     def __post_init__(self):
@@ -336,6 +337,22 @@ class ClassifierFamily(Family):
         return {"Y": y.astype(np.int64), "T": np.log1p(np.asarray(meta["Z"], float)).astype(np.float32), "W": w,
                 "S": survey_onehot(meta, cfg.surveys, len(y)), "Z": np.asarray(meta["Z"], float),
                 "SNR": np.asarray(meta["SNR"], float) if "SNR" in cols else np.full(len(y), np.nan)}
+
+    def augment(self, model, flux, ivar, labels, rng):
+        """Partial coverage, as real inputs have it and the simulator rarely makes: with probability
+        ``augment_coverage`` the red end beyond a wavelength drawn in 5500-9000 A is cut (stellar libraries
+        such as MILES stop at 7400 A; a missing camera), with a third of that the blue end below 4000-5500 A."""
+        p = model.config.augment_coverage
+        if not p:
+            return flux, ivar
+        n = len(flux)
+        wave = model.config.logrid.wave
+        red = rng.uniform(size=n) < p
+        blue = rng.uniform(size=n) < p / 3
+        cut_r = rng.uniform(5500.0, 9000.0, n)
+        cut_b = rng.uniform(4000.0, 5500.0, n)
+        drop = (red[:, None] & (wave[None, :] > cut_r[:, None])) | (blue[:, None] & (wave[None, :] < cut_b[:, None]))
+        return np.where(drop, 0.0, flux).astype(np.float32), np.where(drop, 0.0, ivar).astype(np.float32)
 
     def batch(self, model, flux, ivar, labels):
         cfg = model.config

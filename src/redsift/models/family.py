@@ -21,7 +21,9 @@ train              :meth:`labels`, :meth:`batch`, :meth:`configure_optimizers` (
 release            :meth:`release`: choose and calibrate the decisions on a validation set
 evaluate           :meth:`report`: the family's section of ``redsift evaluate``
 optional hooks     ``fit(model, data, cfg)``, ``sample(model, n, **conditions)``,
-                   ``export(model, path)`` (e.g. ONNX) — ``None`` when the family has none
+                   ``export(model, path)`` (e.g. ONNX), ``augment(model, flux, ivar, labels,
+                   rng)`` (training batches only, ``rng`` seeded by seed/epoch/step) — ``None``
+                   when the family has none
 =================  ==========================================================================
 """
 
@@ -77,6 +79,7 @@ class Family:
     fit = None
     sample = None
     export = None
+    augment = None  # augment(model, flux, ivar, labels, rng) -> (flux, ivar): training batches only
 
     # --- building ---------------------------------------------------------------------------
     def build(self, config):

@@ -62,6 +62,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
     checkpoint_every: int = 500  # steps; a checkpoint is also written at every epoch end
     val_max: int = 20000  # validation spectra evaluated per epoch
+    memory_gb: float = 6.0  # training sets up to this size are read into memory first (random rows are slow)
     threads: int | None = None
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     model: dict = field(default_factory=dict)  # overrides of the family's config
@@ -81,9 +82,13 @@ def _subset(labels: dict, idx) -> dict:
     return {k: v[idx] for k, v in labels.items()}
 
 
-def _batch(fam, model, ds, idx, labels):
+def _batch(fam, model, ds, idx, labels, rng=None):
+    """A batch's tensors; with ``rng`` (training batches only) the family's ``augment`` hook runs first."""
     flux, ivar, _ = ds.read(idx)
-    return fam.batch(model, flux, ivar, _subset(labels, idx))
+    lab = _subset(labels, idx)
+    if rng is not None and fam.augment is not None:
+        flux, ivar = fam.augment(model, flux, ivar, lab, rng)
+    return fam.batch(model, flux, ivar, lab)
 
 
 @torch.inference_mode()
@@ -151,6 +156,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         torch.set_num_threads(cfg.threads)
 
     ds = Dataset(cfg.data)
+    if ds.nbytes <= cfg.memory_gb * 2**30:
+        ds.load()
     meta = ds.meta
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.family, **cfg.model)  # first: its config may decide the labels (a taxonomy)
@@ -234,7 +241,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         running, nrun = 0.0, 0
 
         def fetch(step):  # the next batch is read and prepared in a background thread
-            return _batch(fam, model, ds, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], labels)
+            # augmentation draws from a generator seeded by (seed, epoch, step): a resumed run sees the same
+            return _batch(fam, model, ds, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], labels,
+                          np.random.default_rng([cfg.seed, e, step, 1]))
 
         pool = ThreadPoolExecutor(1)
         pending = pool.submit(fetch, state["step_in_epoch"]) if state["step_in_epoch"] < steps_per_epoch else None

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The classifier release of issue 18 and its seed-system comparison, as run (2 CPU cores; see
+# docs/classifier.md for the timings and the numbers). Simulated sets are regenerated from their seeds,
+# never committed. T: the templates directory; D: where the sets go; R: runs.
+set -euo pipefail
+T=${T:-../shared/data/templates}
+D=${D:-data_sim}
+R=${R:-runs}
+MIX=QSO:0.25,STAR:0.6,GALAXY:0.15     # classifier sets: every class learned (stars: each letter equally)
+QMIX=QSO:0.6,STAR:0.25,GALAXY:0.15    # QuasarNET sets: quasar targets
+i=0
+for s in boss desi lamost; do
+  i=$((i+1)); A=""; [ $i -gt 1 ] && A="--append"
+  # training and validation sets on the classifier grid and (same seeds: the same objects) on the SDSS
+  # 12-class CNN's grid; QuasarNET-mix sets on QuasarNET's grid; held-out test sets on BOSS pixels
+  redsift simulate -n 40000 --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 10$i -j 2 $A -o $D/train_cls
+  redsift simulate -n 3000  --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 20$i -j 2 $A -o $D/val_cls
+  redsift simulate -n 40000 --survey $s --classes $MIX --star-mix uniform --grid sdss12 --templates $T --seed 10$i $A -o $D/train_sdss12
+  redsift simulate -n 3000  --survey $s --classes $MIX --star-mix uniform --grid sdss12 --templates $T --seed 20$i $A -o $D/val_sdss12
+  redsift simulate -n 40000 --survey $s --classes $QMIX --star-mix uniform --grid quasarnet --templates $T --seed 11$i $A -o $D/train_qn
+  redsift simulate -n 3000  --survey $s --classes $QMIX --star-mix uniform --grid quasarnet --templates $T --seed 21$i $A -o $D/val_qn
+  redsift simulate -n 4000  --survey $s --classes $MIX --star-mix uniform --grid boss --templates $T --seed 30$i -o $D/test_$s
+done
+redsift simulate -n 4000 --survey boss --grid boss --templates $T --seed 401 -o $D/test_boss_targets
+
+# redsift's classifier (boss14 taxonomy, flux + noise + survey inputs, Gaussian redshift head)
+redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/cls1 --epochs 14 --batch-size 256 --lr 2e-3 \
+  --lr-schedule cosine --threads 2 --checkpoint-every 300 --patience 10
+redsift release $R/cls1/best --val $D/val_cls -o $R/cls1/release
+# the seed systems, same data
+redsift train classifier --data $D/train_sdss12 --val $D/val_sdss12 -o $R/sdss12 --set preset=sdss12 --epochs 6 \
+  --batch-size 256 --lr 1e-3 --lr-schedule cosine --threads 2
+redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/gasnet2 --set preset=gasnet2 --epochs 4 \
+  --batch-size 256 --lr 2e-3 --lr-schedule cosine --threads 2
+redsift release $R/gasnet2/best --val $D/val_cls -o $R/gasnet2/release
+redsift train classifier --data $D/train_qn --val $D/val_qn -o $R/fcz --set preset=fcz --epochs 6 --batch-size 256 \
+  --lr 1e-3 --lr-schedule cosine --threads 2
