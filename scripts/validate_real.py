@@ -77,7 +77,8 @@ def real_rows(model) -> Table:
 def markdown(name, stars: Table, real: Table) -> str:
     s = summarise(stars)
     out = [f"### {name}", "", "Real stellar libraries observed as each survey (validation only):", "",
-           "| library | survey | S/N | MK | n | STAR | QSO | GALAXY | MK within one type |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+           "| library | survey | S/N | MK | n | STAR | QSO | GALAXY | MK within one type |",
+           "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in s:
         out.append(f"| {r['library']} | {r['survey']} | {r['snr']:.0f} | {r['letter'] or '—'} | {r['n']} | {r['star']:.3f} | "
                    f"{r['qso']:.3f} | {r['galaxy']:.3f} | {r['mk_within_one']:.3f} |")
