@@ -24,7 +24,7 @@ done
 redsift simulate -n 4000 --survey boss --grid boss --templates $T --seed 401 -o $D/test_boss_targets
 
 # redsift's classifier (boss14 taxonomy, flux + noise + survey inputs, Gaussian redshift head)
-redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/cls1 --epochs 14 --batch-size 256 --lr 2e-3 \
+redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/cls1 --epochs 10 --batch-size 256 --lr 2e-3 \
   --lr-schedule cosine --threads 2 --checkpoint-every 300 --patience 10
 redsift release $R/cls1/best --val $D/val_cls -o $R/cls1/release
 # the seed systems, same data

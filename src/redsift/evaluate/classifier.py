@@ -75,6 +75,7 @@ def _plot_confusion(m, names, path, title):
                     txt = f"{v:.2f}" if what != "counts" else str(int(v))
                     ax.text(j, i, txt, ha="center", va="center", fontsize=5.5,
                             color="white" if norm[i, j] > 0.5 else "black")
+    fig.subplots_adjust(wspace=0.3)
     fig.colorbar(im, ax=fig.axes, shrink=0.8, label="fraction of the true class")
     fig.savefig(path, dpi=130, bbox_inches="tight")
 

@@ -70,11 +70,15 @@ class ClassifierConfig:
     fc: int = 256
     dropout: float = 0.1
     surveys: tuple = ("boss", "desi", "lamost")  # one-hot survey input; () = survey-blind
-    z_head: str = "gaussian"  # "gaussian", "point" (squared error, no sigma), "none"
+    z_head: str = "pdf"  # "pdf" (binned), "gaussian" (mean + sigma), "point" (squared error), "none"
+    z_bins: int = 1024  # pdf head: bins in ln(1 + z) over [t_min, t_max)
+    t_min: float = -0.005
+    t_max: float = 1.9  # z up to 5.69
     z_weight: float = 1.0
     beta_nll: float = 0.5
     zerr_scale: dict | None = None  # spectype -> factor, set at release
     p_min: float = 0.9  # LOW_CONFIDENCE when the chosen spectral type's probability is below this
+    p_peak_min: float = 0.5  # ... or when the redshift pdf's peak holds less probability than this
     augment_coverage: float = 0.2  # training: fraction of spectra whose red end is cut (see augment)
     grad_clip: float = 2.0  # training: gradient-norm clipping
     preset: str = ""  # a seed system (PRESETS): fills every field left at its default
@@ -96,8 +100,8 @@ class ClassifierConfig:
             raise RedsiftError(f"ClassifierConfig: unknown arch {self.arch!r} ({', '.join(ARCHS)})")
         if self.inputs not in ("flux+noise", "flux"):
             raise RedsiftError(f"ClassifierConfig: unknown inputs {self.inputs!r} (flux+noise, flux)")
-        if self.z_head not in ("gaussian", "point", "none"):
-            raise RedsiftError(f"ClassifierConfig: unknown z_head {self.z_head!r} (gaussian, point, none)")
+        if self.z_head not in ("pdf", "gaussian", "point", "none"):
+            raise RedsiftError(f"ClassifierConfig: unknown z_head {self.z_head!r} (pdf, gaussian, point, none)")
         Taxonomy.from_dict(self.taxonomy)  # a bad taxonomy fails here, before any training
 
     @property
@@ -111,6 +115,16 @@ class ClassifierConfig:
     @property
     def binning(self) -> str:
         return LogGrid.named(self.grid)[1]
+
+    @property
+    def n_z(self) -> int:
+        """Raw outputs of the redshift head: the pdf's bins, or (mu, ln sigma)."""
+        return self.z_bins if self.z_head == "pdf" else 2
+
+    @property
+    def t_centres(self) -> np.ndarray:
+        w = (self.t_max - self.t_min) / self.z_bins
+        return self.t_min + (np.arange(self.z_bins) + 0.5) * w
 
     @property
     def nchan(self) -> int:
@@ -128,7 +142,7 @@ PRESETS = {
     "sdss12": {"arch": "sdss12", "taxonomy": "boss12", "grid": "sdss12", "inputs": "flux", "norm": "max",
                "channels": (16, 32, 64, 64, 128), "kernel": 5, "fc": 256, "dropout": 0.3, "surveys": (),
                "z_head": "none"},
-    "gasnet2": {"arch": "gasnet2", "inputs": "flux", "surveys": (), "taxonomy": "gasnet13"},
+    "gasnet2": {"arch": "gasnet2", "inputs": "flux", "surveys": (), "taxonomy": "gasnet13", "z_head": "gaussian"},
     "fcz": {"arch": "fcz", "taxonomy": "qso", "grid": "quasarnet", "inputs": "flux", "surveys": (), "z_head": "point", "fc": 512,
             "dropout": 0.0},
 }
@@ -172,7 +186,7 @@ class ClassifierNet(nn.Module):
                 nflat = self.encoder(torch.zeros(1, config.nchan, self.npix)).shape[1]
         self.fc = nn.Sequential(nn.Linear(nflat + nsurv, config.fc), nn.ReLU(), nn.Dropout(config.dropout))
         self.cls_head = nn.Linear(config.fc, self.ncls)
-        self.z_head = nn.Linear(config.fc, 2)
+        self.z_head = nn.Linear(config.fc, config.n_z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -183,6 +197,8 @@ class ClassifierNet(nn.Module):
             h = torch.cat([h, x[:, cfg.nchan * self.npix:]], 1)
         h = self.fc(h)
         z = self.z_head(h)
+        if cfg.z_head == "pdf":
+            return torch.cat([self.cls_head(h), z], 1)
         # ln sigma (in ln(1 + z)) bounded below at -10 (sigma >= 4.5e-5, ~14 km/s): a smaller sigma only
         # lets one outlier's pull explode the gradients
         return torch.cat([self.cls_head(h), z[:, :1], torch.clamp(z[:, 1:], -10.0, 2.0)], 1)
@@ -229,7 +245,7 @@ def decode(raw: np.ndarray, cfg: ClassifierConfig) -> dict:
     """Probabilities, spectral types, classes, Z and the uncalibrated sigma of raw outputs."""
     tax = cfg.tax
     k = len(tax)
-    raw = np.asarray(raw, np.float64).reshape(-1, k + 2)
+    raw = np.asarray(raw, np.float64).reshape(-1, k + cfg.n_z)
     logits = raw[:, :k]
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
@@ -238,16 +254,52 @@ def decode(raw: np.ndarray, cfg: ClassifierConfig) -> dict:
     idx = tax.spectype_index()
     within = np.where(idx[None, :] == st[:, None], p, -1.0)
     cls = within.argmax(axis=1)
-    mu, s = raw[:, k], raw[:, k + 1]
-    z = np.expm1(mu)
-    sigma = np.exp(s) * (1 + z)
-    return {"prob": p, "ptype": ptype, "spectype": np.array(SPECTYPES)[st], "cls": cls, "z": z, "sigma_z": sigma,
+    if cfg.z_head == "pdf":
+        mu, sig_t, p_peak = pdf_estimate(raw[:, k:], cfg)
+        z = np.expm1(mu)
+        sigma = sig_t * (1 + z)
+    else:
+        mu, s = raw[:, k], raw[:, k + 1]
+        z = np.expm1(mu)
+        sigma = np.exp(s) * (1 + z)
+        p_peak = np.ones(len(z))
+    return {"p_peak": p_peak, "prob": p, "ptype": ptype, "spectype": np.array(SPECTYPES)[st], "cls": cls, "z": z, "sigma_z": sigma,
             "p_spectype": ptype[np.arange(len(st)), st]}
+
+
+def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide: int = 25):
+    """Redshift, its width and the peak's probability from the binned pdf (logits over ``t = ln(1+z)``).
+
+    ``t`` is the probability-weighted mean over the ``2 half + 1`` bins around the most probable one
+    (sub-bin precision); the width is the standard deviation over ``2 wide + 1`` bins around it, added in
+    quadrature to the bin width / sqrt(12); ``p_peak`` is the probability inside that window (a second
+    solution elsewhere lowers it)."""
+    zl = np.asarray(zlogits, np.float64)
+    p = np.exp(zl - zl.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    tc = cfg.t_centres
+    nb = len(tc)
+    w = tc[1] - tc[0]
+    k = p.argmax(axis=1)
+    rows = np.arange(len(p))[:, None]
+
+    def window(h):
+        j = k[:, None] + np.arange(-h, h + 1)[None, :]
+        ok = (j >= 0) & (j < nb)
+        jj = np.clip(j, 0, nb - 1)
+        return jj, np.where(ok, p[rows, jj], 0.0)
+
+    j, pw = window(half)
+    t = (pw * tc[j]).sum(axis=1) / np.maximum(pw.sum(axis=1), 1e-300)
+    j, pw = window(wide)
+    mass = pw.sum(axis=1)
+    var = (pw * (tc[j] - t[:, None]) ** 2).sum(axis=1) / np.maximum(mass, 1e-300)
+    return t, np.sqrt(var + w**2 / 12), mass
 
 
 def zerr(d: dict, cfg: ClassifierConfig) -> np.ndarray:
     """Calibrated ZERR: sigma x the release's factor for the row's spectral type (1 before release)."""
-    if cfg.z_head != "gaussian":
+    if cfg.z_head not in ("gaussian", "pdf"):
         return np.full(len(d["z"]), np.nan)
     k = np.array([(cfg.zerr_scale or {}).get(s, 1.0) for s in d["spectype"]], float)
     return d["sigma_z"] * k
@@ -303,7 +355,8 @@ class ClassifierFamily(Family):
         names = np.array(tax.classes)
         best = names[d["cls"]] if len(d["cls"]) else np.zeros(0, "U16")
         sub = np.where(best == d["spectype"], "", best)
-        low = (d["p_spectype"] < cfg.p_min) & ~nodata
+        # unsure of the type, or of the redshift (the pdf's peak holds less than p_peak_min: another solution)
+        low = ((d["p_spectype"] < cfg.p_min) | (d["p_peak"] < cfg.p_peak_min)) & ~nodata
         zwarn = zwarn | np.where(low, int(ZWarningMask.LOW_CONFIDENCE), 0)
         has_z = cfg.z_head != "none"
         cols = {"Z": np.where(nodata | (not has_z), np.nan, d["z"]),
@@ -386,7 +439,7 @@ class ClassifierFamily(Family):
 
     def _loss(self, out, targets, cfg):
         y, t, w = targets
-        k = out.shape[1] - 2
+        k = out.shape[1] - cfg.n_z
         ok = y >= 0
         if not bool(ok.any()):
             return out.sum() * 0.0
@@ -398,6 +451,15 @@ class ClassifierFamily(Family):
             if cfg.beta_nll:
                 nll = nll * torch.exp(2 * cfg.beta_nll * s).detach()
             loss = loss + cfg.z_weight * nll.mean()
+        elif cfg.z_head == "pdf":
+            # cross-entropy against the true ln(1 + z) spread over neighbouring bins (a Gaussian of one bin):
+            # neighbouring bins share the credit, so the pdf is smooth enough to interpolate between bins
+            tc = torch.as_tensor(cfg.t_centres, dtype=out.dtype, device=out.device)
+            width = float(tc[1] - tc[0])
+            target = torch.exp(-0.5 * ((tc[None, :] - t[ok].float()[:, None]) / width) ** 2)
+            target = target / target.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            zce = -(target * torch.log_softmax(out[ok, k:], dim=1)).sum(dim=1)
+            loss = loss + cfg.z_weight * zce.mean()
         elif cfg.z_head == "point":
             loss = loss + cfg.z_weight * 100.0 * ((t[ok].float() - out[ok, k]) ** 2).mean()
         return loss
@@ -427,7 +489,7 @@ class ClassifierFamily(Family):
         """``zerr_scale``: per spectral type, the factor that puts 68.3% of the VALIDATION pulls
         (|z - z_true| / sigma, correctly typed rows) within 1; the 95% coverage is recorded, not tuned."""
         cfg = model.config
-        if cfg.z_head != "gaussian":
+        if cfg.z_head not in ("gaussian", "pdf"):
             return {}, {"zerr": "none (no sigma head)"}
         d = decode(raw, cfg)
         y = cfg.tax.labels(meta, source="validation labels", strict=False)

@@ -153,7 +153,7 @@ class CombinedFamily(Family):
 
         fc, fq = self._fams()
         n = prepared.nrows
-        k = len(model.classifier.config.tax) + 2
+        k = len(model.classifier.config.tax) + model.classifier.config.n_z
         raw = np.asarray(raw).reshape(n, -1)
         rq = raw[:, k:].reshape((n,) + self._qn_shape(model))
         cc, zc = fc.columns(model.classifier, raw[:, :k], Prepared(X=prepared["X"], zwarn=prepared["zwarn"],

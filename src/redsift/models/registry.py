@@ -107,9 +107,9 @@ def available_models() -> list[dict]:
     return out
 
 
-#: The default model of ``predict``: redsift's own sim-trained QuasarNET once released, else the imported
-#: real-data-trained QuasarNET (QuasarNP's qn6_100f).
-DEFAULT_MODELS = ("quasarnet-boss-sim", "quasarnet-qn6_100f-quasarnp")
+#: The default model of ``predict``: the classifier + QuasarNET combination (issue 18), else redsift's own
+#: sim-trained QuasarNET, else the imported real-data-trained QuasarNET (QuasarNP's qn6_100f).
+DEFAULT_MODELS = ("redsift-sim", "quasarnet-boss-sim", "quasarnet-qn6_100f-quasarnp")
 
 
 def resolve_model_name(name: str) -> str:
