@@ -15,10 +15,10 @@ for s in boss desi lamost; do
   # 12-class CNN's grid; QuasarNET-mix sets on QuasarNET's grid; held-out test sets on BOSS pixels
   redsift simulate -n 40000 --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 10$i -j 2 $A -o $D/train_cls
   redsift simulate -n 3000  --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 20$i -j 2 $A -o $D/val_cls
-  redsift simulate -n 40000 --survey $s --classes $MIX --star-mix uniform --grid sdss12 --templates $T --seed 10$i $A -o $D/train_sdss12
+  redsift simulate -n 20000 --survey $s --classes $MIX --star-mix uniform --grid sdss12 --templates $T --seed 10$i -j 2 $A -o $D/train_sdss12
   redsift simulate -n 3000  --survey $s --classes $MIX --star-mix uniform --grid sdss12 --templates $T --seed 20$i $A -o $D/val_sdss12
-  redsift simulate -n 40000 --survey $s --classes $QMIX --star-mix uniform --grid quasarnet --templates $T --seed 11$i $A -o $D/train_qn
-  redsift simulate -n 3000  --survey $s --classes $QMIX --star-mix uniform --grid quasarnet --templates $T --seed 21$i $A -o $D/val_qn
+  redsift simulate -n 20000 --survey $s --classes $QMIX --star-mix uniform --grid quasarnet --templates $T --seed 11$i -j 2 $A -o $D/train_qn
+  redsift simulate -n 2000  --survey $s --classes $QMIX --star-mix uniform --grid quasarnet --templates $T --seed 21$i $A -o $D/val_qn
   redsift simulate -n 4000  --survey $s --classes $MIX --star-mix uniform --grid boss --templates $T --seed 30$i -o $D/test_$s
 done
 redsift simulate -n 4000 --survey boss --grid boss --templates $T --seed 401 -o $D/test_boss_targets
@@ -27,11 +27,23 @@ redsift simulate -n 4000 --survey boss --grid boss --templates $T --seed 401 -o 
 redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/cls1 --epochs 10 --batch-size 256 --lr 2e-3 \
   --lr-schedule cosine --threads 2 --checkpoint-every 300 --patience 10
 redsift release $R/cls1/best --val $D/val_cls -o $R/cls1/release
-# the seed systems, same data
-redsift train classifier --data $D/train_sdss12 --val $D/val_sdss12 -o $R/sdss12 --set preset=sdss12 --epochs 6 \
+# QuasarNET on all three surveys (fine-tuned from the BOSS-only release), then the default = both together
+redsift train quasarnet --data $D/train_qn --val $D/val_qn -o $R/qn_multi --init quasarnet-boss-sim --epochs 2 \
+  --lr 3e-4 --lr-schedule cosine --threads 2
+redsift release $R/qn_multi/best --val $D/val_qn -o $R/qn_multi/release
+redsift combine --classifier $R/cls1/release --quasarnet $R/qn_multi/release -o $R/combined
+# held-out evaluation (every model, every test set)
+for s in boss desi lamost boss_targets; do
+  redsift predict $D/test_$s --model $R/combined -o $R/eval/comb_$s.fits --overwrite
+  redsift evaluate $R/eval/comb_$s.fits --truth $D/test_$s -o $R/eval/comb_$s --label "combined, simulated held-out $s"
+done
+# the seed systems, same data (the SDSS 12-class CNN on its own grid: the same objects, seeds 101-103)
+redsift train classifier --data $D/train_sdss12 --val $D/val_sdss12 -o $R/sdss12 --set preset=sdss12 --epochs 5 \
   --batch-size 256 --lr 1e-3 --lr-schedule cosine --threads 2
-redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/gasnet2 --set preset=gasnet2 --epochs 4 \
-  --batch-size 256 --lr 2e-3 --lr-schedule cosine --threads 2
-redsift release $R/gasnet2/best --val $D/val_cls -o $R/gasnet2/release
-redsift train classifier --data $D/train_qn --val $D/val_qn -o $R/fcz --set preset=fcz --epochs 6 --batch-size 256 \
+redsift train classifier --data $D/train_qn --val $D/val_qn -o $R/fcz --set preset=fcz --epochs 5 --batch-size 256 \
   --lr 1e-3 --lr-schedule cosine --threads 2
+redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/gasnet2 --set preset=gasnet2 --epochs 3 \
+  --batch-size 256 --lr 2e-3 --lr-schedule cosine --threads 2
+for m in sdss12 fcz gasnet2; do redsift release $R/$m/best --val $D/val_cls -o $R/$m/release; done
+# the real checks (validation only)
+python scripts/validate_real.py $R/combined quasarnet-boss-sim $R/qn_multi/release -o $R/eval/real.md

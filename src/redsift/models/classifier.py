@@ -131,9 +131,8 @@ class ClassifierConfig:
         return 3 if self.inputs == "flux+noise" else 1
 
     def decisions(self) -> dict:
-        return {"taxonomy": self.tax.name, "spectype": "argmax of the summed class probabilities per type",
-                "subtype": "most probable class of that type", "p_min": self.p_min,
-                "zerr": "calibrated per spectype" if self.zerr_scale else "uncalibrated sigma"}
+        return {"taxonomy": self.tax.name, "p_min": self.p_min, "p_peak": self.p_peak_min, "z_head": self.z_head,
+                "zerr": "calibrated per spectype" if self.zerr_scale else "uncalibrated"}
 
 
 #: Seed-system presets: ``redsift train classifier --set arch=sdss12`` starts from these.

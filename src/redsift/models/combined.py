@@ -52,8 +52,15 @@ class CombinedConfig:
         return LogGrid.boss()
 
     def decisions(self) -> dict:
-        c = CombinedModel.part_configs(self)
-        return {"rule": self.rule, "classifier": c[0].decisions(), "quasarnet": c[1].decisions()}
+        """Flat (FITS header cards): the rule, the classifier's decisions, QuasarNET's (``zerr`` of each
+        part as ``zerr_cls`` / ``zerr_qn``)."""
+        c, q = CombinedModel.part_configs(self)
+        out = {"rule": self.rule}
+        for key, value in c.decisions().items():
+            out["zerr_cls" if key == "zerr" else key] = value
+        for key, value in q.decisions().items():
+            out["zerr_qn" if key == "zerr" else key] = value
+        return out
 
 
 class CombinedModel(nn.Module):
