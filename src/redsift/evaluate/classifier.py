@@ -95,7 +95,7 @@ def _plot_pulls(groups, path):
     ax.plot(x, np.exp(-x**2 / 2) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
     ax.set_xlabel("(z - z_true) / ZERR")
     ax.set_ylabel("density")
-    ax.set_title("ZERR pulls (simulated held-out set)" , fontsize=9)
+    ax.set_title(f"ZERR pulls ({_WHAT[0]})", fontsize=9)
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=130, bbox_inches="tight")
 
@@ -115,7 +115,7 @@ def _plot_zerr_snr(rows, path):
     ax.set_yscale("log")
     ax.set_xlabel("median S/N per pixel")
     ax.set_ylabel("dz/(1+z)")
-    ax.set_title("uncertainty against S/N (simulated held-out set)", fontsize=9)
+    ax.set_title(f"uncertainty against S/N ({_WHAT[0]})", fontsize=9)
     ax.legend(fontsize=6)
     fig.savefig(path, dpi=130, bbox_inches="tight")
 
@@ -230,7 +230,23 @@ def _combined(t, true_st) -> list[str]:
     return lines
 
 
+#: what the truth is, for figure titles ("simulated" when the truth is a simulated dataset)
+_WHAT = ["labelled set"]
+
+
+def _describe_truth(truth_path: str) -> str:
+    import os
+
+    from ..data.store import INDEX_NAME, Dataset
+
+    if truth_path and os.path.isdir(truth_path) and os.path.exists(os.path.join(truth_path, INDEX_NAME)):
+        if Dataset(truth_path).provenance.get("mode") in ("templates", "parametric"):
+            return "simulated"
+    return "labelled set"
+
+
 def classifier_report(t, out, header, overrides, truth_path="", combined: bool = False) -> list[str]:
+    _WHAT[0] = _describe_truth(str(truth_path))
     tax = taxonomy_of(t, header)
     y = truth_labels(t, tax)
     lines = ["## Classifier" + (" + QuasarNET (combined)" if combined else ""), ""]
