@@ -221,7 +221,10 @@ def make_inputs(flux, ivar, cfg: ClassifierConfig, onehot=None) -> np.ndarray:
     ivar = np.asarray(ivar, np.float32)
     good = (ivar > 0) & np.isfinite(flux) & np.isfinite(ivar)
     n = len(flux)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    import warnings
+
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without a valid pixel: scale 1 below
         if cfg.norm == "max":
             scale = np.nanmax(np.where(good, flux, np.nan), axis=1) if flux.size else np.zeros(0)
         else:

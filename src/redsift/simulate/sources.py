@@ -259,7 +259,10 @@ def make_stars(n, lib: TemplateLibrary, rng, star_mix: dict | str | None = None)
 
 
 def make_galaxies(n, lib: TemplateLibrary, rng, qso: "QuasarModel | None" = None):
-    """Galaxies 0 < z < 1.2 (CMASS/LOWZ/ELG-like mixture); rest spectra, z, truth.
+    """Galaxies 0.002 < z < 1.2 (CMASS/LOWZ/ELG-like mixture); rest spectra, z, truth.
+
+    The low-redshift part starts at z = 0.002 (it started at 0.02 until 2026-11-29: a real DESI galaxy at
+    z = 0.0073 was put at z = 0.35 by a classifier that had never seen z < 0.02).
 
     Subclass PASSIVE or STARFORMING by the 4000 A break (D4000 > 1.5); 5% are
     broad-line AGN-like (BROADLINE): the quasar model's Mg II, H-beta and
@@ -268,7 +271,7 @@ def make_galaxies(n, lib: TemplateLibrary, rng, qso: "QuasarModel | None" = None
     """
     u = rng.uniform(size=n)
     z = np.where(u < 0.65, np.clip(rng.normal(0.55, 0.13, n), 0.3, 0.9),
-                 np.where(u < 0.88, rng.uniform(0.02, 0.3, n), rng.uniform(0.9, 1.2, n)))
+                 np.where(u < 0.88, rng.uniform(0.002, 0.3, n), rng.uniform(0.9, 1.2, n)))
     pick = rng.integers(0, len(lib.galaxies), n)
     spec = lib.galaxies[pick].astype(np.float64)
     blue = (WAVE > 3850) & (WAVE < 3950)
