@@ -176,17 +176,20 @@ def test_zerr_calibration_hits_68_percent_on_its_own_set(sets, trained):
     d = decode(raw, cal)
     from redsift.models.classifier import row_surveys, zerr
 
+    from redsift.models.classifier import SNR_EDGES
+
     surveys = row_surveys(prepared["X"], cal)
-    e = zerr(d, cal, surveys)
+    e = zerr(d, cal, surveys, prepared["snr"])
+    bins = np.digitize(np.nan_to_num(prepared["snr"], nan=0.0), SNR_EDGES)
     y = cal.tax.labels(ds.meta, strict=False)
     true_st = np.array(cal.tax.spectypes)[y]
-    keyed = [k for k in updates["zerr_scale"] if "/" in k]
-    assert keyed  # the validation set (DESI) is large enough for per-survey factors
-    for key in keyed:
-        s, _, v = key.partition("/")
-        sel = (d["spectype"] == s) & (true_st == s) & (surveys == v)
+    cells = [k for k in updates["zerr_scale"] if k.count("/") == 2]
+    assert cells  # the validation set (DESI) is large enough for per-survey, per-S/N factors
+    for key in cells:
+        s, v, b = key.split("/")
+        sel = (d["spectype"] == s) & (true_st == s) & (surveys == v) & (bins == int(b))
         within = np.abs(d["z"][sel] - np.asarray(ds.meta["Z"])[sel]) < e[sel]
-        assert abs(within.mean() - 0.6827) < 0.02, key
+        assert abs(within.mean() - 0.6827) < 0.03, key
 
 
 def test_combined_model_catalog(trained, tmp_path, real_dir):
