@@ -192,12 +192,13 @@ def test_zerr_calibration_hits_68_percent_on_its_own_set(sets, trained):
         assert abs(within.mean() - 0.6827) < 0.03, key
 
 
-def test_combined_model_catalog(trained, tmp_path, real_dir):
+@pytest.mark.parametrize("rule", ["classifier", "qn-z"])
+def test_combined_model_catalog(trained, tmp_path, real_dir, rule):
     from redsift.models.combined import combine
 
     c = load_model(trained / "best")
     q = load_model("quasarnet-boss-sim")
-    save_model(combine(c, q), tmp_path / "comb")
+    save_model(combine(c, q, rule), tmp_path / "comb")
     model = load_model(tmp_path / "comb")
     files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:4]]
     cat = predict_catalog(model, files, progress=False)
@@ -208,6 +209,10 @@ def test_combined_model_catalog(trained, tmp_path, real_dir):
     np.testing.assert_array_equal(np.asarray(cat["Z_QUASARNET"]), np.asarray(alone["Z"]))
     use = np.asarray(cat["Z_METHOD"]) == "QUASARNET"
     assert np.all(np.asarray(cat["SPECTYPE"])[use] == "QSO")
+    if rule == "classifier":
+        assert not use.any()
+    else:
+        assert np.array_equal(use, (np.asarray(cat["SPECTYPE"]) == "QSO") & np.asarray(cat["IS_QSO"], bool))
     np.testing.assert_array_equal(np.asarray(cat["Z"])[use], np.asarray(alone["Z"])[use])
     np.testing.assert_array_equal(np.asarray(cat["Z"])[~use], np.asarray(cat["Z_CLASSIFIER"])[~use])
     disagree = (np.asarray(cat["SPECTYPE"]) == "QSO") != np.asarray(cat["IS_QSO"], bool)

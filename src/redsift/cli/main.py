@@ -162,12 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     cb = sub.add_parser("combine", help="join a classifier and a QuasarNET into one model (the default's form)",
                         description="Write a 'combined' model directory holding a classifier and a QuasarNET "
                                     "(each part's weights copied; one safetensors file). Its catalogs take "
-                                    "SPECTYPE/SUBTYPE from the classifier and a quasar's Z from QuasarNET's "
-                                    "lines when found (rule qn-z; docs/classifier.md).")
+                                    "SPECTYPE/SUBTYPE/Z from the classifier, QuasarNET's line columns, and "
+                                    "flag disagreements LOW_CONFIDENCE (docs/classifier.md).")
     cb.add_argument("--classifier", required=True, help="classifier model (released name or directory)")
     cb.add_argument("--quasarnet", required=True, help="QuasarNET model (released name or directory)")
-    cb.add_argument("--rule", default="qn-z", choices=("qn-z", "classifier"),
-                    help="qn-z (default): quasars take QuasarNET's line redshift; classifier: the classifier's")
+    cb.add_argument("--rule", default="classifier", choices=("classifier", "qn-z"),
+                    help="classifier (default): Z from the classifier; qn-z: quasars take QuasarNET's line redshift")
     cb.add_argument("--description", help="one line for `redsift models`")
     cb.add_argument("-o", "--output", required=True, help="model directory")
     cb.set_defaults(func=_model.cmd_combine)

@@ -3,17 +3,21 @@
 A ``combined`` model holds a classifier (:mod:`redsift.models.classifier`) and a QuasarNET
 (:mod:`redsift.models.quasarnet`) in one directory (one safetensors file, tensors prefixed
 ``classifier.`` and ``quasarnet.``; ``redsift combine`` builds it from two model directories). Each part
-sees the spectrum on its own grid. The combination rule (``rule = "qn-z"``, written into every catalog
-header; measured in ``docs/classifier.md``):
+sees the spectrum on its own grid. The combination rule (``rule``, written into every catalog header;
+measured in ``docs/classifier.md``):
 
 * ``SPECTYPE``, ``SUBTYPE``, ``PROB_*`` and ``PTYPE_*`` are the classifier's: it sees every class;
   QuasarNET only separates quasars from the rest.
-* For a spectrum typed QSO whose QuasarNET lines are found (``IS_QSO``), ``Z`` and ``ZERR`` are
-  QuasarNET's (line positions; ``Z_METHOD = QUASARNET``); otherwise the classifier's
-  (``Z_METHOD = CLASSIFIER``). Both answers stay in the catalog (``Z_CLASSIFIER``, ``Z_QUASARNET``).
+* ``Z`` and ``ZERR``: ``rule = "classifier"`` (the default) takes the classifier's for every spectrum
+  (on the simulated held-out sets its quasar redshifts are better than QuasarNET's: dv NMAD 223 against
+  492 km/s on BOSS); ``rule = "qn-z"`` takes QuasarNET's line redshift for spectra typed QSO whose lines
+  it finds (DESI runs Redrock with QuasarNET's answer as a prior the same way). ``Z_METHOD`` says which
+  part gave ``Z``; both answers stay in the catalog (``Z_CLASSIFIER``, ``Z_QUASARNET``).
 * ``LOW_CONFIDENCE`` is set where the parts disagree on quasar-or-not (classifier QSO but no line found,
   or QuasarNET's lines found in a spectrum the classifier types STAR or GALAXY), and where the classifier
-  is unsure (its own rule).
+  is unsure (its own rule). This is the combination's measured gain: among quasars with ``ZWARN == 0``
+  the purity rises (BOSS 0.9979 -> 0.9990, DESI 0.9922 -> 0.9943, LAMOST 0.9990 -> 1.0000) for 0.1-2% of
+  completeness.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class CombinedConfig:
 
     classifier: dict = field(default_factory=lambda: dataclasses.asdict(ClassifierConfig()))
     quasarnet: dict = field(default_factory=lambda: dataclasses.asdict(QuasarNetConfig()))
-    rule: str = "qn-z"
+    rule: str = "classifier"
     sources: dict = field(default_factory=dict)  # where the parts came from (model names, hashes)
 
     def __post_init__(self):
@@ -81,7 +85,7 @@ class CombinedModel(nn.Module):
         return config_from_dict(ClassifierConfig, config.classifier), config_from_dict(QuasarNetConfig, config.quasarnet)
 
 
-def combine(classifier, quasarnet, rule: str = "qn-z") -> CombinedModel:
+def combine(classifier, quasarnet, rule: str = "classifier") -> CombinedModel:
     """A combined model from two loaded models (their weights are copied)."""
     if getattr(classifier, "family", "") != "classifier" or getattr(quasarnet, "family", "") != "quasarnet":
         raise RedsiftError("combine: needs a classifier model and a QuasarNET model")
