@@ -31,7 +31,7 @@ redsift release $R/cls1/best --val $D/val_cls -o $R/cls1/release
 redsift train quasarnet --data $D/train_qn --val $D/val_qn -o $R/qn_multi --init quasarnet-boss-sim --epochs 2 \
   --lr 3e-4 --lr-schedule cosine --threads 2
 redsift release $R/qn_multi/best --val $D/val_qn -o $R/qn_multi/release
-redsift combine --classifier $R/cls1/release --quasarnet $R/qn_multi/release -o $R/combined
+redsift combine --classifier $R/cls1/release --quasarnet $R/qn_multi/release --rule classifier -o $R/combined
 # held-out evaluation (every model, every test set)
 for s in boss desi lamost boss_targets; do
   redsift predict $D/test_$s --model $R/combined -o $R/eval/comb_$s.fits --overwrite
@@ -40,10 +40,10 @@ done
 # the seed systems, same data (the SDSS 12-class CNN on its own grid: the same objects, seeds 101-103)
 redsift train classifier --data $D/train_sdss12 --val $D/val_sdss12 -o $R/sdss12 --set preset=sdss12 --epochs 5 \
   --batch-size 256 --lr 1e-3 --lr-schedule cosine --threads 2
-redsift train classifier --data $D/train_qn --val $D/val_qn -o $R/fcz --set preset=fcz --epochs 5 --batch-size 256 \
+redsift train classifier --data $D/train_qn --val $D/val_qn -o $R/fcz --set preset=fcz --epochs 2 --batch-size 256 \
   --lr 1e-3 --lr-schedule cosine --threads 2
-redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/gasnet2 --set preset=gasnet2 --epochs 3 \
+redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/gasnet2 --set preset=gasnet2 --epochs 1 \
   --batch-size 256 --lr 2e-3 --lr-schedule cosine --threads 2
 for m in sdss12 fcz gasnet2; do redsift release $R/$m/best --val $D/val_cls -o $R/$m/release; done
 # the real checks (validation only)
-python scripts/validate_real.py $R/combined quasarnet-boss-sim $R/qn_multi/release -o $R/eval/real.md
+python scripts/validate_real.py redsift-sim quasarnet-multi-sim -o docs/classifier_real.md   # once released
