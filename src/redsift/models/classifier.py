@@ -343,13 +343,6 @@ class ClassifierFamily(Family):
         return model.config.binning
 
     # --- predict ---------------------------------------------------------------------------
-    def prepare(self, model, spectra) -> Prepared:
-        from ..preprocess import to_grid
-
-        b = to_grid(spectra, self.grid(model), self.binning(model))
-        return self.prepare_gridded(model, b.flux, b.ivar, np.asarray(spectra.meta["ZWARN"], np.int64),
-                                    meta=spectra.meta)
-
     def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         from ..preprocess import coverage_zwarn, snr_median
 
@@ -446,18 +439,6 @@ class ClassifierFamily(Family):
 
     def loss(self, model, X, targets):
         return self._loss(model(X), targets, model.config)
-
-    def training_step(self, model, X, targets, optimizers) -> float:
-        """One AdamW step with the gradient norm clipped at ``grad_clip`` (an overconfident sigma on one
-        spectrum gives a pull of thousands: its gradient must not throw the class head away)."""
-        loss = self.loss(model, X, targets)
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), model.config.grad_clip)
-        for opt in optimizers:
-            opt.step()
-        return float(loss.detach())
 
     def _loss(self, out, targets, cfg):
         y, t, w = targets

@@ -171,11 +171,18 @@ class Family:
         raise NotImplementedError
 
     def training_step(self, model, X, targets, optimizers) -> float:
-        """One optimisation step; returns the batch loss. The default: one optimizer, :meth:`loss`."""
+        """One optimisation step; returns the batch loss. The default: one optimizer, :meth:`loss`, and the
+        gradient norm clipped at the config's ``grad_clip`` when it has one (the classifier: an
+        overconfident sigma on one spectrum must not throw the class head away)."""
+        import torch
+
         loss = self.loss(model, X, targets)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        clip = getattr(getattr(model, "config", None), "grad_clip", None)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         for opt in optimizers:
             opt.step()
         return float(loss.detach())
