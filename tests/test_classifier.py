@@ -174,9 +174,7 @@ def test_zerr_calibration_hits_68_percent_on_its_own_set(sets, trained):
 
     cal = dataclasses.replace(model.config, zerr_scale=updates["zerr_scale"])
     d = decode(raw, cal)
-    from redsift.models.classifier import row_surveys, zerr
-
-    from redsift.models.classifier import SNR_EDGES
+    from redsift.models.classifier import SNR_EDGES, row_surveys, zerr
 
     surveys = row_surveys(prepared["X"], cal)
     e = zerr(d, cal, surveys, prepared["snr"])
