@@ -174,9 +174,9 @@ def test_zerr_calibration_hits_68_percent_on_its_own_set(sets, trained):
 
     cal = dataclasses.replace(model.config, zerr_scale=updates["zerr_scale"])
     d = decode(raw, cal)
-    from redsift.models.classifier import SNR_EDGES, row_surveys, zerr
+    from redsift.models.classifier import SNR_EDGES, zerr
 
-    surveys = row_surveys(prepared["X"], cal)
+    surveys = prepared["survey"]
     e = zerr(d, cal, surveys, prepared["snr"])
     bins = np.digitize(np.nan_to_num(prepared["snr"], nan=0.0), SNR_EDGES)
     y = cal.tax.labels(ds.meta, strict=False)
@@ -191,20 +191,29 @@ def test_zerr_calibration_hits_68_percent_on_its_own_set(sets, trained):
 
 
 @pytest.mark.parametrize("rule", ["classifier", "qn-z"])
-def test_combined_model_catalog(trained, tmp_path, real_dir, rule):
+def test_combined_model_catalog(sets, trained, tmp_path, real_dir, rule):
     from redsift.models.combined import combine
+    from redsift.train.release import release
 
-    c = load_model(trained / "best")
+    release(trained / "best", str(sets / "val"), tmp_path / "rel")  # calibrated: ZERR cells by survey and S/N
+    c = load_model(tmp_path / "rel")
+    assert any("/" in key for key in c.config.zerr_scale)
     q = load_model("quasarnet-boss-sim")
     save_model(combine(c, q, rule), tmp_path / "comb")
     model = load_model(tmp_path / "comb")
     files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:4]]
+    files.append(str(real_dir / "desi" / "coadd-quasarnp-test.fits"))  # DESI rows: the calibration's survey
     cat = predict_catalog(model, files, progress=False)
     alone = predict_catalog(q, files, progress=False)
     # QuasarNET's columns are QuasarNET's own, unchanged by the combination
     for col in ("IS_QSO", "C_CIV", "Z_CIV"):
         np.testing.assert_array_equal(np.asarray(cat[col]), np.asarray(alone[col]))
     np.testing.assert_array_equal(np.asarray(cat["Z_QUASARNET"]), np.asarray(alone["Z"]))
+    # and the classifier's are the classifier's own (its survey-aware ZERR cells included)
+    cls_alone = predict_catalog(c, files, progress=False)
+    for col in ("Z", "ZERR", "SPECTYPE"):
+        np.testing.assert_array_equal(np.asarray(cat[f"{col}_CLASSIFIER" if col != "SPECTYPE" else col]),
+                                      np.asarray(cls_alone[col]))
     use = np.asarray(cat["Z_METHOD"]) == "QUASARNET"
     assert np.all(np.asarray(cat["SPECTYPE"])[use] == "QSO")
     if rule == "classifier":

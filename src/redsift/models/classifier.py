@@ -163,6 +163,7 @@ class ClassifierNet(nn.Module):
         self.ncls = len(config.tax)
         self.npix = config.logrid.npix
         nsurv = len(config.surveys)
+        self.n_inputs = config.nchan * self.npix + nsurv  # columns of X: flattened spectrum, survey one-hot
         c_in = config.nchan
         if config.arch == "fcz":
             self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(c_in * self.npix, config.fc), nn.ReLU(),
@@ -203,16 +204,19 @@ class ClassifierNet(nn.Module):
         return torch.cat([self.cls_head(h), z[:, :1], torch.clamp(z[:, 1:], -10.0, 2.0)], 1)
 
 
-def survey_onehot(meta, surveys: tuple, n: int) -> np.ndarray:
-    """(n, len(surveys)) one-hot of each row's survey (``meta["SURVEY"]``); zeros when unknown."""
-    out = np.zeros((n, len(surveys)), np.float32)
-    if not surveys or meta is None or "SURVEY" not in getattr(meta, "colnames", meta.keys() if isinstance(meta, dict) else []):
-        return out
-    names = [SURVEY_ALIASES.get(str(s).strip().lower(), "") for s in np.asarray(meta["SURVEY"])]
-    for i, s in enumerate(names):
-        if s in surveys:
-            out[i, surveys.index(s)] = 1.0
-    return out
+def survey_names(meta, surveys: tuple, n: int) -> np.ndarray:
+    """Each row's survey among ``surveys`` (``meta["SURVEY"]``, aliases resolved); '' when unknown."""
+    cols = () if meta is None else (meta.keys() if isinstance(meta, dict) else meta.colnames)
+    if not surveys or "SURVEY" not in cols:
+        return np.full(n, "", "U8")
+    names = np.array([SURVEY_ALIASES.get(str(v).strip().lower(), "") for v in np.asarray(meta["SURVEY"])], "U8")
+    return np.where(np.isin(names, surveys), names, "")
+
+
+def survey_onehot(names, surveys: tuple) -> np.ndarray:
+    """(n, len(surveys)) one-hot of survey names (zeros for '')."""
+    names = np.asarray(names)
+    return (names[:, None] == np.asarray(surveys, "U8")[None, :]).astype(np.float32).reshape(len(names), len(surveys))
 
 
 def make_inputs(flux, ivar, cfg: ClassifierConfig, onehot=None) -> np.ndarray:
@@ -299,15 +303,6 @@ def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide
     return t, np.sqrt(var + w**2 / 12), mass
 
 
-def row_surveys(X, cfg: ClassifierConfig) -> np.ndarray:
-    """Each row's survey name from the one-hot at the end of the inputs ('' when unknown or survey-blind)."""
-    n = len(X)
-    if not cfg.surveys:
-        return np.full(n, "")
-    oh = np.asarray(X)[:, -len(cfg.surveys):]
-    return np.where(oh.sum(axis=1) > 0, np.array(cfg.surveys)[oh.argmax(axis=1)], "")
-
-
 #: S/N edges (median S/N per pixel on the model grid) of the ZERR calibration cells
 SNR_EDGES = (2.0, 4.0, 8.0, 16.0)
 
@@ -347,9 +342,10 @@ class ClassifierFamily(Family):
         from ..preprocess import coverage_zwarn, snr_median
 
         cfg = model.config
-        X = make_inputs(flux, ivar, cfg, survey_onehot(meta, cfg.surveys, len(flux)))
+        names = survey_names(meta, cfg.surveys, len(flux))
+        X = make_inputs(flux, ivar, cfg, survey_onehot(names, cfg.surveys))
         return Prepared(X=X, zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar),
-                        snr=snr_median(flux, ivar).astype(np.float32))
+                        snr=snr_median(flux, ivar).astype(np.float32), survey=names)
 
     def schema(self, model) -> list[tuple[str, str]]:
         tax = model.config.tax
@@ -375,7 +371,7 @@ class ClassifierFamily(Family):
         zwarn = zwarn | np.where(low, int(ZWarningMask.LOW_CONFIDENCE), 0)
         has_z = cfg.z_head != "none"
         cols = {"Z": np.where(nodata | (not has_z), np.nan, d["z"]),
-                "ZERR": np.where(nodata, np.nan, zerr(d, cfg, row_surveys(prepared["X"], cfg), prepared["snr"])),
+                "ZERR": np.where(nodata, np.nan, zerr(d, cfg, prepared["survey"], prepared["snr"])),
                 "SPECTYPE": np.where(nodata, "", d["spectype"]), "SUBTYPE": np.where(nodata, "", sub),
                 "CLASS_BEST": np.where(nodata, "", best), "SNR_MODEL": prepared["snr"].astype(np.float32)}
         for k, c in enumerate(tax.classes):
@@ -393,7 +389,7 @@ class ClassifierFamily(Family):
 
     # --- train -----------------------------------------------------------------------------
     def labels(self, meta, model=None) -> dict:
-        """Class index (-1: ignored by the taxonomy), ln(1 + z), survey one-hot, and a per-row class weight
+        """Class index (-1: ignored by the taxonomy), ln(1 + z), the survey, and a per-row class weight
         ``(N / (K n_c))^0.5`` that lifts rare classes without letting them dominate. Rows that fit no class
         of the model's taxonomy raise :class:`~redsift.taxonomy.TaxonomyError` listing them."""
         cfg = model.config if model is not None else ClassifierConfig()
@@ -404,10 +400,8 @@ class ClassifierFamily(Family):
         ok = y >= 0
         if ok.any():
             w[ok] = np.sqrt(ok.sum() / (len(tax) * np.maximum(counts[y[ok]], 1)))
-        cols = meta.colnames
         return {"Y": y.astype(np.int64), "T": np.log1p(np.asarray(meta["Z"], float)).astype(np.float32), "W": w,
-                "S": survey_onehot(meta, cfg.surveys, len(y)), "Z": np.asarray(meta["Z"], float),
-                "SNR": np.asarray(meta["SNR"], float) if "SNR" in cols else np.full(len(y), np.nan)}
+                "SURVEY": survey_names(meta, cfg.surveys, len(y)), "Z": np.asarray(meta["Z"], float)}
 
     def augment(self, model, flux, ivar, labels, rng):
         """Partial coverage, as real inputs have it and the simulator rarely makes: with probability
@@ -427,7 +421,7 @@ class ClassifierFamily(Family):
 
     def batch(self, model, flux, ivar, labels):
         cfg = model.config
-        X = make_inputs(flux, ivar, cfg, labels["S"])
+        X = make_inputs(flux, ivar, cfg, survey_onehot(labels["SURVEY"], cfg.surveys))
         return torch.from_numpy(X), [torch.from_numpy(labels[k]) for k in ("Y", "T", "W")]
 
     def configure_optimizers(self, model, cfg) -> list:
@@ -476,9 +470,7 @@ class ClassifierFamily(Family):
 
         cfg = model.config
         d = decode(raw, cfg)
-        surveys = np.where(labels["S"].sum(axis=1) > 0, np.array(cfg.surveys or ("",))[labels["S"].argmax(axis=1)], "") \
-            if cfg.surveys else None
-        return classifier_metrics(d, labels["Y"], labels["Z"], cfg, zerr(d, cfg, surveys, labels.get("SNR_MODEL")))
+        return classifier_metrics(d, labels["Y"], labels["Z"], cfg, zerr(d, cfg, labels["SURVEY"]))
 
     def summary_line(self, m: dict) -> str:
         return (f"val loss {m['loss']:.4f}  acc {m['accuracy']:.4f}  mean/min class acc {m['mean_class_acc']:.4f}/"
@@ -504,7 +496,7 @@ class ClassifierFamily(Family):
         y = cfg.tax.labels(meta, source="validation labels", strict=False)
         true_type = np.where(y >= 0, np.array(cfg.tax.spectypes + ("",))[np.where(y >= 0, y, -1)], "")
         z = np.asarray(meta["Z"], float)
-        surveys = row_surveys(prepared["X"], cfg)
+        surveys = prepared["survey"]
         bins = np.digitize(np.nan_to_num(np.asarray(prepared["snr"], float), nan=0.0), SNR_EDGES)
         scale, record = {}, {}
         for s in SPECTYPES:

@@ -98,10 +98,6 @@ def combine(classifier, quasarnet, rule: str = "classifier") -> CombinedModel:
     return model.eval()
 
 
-def _split(X, n_c: int):
-    return X[:, :n_c], X[:, n_c:]
-
-
 @register_family
 class CombinedFamily(Family):
     """Classifier + QuasarNET: every class, and QuasarNET's line redshifts for quasars."""
@@ -140,13 +136,13 @@ class CombinedFamily(Family):
         n = pc.nrows
         Xq = np.asarray(pq["X"], np.float32).reshape(n, -1)
         return Prepared(X=np.concatenate([pc["X"], Xq], 1), zwarn=pc["zwarn"], zwarn_qn=pq["zwarn"],
-                        snr=pc["snr"], snr_qn=np.asarray(pq["snr"], np.float32), ncls=np.full(n, pc["X"].shape[1]))
+                        snr=pc["snr"], snr_qn=np.asarray(pq["snr"], np.float32), survey=pc["survey"])
 
     def infer(self, model, X, batch_size: int = 1024, backend: str = "auto"):
         from ..predict.backend import infer
 
-        n_c = model.classifier.config.nchan * model.classifier.npix + len(model.classifier.config.surveys)
-        Xc, Xq = _split(np.asarray(X), n_c)
+        X = np.asarray(X)
+        Xc, Xq = X[:, :model.classifier.n_inputs], X[:, model.classifier.n_inputs:]
         # each part through the backend it would run alone (QuasarNET: ONNX Runtime when installed)
         rc = infer(model.classifier, np.ascontiguousarray(Xc), batch_size, backend)
         rq = infer(model.quasarnet, np.ascontiguousarray(Xq), batch_size, backend)
@@ -165,12 +161,14 @@ class CombinedFamily(Family):
         fc, fq = self._fams()
         n = prepared.nrows
         k = len(model.classifier.config.tax) + model.classifier.config.n_z
+        cfg_q = model.quasarnet.config
         raw = np.asarray(raw).reshape(n, -1)
-        rq = raw[:, k:].reshape((n,) + self._qn_shape(model))
-        cc, zc = fc.columns(model.classifier, raw[:, :k], Prepared(X=prepared["X"], zwarn=prepared["zwarn"],
-                                                                     snr=prepared["snr"]))
-        cq, _ = fq.columns(model.quasarnet, rq, Prepared(X=prepared["X"], zwarn=prepared["zwarn_qn"],
-                                                          snr=prepared["snr_qn"]))
+        X = np.asarray(prepared["X"])
+        Xc, Xq = X[:, :model.classifier.n_inputs], X[:, model.classifier.n_inputs:]
+        cc, zc = fc.columns(model.classifier, raw[:, :k], Prepared(X=Xc, zwarn=prepared["zwarn"], snr=prepared["snr"],
+                                                                     survey=prepared["survey"]))
+        cq, _ = fq.columns(model.quasarnet, raw[:, k:].reshape(n, cfg_q.nfinders, 2 * cfg_q.nboxes),
+                           Prepared(X=Xq, zwarn=prepared["zwarn_qn"], snr=prepared["snr_qn"]))
         nodata = nodata_rows(zc)
         is_q = cc["SPECTYPE"] == "QSO"
         found = np.asarray(cq["IS_QSO"], bool)
@@ -187,11 +185,6 @@ class CombinedFamily(Family):
         disagree = ((is_q & ~found) | (~is_q & found)) & ~nodata
         zwarn = zc | np.where(disagree, int(ZWarningMask.LOW_CONFIDENCE), 0)
         return cols, zwarn
-
-    @staticmethod
-    def _qn_shape(model):
-        cfg = model.quasarnet.config
-        return (cfg.nfinders, 2 * cfg.nboxes)
 
     def decisions(self, model) -> dict:
         return model.config.decisions()
