@@ -80,7 +80,7 @@ def _plot_confusion(m, names, path, title):
     fig.savefig(path, dpi=130, bbox_inches="tight")
 
 
-def _plot_pulls(groups, path):
+def _plot_pulls(groups, path, what):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,12 +95,12 @@ def _plot_pulls(groups, path):
     ax.plot(x, np.exp(-x**2 / 2) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
     ax.set_xlabel("(z - z_true) / ZERR")
     ax.set_ylabel("density")
-    ax.set_title(f"ZERR pulls ({_WHAT[0]})", fontsize=9)
+    ax.set_title(f"ZERR pulls ({what})", fontsize=9)
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=130, bbox_inches="tight")
 
 
-def _plot_zerr_snr(rows, path):
+def _plot_zerr_snr(rows, path, what):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,12 +115,13 @@ def _plot_zerr_snr(rows, path):
     ax.set_yscale("log")
     ax.set_xlabel("median S/N per pixel")
     ax.set_ylabel("dz/(1+z)")
-    ax.set_title(f"uncertainty against S/N ({_WHAT[0]})", fontsize=9)
+    ax.set_title(f"uncertainty against S/N ({what})", fontsize=9)
     ax.legend(fontsize=6)
     fig.savefig(path, dpi=130, bbox_inches="tight")
 
 
-def _section(t, tax, y, out, tag: str) -> list[str]:
+def _section(t, tax, y, out, tag: str):
+    """``(lines, true spectral type per row)``; the types are None when no row has a label."""
     names = list(tax.classes)
     k = len(names)
     pred_name = np.asarray(t["CLASS_BEST"]).astype(str) if "CLASS_BEST" in t.colnames else np.full(len(t), "")
@@ -128,7 +129,7 @@ def _section(t, tax, y, out, tag: str) -> list[str]:
     ok = (y >= 0) & (pred >= 0)
     lines = []
     if not ok.any():
-        return [f"No row of {tag} has a label in taxonomy {tax.name}."]
+        return [f"No row of {tag or 'the catalog'} has a label in taxonomy {tax.name}."], None
     m = _confusion(y[ok], pred[ok], k)
     _plot_confusion(m, names, os.path.join(out, f"confusion{tag and '_' + tag}.png"), f"{tax.name} {tag or 'all'}")
     rec = np.diag(m) / np.maximum(m.sum(axis=1), 1)
@@ -160,7 +161,7 @@ def _section(t, tax, y, out, tag: str) -> list[str]:
     return lines, true_st
 
 
-def _redshifts(t, true_st, out, tag) -> list[str]:
+def _redshifts(t, true_st, out, tag, what) -> list[str]:
     z = np.asarray(t["Z"], float)
     zt = np.asarray(t["TRUE_Z"], float)
     ze = np.asarray(t["ZERR"], float) if "ZERR" in t.colnames else np.full(len(t), np.nan)
@@ -193,9 +194,9 @@ def _redshifts(t, true_st, out, tag) -> list[str]:
                     spread.append(nmad((z[b] - zt[b]) / (1 + zt[b])))
             snr_rows[s] = (mid, med, spread)
     if pulls:
-        _plot_pulls(pulls, os.path.join(out, f"pulls{tag and '_' + tag}.png"))
+        _plot_pulls(pulls, os.path.join(out, f"pulls{tag and '_' + tag}.png"), what)
     if snr_rows:
-        _plot_zerr_snr(snr_rows, os.path.join(out, f"zerr_snr{tag and '_' + tag}.png"))
+        _plot_zerr_snr(snr_rows, os.path.join(out, f"zerr_snr{tag and '_' + tag}.png"), what)
         lines += ["", "Uncertainty against S/N (S/N quintiles; median ZERR/(1+z) vs the measured NMAD of dz/(1+z)):", "",
                   "| type | S/N | median ZERR/(1+z) | NMAD dz/(1+z) |", "|---|---:|---:|---:|"]
         for s, (mid, med, spread) in snr_rows.items():
@@ -230,13 +231,8 @@ def _combined(t, true_st) -> list[str]:
     return lines
 
 
-#: what the truth is, for figure titles ("simulated" when the truth is a simulated dataset)
-_WHAT = ["labelled set"]
-
-
 def _describe_truth(truth_path: str) -> str:
-    import os
-
+    """What the truth is, for figure titles: "simulated" when it is a simulated dataset."""
     from ..data.store import INDEX_NAME, Dataset
 
     if truth_path and os.path.isdir(truth_path) and os.path.exists(os.path.join(truth_path, INDEX_NAME)):
@@ -246,29 +242,25 @@ def _describe_truth(truth_path: str) -> str:
 
 
 def classifier_report(t, out, header, overrides, truth_path="", combined: bool = False) -> list[str]:
-    _WHAT[0] = _describe_truth(str(truth_path))
+    what = _describe_truth(str(truth_path))
     tax = taxonomy_of(t, header)
     y = truth_labels(t, tax)
     lines = ["## Classifier" + (" + QuasarNET (combined)" if combined else ""), ""]
-    res = _section(t, tax, y, out, "")
-    if isinstance(res, list):
-        return lines + res
-    sec, true_st = res
-    lines += sec + _redshifts(t, true_st, out, "")
-    if combined and "IS_QSO" in t.colnames:
-        lines += _combined(t, true_st)
-    if "TRUE_SURVEY" in t.colnames:
-        surveys = sorted(set(np.asarray(t["TRUE_SURVEY"]).astype(str)))
-        if len(surveys) > 1:
-            for s in surveys:
-                sel = np.asarray(t["TRUE_SURVEY"]).astype(str) == s
-                sub = t[sel]
-                r = _section(sub, tax, y[sel], out, s)
-                lines += ["", f"### Survey {s}", ""]
-                if isinstance(r, list):
-                    lines += r
-                    continue
-                lines += r[0] + _redshifts(sub, r[1], out, s)
-                if combined and "IS_QSO" in t.colnames:
-                    lines += _combined(sub, r[1])
+    survey = np.asarray(t["TRUE_SURVEY"]).astype(str) if "TRUE_SURVEY" in t.colnames else np.full(len(t), "")
+    parts = [("", np.ones(len(t), bool))]
+    if len(set(survey)) > 1:  # then each survey on its own
+        parts += [(s, survey == s) for s in sorted(set(survey))]
+    for tag, sel in parts:
+        sub = t[sel] if tag else t
+        if tag:
+            lines += ["", f"### Survey {tag}", ""]
+        sec, true_st = _section(sub, tax, y[sel], out, tag)
+        lines += sec
+        if true_st is None:
+            if not tag:
+                return lines
+            continue
+        lines += _redshifts(sub, true_st, out, tag, what)
+        if combined and "IS_QSO" in t.colnames:
+            lines += _combined(sub, true_st)
     return lines
