@@ -810,18 +810,23 @@ def _table_hdu_index(hdus: LazyHDUs) -> int | None:
     return None
 
 
+def _set_primary_card(hdus, key, value):
+    """Set a primary-header card; a value astropy refuses leaves the header as it was."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            hdus[0].header[key] = value
+        except (ValueError, TypeError):
+            pass
+
+
 def apply_table_ops(hdus, ops):
     """Column-level edits of the spectrum table (SDSS spec HDU1, LAMOST COADD) and primary-header edits."""
     ti = _table_hdu_index(hdus)
     for op in ops:
         kind = op[0]
         if kind == "header":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    hdus[0].header[op[1]] = op[2]
-                except (ValueError, TypeError):
-                    pass
+            _set_primary_card(hdus, op[1], op[2])
             continue
         if ti is None:
             continue
@@ -931,6 +936,15 @@ def _write_hdus(work: Path, name: str, hdus: LazyHDUs, gz: bool) -> Path | None:
     return _write(work, name, data, gz)
 
 
+def _hdu_case(work, data, bases: dict, ops_strategy, apply, target: str):
+    """Draw a base file and 1-3 HDU-level mutations, write the result and check the read contract."""
+    name = data.draw(st.sampled_from(sorted(bases)), label="base")
+    ops = data.draw(st.lists(ops_strategy, min_size=1, max_size=3), label="ops")
+    path = _write_hdus(work, name, _apply(apply, bases[name], ops), name.endswith(".gz"))
+    if path is not None:
+        read_contract(path, target)
+
+
 @pytest.mark.parametrize("source", ["synthetic", "real"])
 @given(data=st.data())
 @fuzz(ci=50, long=1000)
@@ -939,12 +953,7 @@ def test_fuzz_table_columns(request, work, source, data):
     NaN/inf/huge/negative values, all masked, unsorted or repeated wavelengths, header values of the wrong type."""
     bases = {k: v for k, v in _bases(request, source).items()
              if k.startswith("spec-") and "image" not in k and "_dr7" not in k}
-    name = data.draw(st.sampled_from(sorted(bases)), label="base")
-    ops = data.draw(st.lists(TABLE_OPS, min_size=1, max_size=3), label="ops")
-    hdus = _apply(apply_table_ops, bases[name], ops)
-    path = _write_hdus(work, name, hdus, name.endswith(".gz"))
-    if path is not None:
-        read_contract(path, f"table/{source}")
+    _hdu_case(work, data, bases, TABLE_OPS, apply_table_ops, f"table/{source}")
 
 
 @pytest.mark.parametrize("source", ["synthetic", "real"])
@@ -953,12 +962,7 @@ def test_fuzz_table_columns(request, work, source, data):
 def test_fuzz_hdu_order(request, work, source, data):
     """HDUs removed, swapped, duplicated (two HDUs of one name), emptied, turned into images; data in the primary."""
     bases = {k: v for k, v in _bases(request, source).items() if ".fits" in k}
-    name = data.draw(st.sampled_from(sorted(bases)), label="base")
-    ops = data.draw(st.lists(HDU_OPS, min_size=1, max_size=3), label="ops")
-    hdus = _apply(apply_hdu_ops, bases[name], ops)
-    path = _write_hdus(work, name, hdus, name.endswith(".gz"))
-    if path is not None:
-        read_contract(path, f"hdus/{source}")
+    _hdu_case(work, data, bases, HDU_OPS, apply_hdu_ops, f"hdus/{source}")
 
 
 # image-based formats: spPlate, DESI arms, LAMOST old layout
@@ -1067,12 +1071,7 @@ def apply_image_ops(hdus: LazyHDUs, ops):
             if len(hdus.shape(0)) == 2 and hdus.shape(0)[0] == 5:
                 hdus[0].data[3] = 1
         elif kind == "header":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    hdus[0].header[op[1]] = op[2]
-                except (ValueError, TypeError):
-                    pass
+            _set_primary_card(hdus, op[1], op[2])
         elif kind in ("plugmap", "fibermap"):
             i = next((k for k in range(1, len(hdus)) if hdus.kind(k) == "BINTABLE"
                       and hdus.name(k) in ("PLUGMAP", "FIBERMAP")), None)
@@ -1129,12 +1128,7 @@ def test_fuzz_image_formats(request, work, source, data):
     NaN/inf/huge values, other dtypes, disordered wavelengths, COEFF1 = 0, plug map and FIBERMAP edits."""
     bases = {k: v for k, v in _bases(request, source).items()
              if k.startswith(("spPlate", "coadd", "spectra")) or "image" in k or "_dr7" in k}
-    name = data.draw(st.sampled_from(sorted(bases)), label="base")
-    ops = data.draw(st.lists(IMAGE_OPS, min_size=1, max_size=3), label="ops")
-    hdus = _apply(apply_image_ops, bases[name], ops)
-    path = _write_hdus(work, name, hdus, name.endswith(".gz"))
-    if path is not None:
-        read_contract(path, f"image/{source}")
+    _hdu_case(work, data, bases, IMAGE_OPS, apply_image_ops, f"image/{source}")
 
 
 # --- generic HDF5 / NPZ / text -------------------------------------------------------------------------
