@@ -161,7 +161,7 @@ def _check_rule(rule: dict, what: str) -> list[str]:
     return problems
 
 
-def _column(meta, key, n, source):
+def _column(meta, key, source):
     if key not in (meta.keys() if isinstance(meta, dict) else meta.colnames):
         raise TaxonomyError(f"{source}: the taxonomy matches on {key}, which the data has no column for")
     return np.asarray(meta[key])
@@ -170,7 +170,7 @@ def _column(meta, key, n, source):
 def _matches(meta, rule: dict, n: int, source: str) -> np.ndarray:
     ok = np.ones(n, bool)
     for key, values in rule.items():
-        col = _column(meta, key, n, source)
+        col = _column(meta, key, source)
         if key == "Z":
             z = col.astype(float)
             ok &= (z >= values[0]) & (z < values[1])

@@ -83,13 +83,11 @@ def load_stars(root, library: str) -> list[dict]:
 
 def observe_stars(stars: list[dict], survey: str, snr: float, seed: int = 0, library: str = "") -> Spectra:
     """The stars as spectra of ``survey`` at S/N ``snr`` per pixel (module docstring)."""
+    from ..grid import pixel_edges
     from ..preprocess import rebin
     from ..simulate.instrument import SURVEYS
 
-    inst = SURVEYS[survey]
-    wave = inst.wave
-    from ..grid import pixel_edges
-
+    wave = SURVEYS[survey].wave
     edges = pixel_edges(wave)
     rng = np.random.default_rng([seed, int(snr * 10), len(stars)])
     flux = np.zeros((len(stars), wave.size), np.float32)
@@ -99,7 +97,6 @@ def observe_stars(stars: list[dict], survey: str, snr: float, seed: int = 0, lib
         src = Spectra(s["wave"], s["flux"], good.astype(np.float32))
         f, w = rebin(src, edges)
         f, w = f[0], w[0] > 0
-        # trim the partly covered edge pixels
         med = np.median(f[w]) if w.any() else 1.0
         f = f / med
         flux[i] = np.where(w, f + rng.normal(0, 1.0 / snr, wave.size), 0.0)
