@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", help="YAML/JSON with training fields and a 'model' section of overrides")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a field of the family's model config (repeatable), e.g. --set filters=50")
+    tr.add_argument("--ncomp", type=int, help="eigen: eigenspectra per class (the same as --set ncomp=K)")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", dest="batch_size", type=int)
     tr.add_argument("--lr", type=float)

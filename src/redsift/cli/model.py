@@ -76,6 +76,8 @@ def cmd_train(args) -> int:
                 fields[key] = v
         if args.set:
             fields["model"] = dict(fields.get("model", {}), **parse_options(args.set))
+        if getattr(args, "ncomp", None) is not None:
+            fields["model"] = dict(fields.get("model", {}), ncomp=args.ncomp)
         cfg = TrainConfig(**fields)
     history = train(cfg, resume=args.resume, progress=not args.quiet)
     if history:

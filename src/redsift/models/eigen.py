@@ -1,0 +1,913 @@
+"""Learned eigenspectra and a chi-square redshift scan (GaSNet-III; Zhong et al. 2024, arXiv 2412.21130).
+
+The ``eigen`` family learns ``ncomp`` rest-frame eigenspectra per class of a taxonomy (the classifier's
+files, default ``boss14``) from labelled spectra with known redshifts, then, for every input spectrum,
+scans every class over its redshift range and turns flux and noise into a chi-square curve; class and
+redshift are the global minimum, as in Redrock (``redrock.zfind``) and GaSNet-III.
+
+Grids. Inputs are on the BOSS/eBOSS native grid (``LogGrid.boss()``: 1e-4 in log10, the SDSS coadd
+lattice, so BOSS spectra keep their own pixels; DESI and LAMOST spectra are rebinned onto it, flux
+conserving). The templates live on a rest-frame grid with the same step that starts
+``log10(1 + z_max)`` below the observed one, so a trial redshift is an integer pixel shift ``s``:
+``log10(1 + z) = s * 1e-4`` (69 km/s per step), and observed pixel ``i`` meets rest pixel
+``i + s_max - s``.
+
+Learning (:func:`empca`). Each training spectrum is moved to the rest frame (linear interpolation, its
+variance propagated), scaled to unit weighted mean flux and given its inverse variance as weight; the
+eigenspectra are a weighted low-rank fit ``F ~ C P`` by alternating weighted least squares, the
+EM-PCA of Bailey (2012, PASP 124, 1015, section 3: the coefficient step, eq. 6, and the per-pixel
+eigenvector step, eq. 8, with the data weights kept), then rotated so components are ordered by the
+variance they carry. A rest pixel is usable (``valid``) where at least ``min_rows`` spectra cover it.
+
+Scanning (:func:`scan`). At a trial shift the model is ``sum_k a_k T_k``; the amplitudes minimise
+``chi2 = sum_i w_i (f_i - sum_k a_k T_k,i)^2`` (weighted linear least squares), which gives
+``chi2(s) = F(s) - b(s)^T M(s)^-1 b(s)`` with ``b_k = sum w f T_k`` and ``M_kl = sum w T_k T_l``
+(GaSNet-III eq. 2-4; Redrock ``zscan``). Two stages:
+
+1. **coarse**: flux and weights summed in blocks of ``coarse`` pixels; the template is taken constant
+   over a block, for which ``F``, ``b`` and ``M`` are exact block sums, so ``chi2`` is the exact
+   chi-square of that piecewise-constant model against the native pixels. All block shifts of a class
+   come from ``K + K(K+1)/2 + 2`` cross-correlations done by FFT, batched over spectra; the ``K x K``
+   systems are solved by a Cholesky factorisation vectorised over spectra and shifts.
+2. **native**: the best ``refine`` minima at distinct redshifts (``dv_exclude`` apart) are rescanned
+   pixel by pixel at native resolution, ``fine_halfwidth`` pixels either side of the parabola through
+   the coarse minimum; the redshift is the vertex of the parabola through the three lowest native
+   points and ``ZERR`` follows from its curvature (``Delta chi2 = 1``), scaled at release so that the
+   pulls on a validation set have unit spread.
+
+Partial overlap is handled explicitly: only pixels where the template is ``valid`` enter ``chi2``; a
+trial covering fewer than ``min_overlap`` of the spectrum's good pixels is not allowed, and trials are
+compared on ``chi2 + (n_good - n_overlap)`` (each pixel left unmodelled counts its expected chi-square,
+1), with ``LITTLE_COVERAGE`` set when the best trial leaves pixels out.
+
+Columns follow Redrock: ``Z``, ``ZERR``, ``SPECTYPE``, ``SUBTYPE``, ``CHI2``, ``DELTACHI2`` (to the
+best fit at a redshift more than ``dv_exclude`` away, any class: ``redrock.zfind.calc_deltachi2``),
+``NPIXELS``, ``COEFF``, ``RCHI2``, plus ``ANOMALY`` (:func:`anomaly_score`). ZWARN: ``SMALL_DELTA_CHI2``
+(``DELTACHI2 < dchi2_min``), ``Z_FITLIMIT`` (minimum at the edge of the class's range), ``BAD_MINFIT``,
+``LITTLE_COVERAGE``, ``NODATA``, and ``OUT_OF_DISTRIBUTION`` above the anomaly threshold chosen at
+release.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import RedsiftError
+from ..grid import LogGrid
+from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
+from ..zwarning import ZWarningMask
+from .family import Family, Prepared, nodata_rows
+from .registry import register_family
+
+__all__ = ["EigenConfig", "EigenModel", "EigenFamily", "empca", "scan", "scan_window", "anomaly_score",
+           "RAW_FIELDS"]
+
+log = logging.getLogger(__name__)
+
+C_KMS = 299792.458
+D = 1e-4  # log10 step of the native grid and of the templates
+#: the raw output of :func:`scan`, one float row per spectrum, then ``COEFF`` (ncomp values)
+RAW_FIELDS = ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "anomaly", "s_int")
+
+
+def _boss14() -> dict:
+    return load_taxonomy("boss14").to_dict()
+
+
+@dataclass(frozen=True)
+class EigenConfig:
+    """The eigen family's configuration (saved in ``config.json`` with the templates).
+
+    Attributes
+    ----------
+    taxonomy : dict
+        Classes (a taxonomy file's content, or its name with ``--set taxonomy=NAME``).
+    ncomp : int
+        Eigenspectra per class (GaSNet-III: 10; the K study in ``docs/eigen.md``).
+    z_max, z_min : float
+        The rest grid reaches every shift between them (classes scan within their own ``zranges``).
+    zranges : dict
+        Class -> ``[zmin, zmax]`` scanned; set by the fit from the training redshifts (stars: +-``star_dv``).
+    coarse, coarse_ncomp : int
+        Pixels per block of the coarse stage and the leading components it fits (0: all).
+    refine, fine_halfwidth : int
+        Minima refined at native resolution and the native pixels scanned either side.
+    min_overlap : float
+        Least fraction of a spectrum's good pixels a trial must model.
+    dchi2_min, dv_exclude : float
+        ``SMALL_DELTA_CHI2`` below this ``DELTACHI2`` (Redrock: 9); minima closer than ``dv_exclude`` km/s
+        are one solution.
+    star_dv : float
+        Stellar radial velocities scanned, +-km/s.
+    em_iter, max_per_class, min_rows, ridge : training (EM-PCA iterations, spectra per class, least
+        spectra covering a usable rest pixel, Tikhonov term relative to the mean diagonal).
+    zerr_scale : dict or None
+        Spectral type -> factor on the curvature ``ZERR`` (release: pulls of unit spread).
+    anomaly_threshold : float or None
+        ``OUT_OF_DISTRIBUTION`` above this :func:`anomaly_score` (release: a quantile of validation).
+    """
+
+    taxonomy: dict = field(default_factory=_boss14)
+    ncomp: int = 5
+    z_max: float = 6.0
+    z_min: float = -0.005
+    zranges: dict = field(default_factory=dict)
+    coarse: int = 8
+    coarse_ncomp: int = 0
+    refine: int = 3
+    fine_halfwidth: int = 3
+    min_overlap: float = 0.7
+    dchi2_min: float = 9.0
+    dv_exclude: float = 1000.0
+    star_dv: float = 1000.0
+    em_iter: int = 25
+    max_per_class: int = 3000
+    min_rows: int = 10
+    ridge: float = 1e-6
+    zerr_scale: dict | None = None
+    anomaly_threshold: float | None = None
+    anomaly_quantile: float = 0.99
+
+    def __post_init__(self):
+        if isinstance(self.taxonomy, (str, Taxonomy)):
+            object.__setattr__(self, "taxonomy", load_taxonomy(self.taxonomy).to_dict())
+        Taxonomy.from_dict(self.taxonomy)
+        if not 1 <= self.ncomp <= 20:
+            raise RedsiftError(f"EigenConfig: ncomp must be in 1..20, got {self.ncomp}")
+        if self.coarse < 1 or self.refine < 1 or self.fine_halfwidth < 1:
+            raise RedsiftError("EigenConfig: coarse, refine and fine_halfwidth must be >= 1")
+        if not self.z_min < 0 < self.z_max:
+            raise RedsiftError(f"EigenConfig: needs z_min < 0 < z_max, got {self.z_min}, {self.z_max}")
+
+    @property
+    def tax(self) -> Taxonomy:
+        return Taxonomy.from_dict(self.taxonomy)
+
+    @property
+    def logrid(self) -> LogGrid:
+        return LogGrid.boss()
+
+    @property
+    def s_max(self) -> int:
+        return int(math.ceil(math.log10(1 + self.z_max) / D))
+
+    @property
+    def s_min(self) -> int:
+        return int(math.floor(math.log10(1 + self.z_min) / D))
+
+    @property
+    def rest_npix(self) -> int:
+        return self.logrid.npix + self.s_max - self.s_min
+
+    @property
+    def rest_grid(self) -> LogGrid:
+        g = self.logrid
+        return LogGrid(g.loglam0 - self.s_max * D, D, self.rest_npix, "center", "eigen-rest")
+
+    def decisions(self) -> dict:
+        return {"ncomp": self.ncomp, "taxonomy": self.tax.name, "coarse": self.coarse, "refine": self.refine,
+                "dchi2_min": self.dchi2_min, "dv_excl": self.dv_exclude,
+                "zerr": "calibrated per spectype" if self.zerr_scale else "curvature",
+                "anom_thr": self.anomaly_threshold if self.anomaly_threshold is not None else "none"}
+
+
+class EigenModel(nn.Module):
+    """The eigenspectra (buffers ``templates`` (C, K, R) and ``valid`` (C, R)); no trainable parameters."""
+
+    def __init__(self, config: EigenConfig | None = None):
+        super().__init__()
+        self.config = config = config or EigenConfig()
+        self.family = "eigen"
+        c = len(config.tax)
+        self.register_buffer("templates", torch.zeros(c, config.ncomp, config.rest_npix))
+        self.register_buffer("valid", torch.zeros(c, config.rest_npix))
+        self._cache = {}
+
+    def _apply(self, fn, *args, **kwargs):  # moving devices invalidates the cached FFTs
+        self._cache = {}
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._cache = {}
+        return super().load_state_dict(*args, **kwargs)
+
+    # ------------------------------------------------------------------
+    def class_shifts(self) -> list[tuple[int, int, int]]:
+        """``(class index, s_lo, s_hi)`` of every class with templates and a redshift range."""
+        cfg = self.config
+        out = []
+        for k, name in enumerate(cfg.tax.classes):
+            zr = cfg.zranges.get(name)
+            if zr is None or not bool(self.valid[k].any()):
+                continue
+            lo = max(cfg.s_min, int(math.floor(math.log10(1 + zr[0]) / D)))
+            hi = min(cfg.s_max, int(math.ceil(math.log10(1 + zr[1]) / D)))
+            if hi >= lo:
+                out.append((k, lo, hi))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# learning
+# ----------------------------------------------------------------------------------------------
+def to_rest(flux, ivar, z, s_max: int, rest_npix: int):
+    """Spectra on the native grid moved to the rest grid (linear interpolation; variance propagated).
+
+    Returns ``(F, W)`` of shape ``(n, rest_npix)``, zero weight where the spectrum does not reach."""
+    flux = np.asarray(flux, np.float64)
+    ivar = np.asarray(ivar, np.float64)
+    n, npix = flux.shape
+    F = np.zeros((n, rest_npix), np.float32)
+    W = np.zeros((n, rest_npix), np.float32)
+    j = np.arange(rest_npix)
+    for r in range(n):
+        x = j - s_max + math.log10(1 + float(z[r])) / D
+        i0 = np.floor(x).astype(np.int64)
+        ok = (i0 >= 0) & (i0 + 1 < npix)
+        i0c = np.clip(i0, 0, npix - 2)
+        a = x - i0c
+        w0, w1 = ivar[r, i0c], ivar[r, i0c + 1]
+        good = ok & (w0 > 0) & (w1 > 0)
+        var = np.where(good, (1 - a) ** 2 / np.where(w0 > 0, w0, 1) + a ** 2 / np.where(w1 > 0, w1, 1), 1.0)
+        F[r] = np.where(good, (1 - a) * flux[r, i0c] + a * flux[r, i0c + 1], 0)
+        W[r] = np.where(good, 1 / var, 0)
+    return F, W
+
+
+def empca(F, W, ncomp: int, iters: int = 25, ridge: float = 1e-6, seed: int = 0):
+    """Weighted low-rank approximation ``F ~ C P`` (Bailey 2012, PASP 124, 1015: EM-PCA with weights).
+
+    Parameters
+    ----------
+    F, W : (n, R) arrays
+        Data and weights (inverse variances; 0 = missing).
+    ncomp : int
+        Number of eigenvectors.
+
+    Returns
+    -------
+    P : (ncomp, R) float32
+        Orthonormal eigenvectors ordered by the variance of their coefficients (Bailey eq. 6 and 8
+        alternated; the final rotation is the SVD of ``C``).
+    C : (n, ncomp) float32
+        Coefficients.
+    """
+    Ft = torch.as_tensor(F, dtype=torch.float32)
+    Wt = torch.as_tensor(W, dtype=torch.float32)
+    n, R = Ft.shape
+    k = min(ncomp, n)
+    wsum = Wt.sum(0)
+    mean = (Wt * Ft).sum(0) / wsum.clamp_min(1e-30)
+    filled = torch.where(Wt > 0, Ft, mean)
+    g = torch.Generator().manual_seed(seed)
+    # start: the weighted mean and the leading directions of the mean-filled data
+    _, _, V = torch.svd_lowrank(filled, q=min(k + 4, n, R), niter=3, M=None)
+    P = V[:, :k].T.contiguous()
+    P = P + 1e-3 * torch.randn(P.shape, generator=g)
+    P = torch.linalg.qr(P.T.double())[0].T.float()
+    WF = Wt * Ft
+    eye = torch.eye(k, dtype=torch.float64)
+    for _ in range(iters):
+        # coefficients: (P W_i P^T) c_i = P W_i f_i   (Bailey eq. 6 with weights)
+        A = torch.einsum("kr,nr,lr->nkl", P, Wt, P).double()
+        b = (WF @ P.T).double()
+        lam = ridge * A.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
+        C = torch.linalg.solve(A + lam * eye, b.unsqueeze(-1)).squeeze(-1).float()
+        # eigenvectors, pixel by pixel: (sum_i w_ir c_i c_i^T) p_r = sum_i w_ir f_ir c_i   (eq. 8)
+        CC = (C[:, :, None] * C[:, None, :]).reshape(n, k * k)
+        G = (CC.T @ Wt).T.reshape(R, k, k).double()
+        h = (C.T @ WF).T.double()
+        lam = ridge * G.diagonal(dim1=1, dim2=2).mean().clamp_min(1e-30)
+        P = torch.linalg.solve(G + lam * eye, h.unsqueeze(-1)).squeeze(-1).T
+        P = torch.linalg.qr(P.T)[0].T.float()
+    A = torch.einsum("kr,nr,lr->nkl", P, Wt, P).double()
+    b = (WF @ P.T).double()
+    lam = ridge * A.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
+    C = torch.linalg.solve(A + lam * eye, b.unsqueeze(-1)).squeeze(-1)
+    _, _, Vh = torch.linalg.svd(C, full_matrices=False)  # order by the variance the components carry
+    P = (Vh @ P.double()).float()
+    C = (C @ Vh.T).float()
+    if k < ncomp:
+        P = torch.cat([P, torch.zeros(ncomp - k, R)])
+        C = torch.cat([C, torch.zeros(n, ncomp - k)], 1)
+    return P.numpy(), C.numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# scanning
+# ----------------------------------------------------------------------------------------------
+def _nz(mask):
+    return torch.nonzero(mask).flatten()
+
+
+def _pairs(k: int) -> list[tuple[int, int]]:
+    return [(a, b) for a in range(k) for b in range(a, k)]
+
+
+def _chol_quad(Mp, b, k: int, ridge: float):
+    """``b^T M^-1 b`` for packed symmetric ``M`` (..., k(k+1)/2) and ``b`` (..., k): a Cholesky factorisation
+    vectorised over the leading axes (k is small: loops over k, tensors over spectra x shifts)."""
+    idx = {p: n for n, p in enumerate(_pairs(k))}
+    diag = [Mp[..., idx[(j, j)]] for j in range(k)]
+    lam = ridge * sum(diag) / k + 1e-30
+    L = {}
+    y = []
+    quad = torch.zeros_like(b[..., 0])
+    for j in range(k):
+        s = diag[j] + lam
+        for p in range(j):
+            s = s - L[(j, p)] ** 2
+        dj = torch.sqrt(s.clamp_min(1e-30))
+        L[(j, j)] = dj
+        for i in range(j + 1, k):
+            t = Mp[..., idx[(j, i)]]
+            for p in range(j):
+                t = t - L[(i, p)] * L[(j, p)]
+            L[(i, j)] = t / dj
+        yj = b[..., j]
+        for p in range(j):
+            yj = yj - L[(j, p)] * y[p]
+        yj = yj / dj
+        y.append(yj)
+        quad = quad + yj * yj
+    return quad
+
+
+def _class_pack(model, k: int):
+    """Per-class tensors of the scan (cached on the model): the template products on the native rest grid
+    (the native stage) and on blocks of ``coarse`` pixels, first ``coarse_ncomp`` components, with their
+    FFTs (the coarse stage)."""
+    key = ("pack", k)
+    if key in model._cache:
+        return model._cache[key]
+    cfg = model.config
+    q = cfg.coarse
+    T = model.templates[k].float()
+    V = (model.valid[k] > 0).float()
+    K = T.shape[0]
+    T = T * V
+    R = T.shape[1]
+    P = torch.cat([T, torch.stack([T[a] * T[b] for a, b in _pairs(K)]), V[None]])
+    kc = min(cfg.coarse_ncomp or K, K)
+    nb = -(-cfg.logrid.npix // q)
+    rb = -(-R // q)
+    Vb = torch.nn.functional.pad(V, (0, rb * q - R)).reshape(rb, q).amin(1)
+    # the template constant over a block (its block mean); block products are products of the means
+    Tb = torch.nn.functional.pad(T[:kc], (0, rb * q - R)).reshape(kc, rb, q).mean(2) * Vb
+    Pb = torch.cat([Tb, torch.stack([Tb[a] * Tb[b] for a, b in _pairs(kc)]), Vb[None]])
+    from scipy.fft import next_fast_len
+
+    L = next_fast_len(rb + nb, real=True)
+    pack = {"P": P.contiguous(), "Pb": Pb.contiguous(), "K": K, "kc": kc, "nb": nb, "L": L,
+            "Phat": torch.fft.rfft(Pb, n=L)}
+    model._cache[key] = pack
+    return pack
+
+
+#: which data vector each template product meets: b_k <- w f, M_kl <- w, F <- w f^2, n <- [w > 0]
+def _kinds(K: int) -> list[int]:
+    return [0] * K + [1] * (K * (K + 1) // 2) + [2, 3]
+
+
+def _tidx(K: int) -> list[int]:
+    """The template product of each correlation (the last two both use the validity V)."""
+    n = K + K * (K + 1) // 2 + 1
+    return list(range(n)) + [n - 1]
+
+
+def _solve_curve(c, K: int, ntot, cfg):
+    """Comparison chi2, chi2 and modelled pixels from the correlations ``c`` (B, nP + 1, S)."""
+    npair = K * (K + 1) // 2
+    b, Mp, F, n = c[:, :K], c[:, K:K + npair], c[:, -2], c[:, -1]
+    chi2 = F - _chol_quad(Mp.movedim(1, -1), b.movedim(1, -1), K, cfg.ridge)
+    n = n.round()
+    t = ntot[:, None]
+    ok = (n >= cfg.min_overlap * t) & (t > 0)
+    return torch.where(ok, chi2 + (t - n), torch.full_like(chi2, float("inf"))), chi2, n
+
+
+def _coarse(model, k: int, lo: int, hi: int, D4, ntot):
+    """Coarse-stage comparison chi2 ``(B, U)`` of class ``k`` at shifts ``s_max - coarse * u``.
+
+    ``D4``: the block sums of w f, w, w f^2 and [w > 0], ``(B, 4, nb)``. Short ranges (stars) are done
+    as one matrix product against the Hankel windows of the block templates, long ones by FFT."""
+    cfg = model.config
+    q = cfg.coarse
+    pk = _class_pack(model, k)
+    K, nb, L = pk["kc"], pk["nb"], pk["L"]
+    u_lo = max(0, -(-(cfg.s_max - hi) // q))
+    u_hi = (cfg.s_max - lo) // q
+    U = u_hi - u_lo + 1
+    kinds = torch.tensor(_kinds(K), device=D4.device)
+    if U <= 64:
+        Pb = pk["Pb"]
+        seg = torch.nn.functional.pad(Pb, (0, max(0, u_hi + nb - Pb.shape[1])))[:, u_lo:u_hi + nb]
+        H = seg.unfold(1, nb, 1)  # (nP, U, nb): window u -> block templates u .. u + nb - 1
+        c = torch.einsum("pun,bpn->bpu", H[_tidx(K)], D4[:, kinds])
+    else:
+        Dhat = torch.fft.rfft(D4, n=L)
+        c = torch.fft.irfft(Dhat[:, kinds].conj() * pk["Phat"][None, _tidx(K)], n=L)[:, :, u_lo:u_hi + 1]
+    cmp, _, _ = _solve_curve(c, K, ntot, cfg)
+    s = cfg.s_max - q * torch.arange(u_lo, u_hi + 1, device=D4.device)
+    return cmp, s
+
+
+def _hankel(D, half: int):
+    """Rows ``H[t, m] = d[m - t]`` of the data vectors ``D`` (B, 4, npix) for ``2 half + 1`` lags: built once
+    per batch, shared by every candidate window."""
+    S = 2 * half + 1
+    L = D.shape[2] + S - 1
+    return torch.nn.functional.pad(D, (S - 1, S - 1)).unfold(2, L, 1).flip(2).contiguous()  # (B, 4, S, L)
+
+
+def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
+    """Native chi2 at shifts ``s0 - half .. s0 + half`` (per spectrum), pixel by pixel.
+
+    ``k``, ``lo``, ``hi``: the class and its shift range, one value or one per row (tensors).
+    ``D``: w f, w, w f^2 and [w > 0] on the native grid ``(B, 4, npix)`` (``H``: their :func:`_hankel`).
+    Returns ``(cmp, chi2, n, s)`` ``(B, S)``; ``cmp`` is ``inf`` outside the class's range. Each spectrum's
+    window of its class's template products is cut once; ``b``, ``M``, ``F`` and ``n`` at every lag are
+    three batched matrix products with the data's Hankel rows."""
+    cfg = model.config
+    B, _, npix = D.shape
+    ks = k.tolist() if torch.is_tensor(k) else [int(k)] * B
+    packs = {kk: _class_pack(model, kk) for kk in set(ks)}
+    K = next(iter(packs.values()))["K"]
+    npair = K * (K + 1) // 2
+    S = 2 * half + 1
+    L = npix + S - 1
+    if H is None:
+        H = _hankel(D, half)
+    top = (s0 + half).clamp(cfg.s_min + 2 * half, cfg.s_max)  # the window's largest shift
+    o_lo = (cfg.s_max - top).tolist()
+    seg = torch.stack([packs[kk]["P"][:, o:o + L] for kk, o in zip(ks, o_lo)]).transpose(1, 2)  # (B, L, nP)
+    b = torch.bmm(H[:, 0], seg[:, :, :K])
+    M = torch.bmm(H[:, 1], seg[:, :, K:K + npair])
+    Fn = torch.bmm(H[:, 2:4].reshape(B, 2 * S, L), seg[:, :, -1:]).reshape(B, 2, S)
+    c = torch.cat([b.transpose(1, 2), M.transpose(1, 2), Fn], 1).flip(-1)  # (B, nP + 1, S), increasing shift
+    s = (top - 2 * half)[:, None] + torch.arange(S, device=D.device)[None]
+    cmp, chi2, n = _solve_curve(c, K, ntot, cfg)
+    lo = lo[:, None] if torch.is_tensor(lo) else lo
+    hi = hi[:, None] if torch.is_tensor(hi) else hi
+    inside = (s >= lo) & (s <= hi)
+    return torch.where(inside, cmp, torch.full_like(cmp, float("inf"))), chi2, n, s
+
+
+def _coeff_model(model, k: int, s_int, wf, w):
+    """Amplitudes (B, K) and the model spectrum (B, npix) of class ``k`` at integer shifts ``s_int``."""
+    cfg = model.config
+    T = (model.templates[k] * (model.valid[k] > 0)).float()
+    npix = wf.shape[1]
+    o = (cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max))
+    idx = o[:, None] + torch.arange(npix, device=wf.device)[None]
+    Tw = T[:, idx].movedim(0, 1)  # (B, K, npix)
+    M = torch.einsum("bkn,bn,bln->bkl", Tw, w, Tw).double()
+    bvec = torch.einsum("bkn,bn->bk", Tw, wf).double()
+    lam = cfg.ridge * M.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
+    a = torch.linalg.solve(M + lam * torch.eye(M.shape[-1], dtype=M.dtype, device=M.device), bvec.unsqueeze(-1))
+    a = a.squeeze(-1).float()
+    return a, torch.einsum("bk,bkn->bn", a, Tw)
+
+
+def anomaly_score(flux, ivar, model_flux, window: int = 64, step: int = 16):
+    """How badly the best fit misses somewhere: the largest excess chi-square over windows of ``window``
+    pixels, ``(sum r^2 - n) / sqrt(2 n)`` with ``r = (f - m) sqrt(ivar)``, divided by the spectrum's
+    reduced chi-square (so that a fit uniformly imperfect at high S/N is not an anomaly, and a local
+    misfit — a second object's line, an artefact, a feature no template has — is)."""
+    r2 = (flux - model_flux) ** 2 * ivar
+    good = (ivar > 0).to(r2.dtype)
+    c2 = torch.nn.functional.pad(torch.cumsum(r2, 1), (1, 0))
+    cn = torch.nn.functional.pad(torch.cumsum(good, 1), (1, 0))
+    starts = torch.arange(0, r2.shape[1] - window + 1, step, device=r2.device)
+    s2 = c2[:, starts + window] - c2[:, starts]
+    sn = cn[:, starts + window] - cn[:, starts]
+    ntot = good.sum(1).clamp_min(1)
+    rchi2 = (r2.sum(1) / ntot).clamp_min(1.0)
+    ex = torch.where(sn >= window / 2, (s2 / rchi2[:, None] - sn) / torch.sqrt(2 * sn.clamp_min(1)),
+                     torch.full_like(s2, -float("inf")))
+    return ex.amax(1).clamp_min(0)
+
+
+def _data(X, npix: int, q: int = 0):
+    """flux, ivar and the data vectors of the scan, ``(B, 4, npix)``: w f, w, w f^2, [w > 0]; with ``q``
+    also their sums over blocks of ``q`` pixels."""
+    flux = X[:, :npix].float()
+    ivar = X[:, npix:2 * npix].float().clamp_min(0)
+    bad = ~torch.isfinite(flux) | ~torch.isfinite(ivar)
+    ivar = torch.where(bad, torch.zeros_like(ivar), ivar)
+    flux = torch.where(bad, torch.zeros_like(flux), flux)
+    D4 = torch.stack([ivar * flux, ivar, ivar * flux * flux, (ivar > 0).float()], 1)
+    ntot = (ivar > 0).sum(1).float()
+    if not q:
+        return flux, ivar, D4, ntot
+    nb = -(-npix // q)
+    Db = torch.nn.functional.pad(D4, (0, nb * q - npix)).reshape(len(X), 4, nb, q).sum(3)
+    return flux, ivar, D4, ntot, Db
+
+
+def _parabola(cmp, s):
+    """Vertex and curvature of the parabola through the lowest point of each curve and its neighbours.
+
+    Returns ``(j, y0, s_vertex, sigma_s, ok)``: ``sigma_s`` is where chi2 rises by 1."""
+    j = cmp.argmin(1)
+    y0 = cmp.gather(1, j[:, None])[:, 0]
+    jm, jp = (j - 1).clamp_min(0), (j + 1).clamp_max(cmp.shape[1] - 1)
+    ym, yp = cmp.gather(1, jm[:, None])[:, 0], cmp.gather(1, jp[:, None])[:, 0]
+    den = ym - 2 * y0 + yp
+    ok = torch.isfinite(den) & (den > 0) & (jm != j) & (jp != j) & torch.isfinite(y0)
+    frac = torch.where(ok, 0.5 * (ym - yp) / den, torch.zeros_like(den)).clamp(-1, 1)
+    step = (s[:, 1] - s[:, 0]).to(cmp.dtype) if s.dim() == 2 else (s[1] - s[0]).to(cmp.dtype)
+    sj = s.gather(1, j[:, None])[:, 0] if s.dim() == 2 else s[j]
+    sig = torch.where(ok, torch.sqrt(2 / den.clamp_min(1e-30)) * step.abs(), torch.full_like(den, float("nan")))
+    return j, y0, sj.to(cmp.dtype) + frac * step, sig, ok
+
+
+def _refine(model, k, s0, D, ntot, lo, hi, half, H=None, passes: int = 3):
+    """Native scan around ``s0`` (arguments as :func:`_native`), re-centred (up to ``passes`` times) while
+    the minimum sits on the window's edge inside the class's range."""
+    cmp, chi2, n, s = _native(model, k, s0, half, D, ntot, lo, hi, H)
+    for _ in range(passes - 1):
+        j = cmp.argmin(1)
+        edge = ((j == 0) | (j == cmp.shape[1] - 1)) & torch.isfinite(cmp.gather(1, j[:, None])[:, 0])
+        sj = s.gather(1, j[:, None])[:, 0]
+        edge &= (sj > lo) & (sj < hi)
+        rows = _nz(edge)
+        if not len(rows):
+            break
+        sub = (lambda x: x[rows]) if len(rows) < len(s0) else (lambda x: x)
+        c2, x2, n2, s2 = _native(model, sub(k) if torch.is_tensor(k) else k, sj[rows], half, sub(D), sub(ntot),
+                                 sub(lo) if torch.is_tensor(lo) else lo, sub(hi) if torch.is_tensor(hi) else hi,
+                                 None if H is None else sub(H))
+        cmp[rows], chi2[rows], n[rows], s[rows] = c2, x2, n2, s2
+    return cmp, chi2, n, s
+
+
+def _final(model, k_best, s_int, flux, ivar, D4, B, K, dev):
+    """COEFF, the exact chi2 (float64) and the anomaly score at each spectrum's best integer shift."""
+    coeff = torch.full((B, K), float("nan"), device=dev)
+    chi2 = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
+    anom = torch.full((B,), float("nan"), device=dev)
+    for k in torch.unique(k_best[k_best >= 0]).tolist():
+        rows = _nz(k_best == k)
+        a, mflux = _coeff_model(model, k, s_int[rows], D4[rows, 0], D4[rows, 1])
+        coeff[rows] = a
+        r = (flux[rows].double() - mflux.double())
+        cov = _coverage(model, k, s_int[rows], flux.shape[1])
+        chi2[rows] = (r * r * ivar[rows].double() * cov).sum(1)
+        anom[rows] = anomaly_score(flux[rows], ivar[rows] * cov.float(), mflux)
+    return coeff, chi2, anom
+
+
+def _coverage(model, k, s_int, npix):
+    cfg = model.config
+    o = cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max)
+    idx = o[:, None] + torch.arange(npix, device=s_int.device)[None]
+    return (model.valid[k][idx] > 0).double()
+
+
+def scan(model, X, classes=None, return_curves: bool = False):
+    """The chi-square scan of a batch (``X``: flux then ivar on the native grid, ``(B, 2 npix)``).
+
+    ``classes``: class indices to scan (default: every class with templates). Returns the raw array
+    (``RAW_FIELDS`` then ``COEFF``) and, with ``return_curves``, the coarse curves
+    ``{class name: (z (U,), chi2 (B, U))}``. Sums are float32 (the cancellation in
+    ``F - b^T M^-1 b`` costs ~1e-7 (S/N)^2 of chi2 per pixel); ``CHI2`` is recomputed in float64 at the
+    answer."""
+    cfg = model.config
+    dev = model.templates.device
+    X = torch.as_tensor(np.asarray(X), device=dev)
+    npix = cfg.logrid.npix
+    B = X.shape[0]
+    K = cfg.ncomp
+    shifts = [c for c in model.class_shifts() if classes is None or c[0] in classes]
+    raw = np.full((B, len(RAW_FIELDS) + K), np.nan)
+    if not shifts or B == 0:
+        return (raw, {}) if return_curves else raw
+    flux, ivar, D4, ntot, Db = _data(X, npix, cfg.coarse)
+    q = cfg.coarse
+    excl = max(1, int(round(math.log10(1 + cfg.dv_exclude / C_KMS) / D / q)))
+    vals, cs, ks = [], [], []  # coarse minima: value, native shift estimate, class
+    curves = {}
+    for k, lo, hi in shifts:
+        cmp, s = _coarse(model, k, lo, hi, Db, ntot)
+        if return_curves:
+            curves[cfg.tax.classes[k]] = (10 ** (s.cpu().numpy() * D) - 1, cmp.cpu().numpy())
+        c = cmp.clone()
+        ar = torch.arange(c.shape[1], device=dev)[None]
+        for _ in range(min(cfg.refine, c.shape[1])):  # the class's best minima, one per dv_exclude
+            j, v, sv, _, _ = _parabola(c, s)
+            vals.append(v)
+            cs.append(sv.round().long())
+            ks.append(k)
+            c = torch.where((ar - j[:, None]).abs() <= excl, torch.full_like(c, float("inf")), c)
+    V = torch.stack(vals, 1)
+    Sc = torch.stack(cs, 1)
+    order = V.argsort(1)
+    # refine the best coarse minimum and the next ones at distinct redshifts, `refine` in all
+    dv_s = math.log10(1 + cfg.dv_exclude / C_KMS) / D
+    chosen = torch.full((B, cfg.refine), -1, dtype=torch.long, device=dev)
+    nch = torch.zeros(B, dtype=torch.long, device=dev)
+    rowsB = torch.arange(B, device=dev)
+    for r in range(V.shape[1]):
+        idx = order[:, r]
+        vr, sr = V[rowsB, idx], Sc[rowsB, idx]
+        distinct = torch.ones(B, dtype=torch.bool, device=dev)
+        for m in range(cfg.refine):
+            cm = chosen[:, m]
+            distinct &= (cm < 0) | ((sr - Sc[rowsB, cm.clamp_min(0)]).abs() > dv_s)
+        take = distinct & (nch < cfg.refine) & torch.isfinite(vr)
+        rows = _nz(take)
+        chosen[rows, nch[rows]] = idx[rows]
+        nch += take.long()
+        if bool((nch >= cfg.refine).all()):
+            break
+    ranges = {k: (lo, hi) for k, lo, hi in shifts}
+    H = _hankel(D4, cfg.fine_halfwidth)
+    best = torch.full((B, cfg.refine), float("inf"), device=dev)
+    fields = {n: torch.full((B, cfg.refine), float("nan"), dtype=torch.float64, device=dev)
+              for n in ("s", "sig", "n", "k", "si", "lim", "bad")}
+    kk = torch.tensor(ks, device=dev)
+    klo = torch.tensor([ranges[k][0] for k in ks], device=dev)
+    khi = torch.tensor([ranges[k][1] for k in ks], device=dev)
+    for m in range(cfg.refine):
+        cm = chosen[:, m]
+        has = cm >= 0
+        if not bool(has.any()):
+            continue
+        allrows = bool(has.all())
+        rows = rowsB if allrows else _nz(has)
+        sub = (lambda x: x) if allrows else (lambda x: x[rows])
+        ci = cm[rows]
+        k, lo, hi = kk[ci], klo[ci], khi[ci]
+        cmp, chi2, n, s = _refine(model, k, Sc[rows, ci], sub(D4), sub(ntot), lo, hi, cfg.fine_halfwidth, sub(H),
+                                  passes=3 if m == 0 else 1)  # alternatives: only their chi2 matters
+        j, y0, sv, sig, ok = _parabola(cmp, s)
+        sj = s.gather(1, j[:, None])[:, 0]
+        best[rows, m] = y0
+        fields["s"][rows, m] = sv.double()
+        fields["sig"][rows, m] = sig.double()
+        fields["n"][rows, m] = n.gather(1, j[:, None])[:, 0].double()
+        fields["k"][rows, m] = k.double()
+        fields["si"][rows, m] = sj.double()
+        fields["lim"][rows, m] = ((sj <= lo) | (sj >= hi)).double()
+        fields["bad"][rows, m] = (~ok).double()
+    srt = best.argsort(1)
+    b0 = srt[:, 0]
+    v0 = best[rowsB, b0]
+    found = torch.isfinite(v0)
+    if cfg.refine > 1:  # DELTACHI2: to the best refined minimum at a distinct redshift (any class)
+        dchi2 = best[rowsB, srt[:, 1]] - v0
+        dchi2 = torch.where(torch.isfinite(dchi2), dchi2, torch.full_like(dchi2, float("inf")))
+    else:
+        dchi2 = torch.full_like(v0, float("inf"))
+    f = {n: t[rowsB, b0] for n, t in fields.items()}
+    k_best = torch.where(found, f["k"], torch.full_like(f["k"], -1)).nan_to_num(-1).long()
+    s_int = f["si"].nan_to_num(0).long()
+    nmod = f["n"]
+    zw = torch.zeros(B, dtype=torch.long, device=dev)
+    zw |= torch.where(f["lim"] > 0, int(ZWarningMask.Z_FITLIMIT), 0)
+    zw |= torch.where(f["bad"] > 0, int(ZWarningMask.BAD_MINFIT), 0)
+    zw |= torch.where(dchi2 < cfg.dchi2_min, int(ZWarningMask.SMALL_DELTA_CHI2), 0)
+    zw |= torch.where(nmod < ntot.double(), int(ZWarningMask.LITTLE_COVERAGE), 0)
+    coeff, chi2v, anom = _final(model, k_best, s_int, flux, ivar, D4, B, K, dev)
+    out = torch.stack([k_best.double(), f["s"], f["sig"], chi2v, dchi2.double(), nmod, zw.double(),
+                       chi2v / (nmod - K).clamp_min(1), anom.double(), s_int.double()], 1)
+    raw = torch.cat([out, coeff.double()], 1).cpu().numpy()
+    raw[~found.cpu().numpy(), :] = np.nan
+    return (raw, curves) if return_curves else raw
+
+
+def scan_window(model, X, cls, z0, half_px):
+    """Refinement: the native chi-square of class ``cls[i]`` in ``+-half_px[i]`` pixels around ``z0[i]``
+    (a network's answer used as a prior, as DESI runs Redrock with QuasarNET's). Returns the raw array of
+    :func:`scan` (``dchi2`` is NaN: a window has no competing solution; ``Z_FITLIMIT`` when the minimum
+    sits on the window's edge)."""
+    cfg = model.config
+    dev = model.templates.device
+    X = torch.as_tensor(np.asarray(X), device=dev)
+    npix = cfg.logrid.npix
+    B = X.shape[0]
+    K = cfg.ncomp
+    raw = np.full((B, len(RAW_FIELDS) + K), np.nan)
+    if B == 0:
+        return raw
+    flux, ivar, D4, ntot = _data(X, npix)
+    ranges = {k: (lo, hi) for k, lo, hi in model.class_shifts()}
+    cls = np.asarray(cls, np.int64)
+    z0 = np.asarray(z0, float)
+    half_px = np.asarray(half_px, np.int64)
+    for k in np.unique(cls):
+        if int(k) not in ranges:
+            continue
+        lo, hi = ranges[int(k)]
+        for h in np.unique(half_px[cls == k]):
+            sel = np.flatnonzero((cls == k) & (half_px == h) & np.isfinite(z0) & (z0 > -1))
+            if not len(sel):
+                continue
+            r = torch.as_tensor(sel, device=dev)
+            s0 = np.round(np.log10(1 + z0[sel]) / D).astype(np.int64).clip(lo, hi)
+            cmp, chi2, n, s = _native(model, int(k), torch.as_tensor(s0, device=dev), max(int(h), 1), D4[r],
+                                      ntot[r], lo, hi)
+            j, y0, sv, sig, ok = _parabola(cmp, s)
+            sj = s.gather(1, j[:, None])[:, 0]
+            nm = n.gather(1, j[:, None])[:, 0]
+            kk = torch.full_like(sj, int(k))
+            zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
+            zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi), int(ZWarningMask.Z_FITLIMIT), 0)
+            zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
+            coeff, chi, an = _final(model, kk, sj, flux[r], ivar[r], D4[r], len(sel), K, dev)
+            vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, torch.full_like(chi, float("nan")),
+                                nm.double(), zw.double(), chi / (nm.double() - K).clamp_min(1), an.double(),
+                                sj.double()], 1)
+            vals = torch.cat([vals, coeff.double()], 1).cpu().numpy()
+            vals[~np.isfinite(y0.cpu().numpy())] = np.nan
+            raw[sel] = vals
+    return raw
+
+
+def decode(raw, cfg: EigenConfig) -> dict:
+    """Catalog quantities from raw scan rows (NaN rows: nothing measured)."""
+    raw = np.asarray(raw, float)
+    f = {name: raw[:, i] for i, name in enumerate(RAW_FIELDS)}
+    ok = np.isfinite(f["cls"])
+    cls = np.where(ok, f["cls"], 0).astype(np.int64)
+    tax = cfg.tax
+    spectype = np.array(tax.spectypes)[cls]
+    name = np.array(tax.classes)[cls]
+    z = np.where(ok, 10 ** (f["s"] * D) - 1, np.nan)
+    zerr = (1 + z) * math.log(10) * D * f["sigma_s"]
+    if cfg.zerr_scale:
+        zerr = zerr * np.array([cfg.zerr_scale.get(t, 1.0) for t in spectype])
+    return {"ok": ok, "cls": cls, "spectype": np.where(ok, spectype, ""),
+            "subtype": np.where(ok & (name != spectype), name, ""), "z": z, "zerr": zerr,
+            "chi2": f["chi2"], "dchi2": f["dchi2"], "npix": np.where(ok, f["npix"], 0).astype(np.int64),
+            "zwarn": np.where(ok, f["zwarn"], 0).astype(np.int64), "rchi2": f["rchi2"], "anomaly": f["anomaly"],
+            "coeff": raw[:, len(RAW_FIELDS):]}
+
+
+@register_family
+class EigenFamily(Family):
+    """GaSNet-III-style eigenspectra and a chi-square scan (see the module docstring)."""
+
+    name = "eigen"
+    config_cls = EigenConfig
+    description = "learned eigenspectra + chi-square redshift scan (GaSNet-III); Redrock-style columns"
+
+    def build(self, config):
+        return EigenModel(config)
+
+    def binning(self, model) -> str:
+        return "flux_conserving"
+
+    def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
+        from ..preprocess import coverage_zwarn
+
+        flux = np.asarray(flux, np.float32)
+        ivar = np.asarray(ivar, np.float32)
+        bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
+        ivar = np.where(bad, 0, ivar).astype(np.float32)
+        flux = np.where(bad, 0, flux).astype(np.float32)
+        return Prepared(X=np.concatenate([flux, ivar], 1),
+                        zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar))
+
+    def infer(self, model, X, batch_size: int = 256, backend: str = "auto"):
+        X = np.asarray(X)
+        if not len(X):
+            return np.zeros((0, len(RAW_FIELDS) + model.config.ncomp))
+        with torch.inference_mode():
+            return np.concatenate([scan(model, X[s:s + batch_size]) for s in range(0, len(X), batch_size)])
+
+    def schema(self, model):
+        return [("CHI2", "float64"), ("DELTACHI2", "float64"), ("NPIXELS", "int64"),
+                ("COEFF", f"({model.config.ncomp},)float64"), ("RCHI2", "float64"), ("ANOMALY", "float32")]
+
+    def columns(self, model, raw, prepared: Prepared):
+        cfg = model.config
+        zwarn = np.asarray(prepared["zwarn"], np.int64).copy()
+        nodata = nodata_rows(zwarn)
+        d = decode(raw, cfg)
+        ok = d["ok"] & ~nodata
+        zwarn |= np.where(ok, d["zwarn"], 0)
+        if cfg.anomaly_threshold is not None:
+            zwarn |= np.where(ok & (d["anomaly"] > cfg.anomaly_threshold), int(ZWarningMask.OUT_OF_DISTRIBUTION), 0)
+        cols = {"Z": np.where(ok, d["z"], np.nan), "ZERR": np.where(ok, d["zerr"], np.nan),
+                "SPECTYPE": np.where(ok, d["spectype"], ""), "SUBTYPE": np.where(ok, d["subtype"], ""),
+                "CHI2": np.where(ok, d["chi2"], np.nan), "DELTACHI2": np.where(ok, d["dchi2"], np.nan),
+                "NPIXELS": np.where(ok, d["npix"], 0), "COEFF": np.where(ok[:, None], d["coeff"], np.nan),
+                "RCHI2": np.where(ok, d["rchi2"], np.nan), "ANOMALY": np.where(ok, d["anomaly"], np.nan).astype(np.float32)}
+        return cols, zwarn
+
+    # --- train (solved, not trained: the fit hook) -------------------------------------------
+    def labels(self, meta, model=None) -> dict:
+        cfg = model.config if model is not None else EigenConfig()
+        y = cfg.tax.labels(meta, source="training labels")
+        return {"Y": y.astype(np.int64), "Z": np.asarray(meta["Z"], float)}
+
+    def batch(self, model, flux, ivar, labels):
+        X = torch.from_numpy(np.concatenate([np.asarray(flux, np.float32), np.asarray(ivar, np.float32)], 1))
+        return X, [torch.as_tensor(labels["Y"]), torch.as_tensor(labels["Z"])]
+
+    def eval_step(self, model, X, targets):
+        raw = scan(model, X.cpu().numpy())
+        return float(np.nanmedian(raw[:, RAW_FIELDS.index("rchi2")])) if len(raw) else 0.0, raw
+
+    def metrics(self, model, raw, labels) -> dict:
+        d = decode(raw, model.config)
+        y, z = labels["Y"], labels["Z"]
+        ok = y >= 0
+        idx = model.config.tax.spectype_index()
+        dz = np.abs(d["z"] - z) / (1 + z)
+        tz = np.array(model.config.tax.spectypes)[np.clip(y, 0, None)]
+        out = {"class_acc": float(np.mean(d["cls"][ok] == y[ok])) if ok.any() else float("nan"),
+               "spectype_acc": float(np.mean(idx[d["cls"][ok]] == idx[y[ok]])) if ok.any() else float("nan")}
+        for t in SPECTYPES:
+            m = ok & (tz == t)
+            if m.any():
+                out[f"mad_{t.lower()}"] = float(np.nanmedian(dz[m]))
+        return out
+
+    def fit(self, model, ds, idx, labels, cfg) -> dict:
+        return fit_eigen(model, ds, idx, labels, seed=cfg.seed)
+
+    def release(self, model, raw, prepared, meta):
+        """``ZERR`` scaled per spectral type so that the pulls' robust spread is 1 (on spectra typed and
+        placed right), and the anomaly threshold at ``anomaly_quantile`` of the validation scores."""
+        cfg = model.config
+        d = decode(raw, dataclasses.replace(cfg, zerr_scale=None))
+        y = cfg.tax.labels(meta, source="validation labels", strict=False)
+        z = np.asarray(meta["Z"], float)
+        tz = np.array(cfg.tax.spectypes)[np.clip(y, 0, None)]
+        scale, record = {}, {}
+        for t in SPECTYPES:
+            m = d["ok"] & (y >= 0) & (d["spectype"] == t) & (tz == t) & np.isfinite(d["zerr"]) & (d["zerr"] > 0)
+            m &= np.abs(d["z"] - z) / (1 + z) < 0.01
+            if m.sum() >= 20:
+                pull = (d["z"][m] - z[m]) / d["zerr"][m]
+                sd = 1.4826 * np.median(np.abs(pull - np.median(pull)))
+                scale[t] = float(max(sd, 1e-3))
+                record[f"pull_nmad_{t}"] = float(sd)
+        a = d["anomaly"][d["ok"] & np.isfinite(d["anomaly"])]
+        thr = float(np.quantile(a, cfg.anomaly_quantile)) if len(a) else None
+        record["anomaly_threshold"] = thr
+        return {"zerr_scale": scale or None, "anomaly_threshold": thr}, record
+
+    def report(self, t, out, header, overrides, truth_path=""):
+        from ..evaluate.eigen import eigen_report
+
+        return eigen_report(t, out, header, overrides, truth_path)
+
+
+def fit_eigen(model, ds, idx, labels, seed: int = 0) -> dict:
+    """Learn every class's eigenspectra (:func:`empca`) from dataset rows ``idx``; sets ``zranges``."""
+    from tqdm import tqdm
+
+    cfg = model.config
+    tax = cfg.tax
+    y, z = labels["Y"], labels["Z"]
+    rng = np.random.default_rng(seed)
+    zranges, counts = {}, {}
+    for k in tqdm(range(len(tax)), desc="eigenspectra", unit="class"):
+        name = tax.classes[k]
+        rows = np.asarray(idx)[y[idx] == k]
+        rows = rows[np.isfinite(z[rows])]
+        counts[name] = int(len(rows))
+        if len(rows) < cfg.min_rows:
+            log.warning("class %s: %d training spectra, no templates", name, len(rows))
+            continue
+        if len(rows) > cfg.max_per_class:
+            rows = rng.choice(rows, cfg.max_per_class, replace=False)
+        rows = np.sort(rows)
+        flux, ivar, _ = ds.read(rows)
+        F, W = to_rest(flux, ivar, z[rows], cfg.s_max, cfg.rest_npix)
+        wsum = W.sum(1)
+        norm = np.where(wsum > 0, (W * F).sum(1) / np.where(wsum > 0, wsum, 1), 0)
+        keep = norm > 0
+        F, W = F[keep] / norm[keep, None], W[keep] * norm[keep, None] ** 2
+        cover = (W > 0).sum(0)
+        valid = cover >= cfg.min_rows
+        cols = np.flatnonzero(valid)
+        P = np.zeros((cfg.ncomp, cfg.rest_npix), np.float32)
+        if len(cols):
+            lo, hi = cols[0], cols[-1] + 1
+            Pc, _ = empca(F[:, lo:hi], W[:, lo:hi] * valid[lo:hi], cfg.ncomp, cfg.em_iter, cfg.ridge, seed)
+            P[:, lo:hi] = Pc * valid[lo:hi]
+        with torch.no_grad():
+            model.templates[k] = torch.from_numpy(P)
+            model.valid[k] = torch.from_numpy(valid.astype(np.float32))
+        zk = z[rows]
+        if tax.spectypes[k] == "STAR":
+            dz = cfg.star_dv / C_KMS
+            zranges[name] = [max(cfg.z_min, float(zk.min()) - dz), min(cfg.z_max, float(zk.max()) + dz)]
+        else:
+            zranges[name] = [max(cfg.z_min, float(zk.min()) - 0.01 * (1 + float(zk.min()))),
+                             min(cfg.z_max, float(zk.max()) + 0.01 * (1 + float(zk.max())))]
+    model.config = dataclasses.replace(cfg, zranges=zranges)
+    model._cache = {}
+    return {"train_rows": counts}
