@@ -167,8 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "flag disagreements LOW_CONFIDENCE (docs/classifier.md).")
     cb.add_argument("--classifier", required=True, help="classifier model (released name or directory)")
     cb.add_argument("--quasarnet", required=True, help="QuasarNET model (released name or directory)")
+    cb.add_argument("--eigen", help="eigen model (optional): its chi-square scan refines the classifier's "
+                                    "redshift in a window around it (docs/eigen.md)")
     cb.add_argument("--rule", default="classifier", choices=("classifier", "qn-z"),
-                    help="classifier (default): Z from the classifier; qn-z: quasars take QuasarNET's line redshift")
+                    help="classifier (default): Z from the classifier (refined by --eigen when given); qn-z: "
+                         "quasars take QuasarNET's line redshift")
     cb.add_argument("--description", help="one line for `redsift models`")
     cb.add_argument("-o", "--output", required=True, help="model directory")
     cb.set_defaults(func=_model.cmd_combine)

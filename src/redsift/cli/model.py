@@ -103,11 +103,13 @@ def cmd_combine(args) -> int:
     from ..models import load_model, resolve_model_name, save_model
     from ..models.combined import combine
 
+    eig = load_model(resolve_model_name(args.eigen)) if getattr(args, "eigen", None) else None
     model = combine(load_model(resolve_model_name(args.classifier)), load_model(resolve_model_name(args.quasarnet)),
-                    args.rule)
-    desc = args.description or "classifier + QuasarNET (combined)"
+                    args.rule, eigen=eig)
+    parts = f"{args.classifier} + {args.quasarnet}" + (f" + {args.eigen}" if eig is not None else "")
+    desc = args.description or ("classifier + QuasarNET" + (" + eigen refinement" if eig is not None else "") + " (combined)")
     save_model(model, args.output, {"description": desc, "command": _command()})
-    print(f"wrote {args.output}: combined model ({args.classifier} + {args.quasarnet}, rule {args.rule})")
+    print(f"wrote {args.output}: combined model ({parts}, rule {args.rule})")
     return 0
 
 

@@ -18,6 +18,12 @@ measured in ``docs/classifier.md``):
   is unsure (its own rule). This is the combination's measured gain: among quasars with ``ZWARN == 0``
   the purity rises (BOSS 0.9979 -> 0.9990, DESI 0.9922 -> 0.9943, LAMOST 0.9990 -> 1.0000) for 0.1-2% of
   completeness.
+* With an ``eigen`` part (``redsift combine --eigen``), the classifier's answer is a prior: the eigen
+  family's chi-square is scanned at native resolution for the classifier's class in a window of
+  ``refine_nsigma`` times its ``ZERR`` (at least ``refine_min_px``, at most ``refine_max_px`` pixels of
+  69 km/s) around its ``Z``, as DESI runs Redrock with QuasarNET priors; the scan's redshift is adopted
+  (``Z_METHOD = "EIGEN"``) unless its minimum sits on the window's edge or its parabola fails. The
+  measured gain is in ``docs/eigen.md``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ class CombinedConfig:
     quasarnet: dict = field(default_factory=lambda: dataclasses.asdict(QuasarNetConfig()))
     rule: str = "classifier"
     sources: dict = field(default_factory=dict)  # where the parts came from (model names, hashes)
+    eigen: dict = field(default_factory=dict)  # the eigen part's config; empty: no refinement
+    refine_nsigma: float = 5.0
+    refine_min_px: int = 4
+    refine_max_px: int = 150
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -64,6 +74,12 @@ class CombinedConfig:
             out["zerr_cls" if key == "zerr" else key] = value
         for key, value in q.decisions().items():
             out["zerr_qn" if key == "zerr" else key] = value
+        if self.eigen:
+            from .eigen import EigenConfig
+
+            e = config_from_dict(EigenConfig, self.eigen)
+            out.update({"refine": f"eigen K={e.ncomp}, +-{self.refine_nsigma} ZERR ({self.refine_min_px}-"
+                                  f"{self.refine_max_px} px)", "zerr_eig": e.decisions()["zerr"]})
         return out
 
 
@@ -79,22 +95,37 @@ class CombinedModel(nn.Module):
         self.classifier.family = "classifier"
         self.quasarnet = QuasarNet(qc)
         self.quasarnet.family = "quasarnet"
+        if config.eigen:
+            from .eigen import EigenConfig, EigenModel
+
+            self.eigen = EigenModel(config_from_dict(EigenConfig, config.eigen))
+        else:
+            self.eigen = None
 
     @staticmethod
     def part_configs(config: CombinedConfig):
         return config_from_dict(ClassifierConfig, config.classifier), config_from_dict(QuasarNetConfig, config.quasarnet)
 
 
-def combine(classifier, quasarnet, rule: str = "classifier") -> CombinedModel:
-    """A combined model from two loaded models (their weights are copied)."""
+def combine(classifier, quasarnet, rule: str = "classifier", eigen=None) -> CombinedModel:
+    """A combined model from loaded models (their weights are copied); ``eigen`` optional (refinement)."""
     if getattr(classifier, "family", "") != "classifier" or getattr(quasarnet, "family", "") != "quasarnet":
         raise RedsiftError("combine: needs a classifier model and a QuasarNET model")
-    sources = {"classifier": {"source": getattr(classifier, "source", ""), "sha256": getattr(classifier, "weights_sha256", "")},
-               "quasarnet": {"source": getattr(quasarnet, "source", ""), "sha256": getattr(quasarnet, "weights_sha256", "")}}
-    cfg = CombinedConfig(dataclasses.asdict(classifier.config), dataclasses.asdict(quasarnet.config), rule, sources)
+    if eigen is not None and getattr(eigen, "family", "") != "eigen":
+        raise RedsiftError("combine: --eigen needs an eigen model")
+    parts = {"classifier": classifier, "quasarnet": quasarnet} | ({"eigen": eigen} if eigen is not None else {})
+    sources = {n: {"source": getattr(m, "source", ""), "sha256": getattr(m, "weights_sha256", "")} for n, m in parts.items()}
+    cfg = CombinedConfig(dataclasses.asdict(classifier.config), dataclasses.asdict(quasarnet.config), rule, sources,
+                         dataclasses.asdict(eigen.config) if eigen is not None else {})
+    if eigen is not None:
+        missing = sorted(set(classifier.config.tax.classes) - set(eigen.config.tax.classes))
+        if missing:
+            raise RedsiftError(f"combine: the eigen model has no templates for the classifier's classes {', '.join(missing)}")
     model = CombinedModel(cfg)
     model.classifier.load_state_dict(classifier.state_dict())
     model.quasarnet.load_state_dict(quasarnet.state_dict())
+    if eigen is not None:
+        model.eigen.load_state_dict(eigen.state_dict())
     return model.eval()
 
 
@@ -121,7 +152,8 @@ class CombinedFamily(Family):
         fc, fq = self._fams()
         pc = fc.prepare(model.classifier, spectra)
         pq = fq.prepare(model.quasarnet, spectra)
-        return self._merge(pc, pq)
+        pe = get_family("eigen").prepare(model.eigen, spectra) if model.eigen is not None else None
+        return self._merge(pc, pq, pe)
 
     def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         from ..spectra import Spectra
@@ -132,11 +164,14 @@ class CombinedFamily(Family):
         return self.prepare(model, Spectra(LogGrid.boss().wave, flux, ivar, None, m))
 
     @staticmethod
-    def _merge(pc: Prepared, pq: Prepared) -> Prepared:
+    def _merge(pc: Prepared, pq: Prepared, pe: Prepared | None = None) -> Prepared:
         n = pc.nrows
         Xq = np.asarray(pq["X"], np.float32).reshape(n, -1)
-        return Prepared(X=np.concatenate([pc["X"], Xq], 1), zwarn=pc["zwarn"], zwarn_qn=pq["zwarn"],
-                        snr=pc["snr"], snr_qn=np.asarray(pq["snr"], np.float32), survey=pc["survey"])
+        out = Prepared(X=np.concatenate([pc["X"], Xq], 1), zwarn=pc["zwarn"], zwarn_qn=pq["zwarn"],
+                       snr=pc["snr"], snr_qn=np.asarray(pq["snr"], np.float32), survey=pc["survey"])
+        if pe is not None:  # the eigen part's native flux + ivar, scanned in columns() around the classifier's Z
+            out["X_eig"] = np.asarray(pe["X"], np.float32)
+        return out
 
     def infer(self, model, X, batch_size: int = 1024, backend: str = "auto"):
         from ..predict.backend import infer
@@ -151,9 +186,11 @@ class CombinedFamily(Family):
 
     def schema(self, model) -> list[tuple[str, str]]:
         fc, fq = self._fams()
+        eig = ([("Z_EIGEN", "float64"), ("ZERR_EIGEN", "float64")]
+               + get_family("eigen").schema(model.eigen)) if model.eigen is not None else []
         return (fc.schema(model.classifier) + fq.schema(model.quasarnet)
                 + [("Z_CLASSIFIER", "float64"), ("ZERR_CLASSIFIER", "float64"), ("Z_QUASARNET", "float64"),
-                   ("ZERR_QUASARNET", "float64"), ("Z_METHOD", "U10")])
+                   ("ZERR_QUASARNET", "float64"), ("Z_METHOD", "U10")] + eig)
 
     def columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray]:
         from ..zwarning import ZWarningMask
@@ -184,7 +221,42 @@ class CombinedFamily(Family):
         cols["Z_METHOD"] = np.where(nodata, "", np.where(use_qn, "QUASARNET", "CLASSIFIER"))
         disagree = ((is_q & ~found) | (~is_q & found)) & ~nodata
         zwarn = zc | np.where(disagree, int(ZWarningMask.LOW_CONFIDENCE), 0)
+        if model.eigen is not None:
+            self._refine(model, cc, cols, prepared, nodata)
         return cols, zwarn
+
+    @staticmethod
+    def _refine(model, cc, cols, prepared, nodata):
+        """The eigen scan around the classifier's answer (see the module docstring); updates ``cols``."""
+        import torch
+
+        from ..zwarning import ZWarningMask
+        from .eigen import decode, scan_window
+
+        cfg, ecfg = model.config, model.eigen.config
+        names = list(ecfg.tax.classes)
+        best = np.asarray(cc["CLASS_BEST"])
+        cls = np.array([names.index(b) if b in names else -1 for b in best], np.int64)
+        z0 = np.asarray(cc["Z"], float)
+        px = np.asarray(cc["ZERR"], float) / (1 + z0) / (np.log(10) * 1e-4)
+        half = np.clip(np.ceil(cfg.refine_nsigma * np.nan_to_num(px, nan=cfg.refine_max_px)), cfg.refine_min_px,
+                       cfg.refine_max_px).astype(np.int64)
+        run = ~nodata & (cls >= 0) & np.isfinite(z0)
+        raw = np.full((len(z0), 10 + ecfg.ncomp), np.nan)
+        if run.any():
+            with torch.inference_mode():
+                raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
+        d = decode(raw, ecfg)
+        bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
+        use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
+        cols["Z_EIGEN"] = np.where(d["ok"], d["z"], np.nan)
+        cols["ZERR_EIGEN"] = np.where(d["ok"], d["zerr"], np.nan)
+        cols["CHI2"], cols["DELTACHI2"] = d["chi2"], d["dchi2"]
+        cols["NPIXELS"], cols["COEFF"] = d["npix"], d["coeff"]
+        cols["RCHI2"], cols["ANOMALY"] = d["rchi2"], d["anomaly"].astype(np.float32)
+        cols["Z"] = np.where(use, d["z"], cols["Z"])
+        cols["ZERR"] = np.where(use, d["zerr"], cols["ZERR"])
+        cols["Z_METHOD"] = np.where(use, "EIGEN", cols["Z_METHOD"])
 
     def decisions(self, model) -> dict:
         return model.config.decisions()

@@ -111,7 +111,9 @@ class EigenConfig:
     zerr_scale : dict or None
         Spectral type -> factor on the curvature ``ZERR`` (release: pulls of unit spread).
     anomaly_threshold : float or None
-        ``OUT_OF_DISTRIBUTION`` above this :func:`anomaly_score` (release: a quantile of validation).
+        ``OUT_OF_DISTRIBUTION`` above this :func:`anomaly_score` (release: ``anomaly_quantile`` of validation).
+    exclude : tuple
+        Classes left without templates (``--set exclude=CV``: the anomaly test's absent class).
     """
 
     taxonomy: dict = field(default_factory=_boss14)
@@ -134,8 +136,12 @@ class EigenConfig:
     zerr_scale: dict | None = None
     anomaly_threshold: float | None = None
     anomaly_quantile: float = 0.99
+    exclude: tuple = ()
 
     def __post_init__(self):
+        if isinstance(self.exclude, str):
+            object.__setattr__(self, "exclude", tuple(x for x in self.exclude.split(",") if x))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
         if isinstance(self.taxonomy, (str, Taxonomy)):
             object.__setattr__(self, "taxonomy", load_taxonomy(self.taxonomy).to_dict())
         Taxonomy.from_dict(self.taxonomy)
@@ -365,7 +371,7 @@ def _class_pack(model, k: int):
     from scipy.fft import next_fast_len
 
     L = next_fast_len(rb + nb, real=True)
-    pack = {"P": P.contiguous(), "Pb": Pb.contiguous(), "K": K, "kc": kc, "nb": nb, "L": L,
+    pack = {"P64": P.double().contiguous(), "Pb": Pb.contiguous(), "K": K, "kc": kc, "nb": nb, "L": L,
             "Phat": torch.fft.rfft(Pb, n=L)}
     model._cache[key] = pack
     return pack
@@ -424,7 +430,7 @@ def _hankel(D, half: int):
     per batch, shared by every candidate window."""
     S = 2 * half + 1
     L = D.shape[2] + S - 1
-    return torch.nn.functional.pad(D, (S - 1, S - 1)).unfold(2, L, 1).flip(2).contiguous()  # (B, 4, S, L)
+    return torch.nn.functional.pad(D.double(), (S - 1, S - 1)).unfold(2, L, 1).flip(2).contiguous()  # (B, 4, S, L)
 
 
 def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
@@ -447,13 +453,14 @@ def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
         H = _hankel(D, half)
     top = (s0 + half).clamp(cfg.s_min + 2 * half, cfg.s_max)  # the window's largest shift
     o_lo = (cfg.s_max - top).tolist()
-    seg = torch.stack([packs[kk]["P"][:, o:o + L] for kk, o in zip(ks, o_lo)]).transpose(1, 2)  # (B, L, nP)
+    # float64: chi2 = F - b^T M^-1 b cancels ~(S/N)^2 per pixel; the coarse stage stays float32
+    seg = torch.stack([packs[kk]["P64"][:, o:o + L] for kk, o in zip(ks, o_lo)]).transpose(1, 2)  # (B, L, nP)
     b = torch.bmm(H[:, 0], seg[:, :, :K])
     M = torch.bmm(H[:, 1], seg[:, :, K:K + npair])
     Fn = torch.bmm(H[:, 2:4].reshape(B, 2 * S, L), seg[:, :, -1:]).reshape(B, 2, S)
     c = torch.cat([b.transpose(1, 2), M.transpose(1, 2), Fn], 1).flip(-1)  # (B, nP + 1, S), increasing shift
     s = (top - 2 * half)[:, None] + torch.arange(S, device=D.device)[None]
-    cmp, chi2, n = _solve_curve(c, K, ntot, cfg)
+    cmp, chi2, n = _solve_curve(c, K, ntot.double(), cfg)
     lo = lo[:, None] if torch.is_tensor(lo) else lo
     hi = hi[:, None] if torch.is_tensor(hi) else hi
     inside = (s >= lo) & (s <= hi)
@@ -630,7 +637,7 @@ def scan(model, X, classes=None, return_curves: bool = False):
             break
     ranges = {k: (lo, hi) for k, lo, hi in shifts}
     H = _hankel(D4, cfg.fine_halfwidth)
-    best = torch.full((B, cfg.refine), float("inf"), device=dev)
+    best = torch.full((B, cfg.refine), float("inf"), dtype=torch.float64, device=dev)
     fields = {n: torch.full((B, cfg.refine), float("nan"), dtype=torch.float64, device=dev)
               for n in ("s", "sig", "n", "k", "si", "lim", "bad")}
     kk = torch.tensor(ks, device=dev)
@@ -878,6 +885,9 @@ def fit_eigen(model, ds, idx, labels, seed: int = 0) -> dict:
         rows = np.asarray(idx)[y[idx] == k]
         rows = rows[np.isfinite(z[rows])]
         counts[name] = int(len(rows))
+        if name in cfg.exclude:
+            log.info("class %s excluded: no templates", name)
+            continue
         if len(rows) < cfg.min_rows:
             log.warning("class %s: %d training spectra, no templates", name, len(rows))
             continue

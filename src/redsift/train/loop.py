@@ -96,7 +96,7 @@ def validate(model, ds, idx, labels, batch_size: int = 1024) -> dict:
     """Loss and the family's metrics of ``model`` on rows ``idx`` of dataset ``ds``."""
     fam = get_family(model)
     model.eval()
-    dev = next(model.parameters()).device
+    dev = next(iter([*model.parameters(), *model.buffers()])).device  # solved families hold only buffers
     raws, loss = [], 0.0
     for s in range(0, len(idx), batch_size):
         b = idx[s:s + batch_size]

@@ -1,0 +1,208 @@
+"""The eigen family (issue 19): EM-PCA eigenspectra, the coarse + native chi-square scan, the Redrock-style
+columns, refinement inside the combined default, bad input and the evaluation section.
+
+Real code paths: datasets written by the simulator (parametric mode, seeded), the generic train loop's fit
+hook and release, predict on real fixture files and datasets, ``redsift evaluate``."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from redsift.evaluate.eigen import eigen_metrics, roc_auc
+from redsift.models import create_model, load_model, save_model
+from redsift.models.eigen import D, decode, empca, scan, scan_window
+from redsift.predict import predict_catalog
+from redsift.simulate import simulate
+from redsift.train import TrainConfig, train
+from redsift.zwarning import ZWarningMask
+
+MIX = {"QSO": 0.3, "STAR": 0.4, "GALAXY": 0.3}
+TYPES = {"name": "types", "classes": [{"name": t, "spectype": t, "match": {"CLASS": [t]}}
+                                      for t in ("QSO", "GALAXY", "STAR")]}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eig")
+    simulate(900, "boss", d / "train", mix=MIX, seed=11, grid="boss", star_mix="uniform", progress=False, block=450)
+    simulate(300, "boss", d / "val", mix=MIX, seed=12, grid="boss", star_mix="uniform", progress=False, block=300)
+    return d
+
+
+@pytest.fixture(scope="module")
+def fitted(sets):
+    out = sets / "run"
+    train(TrainConfig(data=str(sets / "train"), val=str(sets / "val"), out=str(out), family="eigen", seed=0,
+                      model={"ncomp": 3, "em_iter": 8, "taxonomy": TYPES}), progress=False)
+    return out
+
+
+def _toy_model(ncomp=2):
+    """An eigen model with known templates (smooth continuum + lines) on the rest grid of the qso taxonomy."""
+    m = create_model("eigen", taxonomy="qso", ncomp=ncomp)
+    cfg = m.config
+    lam = 10 ** cfg.rest_grid.loglam
+    cont = (lam / 3000.0) ** -0.5
+    lines = sum(np.exp(-0.5 * ((lam - c) / 6.0) ** 2) for c in (1216, 1549, 1909, 2799, 4862, 5008, 6564))
+    basis = [cont, lines, np.sin(lam / 300.0) * 0.1][:ncomp]
+    with torch.no_grad():
+        for k in range(len(cfg.tax.classes)):
+            m.templates[k] = torch.tensor(np.array(basis), dtype=torch.float32)
+            m.valid[k] = 1.0
+    m.config = dataclasses.replace(cfg, zranges={c: [0.05, 4.0] for c in cfg.tax.classes})
+    m._cache = {}
+    return m
+
+
+def _spectrum_at(m, s, amps, noise=0.0, rng=None):
+    cfg = m.config
+    npix = cfg.logrid.npix
+    o = cfg.s_max - s
+    T = m.templates[0].numpy()[:, o:o + npix]
+    f = np.asarray(amps) @ T
+    ivar = np.full(npix, 100.0, np.float32)
+    if noise:
+        f = f + rng.normal(0, noise, npix)
+        ivar[:] = 1 / noise**2
+    return f.astype(np.float32), ivar
+
+
+def test_empca_recovers_a_noisy_masked_subspace(rng):
+    n, r, k = 400, 300, 3
+    basis = np.linalg.qr(rng.normal(size=(r, k)))[0].T
+    coef = rng.normal(size=(n, k)) * np.array([10, 5, 2])
+    F = coef @ basis + rng.normal(0, 0.05, (n, r))
+    W = np.where(rng.uniform(size=(n, r)) < 0.3, 0.0, 1 / 0.05**2)  # 30% missing
+    P, C = empca(F, W, k, iters=15)
+    # principal angles between the learned and the true subspaces are ~0
+    s = np.linalg.svd(P @ basis.T, compute_uv=False)
+    assert s.min() > 0.999
+    assert np.allclose(P @ P.T, np.eye(k), atol=1e-4)
+
+
+def test_scan_finds_the_shift_and_equals_a_brute_force_chi2(rng):
+    m = _toy_model()
+    s_true = int(round(math.log10(1 + 2.1234) / D))
+    f, iv = _spectrum_at(m, s_true, [2.0, 1.5], noise=0.05, rng=rng)
+    X = np.concatenate([f, iv])[None]
+    raw = scan(m, X)
+    d = decode(raw, m.config)
+    assert abs(raw[0, 1] - s_true) < 0.5  # native pixel of the answer (parabola vertex)
+    z_true = 10 ** (s_true * D) - 1
+    assert abs(d["z"][0] - z_true) / (1 + z_true) < 2e-5
+    assert 0.5 < d["rchi2"][0] < 1.5
+    # the native stage's chi2 equals an explicit weighted least-squares fit at the same shifts
+    from redsift.models.eigen import _data, _native
+
+    flux, ivar, D4, ntot = _data(torch.as_tensor(X), m.config.logrid.npix)
+    lo, hi = m.class_shifts()[0][1:]
+    cmp, chi2, n, s = _native(m, 0, torch.tensor([s_true]), 3, D4, ntot, lo, hi)
+    for j, sj in enumerate(s[0].tolist()):
+        o = m.config.s_max - sj
+        T = m.templates[0].numpy()[:, o:o + len(f)].astype(float)
+        w = iv.astype(float)
+        a = np.linalg.solve((T * w) @ T.T, (T * w) @ f)
+        brute = float(np.sum(w * (f - a @ T) ** 2))
+        assert chi2[0, j].item() == pytest.approx(brute, rel=2e-3, abs=0.5)
+    # ZERR from the curvature: a sensible size at this S/N (pulls are calibrated at release)
+    assert 0 < d["zerr"][0] < 1e-3
+
+
+def test_scan_window_refines_around_a_prior(rng):
+    m = _toy_model()
+    s_true = int(round(math.log10(1 + 0.8) / D))
+    f, iv = _spectrum_at(m, s_true, [1.0, 3.0], noise=0.05, rng=rng)
+    X = np.concatenate([f, iv])[None]
+    z_true = 10 ** (s_true * D) - 1
+    raw = scan_window(m, X, [0], [z_true + 5e-4 * (1 + z_true)], [20])  # prior 150 km/s off
+    d = decode(raw, m.config)
+    assert abs(d["z"][0] - z_true) / (1 + z_true) < 2e-5
+    assert not d["zwarn"][0] & int(ZWarningMask.Z_FITLIMIT)
+    raw = scan_window(m, X, [0], [0.8 * 1.01], [5])  # prior outside a narrow window: the edge is flagged
+    assert decode(raw, m.config)["zwarn"][0] & int(ZWarningMask.Z_FITLIMIT)
+
+
+def test_bad_input_gets_rows_and_bits(rng):
+    m = _toy_model()
+    from redsift.models.registry import get_family
+
+    fam = get_family("eigen")
+    s = int(round(math.log10(1 + 1.5) / D))
+    good_f, good_i = _spectrum_at(m, s, [1.0, 1.0], noise=0.05, rng=rng)
+    flux = np.tile(good_f, (5, 1))
+    ivar = np.tile(good_i, (5, 1))
+    ivar[1] = 0  # all masked
+    flux[2, ::3] = np.nan  # NaNs
+    ivar[3, :2000] = -1  # negative ivar
+    ivar[4, 600:] = 0  # shorter than the templates' overlap needs
+    p = fam.prepare_gridded(m, flux, ivar, np.zeros(5, np.int64))
+    raw = fam.infer(m, p["X"])
+    cols, zwarn = fam.columns(m, raw, p)
+    assert len(cols["Z"]) == 5
+    assert np.isfinite(cols["Z"][[0, 2, 3]]).all()
+    assert zwarn[1] & int(ZWarningMask.NODATA) and np.isnan(cols["Z"][1])
+    assert zwarn[4] & int(ZWarningMask.LITTLE_COVERAGE)
+    assert abs(cols["Z"][2] - 1.5) / 2.5 < 1e-3
+
+
+def test_fit_release_predict_evaluate(sets, fitted, tmp_path, real_dir):
+    from redsift.evaluate.report import write_report
+    from redsift.models.registry import get_family
+    from redsift.train.release import release
+
+    model = load_model(fitted / "best")
+    assert model.family == "eigen" and set(model.config.zranges) >= {"QSO", "GALAXY", "STAR"}
+    assert float(model.valid.sum()) > 0
+    release(fitted / "best", str(sets / "val"), tmp_path / "rel")
+    rel = load_model(tmp_path / "rel")
+    assert rel.config.zerr_scale and rel.config.anomaly_threshold is not None
+    # held-out simulated spectra (parametric mode): galaxies and quasars placed right, stars typed STAR
+    cat = predict_catalog(rel, [str(sets / "val")], progress=False)
+    from redsift.data.store import Dataset
+
+    meta = Dataset(sets / "val").meta
+    m = eigen_metrics(cat["SPECTYPE"], cat["Z"], cat["ZERR"], meta["CLASS"], meta["Z"], cat["ZWARN"])
+    assert m["STAR"]["typed"] > 0.7  # one STAR class of 3 components for every parametric star
+    assert m["GALAXY"]["gf_0.01"] > 0.9 and m["GALAXY"]["mad"] < 1e-3
+    assert m["QSO"]["gf_0.01"] > 0.8
+    for col in ("CHI2", "DELTACHI2", "NPIXELS", "COEFF", "RCHI2", "ANOMALY"):
+        assert col in cat.colnames
+    assert cat["COEFF"].shape[1] == 3
+    # real BOSS files: a row each, Redrock's columns
+    files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:3]]
+    real = predict_catalog(rel, files, progress=False)
+    assert len(real) == 3 and np.all(np.asarray(real["NPIXELS"]) > 1000)
+    # the evaluation section: table, degeneracy plot, chi-square curves (the model is named in the header)
+    path = tmp_path / "cat.fits"
+    cat.write(path)
+    text = write_report(path, str(sets / "val"), tmp_path / "ev", family=get_family("eigen"))
+    assert "GF(1e-3)" in text and (tmp_path / "ev" / "deltachi2.png").exists()
+
+
+def test_combined_with_eigen_refinement(sets, fitted, tmp_path, real_dir):
+    from redsift.models.combined import combine
+
+    e = load_model(fitted / "best")
+    q = load_model("quasarnet-boss-sim")
+    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
+    save_model(combine(c, q, eigen=e), tmp_path / "comb")
+    model = load_model(tmp_path / "comb")
+    files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:3]]
+    cat = predict_catalog(model, files, progress=False)
+    assert {"Z_EIGEN", "ZERR_EIGEN", "CHI2", "ANOMALY"} <= set(cat.colnames)
+    used = np.asarray(cat["Z_METHOD"]) == "EIGEN"
+    np.testing.assert_array_equal(np.asarray(cat["Z"])[used], np.asarray(cat["Z_EIGEN"])[used])
+    np.testing.assert_array_equal(np.asarray(cat["Z"])[~used], np.asarray(cat["Z_CLASSIFIER"])[~used])
+    with pytest.raises(Exception, match="eigen"):
+        combine(c, q, eigen=q)
+
+
+def test_roc_auc_is_the_pair_ordering_probability(rng):
+    s = np.round(rng.normal(size=200), 1)  # with ties
+    y = rng.uniform(size=200) < 1 / (1 + np.exp(-2 * s))
+    pos, neg = s[y], s[~y]
+    pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+    assert roc_auc(s, y) == pytest.approx(pairs)
