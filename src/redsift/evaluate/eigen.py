@@ -165,7 +165,9 @@ def _curves_plot(header, truth_path, t, path, label) -> bool:
     bad = np.flatnonzero(np.where(np.isfinite(err), err, np.inf) > 0.01)
     if len(bad):
         picks.append(("worst failure", bad[np.argmax(np.asarray(t["DELTACHI2"], float)[bad])]))
-    rows = np.asarray(t["INDEX"] if "INDEX" in t.colnames else np.arange(len(t)), np.int64)
+    pos = {int(tid): r for r, tid in enumerate(np.asarray(ds.meta["TARGETID"]))}  # the truth's rows
+    rows = np.array([pos.get(int(tid), -1) for tid in np.asarray(t["TARGETID"])], np.int64)
+    picks = [(name, i) for name, i in picks if rows[i] >= 0]
     fam = get_family("eigen")
     fig, ax = _figure(len(picks), 1, (9, 2.4 * len(picks)))
     for a, (name, i) in zip(ax[:, 0], picks):

@@ -31,7 +31,8 @@ def load_truth(path) -> Table:
         from ..io.catalogs import read_catalog
 
         meta = read_catalog(path)
-    keep = [c for c in ("TARGETID", "CLASS", "Z", "BAL_FLAG", "BI_CIV", "SNR", "SUBCLASS", "SURVEY") if c in meta.colnames]
+    keep = [c for c in ("TARGETID", "CLASS", "Z", "BAL_FLAG", "BI_CIV", "SNR", "SUBCLASS", "SURVEY", "ANOMALY")
+            if c in meta.colnames]  # ANOMALY: injected anomalies (scripts/eigen_anomalies.py)
     t = Table(meta[keep], copy=True)
     for c in keep[1:]:
         t.rename_column(c, f"TRUE_{c}")

@@ -231,7 +231,7 @@ class CombinedFamily(Family):
         import torch
 
         from ..zwarning import ZWarningMask
-        from .eigen import decode, scan_window
+        from .eigen import RAW_FIELDS, decode, scan_window
 
         cfg, ecfg = model.config, model.eigen.config
         names = list(ecfg.tax.classes)
@@ -242,7 +242,7 @@ class CombinedFamily(Family):
         half = np.clip(np.ceil(cfg.refine_nsigma * np.nan_to_num(px, nan=cfg.refine_max_px)), cfg.refine_min_px,
                        cfg.refine_max_px).astype(np.int64)
         run = ~nodata & (cls >= 0) & np.isfinite(z0)
-        raw = np.full((len(z0), 10 + ecfg.ncomp), np.nan)
+        raw = np.full((len(z0), len(RAW_FIELDS) + ecfg.ncomp), np.nan)
         if run.any():
             with torch.inference_mode():
                 raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])

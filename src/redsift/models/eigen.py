@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 C_KMS = 299792.458
 D = 1e-4  # log10 step of the native grid and of the templates
 #: the raw output of :func:`scan`, one float row per spectrum, then ``COEFF`` (ncomp values)
-RAW_FIELDS = ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "anomaly", "s_int")
+RAW_FIELDS = ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "anomaly", "s_int", "cls2", "s2_int")
 
 
 def _boss14() -> dict:
@@ -95,8 +95,9 @@ class EigenConfig:
         The rest grid reaches every shift between them (classes scan within their own ``zranges``).
     zranges : dict
         Class -> ``[zmin, zmax]`` scanned; set by the fit from the training redshifts (stars: +-``star_dv``).
-    coarse, coarse_ncomp : int
-        Pixels per block of the coarse stage and the leading components it fits (0: all).
+    coarse, coarse_qso, coarse_ncomp : int
+        Pixels per block of the coarse stage (``coarse_qso`` for classes of spectral type QSO, whose lines
+        are broad: 16 pixels are 1,100 km/s) and the leading components it fits (0: all).
     refine, fine_halfwidth : int
         Minima refined at native resolution and the native pixels scanned either side.
     min_overlap : float
@@ -122,6 +123,7 @@ class EigenConfig:
     z_min: float = -0.005
     zranges: dict = field(default_factory=dict)
     coarse: int = 8
+    coarse_qso: int = 16
     coarse_ncomp: int = 0
     refine: int = 3
     fine_halfwidth: int = 3
@@ -346,6 +348,18 @@ def _chol_quad(Mp, b, k: int, ridge: float):
     return quad
 
 
+def _q(cfg, k: int) -> int:
+    """Coarse block size of class ``k``."""
+    return cfg.coarse_qso if cfg.tax.spectypes[k] == "QSO" else cfg.coarse
+
+
+def _blocks(D4, q: int):
+    """Sums of the data vectors over blocks of ``q`` pixels."""
+    B, _, npix = D4.shape
+    nb = -(-npix // q)
+    return torch.nn.functional.pad(D4, (0, nb * q - npix)).reshape(B, 4, nb, q).sum(3)
+
+
 def _class_pack(model, k: int):
     """Per-class tensors of the scan (cached on the model): the template products on the native rest grid
     (the native stage) and on blocks of ``coarse`` pixels, first ``coarse_ncomp`` components, with their
@@ -354,7 +368,7 @@ def _class_pack(model, k: int):
     if key in model._cache:
         return model._cache[key]
     cfg = model.config
-    q = cfg.coarse
+    q = _q(cfg, k)
     T = model.templates[k].float()
     V = (model.valid[k] > 0).float()
     K = T.shape[0]
@@ -405,7 +419,7 @@ def _coarse(model, k: int, lo: int, hi: int, D4, ntot):
     ``D4``: the block sums of w f, w, w f^2 and [w > 0], ``(B, 4, nb)``. Short ranges (stars) are done
     as one matrix product against the Hankel windows of the block templates, long ones by FFT."""
     cfg = model.config
-    q = cfg.coarse
+    q = _q(cfg, k)
     pk = _class_pack(model, k)
     K, nb, L = pk["kc"], pk["nb"], pk["L"]
     u_lo = max(0, -(-(cfg.s_max - hi) // q))
@@ -467,20 +481,28 @@ def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
     return torch.where(inside, cmp, torch.full_like(cmp, float("inf"))), chi2, n, s
 
 
-def _coeff_model(model, k: int, s_int, wf, w):
-    """Amplitudes (B, K) and the model spectrum (B, npix) of class ``k`` at integer shifts ``s_int``."""
+def _windows(model, ks, s_int, npix: int):
+    """Each row's template window ``(B, K, npix)`` (class ``ks[i]`` at integer shift ``s_int[i]``) and the
+    templates' coverage ``(B, npix)``."""
     cfg = model.config
-    T = (model.templates[k] * (model.valid[k] > 0)).float()
-    npix = wf.shape[1]
-    o = (cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max))
-    idx = o[:, None] + torch.arange(npix, device=wf.device)[None]
-    Tw = T[:, idx].movedim(0, 1)  # (B, K, npix)
-    M = torch.einsum("bkn,bn,bln->bkl", Tw, w, Tw).double()
-    bvec = torch.einsum("bkn,bn->bk", Tw, wf).double()
-    lam = cfg.ridge * M.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
-    a = torch.linalg.solve(M + lam * torch.eye(M.shape[-1], dtype=M.dtype, device=M.device), bvec.unsqueeze(-1))
-    a = a.squeeze(-1).float()
-    return a, torch.einsum("bk,bkn->bn", a, Tw)
+    T = model.templates * (model.valid > 0)[:, None]
+    o = cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max)
+    idx = o[:, None] + torch.arange(npix, device=s_int.device)[None]
+    k = ks.clamp_min(0)
+    Tw = T[k[:, None, None], torch.arange(T.shape[1], device=T.device)[None, :, None], idx[:, None, :]]
+    return Tw.float(), (model.valid[k[:, None], idx] > 0)
+
+
+def _lstsq(Tw, w, f, ridge: float):
+    """Weighted least-squares amplitudes ``(B, K)`` (float64), the model ``(B, npix)`` and its chi2."""
+    Td = Tw.double()
+    wd = w.double()
+    M = torch.einsum("bkn,bn,bln->bkl", Td, wd, Td)
+    bvec = torch.einsum("bkn,bn->bk", Td, wd * f.double())
+    lam = ridge * M.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
+    a = torch.linalg.solve(M + lam * torch.eye(M.shape[-1], dtype=M.dtype, device=M.device), bvec.unsqueeze(-1))[..., 0]
+    model = torch.einsum("bk,bkn->bn", a, Td)
+    return a, model, ((f.double() - model) ** 2 * wd).sum(1)
 
 
 def anomaly_score(flux, ivar, model_flux, window: int = 64, step: int = 16):
@@ -502,9 +524,9 @@ def anomaly_score(flux, ivar, model_flux, window: int = 64, step: int = 16):
     return ex.amax(1).clamp_min(0)
 
 
-def _data(X, npix: int, q: int = 0):
-    """flux, ivar and the data vectors of the scan, ``(B, 4, npix)``: w f, w, w f^2, [w > 0]; with ``q``
-    also their sums over blocks of ``q`` pixels."""
+def _data(X, npix: int):
+    """flux, ivar, the data vectors of the scan ``(B, 4, npix)`` (w f, w, w f^2, [w > 0]) and the good
+    pixels' count."""
     flux = X[:, :npix].float()
     ivar = X[:, npix:2 * npix].float().clamp_min(0)
     bad = ~torch.isfinite(flux) | ~torch.isfinite(ivar)
@@ -512,11 +534,7 @@ def _data(X, npix: int, q: int = 0):
     flux = torch.where(bad, torch.zeros_like(flux), flux)
     D4 = torch.stack([ivar * flux, ivar, ivar * flux * flux, (ivar > 0).float()], 1)
     ntot = (ivar > 0).sum(1).float()
-    if not q:
-        return flux, ivar, D4, ntot
-    nb = -(-npix // q)
-    Db = torch.nn.functional.pad(D4, (0, nb * q - npix)).reshape(len(X), 4, nb, q).sum(3)
-    return flux, ivar, D4, ntot, Db
+    return flux, ivar, D4, ntot
 
 
 def _parabola(cmp, s):
@@ -556,27 +574,37 @@ def _refine(model, k, s0, D, ntot, lo, hi, half, H=None, passes: int = 3):
     return cmp, chi2, n, s
 
 
-def _final(model, k_best, s_int, flux, ivar, D4, B, K, dev):
-    """COEFF, the exact chi2 (float64) and the anomaly score at each spectrum's best integer shift."""
+def _final(model, k_best, s_int, flux, ivar, B, K, dev, k2=None, s2=None):
+    """COEFF, the exact chi2 (float64, modelled pixels) and the anomaly score at each spectrum's answer.
+
+    The score (:func:`anomaly_score`) adds to the largest local misfit the chi-square gained by fitting
+    the best and the second-best solution (another redshift or class, ``k2``/``s2``) together:
+    ``log(1 + max(0, chi2_best - chi2_joint) / max(1, rchi2))`` — two objects in one fibre."""
     coeff = torch.full((B, K), float("nan"), device=dev)
     chi2 = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
     anom = torch.full((B,), float("nan"), device=dev)
-    for k in torch.unique(k_best[k_best >= 0]).tolist():
-        rows = _nz(k_best == k)
-        a, mflux = _coeff_model(model, k, s_int[rows], D4[rows, 0], D4[rows, 1])
-        coeff[rows] = a
-        r = (flux[rows].double() - mflux.double())
-        cov = _coverage(model, k, s_int[rows], flux.shape[1])
-        chi2[rows] = (r * r * ivar[rows].double() * cov).sum(1)
-        anom[rows] = anomaly_score(flux[rows], ivar[rows] * cov.float(), mflux)
-    return coeff, chi2, anom
-
-
-def _coverage(model, k, s_int, npix):
+    rows = _nz(k_best >= 0)
+    if not len(rows):
+        return coeff, chi2, anom
     cfg = model.config
-    o = cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max)
-    idx = o[:, None] + torch.arange(npix, device=s_int.device)[None]
-    return (model.valid[k][idx] > 0).double()
+    npix = flux.shape[1]
+    Tw, cov = _windows(model, k_best[rows], s_int[rows], npix)
+    w = ivar[rows] * cov
+    a, mflux, c1 = _lstsq(Tw, w, flux[rows], cfg.ridge)
+    coeff[rows] = a.float()
+    chi2[rows] = c1
+    local = anomaly_score(flux[rows], w, mflux.float())
+    blend = torch.zeros_like(c1)
+    if k2 is not None:
+        has = (k2[rows] >= 0)
+        if bool(has.any()):
+            r2 = rows[has]
+            T2, _ = _windows(model, k2[r2], s2[r2], npix)
+            _, _, cj = _lstsq(torch.cat([Tw[has], T2], 1), w[has], flux[r2], cfg.ridge)
+            n = w[has].gt(0).sum(1).clamp_min(1)
+            blend[has] = (c1[has] - cj).clamp_min(0) / (c1[has] / n).clamp_min(1)
+    anom[rows] = (torch.log1p(local.double()) + torch.log1p(blend)).float()
+    return coeff, chi2, anom
 
 
 def scan(model, X, classes=None, return_curves: bool = False):
@@ -597,13 +625,16 @@ def scan(model, X, classes=None, return_curves: bool = False):
     raw = np.full((B, len(RAW_FIELDS) + K), np.nan)
     if not shifts or B == 0:
         return (raw, {}) if return_curves else raw
-    flux, ivar, D4, ntot, Db = _data(X, npix, cfg.coarse)
-    q = cfg.coarse
-    excl = max(1, int(round(math.log10(1 + cfg.dv_exclude / C_KMS) / D / q)))
+    flux, ivar, D4, ntot = _data(X, npix)
+    blocks = {}
     vals, cs, ks = [], [], []  # coarse minima: value, native shift estimate, class
     curves = {}
     for k, lo, hi in shifts:
-        cmp, s = _coarse(model, k, lo, hi, Db, ntot)
+        q = _q(cfg, k)
+        if q not in blocks:
+            blocks[q] = _blocks(D4, q)
+        excl = max(1, int(round(math.log10(1 + cfg.dv_exclude / C_KMS) / D / q)))
+        cmp, s = _coarse(model, k, lo, hi, blocks[q], ntot)
         if return_curves:
             curves[cfg.tax.classes[k]] = (10 ** (s.cpu().numpy() * D) - 1, cmp.cpu().numpy())
         c = cmp.clone()
@@ -675,6 +706,7 @@ def scan(model, X, classes=None, return_curves: bool = False):
     else:
         dchi2 = torch.full_like(v0, float("inf"))
     f = {n: t[rowsB, b0] for n, t in fields.items()}
+    second = {n: fields[n][rowsB, srt[:, 1]] if cfg.refine > 1 else torch.full_like(f[n], float("nan")) for n in ("k", "si")}
     k_best = torch.where(found, f["k"], torch.full_like(f["k"], -1)).nan_to_num(-1).long()
     s_int = f["si"].nan_to_num(0).long()
     nmod = f["n"]
@@ -683,9 +715,10 @@ def scan(model, X, classes=None, return_curves: bool = False):
     zw |= torch.where(f["bad"] > 0, int(ZWarningMask.BAD_MINFIT), 0)
     zw |= torch.where(dchi2 < cfg.dchi2_min, int(ZWarningMask.SMALL_DELTA_CHI2), 0)
     zw |= torch.where(nmod < ntot.double(), int(ZWarningMask.LITTLE_COVERAGE), 0)
-    coeff, chi2v, anom = _final(model, k_best, s_int, flux, ivar, D4, B, K, dev)
+    k2 = torch.where(torch.isfinite(second["k"]), second["k"], torch.full_like(second["k"], -1)).long()
+    coeff, chi2v, anom = _final(model, k_best, s_int, flux, ivar, B, K, dev, k2, second["si"].nan_to_num(0).long())
     out = torch.stack([k_best.double(), f["s"], f["sig"], chi2v, dchi2.double(), nmod, zw.double(),
-                       chi2v / (nmod - K).clamp_min(1), anom.double(), s_int.double()], 1)
+                       chi2v / (nmod - K).clamp_min(1), anom.double(), s_int.double(), second["k"], second["si"]], 1)
     raw = torch.cat([out, coeff.double()], 1).cpu().numpy()
     raw[~found.cpu().numpy(), :] = np.nan
     return (raw, curves) if return_curves else raw
@@ -729,10 +762,10 @@ def scan_window(model, X, cls, z0, half_px):
             zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
             zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi), int(ZWarningMask.Z_FITLIMIT), 0)
             zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
-            coeff, chi, an = _final(model, kk, sj, flux[r], ivar[r], D4[r], len(sel), K, dev)
-            vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, torch.full_like(chi, float("nan")),
-                                nm.double(), zw.double(), chi / (nm.double() - K).clamp_min(1), an.double(),
-                                sj.double()], 1)
+            coeff, chi, an = _final(model, kk, sj, flux[r], ivar[r], len(sel), K, dev)
+            nan = torch.full_like(chi, float("nan"))
+            vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
+                                chi / (nm.double() - K).clamp_min(1), an.double(), sj.double(), nan, nan], 1)
             vals = torch.cat([vals, coeff.double()], 1).cpu().numpy()
             vals[~np.isfinite(y0.cpu().numpy())] = np.nan
             raw[sel] = vals
