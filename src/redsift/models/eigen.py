@@ -102,6 +102,8 @@ class EigenConfig:
         Minima refined at native resolution and the native pixels scanned either side.
     min_overlap : float
         Least fraction of a spectrum's good pixels a trial must model.
+    f64_snr2 : float
+        Spectra with a mean (S/N)^2 per pixel above this take the float64 native stage (float32 below).
     dchi2_min, dv_exclude : float
         ``SMALL_DELTA_CHI2`` below this ``DELTACHI2`` (Redrock: 9); minima closer than ``dv_exclude`` km/s
         are one solution.
@@ -125,9 +127,10 @@ class EigenConfig:
     coarse: int = 8
     coarse_qso: int = 16
     coarse_ncomp: int = 0
-    refine: int = 3
+    refine: int = 2
     fine_halfwidth: int = 3
     min_overlap: float = 0.7
+    f64_snr2: float = 25.0
     dchi2_min: float = 9.0
     dv_exclude: float = 1000.0
     star_dv: float = 1000.0
@@ -385,7 +388,7 @@ def _class_pack(model, k: int):
     from scipy.fft import next_fast_len
 
     L = next_fast_len(rb + nb, real=True)
-    pack = {"P64": P.double().contiguous(), "Pb": Pb.contiguous(), "K": K, "kc": kc, "nb": nb, "L": L,
+    pack = {"P": P.contiguous(), "P64": P.double().contiguous(), "Pb": Pb.contiguous(), "K": K, "kc": kc, "nb": nb, "L": L,
             "Phat": torch.fft.rfft(Pb, n=L)}
     model._cache[key] = pack
     return pack
@@ -439,12 +442,12 @@ def _coarse(model, k: int, lo: int, hi: int, D4, ntot):
     return cmp, s
 
 
-def _hankel(D, half: int):
+def _hankel(D, half: int, dtype=torch.float64):
     """Rows ``H[t, m] = d[m - t]`` of the data vectors ``D`` (B, 4, npix) for ``2 half + 1`` lags: built once
-    per batch, shared by every candidate window."""
+    per batch, shared by every candidate window. Its dtype sets the native stage's precision."""
     S = 2 * half + 1
     L = D.shape[2] + S - 1
-    return torch.nn.functional.pad(D.double(), (S - 1, S - 1)).unfold(2, L, 1).flip(2).contiguous()  # (B, 4, S, L)
+    return torch.nn.functional.pad(D.to(dtype), (S - 1, S - 1)).unfold(2, L, 1).flip(2).contiguous()  # (B, 4, S, L)
 
 
 def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
@@ -467,14 +470,15 @@ def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
         H = _hankel(D, half)
     top = (s0 + half).clamp(cfg.s_min + 2 * half, cfg.s_max)  # the window's largest shift
     o_lo = (cfg.s_max - top).tolist()
-    # float64: chi2 = F - b^T M^-1 b cancels ~(S/N)^2 per pixel; the coarse stage stays float32
-    seg = torch.stack([packs[kk]["P64"][:, o:o + L] for kk, o in zip(ks, o_lo)]).transpose(1, 2)  # (B, L, nP)
+    # precision: chi2 = F - b^T M^-1 b cancels ~(S/N)^2 per pixel (float64 for bright spectra, see scan)
+    key = "P64" if H.dtype == torch.float64 else "P"
+    seg = torch.stack([packs[kk][key][:, o:o + L] for kk, o in zip(ks, o_lo)]).transpose(1, 2)  # (B, L, nP)
     b = torch.bmm(H[:, 0], seg[:, :, :K])
     M = torch.bmm(H[:, 1], seg[:, :, K:K + npair])
     Fn = torch.bmm(H[:, 2:4].reshape(B, 2 * S, L), seg[:, :, -1:]).reshape(B, 2, S)
     c = torch.cat([b.transpose(1, 2), M.transpose(1, 2), Fn], 1).flip(-1)  # (B, nP + 1, S), increasing shift
     s = (top - 2 * half)[:, None] + torch.arange(S, device=D.device)[None]
-    cmp, chi2, n = _solve_curve(c, K, ntot.double(), cfg)
+    cmp, chi2, n = _solve_curve(c, K, ntot.to(c.dtype), cfg)
     lo = lo[:, None] if torch.is_tensor(lo) else lo
     hi = hi[:, None] if torch.is_tensor(hi) else hi
     inside = (s >= lo) & (s <= hi)
@@ -483,26 +487,30 @@ def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
 
 def _windows(model, ks, s_int, npix: int):
     """Each row's template window ``(B, K, npix)`` (class ``ks[i]`` at integer shift ``s_int[i]``) and the
-    templates' coverage ``(B, npix)``."""
+    templates' coverage ``(B, npix)`` (slices, not a gather: faster on the CPU)."""
     cfg = model.config
-    T = model.templates * (model.valid > 0)[:, None]
-    o = cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max)
-    idx = o[:, None] + torch.arange(npix, device=s_int.device)[None]
-    k = ks.clamp_min(0)
-    Tw = T[k[:, None, None], torch.arange(T.shape[1], device=T.device)[None, :, None], idx[:, None, :]]
-    return Tw.float(), (model.valid[k[:, None], idx] > 0)
+    key = ("masked",)
+    if key not in model._cache:
+        model._cache[key] = ((model.templates * (model.valid > 0)[:, None]).float().contiguous(), model.valid > 0)
+    T, V = model._cache[key]
+    o = (cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max)).tolist()
+    k = ks.clamp_min(0).tolist()
+    if not o:
+        return T.new_zeros((0, T.shape[1], npix)), V.new_zeros((0, npix))
+    return (torch.stack([T[a, :, b:b + npix] for a, b in zip(k, o)]),
+            torch.stack([V[a, b:b + npix] for a, b in zip(k, o)]))
 
 
 def _lstsq(Tw, w, f, ridge: float):
-    """Weighted least-squares amplitudes ``(B, K)`` (float64), the model ``(B, npix)`` and its chi2."""
-    Td = Tw.double()
-    wd = w.double()
-    M = torch.einsum("bkn,bn,bln->bkl", Td, wd, Td)
-    bvec = torch.einsum("bkn,bn->bk", Td, wd * f.double())
+    """Weighted least-squares amplitudes ``(B, K)``, the model ``(B, npix)`` and its chi2 (float32 sums, a
+    float64 solve: the exact chi2 of the answer comes from the native stage)."""
+    Y = Tw * w[:, None]
+    M = torch.bmm(Y, Tw.transpose(1, 2)).double()
+    bvec = torch.bmm(Y, f[:, :, None])[..., 0].double()
     lam = ridge * M.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
     a = torch.linalg.solve(M + lam * torch.eye(M.shape[-1], dtype=M.dtype, device=M.device), bvec.unsqueeze(-1))[..., 0]
-    model = torch.einsum("bk,bkn->bn", a, Td)
-    return a, model, ((f.double() - model) ** 2 * wd).sum(1)
+    model = torch.bmm(a.float()[:, None], Tw)[:, 0]
+    return a, model, ((f - model) ** 2 * w).sum(1).double()
 
 
 def anomaly_score(flux, ivar, model_flux, window: int = 64, step: int = 16):
@@ -575,7 +583,7 @@ def _refine(model, k, s0, D, ntot, lo, hi, half, H=None, passes: int = 3):
 
 
 def _final(model, k_best, s_int, flux, ivar, B, K, dev, k2=None, s2=None):
-    """COEFF, the exact chi2 (float64, modelled pixels) and the anomaly score at each spectrum's answer.
+    """COEFF, the chi2 (modelled pixels) and the anomaly score at each spectrum's answer.
 
     The score (:func:`anomaly_score`) adds to the largest local misfit the chi-square gained by fitting
     the best and the second-best solution (another redshift or class, ``k2``/``s2``) together:
@@ -667,35 +675,44 @@ def scan(model, X, classes=None, return_curves: bool = False):
         if bool((nch >= cfg.refine).all()):
             break
     ranges = {k: (lo, hi) for k, lo, hi in shifts}
-    H = _hankel(D4, cfg.fine_halfwidth)
     best = torch.full((B, cfg.refine), float("inf"), dtype=torch.float64, device=dev)
     fields = {n: torch.full((B, cfg.refine), float("nan"), dtype=torch.float64, device=dev)
-              for n in ("s", "sig", "n", "k", "si", "lim", "bad")}
+              for n in ("s", "sig", "n", "k", "si", "lim", "bad", "chi")}
     kk = torch.tensor(ks, device=dev)
     klo = torch.tensor([ranges[k][0] for k in ks], device=dev)
     khi = torch.tensor([ranges[k][1] for k in ks], device=dev)
-    for m in range(cfg.refine):
-        cm = chosen[:, m]
-        has = cm >= 0
-        if not bool(has.any()):
+    # precision by brightness: float32 sums lose ~4e-6 sqrt(npix) npix <(S/N)^2> of chi2 (about 0.5 at
+    # S/N 5 per pixel); brighter spectra take the float64 path
+    bright = D4[:, 2].sum(1) / ntot.clamp_min(1) > cfg.f64_snr2
+    for grp, dt in ((_nz(~bright), torch.float32), (_nz(bright), torch.float64)):
+        if not len(grp):
             continue
-        allrows = bool(has.all())
-        rows = rowsB if allrows else _nz(has)
-        sub = (lambda x: x) if allrows else (lambda x: x[rows])
-        ci = cm[rows]
-        k, lo, hi = kk[ci], klo[ci], khi[ci]
-        cmp, chi2, n, s = _refine(model, k, Sc[rows, ci], sub(D4), sub(ntot), lo, hi, cfg.fine_halfwidth, sub(H),
-                                  passes=3 if m == 0 else 1)  # alternatives: only their chi2 matters
-        j, y0, sv, sig, ok = _parabola(cmp, s)
-        sj = s.gather(1, j[:, None])[:, 0]
-        best[rows, m] = y0
-        fields["s"][rows, m] = sv.double()
-        fields["sig"][rows, m] = sig.double()
-        fields["n"][rows, m] = n.gather(1, j[:, None])[:, 0].double()
-        fields["k"][rows, m] = k.double()
-        fields["si"][rows, m] = sj.double()
-        fields["lim"][rows, m] = ((sj <= lo) | (sj >= hi)).double()
-        fields["bad"][rows, m] = (~ok).double()
+        whole = len(grp) == B
+        Hg = _hankel(D4 if whole else D4[grp], cfg.fine_halfwidth, dt)
+        for m in range(cfg.refine):
+            cm = chosen[grp, m]
+            has = cm >= 0
+            if not bool(has.any()):
+                continue
+            allrows = bool(has.all())
+            pos = torch.arange(len(grp), device=dev) if allrows else _nz(has)
+            rows = grp[pos]
+            sub = (lambda x: x) if allrows and whole else (lambda x: x[rows])
+            ci = cm[pos]
+            k, lo, hi = kk[ci], klo[ci], khi[ci]
+            cmp, chi2, n, s = _refine(model, k, Sc[rows, ci], sub(D4), sub(ntot), lo, hi, cfg.fine_halfwidth,
+                                      Hg if allrows else Hg[pos], passes=3 if m == 0 else 1)  # alternatives: chi2 only
+            j, y0, sv, sig, ok = _parabola(cmp, s)
+            sj = s.gather(1, j[:, None])[:, 0]
+            best[rows, m] = y0.double()
+            fields["s"][rows, m] = sv.double()
+            fields["sig"][rows, m] = sig.double()
+            fields["n"][rows, m] = n.gather(1, j[:, None])[:, 0].double()
+            fields["chi"][rows, m] = chi2.gather(1, j[:, None])[:, 0].double()
+            fields["k"][rows, m] = k.double()
+            fields["si"][rows, m] = sj.double()
+            fields["lim"][rows, m] = ((sj <= lo) | (sj >= hi)).double()
+            fields["bad"][rows, m] = (~ok).double()
     srt = best.argsort(1)
     b0 = srt[:, 0]
     v0 = best[rowsB, b0]
@@ -716,7 +733,8 @@ def scan(model, X, classes=None, return_curves: bool = False):
     zw |= torch.where(dchi2 < cfg.dchi2_min, int(ZWarningMask.SMALL_DELTA_CHI2), 0)
     zw |= torch.where(nmod < ntot.double(), int(ZWarningMask.LITTLE_COVERAGE), 0)
     k2 = torch.where(torch.isfinite(second["k"]), second["k"], torch.full_like(second["k"], -1)).long()
-    coeff, chi2v, anom = _final(model, k_best, s_int, flux, ivar, B, K, dev, k2, second["si"].nan_to_num(0).long())
+    coeff, _, anom = _final(model, k_best, s_int, flux, ivar, B, K, dev, k2, second["si"].nan_to_num(0).long())
+    chi2v = f["chi"]  # the native stage's (float64) at the answer
     out = torch.stack([k_best.double(), f["s"], f["sig"], chi2v, dchi2.double(), nmod, zw.double(),
                        chi2v / (nmod - K).clamp_min(1), anom.double(), s_int.double(), second["k"], second["si"]], 1)
     raw = torch.cat([out, coeff.double()], 1).cpu().numpy()
@@ -762,7 +780,8 @@ def scan_window(model, X, cls, z0, half_px):
             zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
             zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi), int(ZWarningMask.Z_FITLIMIT), 0)
             zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
-            coeff, chi, an = _final(model, kk, sj, flux[r], ivar[r], len(sel), K, dev)
+            coeff, _, an = _final(model, kk, sj, flux[r], ivar[r], len(sel), K, dev)
+            chi = chi2.gather(1, j[:, None])[:, 0].double()
             nan = torch.full_like(chi, float("nan"))
             vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
                                 chi / (nm.double() - K).clamp_min(1), an.double(), sj.double(), nan, nan], 1)

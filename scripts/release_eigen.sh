@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The eigen family of issue 19 as run (2 CPU cores; numbers in docs/eigen.md). Simulated sets are regenerated
+# from their seeds, never committed. T: templates; D: simulated sets; R: runs. Redrock: a venv with
+# redrock==0.21.0 (../shared/peers/README.md).
+set -euo pipefail
+T=${T:-../shared/data/templates}
+D=${D:-data_sim}
+R=${R:-runs}
+RR=${RR:-/tmp/venv-rr/bin/python}
+MIX=QSO:0.35,STAR:0.4,GALAXY:0.25
+# training, validation (release decisions, refinement rule, anomaly score choice) and held-out test, BOSS pixels
+redsift simulate -n 30000 --survey boss --classes $MIX --star-mix uniform --grid boss --templates $T --seed 501 -j 2 -o $D/eig_train
+redsift simulate -n 3000 --survey boss --classes $MIX --star-mix uniform --grid boss --templates $T --seed 701 -o $D/eig_val
+redsift simulate -n 4000 --survey boss --classes QSO:0.25,STAR:0.6,GALAXY:0.15 --star-mix uniform --grid boss --templates $T --seed 601 -o $D/eig_test_boss
+# the K study (K = 3, 5, 10); K = 5 is released
+for K in 3 5 10; do
+  redsift train eigen --data $D/eig_train -o $R/eigen_k$K --ncomp $K --set max_per_class=2000 --set em_iter=20 --threads 2
+  redsift release $R/eigen_k$K/best --val $D/eig_val -o $R/eigen_k$K/release
+  redsift predict $D/eig_test_boss --model $R/eigen_k$K/release -o $R/eval19/eig${K}_test.fits --overwrite
+  redsift evaluate $R/eval19/eig${K}_test.fits --truth $D/eig_test_boss -o $R/eval19/eig${K}_test --label "eigen K=$K, simulated held-out BOSS"
+done
+redsift release $R/eigen_k5/best --val $D/eig_val -o src/redsift/models/released/eigen-boss-sim \
+  --description "eigenspectra (K=5 per boss14 class) + chi-square scan, learned from simulated BOSS spectra (GaSNet-III style)"
+# the default: classifier + QuasarNET + the scan refining the classifier's redshift
+redsift combine --classifier $R/cls1/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+for s in eig_val eig_test_boss; do
+  redsift predict $D/$s --model $R/redsift-sim -o $R/eval19/comb_$s.fits --overwrite
+done
+# anomalies: a model without CV templates (the absent class), anomalies injected into validation (score chosen)
+# and test (reported)
+redsift train eigen --data $D/eig_train -o $R/eigen_k5_nocv --ncomp 5 --set max_per_class=2000 --set em_iter=20 --set exclude=CV
+redsift release $R/eigen_k5_nocv/best --val $D/eig_val -o $R/eigen_k5_nocv/release
+python scripts/eigen_anomalies.py $D/eig_val -o $D/eig_anom_val --per-kind 200 --normal 1000 --seed 8
+python scripts/eigen_anomalies.py $D/eig_test_boss -o $D/eig_anom --per-kind 300 --normal 1500 --seed 7
+redsift predict $D/eig_anom --model $R/eigen_k5_nocv/release -o $R/eval19/anom.fits --overwrite
+redsift evaluate $R/eval19/anom.fits --truth $D/eig_anom -o $R/eval19/anom --label "eigen K=5 without CV templates, injected anomalies (simulated)"
+# Redrock on 300 of the same simulated spectra (100 per class) and on the real BOSS fixtures
+python scripts/sim_to_spec.py $D/eig_test_boss -o $D/rr_spec --per-class 100
+$RR ../shared/peers/redrock_boss.py --files $D/rr_spec/spec-*.fits --out $R/eval19/rr_sim.csv --ncpu 1
+$RR ../shared/peers/redrock_boss.py --files ../shared/data/real/boss/spec-*.fits --out $R/eval19/rr_real.csv --ncpu 1
+python scripts/eigen_real.py --models eigen-boss-sim redsift-sim --redrock $R/eval19/rr_real.csv
+# speed, one core, side by side with Redrock
+taskset -c 0 python benchmarks/bench_eigen.py --model eigen-boss-sim --files "$D/rr_spec/spec-*.fits" --redrock-python $RR
