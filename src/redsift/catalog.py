@@ -44,7 +44,10 @@ def schema(family, model) -> list[tuple[str, str]]:
 
 
 def _kind(dtype: str) -> str:
-    return "s" if dtype == "str" else np.dtype(dtype).kind
+    if dtype == "str":
+        return "s"
+    d = np.dtype(dtype)
+    return (d.subdtype[0] if d.subdtype else d).kind  # vector columns ("(5,)float64", e.g. COEFF): their base
 
 
 def sentinel(dtype: str):
@@ -54,12 +57,23 @@ def sentinel(dtype: str):
 def _cast(values, dtype: str, n: int):
     if dtype == "str":
         return np.asarray(values).astype(str) if n else np.zeros(0, "U1")
+    d = np.dtype(dtype)
+    if d.subdtype:  # a vector per row
+        base, shape = d.subdtype
+        return np.asarray(values, dtype=base).reshape((n,) + shape)
     return np.asarray(values).astype(dtype)
 
 
 def empty_columns(cols, n: int) -> dict:
     """Sentinel-filled columns ``{name: array}`` of length ``n`` for ``(name, dtype)`` pairs."""
-    return {name: _cast(np.full(n, sentinel(dt), dtype=object), dt, n) for name, dt in cols}
+    out = {}
+    for name, dt in cols:
+        d = None if dt == "str" else np.dtype(dt)
+        if d is not None and d.subdtype:
+            out[name] = np.full((n,) + d.subdtype[1], sentinel(dt), dtype=d.subdtype[0])
+        else:
+            out[name] = _cast(np.full(n, sentinel(dt), dtype=object), dt, n)
+    return out
 
 
 def id_columns(meta: Table) -> dict:
