@@ -615,22 +615,23 @@ def _final(model, k_best, s_int, flux, ivar, B, K, dev, k2=None, s2=None):
     return coeff, chi2, anom
 
 
+def _setup(model, X):
+    """The config, device, inputs as a tensor on it, npix, batch size, ncomp and an empty (NaN) raw array."""
+    cfg = model.config
+    dev = model.templates.device
+    X = torch.as_tensor(np.asarray(X), device=dev)
+    return cfg, dev, X, cfg.logrid.npix, X.shape[0], cfg.ncomp, np.full((X.shape[0], len(RAW_FIELDS) + cfg.ncomp), np.nan)
+
+
 def scan(model, X, classes=None, return_curves: bool = False):
     """The chi-square scan of a batch (``X``: flux then ivar on the native grid, ``(B, 2 npix)``).
 
     ``classes``: class indices to scan (default: every class with templates). Returns the raw array
     (``RAW_FIELDS`` then ``COEFF``) and, with ``return_curves``, the coarse curves
-    ``{class name: (z (U,), chi2 (B, U))}``. Sums are float32 (the cancellation in
-    ``F - b^T M^-1 b`` costs ~1e-7 (S/N)^2 of chi2 per pixel); ``CHI2`` is recomputed in float64 at the
-    answer."""
-    cfg = model.config
-    dev = model.templates.device
-    X = torch.as_tensor(np.asarray(X), device=dev)
-    npix = cfg.logrid.npix
-    B = X.shape[0]
-    K = cfg.ncomp
+    ``{class name: (z (U,), chi2 (B, U))}``. The coarse stage sums in float32; the native stage in float32
+    for spectra fainter than ``f64_snr2`` and float64 above (``CHI2`` is the native stage's)."""
+    cfg, dev, X, npix, B, K, raw = _setup(model, X)
     shifts = [c for c in model.class_shifts() if classes is None or c[0] in classes]
-    raw = np.full((B, len(RAW_FIELDS) + K), np.nan)
     if not shifts or B == 0:
         return (raw, {}) if return_curves else raw
     flux, ivar, D4, ntot = _data(X, npix)
@@ -747,13 +748,7 @@ def scan_window(model, X, cls, z0, half_px):
     (a network's answer used as a prior, as DESI runs Redrock with QuasarNET's). Returns the raw array of
     :func:`scan` (``dchi2`` is NaN: a window has no competing solution; ``Z_FITLIMIT`` when the minimum
     sits on the window's edge)."""
-    cfg = model.config
-    dev = model.templates.device
-    X = torch.as_tensor(np.asarray(X), device=dev)
-    npix = cfg.logrid.npix
-    B = X.shape[0]
-    K = cfg.ncomp
-    raw = np.full((B, len(RAW_FIELDS) + K), np.nan)
+    cfg, dev, X, npix, B, K, raw = _setup(model, X)
     if B == 0:
         return raw
     flux, ivar, D4, ntot = _data(X, npix)
