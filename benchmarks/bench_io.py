@@ -4,8 +4,8 @@
 
 Measures, side by side in one run and as medians over ``--repeat`` rounds:
 
-* BOSS spec files: redsift.read per file vs a bare astropy read of the same
-  three columns (the floor for any astropy-based reader), then read + QuasarNET
+* BOSS spec files: redsift.read per file, through the strict fast path and through astropy, vs a bare
+  astropy read of the same three columns (the floor for any astropy-based reader), then read + QuasarNET
   binning + normalisation, and read + flux-conserving rebin;
 * DESI coadds (QuasarNP's 25-spectrum file): read (arms merged) and preprocess;
 * a generated spPlate with 1000 fibers (tiled from the real BOSS spectra):
@@ -69,6 +69,21 @@ def main(argv=None):
             redsift.read(f)
         return len(boss)
 
+    from redsift.io import registry
+    from redsift.io.fastspec import read_spec_fast
+
+    def read_boss_astropy():  # the general path only (the fast path switched off)
+        registry.FAST_PATH = False
+        try:
+            return read_boss()
+        finally:
+            registry.FAST_PATH = True
+
+    def fast_only():  # the strict reader alone: bytes, header cards, numpy views, the Spectra
+        for f in boss:
+            read_spec_fast(f)
+        return len(boss)
+
     def read_prep_boss():
         prepare(redsift.read(boss), grid, "quasarnet")
         return len(boss)
@@ -79,8 +94,10 @@ def main(argv=None):
 
     base = timed(bare_astropy, args.repeat)
     rows.append(("BOSS spec: bare astropy read of 3 columns (floor)", "files/s", base))
+    rows.append(("BOSS spec: redsift.read through astropy (fast path off)", "files/s", timed(read_boss_astropy, args.repeat)))
     r = timed(read_boss, args.repeat)
-    rows.append(("BOSS spec: redsift.read", "files/s", r))
+    rows.append(("BOSS spec: redsift.read (strict fast path, issue 20)", "files/s", r))
+    rows.append(("BOSS spec: the strict reader alone (io/fastspec.read_spec_fast)", "files/s", timed(fast_only, args.repeat)))
     rows.append(("BOSS spec: read + QuasarNET binning + normalisation", "spectra/s", timed(read_prep_boss, args.repeat)))
     rows.append(("BOSS spec: read + flux-conserving rebin", "spectra/s", timed(read_rebin_boss, args.repeat)))
 
