@@ -161,37 +161,52 @@ def _table(buf: bytes, cards: dict, data: int):
     return {k: arr[f"c{i}"] for k, i in keep.items()}, data + -(-(width * rows) // _BLOCK) * _BLOCK
 
 
-_SIZES = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
-
-
-def _str(raw: str) -> str:
-    """A string card's value without parsing the rest (the quotes' content, trailing blanks dropped)."""
-    q = raw.split("'")
-    return q[1].rstrip() if len(q) >= 3 else raw.split("/")[0].strip()
+#: HDU2's cards, matched on the raw bytes (cards are 80 bytes: a value never runs into the next card's key)
+_TFORMS = re.compile(rb"TFORM(\d+) *= *'([^']{0,68})'")
+_TTYPES = re.compile(rb"TTYPE(\d+) *= *'([^']{0,68})'")
+_SIMPLE = re.compile(rb"(XTENSION|NAXIS1|NAXIS2|TFIELDS) *= *('[^']{0,68}'|[^ /]+)")
 
 
 def _thing_id(buf: bytes, start: int) -> int:
     """``THING_ID`` from HDU2 (the spAll row) as :func:`redsift.io.sdss._thing_id` reads it; -1 otherwise.
-    Ids only: the pipeline's class and redshift in the same row are never read."""
+    Ids only: the pipeline's class and redshift in the same row are never read. The ~500 cards of HDU2 are
+    matched by one regular expression (a loop over them cost more than the rest of the read)."""
+    from .sdss import _TFORM, _TFORM_BYTES
+
     try:
-        cards, data, _ = parse_header(buf, start)
-        if _str(cards.get("XTENSION", "")) != "BINTABLE" or int(cards.get("NAXIS2", "0").split("/")[0]) < 1:
+        end = -1
+        for b in range(start, len(buf) - _BLOCK + 1, _BLOCK):
+            block = buf[b:b + _BLOCK]
+            hit = next((c for c in range(0, _BLOCK, 80) if block[c:c + 8] == b"END     "), -1)
+            if hit >= 0:
+                end = b + hit
+                break
+        if end < 0:
             return -1
-        off, col = 0, None
-        for i in range(1, int(cards.get("TFIELDS", "0").split("/")[0]) + 1):
-            form = _str(cards.get(f"TFORM{i}", ""))
-            j = 0
-            while j < len(form) and form[j].isdigit():
-                j += 1
-            code = form[j:j + 1]
-            if code not in _SIZES and code != "X":
+        data = start + -(-(end + 80 - start) // _BLOCK) * _BLOCK
+        head = buf[start:end]
+
+        def cards(pattern):  # matches that start a card (not text inside another card)
+            return [m.groups() for m in pattern.finditer(head) if m.start() % 80 == 0]
+
+        if len([m for m in re.finditer(rb"TFORM\d+ *=", head) if m.start() % 80 == 0]) != len(cards(_TFORMS)):
+            return -1  # a TFORM card this pattern does not read: let it go rather than guess
+        forms = {int(n): v.strip().decode("ascii", "replace") for n, v in cards(_TFORMS)}
+        types = {int(n): v.strip().decode("ascii", "replace").upper() for n, v in cards(_TTYPES)}
+        simple = {k.decode(): v.strip().strip(b"'").strip().decode("ascii", "replace") for k, v in cards(_SIMPLE)}
+        if simple.get("XTENSION") != "BINTABLE" or int(simple.get("NAXIS2", 0)) < 1:
+            return -1
+        offset, col = 0, None
+        for n in range(1, int(simple.get("TFIELDS", 0)) + 1):
+            m = _TFORM.fullmatch(forms.get(n, ""))
+            if m is None:
                 return -1
-            r = int(form[:j] or 1)
-            w = -(-r // 8) if code == "X" else r * _SIZES[code]
-            if col is None and _str(cards.get(f"TTYPE{i}", "")).upper() == "THING_ID":
-                col = (off, code, r)
-            off += w
-        if col is None or off != int(cards["NAXIS1"].split("/")[0]) or col[1] not in ("J", "K") or col[2] != 1:
+            r = int(m.group(1) or 1)
+            width = -(-r // 8) if m.group(2) == "X" else r * _TFORM_BYTES[m.group(2)]
+            if types.get(n) == "THING_ID":
+                col = (offset, m.group(2), r)
+            offset += width
+        if col is None or offset != int(simple.get("NAXIS1", -1)) or col[1] not in ("J", "K") or col[2] != 1:
             return -1
         fmt = ">i8" if col[1] == "K" else ">i4"
         if data + col[0] + np.dtype(fmt).itemsize > len(buf):
