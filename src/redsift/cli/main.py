@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--redrock", metavar="FILE",
                     help="also write a Redrock-compatible file (REDSHIFTS with Redrock's columns + FIBERMAP)")
     pr.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    pr.add_argument("--workers", type=int, help="run on a local Dask cluster of N worker processes (redsift[dist])")
+    pr.add_argument("--scheduler", metavar="ADDRESS",
+                    help="run on an existing Dask cluster (tcp://HOST:8786; SLURM/PBS via dask-jobqueue)")
+    pr.add_argument("--files-per-task", dest="files_per_task", type=int, default=64,
+                    help="files per distributed task (each writes its own shard)")
+    pr.add_argument("--resume", action="store_true", help="distributed: skip the tasks whose shard is written")
     pr.add_argument("--overwrite", action="store_true")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_model.cmd_predict)

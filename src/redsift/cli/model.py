@@ -128,6 +128,7 @@ def cmd_predict(args) -> int:
     before any work (a missing input, a bad model)."""
     import os
 
+    from ..errors import RedsiftError
     from ..io.output import write_catalog
     from ..predict import EXIT_PARTIAL, catalog_provenance, predict_catalog, resolve_inputs
     from ..zwarning import ZWarningMask
@@ -136,9 +137,21 @@ def cmd_predict(args) -> int:
         if path and os.path.exists(path) and not args.overwrite:
             raise FileExistsError(f"{path}: exists (use --overwrite)")
     resolve_inputs(args.inputs)  # a missing input or an empty glob stops here, before the model loads
+    distributed = bool(getattr(args, "workers", None) or getattr(args, "scheduler", None))
+    if distributed and args.redrock:
+        raise RedsiftError("--redrock is not available with --workers/--scheduler yet")
     model = _load(args.model, args.device)
     metas = [] if args.redrock else None  # the inputs' ids for the Redrock file's FIBERMAP
-    cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas)
+    if distributed:
+        from ..models import resolve_model_name
+        from ..predict.distributed import predict_distributed
+
+        cat = predict_distributed(getattr(model, "source", resolve_model_name(args.model)), args.inputs, args.output,
+                                  workers=args.workers, scheduler=args.scheduler, files_per_task=args.files_per_task,
+                                  resume=args.resume, device=str(next(iter([*model.parameters(), *model.buffers()])).device),
+                                  progress=not args.quiet)
+    else:
+        cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas)
     prov = catalog_provenance(model, getattr(model, "source", args.model), _command())
     write_catalog(cat, args.output, prov, overwrite=args.overwrite)
     if args.redrock:

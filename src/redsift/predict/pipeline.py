@@ -76,6 +76,9 @@ def resolve_inputs(inputs) -> list[Source]:
         inputs = [inputs]
     out = []
     for item in inputs:
+        if isinstance(item, Source):  # already resolved (a distributed task's share)
+            out.append(item)
+            continue
         if isinstance(item, Spectra):
             out.append(Source("spectra", spectra=item))
             continue

@@ -1,0 +1,76 @@
+"""Prediction on a real Dask LocalCluster (2 worker processes on loopback; issue 20): the distributed catalog
+is the serial one row for row, a corrupt input changes nothing else, a worker killed mid-run loses and
+duplicates nothing, resume reruns only missing shards, and the faults that can be checked early are."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.distributed", reason="dask.distributed not installed (pip install 'redsift[dist]')")
+
+from redsift.errors import RedsiftError  # noqa: E402
+from redsift.models import load_model  # noqa: E402
+from redsift.predict import predict_catalog  # noqa: E402
+from redsift.predict.distributed import plan_tasks, predict_distributed  # noqa: E402
+from redsift.predict.pipeline import resolve_inputs  # noqa: E402
+
+MODEL = "quasarnet-boss-sim"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, real_dir):
+    d = tmp_path_factory.mktemp("dist")
+    files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:9]]
+    bad = d / "spec-corrupt.fits"
+    bad.write_bytes(open(files[0], "rb").read()[:5000])  # truncated
+    return files[:4] + [str(bad)] + files[4:]
+
+
+def _equal(a, b):
+    assert a.colnames == b.colnames
+    assert len(a) == len(b)
+    for c in a.colnames:
+        x, y = np.asarray(a[c]), np.asarray(b[c])
+        assert np.array_equal(x, y) or (x.dtype.kind == "f" and np.array_equal(x, y, equal_nan=True)), c
+
+
+def test_distributed_equals_serial_even_when_a_worker_dies(inputs, tmp_path):
+    serial = predict_catalog(load_model(MODEL), inputs, progress=False)
+    out = str(tmp_path / "cat.fits")
+    # task 1's first attempt kills its worker process (os._exit) mid-run: the scheduler reruns it elsewhere
+    cat = predict_distributed(MODEL, inputs, out, workers=2, files_per_task=3, progress=False, _kill_task=1)
+    _equal(cat, serial)
+    assert os.path.exists(f"{out}.shards/.kill-1")  # the kill happened
+    assert int(np.sum(np.asarray(cat["ZWARN"]) & 2**20 > 0)) == 1  # the corrupt file: one BAD_INPUT row, in place
+    assert str(cat["ERROR"][4]).startswith(inputs[4].split("/")[-1]) or "truncated" in str(cat["ERROR"][4])
+
+
+def test_resume_reruns_only_missing_shards(inputs, tmp_path):
+    out = str(tmp_path / "cat.fits")
+    first = predict_distributed(MODEL, inputs, out, workers=2, files_per_task=4, progress=False)
+    shards = sorted(p for p in os.listdir(f"{out}.shards") if p.startswith("shard-"))
+    assert len(shards) == len(plan_tasks(resolve_inputs(inputs), 4)) == 3
+    os.remove(f"{out}.shards/{shards[1]}")
+    before = {s: os.path.getmtime(f"{out}.shards/{s}") for s in (shards[0], shards[2])}
+    time.sleep(0.05)
+    again = predict_distributed(MODEL, inputs, out, workers=2, files_per_task=4, progress=False, resume=True)
+    _equal(again, first)
+    assert {s: os.path.getmtime(f"{out}.shards/{s}") for s in before} == before
+    with pytest.raises(RedsiftError, match="cannot resume"):  # other inputs: the shards are not reused
+        predict_distributed(MODEL, inputs[:3], out, workers=2, files_per_task=4, progress=False, resume=True)
+
+
+def test_early_faults(inputs, tmp_path):
+    t = time.perf_counter()
+    with pytest.raises(RedsiftError, match="unreachable"):
+        predict_distributed(MODEL, inputs, str(tmp_path / "c.fits"), scheduler="tcp://127.0.0.1:9", connect_timeout=2,
+                            progress=False)
+    assert time.perf_counter() - t < 30
+    blocker = tmp_path / "a-file"  # an output whose directory cannot exist (root ignores permission bits)
+    blocker.write_text("x")
+    t = time.perf_counter()
+    with pytest.raises(RedsiftError, match="cannot write the shards"):
+        predict_distributed(MODEL, inputs, str(blocker / "c.fits"), workers=2, progress=False)
+    assert time.perf_counter() - t < 10  # before any cluster starts
