@@ -80,6 +80,13 @@ def cmd_train(args) -> int:
             fields["model"] = dict(fields.get("model", {}), ncomp=args.ncomp)
         cfg = TrainConfig(**fields)
     history = train(cfg, resume=args.resume, progress=not args.quiet)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # under torchrun: only rank 0 reports
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank:
+            return 0
     if history:
         last = history[-1]
         line = get_family(cfg.family).summary_line(last) if "loss" in last else ""

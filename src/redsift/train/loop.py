@@ -14,6 +14,15 @@ fields must agree (:meth:`~redsift.models.family.Family.init_compatible`). ``lr_
 anneals the learning rate from ``lr`` to ``lr_min`` over ``epochs``; the rate is a pure function of the
 global step, so resuming stays exact. Families solved rather than trained (a ``fit`` hook) are fitted
 once and saved the same way.
+
+**torchrun** (``torchrun --nproc_per_node N -m redsift train FAMILY ...``; ``gloo`` on CPUs, ``nccl`` on
+GPUs): every rank builds the same model (same seed; rank 0's weights are broadcast), takes its share of
+each global batch (``batch_size`` is the global batch: ranks split it), and the gradients are averaged
+across ranks as they are accumulated, before any clipping or step, so N processes take the steps one
+process would take on the same global batch (exactly so for models without batch statistics or
+augmentation: batch norm normalises each rank's share, and each rank draws its own augmentation). Only
+rank 0 logs, validates, writes checkpoints and the best model; all ranks resume from the same checkpoint.
+At the end the ranks' weights are compared (``ddp.json``).
 """
 
 from __future__ import annotations
@@ -74,8 +83,41 @@ class TrainConfig:
 
 def _device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
     return torch.device(name)
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world size)`` under torchrun (the process group initialised once); ``(0, 1)`` otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _average_gradients(model, world: int):
+    """Average each parameter's gradient over the ranks as soon as it is accumulated (so the family's own
+    training step, clipping included, sees the global batch's gradient)."""
+    import torch.distributed as dist
+
+    def hook(p):
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(hook)
+
+
+def _share(idx, rank: int, world: int):
+    """Rank ``rank``'s part of a global batch (contiguous, as equal as the batch allows)."""
+    return np.array_split(np.asarray(idx), world)[rank] if world > 1 else idx
 
 
 def _subset(labels: dict, idx) -> dict:
@@ -150,8 +192,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         raise RedsiftError(f"{out}: a run exists there (use --resume to continue it)")
     if resume and not ckpt_path.exists():
         raise RedsiftError(f"{ckpt_path}: no checkpoint to resume from")
+    rank, world = _distributed()
+    lead = rank == 0
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
+        if cfg.batch_size % world:
+            raise RedsiftError(f"batch_size {cfg.batch_size} (the global batch) must divide among {world} ranks")
+        progress = progress and lead
+        if not lead:
+            logging.getLogger("redsift").setLevel(logging.WARNING)
     fam = get_family(cfg.family)
-    out.mkdir(parents=True, exist_ok=True)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
@@ -183,6 +237,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         _init_weights(model, cfg.init)
         log.info("initialised from %s", cfg.init)
     description = f"{fam.description}, trained by redsift"
+    if fam.fit is not None and not lead:  # solved once, by rank 0
+        return []
     if fam.fit is not None:  # solved, not trained by gradient descent
         history = [dict(fam.fit(model, ds, train_idx, labels, cfg) or {})]
         history[0].update(validate(model, vds, val_idx, vlabels) if len(val_idx) else {})
@@ -193,6 +249,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         return history
     dev = _device(cfg.device)
     model.to(dev)
+    if world > 1:
+        import torch.distributed as dist
+
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, 0)
+        _average_gradients(model, world)
     opts = fam.configure_optimizers(model, cfg)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_loss": float("inf"), "bad_epochs": 0,
              "history": []}
@@ -210,13 +272,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
             torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), dev)
         state = {k: ck[k] for k in state if k != "history"} | {"history": json.loads(ck["history_json"])}
         log.info("resumed %s at epoch %d step %d", out, state["epoch"], state["step_in_epoch"])
-    else:
+    elif lead:
         (out / "train_config.json").write_text(json.dumps(
             {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model.config),
              "data_provenance": ds.provenance, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))},
             indent=1, default=str))
 
     def checkpoint():
+        if not lead:
+            return
         _save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "torch_rng": torch.get_rng_state(),
@@ -242,8 +306,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
 
         def fetch(step):  # the next batch is read and prepared in a background thread
             # augmentation draws from a generator seeded by (seed, epoch, step): a resumed run sees the same
-            return _batch(fam, model, ds, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], labels,
-                          np.random.default_rng([cfg.seed, e, step, 1]))
+            return _batch(fam, model, ds, _share(order[step * cfg.batch_size:(step + 1) * cfg.batch_size], rank, world),
+                          labels, np.random.default_rng([cfg.seed, e, step, 1, rank]))
 
         pool = ThreadPoolExecutor(1)
         pending = pool.submit(fetch, state["step_in_epoch"]) if state["step_in_epoch"] < steps_per_epoch else None
@@ -254,7 +318,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
             for opt in opts:
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(cfg, state["global_step"], steps_per_epoch)
-            running += fam.training_step(model, X, t, opts)
+            step_loss = fam.training_step(model, X, t, opts)
+            if world > 1:  # the global batch's loss: the mean of the ranks' (equal shares)
+                import torch.distributed as dist
+
+                lt = torch.tensor([step_loss], dtype=torch.float64, device=dev)
+                dist.all_reduce(lt)
+                step_loss = float(lt) / world
+            running += step_loss
             nrun += 1
             seen += len(X)
             state["step_in_epoch"] = s + 1
@@ -272,7 +343,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         if stop and state["step_in_epoch"] < steps_per_epoch:
             checkpoint()
             break
-        # end of epoch: validate, keep the best, early-stop
+        # end of epoch: validate, keep the best, early-stop (rank 0 decides; the others follow)
+        if not lead:
+            state["epoch"], state["step_in_epoch"] = e + 1, 0
+            if _broadcast_flag(False):
+                break
+            continue
         metrics = validate(model, vds, val_idx, vlabels)
         metrics.update({"epoch": e + 1, "train_loss": running / max(nrun, 1),
                         "train_spectra_per_s": rate, "global_step": state["global_step"]})
@@ -289,10 +365,41 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         state["epoch"], state["step_in_epoch"] = e + 1, 0
         checkpoint()
         (out / "history.json").write_text(json.dumps(state["history"], indent=1))
-        if state["bad_epochs"] >= cfg.patience:
+        if _broadcast_flag(state["bad_epochs"] >= cfg.patience, world):
             log.info("early stopping after %d epochs without improvement", cfg.patience)
             break
+    if world > 1:
+        _check_ranks(model, out, lead, world)
     return state["history"]
+
+
+def _broadcast_flag(flag: bool, world: int | None = None) -> bool:
+    """Rank 0's decision, on every rank."""
+    world = world if world is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def _check_ranks(model, out: Path, lead: bool, world: int):
+    """Whether every rank ends with rank 0's weights (``out/ddp.json``)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        v = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+    mine = torch.tensor([float(v.sum()), float((v * v).sum())], dtype=torch.float64)
+    lo, hi = mine.clone(), mine.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    agree = bool(torch.all((hi - lo).abs() <= 1e-9 * (1 + mine.abs())))
+    if lead:
+        (out / "ddp.json").write_text(json.dumps({"world_size": world, "ranks_agree": agree,
+                                                  "weights_sum": float(mine[0])}, indent=1))
+    dist.barrier()
 
 
 def load_train_config(path) -> TrainConfig:
