@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--redrock", metavar="FILE",
                     help="also write a Redrock-compatible file (REDSHIFTS with Redrock's columns + FIBERMAP)")
     pr.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    pr.add_argument("-j", "--jobs", type=int, default=1,
+                    help="reader processes: files are read and gridded in N processes while this one runs the model")
     pr.add_argument("--workers", type=int, help="run on a local Dask cluster of N worker processes (redsift[dist])")
     pr.add_argument("--scheduler", metavar="ADDRESS",
                     help="run on an existing Dask cluster (tcp://HOST:8786; SLURM/PBS via dask-jobqueue)")

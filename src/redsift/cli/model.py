@@ -158,7 +158,8 @@ def cmd_predict(args) -> int:
                                   resume=args.resume, device=str(next(iter([*model.parameters(), *model.buffers()])).device),
                                   progress=not args.quiet)
     else:
-        cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas)
+        cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas,
+                              jobs=max(1, getattr(args, "jobs", 1) or 1))
     prov = catalog_provenance(model, getattr(model, "source", args.model), _command())
     write_catalog(cat, args.output, prov, overwrite=args.overwrite)
     if args.redrock:

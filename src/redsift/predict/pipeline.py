@@ -280,7 +280,7 @@ def _dataset(builder, path: str, chunk: int, input_meta):
 
 
 def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True, backend: str = "auto",
-                    meta: dict | None = None, input_meta: list | None = None):
+                    meta: dict | None = None, input_meta: list | None = None, jobs: int = 1):
     """The catalog of ``model`` for files, directories, globs, datasets and/or Spectra: one row per spectrum.
 
     Parameters
@@ -298,6 +298,10 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     input_meta : list, optional
         When given, the metadata table of every input (file, placeholder or dataset chunk) is appended
         to it, in catalog row order (e.g. to write the inputs' FIBERMAP beside a Redrock-format file).
+    jobs : int
+        Reader processes: with ``jobs > 1`` files are read and put on the model's grid in that many
+        forked processes while this one runs the model (windows of ``16 * jobs`` files keep memory bounded;
+        the catalog is the same, row for row).
 
     Returns
     -------
@@ -310,11 +314,28 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     builder = _Builder(model, batch_rows, backend)
     nfiles = sum(s.kind == "file" for s in sources)
     bar = tqdm(total=nfiles, desc="predict", unit="file", disable=not progress or not nfiles)
+    pool = _reader_pool(model, jobs) if jobs > 1 and nfiles > 1 else None
     try:
-        for src in sources:
+        k = 0
+        while k < len(sources):
+            src = sources[k]
             if src.kind == "dataset":
                 _dataset(builder, src.path, 8192, input_meta)
+                k += 1
                 continue
+            if src.kind == "file" and pool is not None:  # a window of files through the reader processes
+                window = []
+                while k < len(sources) and sources[k].kind == "file" and len(window) < 16 * jobs:
+                    window.append(sources[k])
+                    k += 1
+                for items, m in pool.map(_file_items, [(w, input_meta is not None) for w in window]):
+                    bar.update()
+                    if m is not None:
+                        input_meta.append(m)
+                    for item in items:
+                        (builder.add if item[0] == "ok" else builder.add_failed)(*item[1:])
+                continue
+            k += 1
             spectra = src.spectra if src.kind == "spectra" else _read(src)
             if src.kind == "file":
                 bar.update()
@@ -325,7 +346,52 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
             _prepare(builder, spectra)
     finally:
         bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
     return builder.finish(meta)
+
+
+#: the model of a reader process (inherited through fork; read-only there)
+_READER_MODEL = None
+
+
+class _Collector:
+    """What :func:`_prepare` hands the builder, kept as items (a reader process's result)."""
+
+    def __init__(self, model):
+        self.model, self.fam = model, get_family(model)
+        self.items = []
+
+    def add(self, ids, prepared, errors):
+        self.items.append(("ok", ids, prepared, np.asarray(errors, dtype=str)))
+
+    def add_failed(self, ids, zwarn, errors):
+        self.items.append(("failed", ids, zwarn, errors))
+
+
+def _file_items(arg):
+    """In a reader process: one file read and put on the model's grid (every failure becomes items, as in
+    the serial pipeline)."""
+    src, want_meta = arg
+    spectra = _read(src)
+    if spectra is None or len(spectra) == 0:
+        return [], None
+    c = _Collector(_READER_MODEL)
+    _prepare(c, spectra)
+    return c.items, (spectra.meta if want_meta else None)
+
+
+def _reader_pool(model, jobs: int):
+    import multiprocessing as mp
+
+    global _READER_MODEL
+    _READER_MODEL = model
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError:  # no fork on this platform: read in this process
+        return None
+    return ctx.Pool(jobs)
 
 
 def predict_spectra(model, spectra: Spectra, batch_rows: int = 4096, backend: str = "auto"):

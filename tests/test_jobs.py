@@ -1,0 +1,24 @@
+"""``redsift predict -j N`` (issue 20): files read and gridded in forked reader processes give the serial
+catalog row for row, unreadable inputs included, and the inputs' metadata in the same order."""
+
+import numpy as np
+
+from redsift.models import load_model
+from redsift.predict import predict_catalog
+
+
+def test_reader_processes_give_the_serial_catalog(real_dir, tmp_path):
+    files = [str(p) for p in sorted((real_dir / "boss").glob("spec-*.fits"))[:7]]
+    bad = tmp_path / "spec-bad.fits"
+    bad.write_bytes(b"SIMPLE  = T" + b" " * 100)
+    inputs = files[:3] + [str(bad)] + files[3:] + [str(real_dir / "desi" / "coadd-quasarnp-test.fits")]
+    model = load_model("quasarnet-boss-sim")
+    m1, m2 = [], []
+    one = predict_catalog(model, inputs, progress=False, input_meta=m1)
+    two = predict_catalog(model, inputs, progress=False, input_meta=m2, jobs=2)
+    assert one.colnames == two.colnames and len(one) == len(two) == 8 + 25
+    for c in one.colnames:
+        a, b = np.asarray(one[c]), np.asarray(two[c])
+        assert np.array_equal(a, b) or (a.dtype.kind == "f" and np.array_equal(a, b, equal_nan=True)), c
+    assert [len(m) for m in m1] == [len(m) for m in m2]
+    assert int(np.sum(np.asarray(two["ZWARN"]) & 2**20 > 0)) == 1
