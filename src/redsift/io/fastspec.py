@@ -228,11 +228,8 @@ def read_spec_fast(path):
 
 
 def _build(buf: bytes):
-    from astropy.table import Table
 
-    from ..spectra import Spectra
-    from ._util import safe_float, safe_int, to_vacuum
-    from .sdss import _survey, _targetids, snap_loglam
+    from .sdss import spec_spectra
 
     if buf[:2] == b"\x1f\x8b" or buf[:30] != b"SIMPLE  =                    T":
         raise _Fallback("not a plain FITS file")
@@ -256,29 +253,4 @@ def _build(buf: bytes):
     if and_mask.ndim != 1 or and_mask.dtype.kind not in "biu":
         raise _Fallback("AND_MASK")
     header = {k: _value(h0[k]) for k in _USED if k in h0}
-    with np.errstate(over="ignore", invalid="ignore"):
-        wave, converted = to_vacuum(10.0 ** snap_loglam(loglam), header)
-
-    def first(*keys, default):
-        for k in keys:
-            if k in header and header[k] is not None:
-                return header[k]
-        return default
-
-    plate = safe_int(first("PLATEID", "PLATE", default=-1))
-    mjd = safe_int(first("MJD", default=-1))
-    fiber = safe_int(first("FIBERID", "FIBER", default=-1))
-    meta = Table({
-        "TARGETID": _targetids([plate], [mjd], [fiber]),
-        "SURVEY": [_survey(plate)],
-        "INDEX": np.array([0], np.int64),
-        "AIRTOVAC": [converted],
-        "PLATE": np.array([plate], np.int64),
-        "MJD": np.array([mjd], np.int64),
-        "FIBERID": np.array([fiber], np.int64),
-        "RA": [safe_float(first("PLUG_RA", "RA", default=np.nan))],
-        "DEC": [safe_float(first("PLUG_DEC", "DEC", default=np.nan))],
-        "THING_ID": np.array([_thing_id(buf, end1)], np.int64),
-    })
-    return Spectra(wave, np.asarray(flux)[None, :], np.asarray(ivar)[None, :], (np.asarray(and_mask) != 0)[None, :],
-                   meta)
+    return spec_spectra(loglam, flux, ivar, and_mask, header, _thing_id(buf, end1))

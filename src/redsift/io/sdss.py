@@ -76,12 +76,17 @@ def read_spec(info: FileInfo) -> Spectra:
     flux = numeric(getcol(coadd, "FLUX"), "column FLUX", ndim=1)
     ivar = numeric(getcol(coadd, "IVAR"), "column IVAR", ndim=1)
     and_mask = numeric(getcol(coadd, "AND_MASK", default=np.zeros(len(coadd), np.int32)), "column AND_MASK", ndim=1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        wave, converted = to_vacuum(10.0 ** snap_loglam(loglam), hdr)
+    return spec_spectra(loglam, flux, ivar, and_mask, hdr, _thing_id(info))
 
-    plate = safe_int(scalar(hdr, "PLATEID", "PLATE", default=-1))
-    mjd = safe_int(scalar(hdr, "MJD", default=-1))
-    fiber = safe_int(scalar(hdr, "FIBERID", "FIBER", default=-1))
+
+def spec_spectra(loglam, flux, ivar, and_mask, header, thing_id: int) -> Spectra:
+    """The :class:`Spectra` of one spec file from its HDU1 columns, its primary header (anything with ``in``,
+    ``[]`` and ``get``: an astropy header or the fast reader's dict) and its ``THING_ID``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        wave, converted = to_vacuum(10.0 ** snap_loglam(loglam), header)
+    plate = safe_int(scalar(header, "PLATEID", "PLATE", default=-1))
+    mjd = safe_int(scalar(header, "MJD", default=-1))
+    fiber = safe_int(scalar(header, "FIBERID", "FIBER", default=-1))
     meta = Table({
         "TARGETID": _targetids([plate], [mjd], [fiber]),
         "SURVEY": [_survey(plate)],
@@ -90,11 +95,12 @@ def read_spec(info: FileInfo) -> Spectra:
         "PLATE": np.array([plate], np.int64),
         "MJD": np.array([mjd], np.int64),
         "FIBERID": np.array([fiber], np.int64),
-        "RA": [safe_float(scalar(hdr, "PLUG_RA", "RA", default=np.nan))],
-        "DEC": [safe_float(scalar(hdr, "PLUG_DEC", "DEC", default=np.nan))],
-        "THING_ID": np.array([_thing_id(info)], np.int64),
+        "RA": [safe_float(scalar(header, "PLUG_RA", "RA", default=np.nan))],
+        "DEC": [safe_float(scalar(header, "PLUG_DEC", "DEC", default=np.nan))],
+        "THING_ID": np.array([thing_id], np.int64),
     })
-    return Spectra(wave, flux[None, :], ivar[None, :], (and_mask != 0)[None, :], meta)
+    return Spectra(wave, np.asarray(flux)[None, :], np.asarray(ivar)[None, :], (np.asarray(and_mask) != 0)[None, :],
+                   meta)
 
 
 #: The header cards :func:`_thing_id` needs, as ``(keyword, value without quotes or comment)``.
