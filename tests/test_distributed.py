@@ -74,3 +74,18 @@ def test_early_faults(inputs, tmp_path):
     with pytest.raises(RedsiftError, match="cannot write the shards"):
         predict_distributed(MODEL, inputs, str(blocker / "c.fits"), workers=2, progress=False)
     assert time.perf_counter() - t < 10  # before any cluster starts
+
+
+def test_simulate_on_a_cluster_writes_the_serial_dataset(tmp_path):
+    from redsift.data.store import Dataset
+    from redsift.simulate import simulate
+
+    simulate(45, "boss", tmp_path / "serial", seed=4, block=15, progress=False)
+    simulate(45, "boss", tmp_path / "dask", seed=4, block=15, progress=False, workers=2)
+    a, b = Dataset(tmp_path / "serial"), Dataset(tmp_path / "dask")
+    fa, ia, ma = a.read(range(45))
+    fb, ib, mb = b.read(range(45))
+    assert np.array_equal(fa, fb) and np.array_equal(ia, ib) and np.array_equal(ma, mb)
+    for c in a.meta.colnames:
+        x, y = np.asarray(a.meta[c]), np.asarray(b.meta[c])
+        assert np.array_equal(x, y) or (x.dtype.kind == "f" and np.array_equal(x, y, equal_nan=True)), c

@@ -62,7 +62,9 @@ def cmd_simulate(args) -> int:
 
     ds = simulate(args.n, args.survey, args.output, mix=parse_mix(args.classes), seed=args.seed,
                   templates=args.templates, grid=args.grid, jobs=args.jobs, block=args.block,
-                  append=args.append, star_mix=args.star_mix, command="redsift " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                  append=args.append, star_mix=args.star_mix, workers=getattr(args, "workers", None),
+                  scheduler=getattr(args, "scheduler", None),
+                  command="redsift " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(ds)
     print(f"mode: {ds.provenance.get('mode')}" + (f" ({ds.provenance.get('templates')})" if ds.provenance.get("templates") else ""))
     return 0

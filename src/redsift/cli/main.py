@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "class equally often (classifier training)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (output does not depend on it)")
+    sm.add_argument("--workers", type=int, help="run the blocks on a local Dask cluster of N processes (redsift[dist])")
+    sm.add_argument("--scheduler", metavar="ADDRESS", help="run the blocks on an existing Dask cluster")
     sm.add_argument("--block", type=int, default=1000, help="spectra per shard")
     sm.add_argument("--append", action="store_true", help="append to an existing dataset")
     sm.add_argument("-o", "--output", required=True, help="dataset directory")

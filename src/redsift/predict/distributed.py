@@ -17,7 +17,8 @@ any work starts.
 On a cluster: ``dask-scheduler`` on one node, ``dask-worker tcp://HOST:8786`` on the others (or
 ``dask_jobqueue.SLURMCluster(...).scale(jobs=N)`` / ``PBSCluster`` and its ``scheduler_address``), then
 ``redsift predict INPUTS -o cat.fits --scheduler tcp://HOST:8786``. The inputs must be readable at the same
-paths on every worker (a shared file system), as must the model directory.
+paths on every worker (a shared file system), as must the model directory. ``redsift simulate --workers``
+runs its seeded blocks on the same kind of cluster (:func:`redsift.simulate.simulate`).
 """
 
 from __future__ import annotations

@@ -140,8 +140,13 @@ def _work(args):
 
 def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0, templates=None,
              grid: str = "quasarnet", jobs: int = 1, block: int = 1000, progress: bool = True,
-             command: str = "", append: bool = False, star_mix: str = "boss"):
-    """Simulate ``n`` spectra and write them as a dataset at ``output``; returns the Dataset."""
+             command: str = "", append: bool = False, star_mix: str = "boss", workers: int | None = None,
+             scheduler: str | None = None):
+    """Simulate ``n`` spectra and write them as a dataset at ``output``; returns the Dataset.
+
+    ``jobs``: local worker processes; ``workers``/``scheduler``: a Dask cluster instead (a local one of
+    ``workers`` processes, or an existing one at ``scheduler``). Blocks are seeded by ``(seed, block)`` and
+    written in block order, so the dataset is the same whichever runs them."""
     from tqdm.auto import tqdm
 
     from ..data.store import Dataset, DatasetWriter
@@ -166,13 +171,37 @@ def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0
     blocks = [(b, min(block, n - b * block), b * block) for b in range((n + block - 1) // block)]
     args = [(b, nb, start, survey, mix, seed, templates, g.to_dict(), binning, star_mix) for b, nb, start in blocks]
     bar = tqdm(total=n, desc=f"simulate {survey}", unit="spec", disable=not progress)
-    pool = ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,)) if jobs > 1 else None
+    if workers or scheduler:
+        results, close = _dask_map(args, workers, scheduler)
+    else:
+        pool = ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,)) if jobs > 1 else None
+        results = pool.map(_work, args) if pool else map(_work, args)
+        close = pool.shutdown if pool else (lambda: None)
     try:
-        for flux, ivar, mask, meta in (pool.map(_work, args) if pool else map(_work, args)):
+        for flux, ivar, mask, meta in results:
             writer.write_shard(flux, ivar, mask, meta)
             bar.update(len(meta))
     finally:
         bar.close()
-        if pool:
-            pool.shutdown()
+        close()
     return Dataset(output)
+
+
+def _dask_map(args, workers, scheduler):
+    """Blocks on a Dask cluster, their results in block order (each released once written)."""
+    from ..predict.distributed import _client
+
+    client, cluster = _client(workers, scheduler, 10.0)
+    futures = client.map(_work, args, pure=False, retries=2)
+
+    def results():
+        for fut in futures:
+            yield fut.result()
+            fut.release()
+
+    def close():
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    return results(), close
