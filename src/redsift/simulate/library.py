@@ -125,6 +125,10 @@ class TemplateLibrary:
     filters: dict = field(default_factory=dict)  # band -> (wave, response): SDSS g, r, i
 
 
+#: archetypes built and resampled at once while loading (bounds the loading's memory)
+_CHUNK = 50
+
+
 def load_library(path=None, max_stars_per_basis: int = 400, seed: int = 0) -> TemplateLibrary:
     """Load the template library (template mode), or a parametric one when no directory is given."""
     root = find_templates(path)
@@ -169,23 +173,35 @@ def load_library(path=None, max_stars_per_basis: int = 400, seed: int = 0) -> Te
             continue
         else:
             pick = rng.choice(len(coeff), size=min(max_stars_per_basis, len(coeff)), replace=False)
-            spectra = coeff[np.sort(pick)] @ basis
-        good = np.all(np.isfinite(spectra), axis=1) & (np.median(spectra, axis=1) > 0)
-        # PCA reconstructions dip slightly below zero where a cool star has almost no flux (M: the blue
-        # end): a small positive floor keeps those pixels "covered" and physical
-        spectra = np.maximum(spectra, 1e-4 * np.median(np.abs(spectra), axis=1, keepdims=True))
-        stars.append(to_rest_grid(wave, spectra[good]))
+            spectra = None
+        rows = np.sort(pick) if spectra is None else None
+        ngood = 0
+        # a few stars at a time: the archetypes at the templates' native resolution are large (the whole set
+        # at once peaked at ~3.7 GB while loading; the library itself holds ~0.2 GB)
+        for c0 in range(0, len(rows) if rows is not None else 1, _CHUNK):
+            part = coeff[rows[c0:c0 + _CHUNK]] @ basis if rows is not None else spectra
+            good = np.all(np.isfinite(part), axis=1) & (np.median(part, axis=1) > 0)
+            # PCA reconstructions dip slightly below zero where a cool star has almost no flux (M: the blue
+            # end): a small positive floor keeps those pixels "covered" and physical
+            part = np.maximum(part, 1e-4 * np.median(np.abs(part), axis=1, keepdims=True))
+            if good.any():
+                stars.append(to_rest_grid(wave, part[good]))
+            ngood += int(good.sum())
         label = {"Carbon": "C", "Ldwarf": "L"}.get(letter, letter)
-        cls += [label] * int(good.sum())
-        sub += [f"{label} (redrock archetype)"] * int(good.sum())
-        native += [False] * int(good.sum())
+        cls += [label] * ngood
+        sub += [f"{label} (redrock archetype)"] * ngood
+        native += [False] * ngood
     lib.stars = np.concatenate(stars)
     lib.star_class, lib.star_subclass, lib.star_native = cls, sub, np.array(native)
 
     wave, basis, coeff = _redrock(root / "redrock" / "rrtemplate-galaxy-legacy.fits")
-    gal = coeff @ basis
-    good = np.all(np.isfinite(gal), axis=1) & (np.median(gal, axis=1) > 0)
-    lib.galaxies = to_rest_grid(wave, gal[good])
+    gals = []
+    for c0 in range(0, len(coeff), _CHUNK):
+        gal = coeff[c0:c0 + _CHUNK] @ basis
+        good = np.all(np.isfinite(gal), axis=1) & (np.median(gal, axis=1) > 0)
+        if good.any():
+            gals.append(to_rest_grid(wave, gal[good]))
+    lib.galaxies = np.concatenate(gals)
 
     sky = root.parent / "sky" / "desi_spec-sky.dat"
     if sky.exists():
