@@ -53,20 +53,22 @@ def _value(text: str):
     raise _Fallback(f"value {v!r}")
 
 
+def _end_card(buf: bytes, start: int) -> int:
+    """Byte position of the END card of the header starting at ``start`` (searched block by block at card
+    boundaries), -1 when the file ends first."""
+    for b in range(start, len(buf) - _BLOCK + 1, _BLOCK):
+        block = buf[b:b + _BLOCK]
+        for c in range(0, _BLOCK, 80):
+            if block[c:c + 8] == b"END     ":
+                return b + c
+    return -1
+
+
 def parse_header(buf: bytes, start: int) -> tuple[dict, int, set]:
     """Cards of the header starting at byte ``start``: ``({keyword: raw value text}, data start, duplicated
     keywords)``. Raises :class:`_Fallback` on a header with no END card inside the file."""
     cards, dup = {}, set()
-    n = len(buf)
-    end = -1
-    for b in range(start, n - _BLOCK + 1, _BLOCK):  # the END card, block by block
-        block = buf[b:b + _BLOCK]
-        for c in range(0, _BLOCK, 80):
-            if block[c:c + 8] == b"END     ":
-                end = b + c
-                break
-        if end >= 0:
-            break
+    end = _end_card(buf, start)
     if end < 0:
         raise _Fallback("no END card")
     text = buf[start:end].decode("ascii", "replace")
@@ -161,57 +163,22 @@ def _table(buf: bytes, cards: dict, data: int):
     return {k: arr[f"c{i}"] for k, i in keep.items()}, data + -(-(width * rows) // _BLOCK) * _BLOCK
 
 
-#: HDU2's cards, matched on the raw bytes (cards are 80 bytes: a value never runs into the next card's key)
-_TFORMS = re.compile(rb"TFORM(\d+) *= *'([^']{0,68})'")
-_TTYPES = re.compile(rb"TTYPE(\d+) *= *'([^']{0,68})'")
-_SIMPLE = re.compile(rb"(XTENSION|NAXIS1|NAXIS2|TFIELDS) *= *('[^']{0,68}'|[^ /]+)")
-
-
 def _thing_id(buf: bytes, start: int) -> int:
-    """``THING_ID`` from HDU2 (the spAll row) as :func:`redsift.io.sdss._thing_id` reads it; -1 otherwise.
-    Ids only: the pipeline's class and redshift in the same row are never read. The ~500 cards of HDU2 are
-    matched by one regular expression (a loop over them cost more than the rest of the read)."""
-    from .sdss import _TFORM, _TFORM_BYTES
+    """``THING_ID`` from HDU2 (the spAll row), read as :func:`redsift.io.sdss._thing_id` reads it (the same
+    :func:`~redsift.io.sdss.thing_id_cell`); -1 otherwise. Ids only: the pipeline's class and redshift in the
+    same row are never read."""
+    from .sdss import thing_id_cell
 
     try:
-        end = -1
-        for b in range(start, len(buf) - _BLOCK + 1, _BLOCK):
-            block = buf[b:b + _BLOCK]
-            hit = next((c for c in range(0, _BLOCK, 80) if block[c:c + 8] == b"END     "), -1)
-            if hit >= 0:
-                end = b + hit
-                break
-        if end < 0:
+        end = _end_card(buf, start)
+        cell = thing_id_cell(buf[start:end]) if end >= 0 else None
+        if cell is None:
             return -1
         data = start + -(-(end + 80 - start) // _BLOCK) * _BLOCK
-        head = buf[start:end]
-
-        def cards(pattern):  # matches that start a card (not text inside another card)
-            return [m.groups() for m in pattern.finditer(head) if m.start() % 80 == 0]
-
-        if len([m for m in re.finditer(rb"TFORM\d+ *=", head) if m.start() % 80 == 0]) != len(cards(_TFORMS)):
-            return -1  # a TFORM card this pattern does not read: let it go rather than guess
-        forms = {int(n): v.strip().decode("ascii", "replace") for n, v in cards(_TFORMS)}
-        types = {int(n): v.strip().decode("ascii", "replace").upper() for n, v in cards(_TTYPES)}
-        simple = {k.decode(): v.strip().strip(b"'").strip().decode("ascii", "replace") for k, v in cards(_SIMPLE)}
-        if simple.get("XTENSION") != "BINTABLE" or int(simple.get("NAXIS2", 0)) < 1:
+        offset, fmt = cell
+        if data + offset + np.dtype(fmt).itemsize > len(buf):
             return -1
-        offset, col = 0, None
-        for n in range(1, int(simple.get("TFIELDS", 0)) + 1):
-            m = _TFORM.fullmatch(forms.get(n, ""))
-            if m is None:
-                return -1
-            r = int(m.group(1) or 1)
-            width = -(-r // 8) if m.group(2) == "X" else r * _TFORM_BYTES[m.group(2)]
-            if types.get(n) == "THING_ID":
-                col = (offset, m.group(2), r)
-            offset += width
-        if col is None or offset != int(simple.get("NAXIS1", -1)) or col[1] not in ("J", "K") or col[2] != 1:
-            return -1
-        fmt = ">i8" if col[1] == "K" else ">i4"
-        if data + col[0] + np.dtype(fmt).itemsize > len(buf):
-            return -1
-        return int(np.frombuffer(buf, fmt, count=1, offset=data + col[0])[0])
+        return int(np.frombuffer(buf, fmt, count=1, offset=data + offset)[0])
     except Exception:  # an id never costs the spectrum (as the astropy path)
         return -1
 

@@ -110,6 +110,29 @@ _TFORM = re.compile(r"(\d*)([LXBIJKAEDCMPQ])\S*")
 _TFORM_BYTES = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
 
 
+def thing_id_cell(head: bytes) -> tuple[int, str] | None:
+    """Where ``THING_ID`` sits in a row of a binary table: ``(byte offset, big-endian dtype)`` from the
+    table's header cards (``head``: its 80-byte cards before END), or None when the table has no usable
+    one-element integer ``THING_ID`` column or its cards do not add up to its row width."""
+    text = b"\n".join(head[k:k + 80] for k in range(0, len(head), 80)).decode("ascii", "replace")
+    cards = {k: v.strip() for k, v in _CARD.findall(text)}
+    if cards.get("XTENSION") != "BINTABLE" or int(cards.get("NAXIS2", 0)) < 1:
+        return None
+    offset, col = 0, None
+    for n in range(1, int(cards.get("TFIELDS", 0)) + 1):
+        m = _TFORM.fullmatch(cards.get(f"TFORM{n}", ""))
+        if m is None:
+            return None
+        r = int(m.group(1) or 1)
+        width = -(-r // 8) if m.group(2) == "X" else r * _TFORM_BYTES[m.group(2)]
+        if cards.get(f"TTYPE{n}", "").upper() == "THING_ID":
+            col = (offset, m.group(2), r)
+        offset += width
+    if col is None or offset != int(cards["NAXIS1"]) or col[1] not in ("J", "K") or col[2] != 1:
+        return None
+    return col[0], ">i8" if col[1] == "K" else ">i4"
+
+
 def _thing_id(info: FileInfo) -> int:
     """``THING_ID`` of a spec file: the id column of HDU2 (the spAll row), -1 when there is none.
 
@@ -135,25 +158,12 @@ def _thing_id(info: FileInfo) -> int:
                 if ends:
                     break
             data = f.tell()
-            text = b"\n".join(head[k:k + 80] for k in range(0, ends[0], 80)).decode("ascii", "replace")
-            cards = {k: v.strip() for k, v in _CARD.findall(text)}
-            if cards.get("XTENSION") != "BINTABLE" or int(cards.get("NAXIS2", 0)) < 1:
+            cell = thing_id_cell(head[:ends[0]])
+            if cell is None:
                 return -1
-            offset, col = 0, None
-            for n in range(1, int(cards.get("TFIELDS", 0)) + 1):
-                m = _TFORM.fullmatch(cards.get(f"TFORM{n}", ""))
-                if m is None:
-                    return -1
-                r = int(m.group(1) or 1)
-                width = -(-r // 8) if m.group(2) == "X" else r * _TFORM_BYTES[m.group(2)]
-                if cards.get(f"TTYPE{n}", "").upper() == "THING_ID":
-                    col = (offset, m.group(2), r)
-                offset += width
-            if col is None or offset != int(cards["NAXIS1"]) or col[1] not in ("J", "K") or col[2] != 1:
-                return -1
-            f.seek(data + col[0])
-            raw = f.read(8 if col[1] == "K" else 4)
-        return int(np.frombuffer(raw, ">i8" if col[1] == "K" else ">i4")[0])
+            f.seek(data + cell[0])
+            raw = f.read(np.dtype(cell[1]).itemsize)
+        return int(np.frombuffer(raw, cell[1])[0])
     except Exception:  # TypeError from a header value of the wrong type too: an id never costs the spectrum
         return -1
 

@@ -235,14 +235,14 @@ class CombinedFamily(Family):
         import torch
 
         from ..zwarning import ZWarningMask
-        from .eigen import RAW_FIELDS, decode, scan_window
+        from .eigen import RAW_FIELDS, D, decode, scan_window
 
         cfg, ecfg = model.config, model.eigen.config
         names = list(ecfg.tax.classes)
         best = np.asarray(cc["CLASS_BEST"])
         cls = np.array([names.index(b) if b in names else -1 for b in best], np.int64)
         z0 = np.asarray(cc["Z"], float)
-        px = np.asarray(cc["ZERR"], float) / (1 + z0) / (np.log(10) * 1e-4)
+        px = np.asarray(cc["ZERR"], float) / (1 + z0) / (np.log(10) * D)
         half = np.clip(np.ceil(cfg.refine_nsigma * np.nan_to_num(px, nan=cfg.refine_max_px)), cfg.refine_min_px,
                        cfg.refine_max_px).astype(np.int64)
         run = ~nodata & (cls >= 0) & np.isfinite(z0)
@@ -254,11 +254,12 @@ class CombinedFamily(Family):
         bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
         use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
         use &= (np.asarray(cc["SPECTYPE"]) != "QSO") | (z0 < cfg.refine_qso_zmax)
-        cols["Z_EIGEN"] = np.where(d["ok"], d["z"], np.nan)
-        cols["ZERR_EIGEN"] = np.where(d["ok"], d["zerr"], np.nan)
-        cols["CHI2"], cols["DELTACHI2"] = d["chi2"], d["dchi2"]
-        cols["NPIXELS"], cols["COEFF"] = d["npix"], d["coeff"]
-        cols["RCHI2"], cols["ANOMALY"] = d["rchi2"], d["anomaly"].astype(np.float32)
+        # the eigen part's own columns, as the eigen family writes them (rows not scanned: sentinels)
+        fe = get_family("eigen")
+        ec, _ = fe.columns(model.eigen, raw, Prepared(zwarn=np.zeros(len(z0), np.int64)))
+        cols["Z_EIGEN"], cols["ZERR_EIGEN"] = ec["Z"], ec["ZERR"]
+        for name, _ in fe.schema(model.eigen):
+            cols[name] = ec[name]
         cols["Z"] = np.where(use, d["z"], cols["Z"])
         cols["ZERR"] = np.where(use, d["zerr"], cols["ZERR"])
         cols["Z_METHOD"] = np.where(use, "EIGEN", cols["Z_METHOD"])

@@ -61,6 +61,7 @@ from torch import nn
 
 from ..errors import RedsiftError
 from ..grid import LogGrid
+from ..metrics import nmad
 from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
 from ..zwarning import ZWarningMask
 from .family import Family, Prepared, nodata_rows
@@ -252,6 +253,15 @@ def to_rest(flux, ivar, z, s_max: int, rest_npix: int):
     return F, W
 
 
+def _ridge_solve(M, b, ridge: float):
+    """``(M + lam I)^-1 b`` for batched ``M`` (..., K, K) and ``b`` (..., K) in float64, ``lam`` being ``ridge``
+    times the mean of each system's diagonal (a Tikhonov term that keeps uncovered pixels finite)."""
+    M, b = M.double(), b.double()
+    lam = ridge * M.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)[..., None, None]
+    eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
+    return torch.linalg.solve(M + lam * eye, b.unsqueeze(-1))[..., 0]
+
+
 def empca(F, W, ncomp: int, iters: int = 25, ridge: float = 1e-6, seed: int = 0):
     """Weighted low-rank approximation ``F ~ C P`` (Bailey 2012, PASP 124, 1015: EM-PCA with weights).
 
@@ -284,24 +294,20 @@ def empca(F, W, ncomp: int, iters: int = 25, ridge: float = 1e-6, seed: int = 0)
     P = P + 1e-3 * torch.randn(P.shape, generator=g)
     P = torch.linalg.qr(P.T.double())[0].T.float()
     WF = Wt * Ft
-    eye = torch.eye(k, dtype=torch.float64)
+
+    def coefficients(P):  # (P W_i P^T) c_i = P W_i f_i   (Bailey eq. 6 with weights)
+        return _ridge_solve(torch.einsum("kr,nr,lr->nkl", P, Wt, P), WF @ P.T, ridge)
+
     for _ in range(iters):
-        # coefficients: (P W_i P^T) c_i = P W_i f_i   (Bailey eq. 6 with weights)
-        A = torch.einsum("kr,nr,lr->nkl", P, Wt, P).double()
-        b = (WF @ P.T).double()
-        lam = ridge * A.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
-        C = torch.linalg.solve(A + lam * eye, b.unsqueeze(-1)).squeeze(-1).float()
-        # eigenvectors, pixel by pixel: (sum_i w_ir c_i c_i^T) p_r = sum_i w_ir f_ir c_i   (eq. 8)
+        C = coefficients(P).float()
+        # eigenvectors, pixel by pixel: (sum_i w_ir c_i c_i^T) p_r = sum_i w_ir f_ir c_i   (eq. 8); one ridge
+        # for every pixel (the mean diagonal over all of them)
         CC = (C[:, :, None] * C[:, None, :]).reshape(n, k * k)
         G = (CC.T @ Wt).T.reshape(R, k, k).double()
-        h = (C.T @ WF).T.double()
         lam = ridge * G.diagonal(dim1=1, dim2=2).mean().clamp_min(1e-30)
-        P = torch.linalg.solve(G + lam * eye, h.unsqueeze(-1)).squeeze(-1).T
+        P = _ridge_solve(G + lam * torch.eye(k, dtype=G.dtype), (C.T @ WF).T, 0.0).T
         P = torch.linalg.qr(P.T)[0].T.float()
-    A = torch.einsum("kr,nr,lr->nkl", P, Wt, P).double()
-    b = (WF @ P.T).double()
-    lam = ridge * A.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
-    C = torch.linalg.solve(A + lam * eye, b.unsqueeze(-1)).squeeze(-1)
+    C = coefficients(P)
     _, _, Vh = torch.linalg.svd(C, full_matrices=False)  # order by the variance the components carry
     P = (Vh @ P.double()).float()
     C = (C @ Vh.T).float()
@@ -487,28 +493,24 @@ def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
 
 def _windows(model, ks, s_int, npix: int):
     """Each row's template window ``(B, K, npix)`` (class ``ks[i]`` at integer shift ``s_int[i]``) and the
-    templates' coverage ``(B, npix)`` (slices, not a gather: faster on the CPU)."""
+    templates' coverage ``(B, npix)``, cut from the class packs (slices, not a gather: faster on the CPU)."""
     cfg = model.config
-    key = ("masked",)
-    if key not in model._cache:
-        model._cache[key] = ((model.templates * (model.valid > 0)[:, None]).float().contiguous(), model.valid > 0)
-    T, V = model._cache[key]
     o = (cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max)).tolist()
     k = ks.clamp_min(0).tolist()
+    K = cfg.ncomp
     if not o:
-        return T.new_zeros((0, T.shape[1], npix)), V.new_zeros((0, npix))
-    return (torch.stack([T[a, :, b:b + npix] for a, b in zip(k, o)]),
-            torch.stack([V[a, b:b + npix] for a, b in zip(k, o)]))
+        return torch.zeros((0, K, npix), device=s_int.device), torch.zeros((0, npix), dtype=torch.bool,
+                                                                          device=s_int.device)
+    P = [_class_pack(model, a)["P"] for a in k]  # rows: T_k V, ..., V last
+    return (torch.stack([p[:K, b:b + npix] for p, b in zip(P, o)]),
+            torch.stack([p[-1, b:b + npix] > 0 for p, b in zip(P, o)]))
 
 
 def _lstsq(Tw, w, f, ridge: float):
     """Weighted least-squares amplitudes ``(B, K)``, the model ``(B, npix)`` and its chi2 (float32 sums, a
     float64 solve: the exact chi2 of the answer comes from the native stage)."""
     Y = Tw * w[:, None]
-    M = torch.bmm(Y, Tw.transpose(1, 2)).double()
-    bvec = torch.bmm(Y, f[:, :, None])[..., 0].double()
-    lam = ridge * M.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)[:, None, None]
-    a = torch.linalg.solve(M + lam * torch.eye(M.shape[-1], dtype=M.dtype, device=M.device), bvec.unsqueeze(-1))[..., 0]
+    a = _ridge_solve(torch.bmm(Y, Tw.transpose(1, 2)), torch.bmm(Y, f[:, :, None])[..., 0], ridge)
     model = torch.bmm(a.float()[:, None], Tw)[:, 0]
     return a, model, ((f - model) ** 2 * w).sum(1).double()
 
@@ -582,25 +584,23 @@ def _refine(model, k, s0, D, ntot, lo, hi, half, H=None, passes: int = 3):
     return cmp, chi2, n, s
 
 
-def _final(model, k_best, s_int, flux, ivar, B, K, dev, k2=None, s2=None):
-    """COEFF, the chi2 (modelled pixels) and the anomaly score at each spectrum's answer.
+def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None):
+    """COEFF and the anomaly score at each spectrum's answer (``k_best < 0``: none; NaN there).
 
     The score (:func:`anomaly_score`) adds to the largest local misfit the chi-square gained by fitting
     the best and the second-best solution (another redshift or class, ``k2``/``s2``) together:
     ``log(1 + max(0, chi2_best - chi2_joint) / max(1, rchi2))`` — two objects in one fibre."""
-    coeff = torch.full((B, K), float("nan"), device=dev)
-    chi2 = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
-    anom = torch.full((B,), float("nan"), device=dev)
+    B, npix = flux.shape
+    coeff = torch.full((B, model.config.ncomp), float("nan"), device=flux.device)
+    anom = torch.full((B,), float("nan"), device=flux.device)
     rows = _nz(k_best >= 0)
     if not len(rows):
-        return coeff, chi2, anom
-    cfg = model.config
-    npix = flux.shape[1]
+        return coeff, anom
+    ridge = model.config.ridge
     Tw, cov = _windows(model, k_best[rows], s_int[rows], npix)
     w = ivar[rows] * cov
-    a, mflux, c1 = _lstsq(Tw, w, flux[rows], cfg.ridge)
+    a, mflux, c1 = _lstsq(Tw, w, flux[rows], ridge)
     coeff[rows] = a.float()
-    chi2[rows] = c1
     local = anomaly_score(flux[rows], w, mflux.float())
     blend = torch.zeros_like(c1)
     if k2 is not None:
@@ -608,11 +608,11 @@ def _final(model, k_best, s_int, flux, ivar, B, K, dev, k2=None, s2=None):
         if bool(has.any()):
             r2 = rows[has]
             T2, _ = _windows(model, k2[r2], s2[r2], npix)
-            _, _, cj = _lstsq(torch.cat([Tw[has], T2], 1), w[has], flux[r2], cfg.ridge)
+            _, _, cj = _lstsq(torch.cat([Tw[has], T2], 1), w[has], flux[r2], ridge)
             n = w[has].gt(0).sum(1).clamp_min(1)
             blend[has] = (c1[has] - cj).clamp_min(0) / (c1[has] / n).clamp_min(1)
     anom[rows] = (torch.log1p(local.double()) + torch.log1p(blend)).float()
-    return coeff, chi2, anom
+    return coeff, anom
 
 
 def _setup(model, X):
@@ -734,7 +734,7 @@ def scan(model, X, classes=None, return_curves: bool = False):
     zw |= torch.where(dchi2 < cfg.dchi2_min, int(ZWarningMask.SMALL_DELTA_CHI2), 0)
     zw |= torch.where(nmod < ntot.double(), int(ZWarningMask.LITTLE_COVERAGE), 0)
     k2 = torch.where(torch.isfinite(second["k"]), second["k"], torch.full_like(second["k"], -1)).long()
-    coeff, _, anom = _final(model, k_best, s_int, flux, ivar, B, K, dev, k2, second["si"].nan_to_num(0).long())
+    coeff, anom = _final(model, k_best, s_int, flux, ivar, k2, second["si"].nan_to_num(0).long())
     chi2v = f["chi"]  # the native stage's (float64) at the answer
     out = torch.stack([k_best.double(), f["s"], f["sig"], chi2v, dchi2.double(), nmod, zw.double(),
                        chi2v / (nmod - K).clamp_min(1), anom.double(), s_int.double(), second["k"], second["si"]], 1)
@@ -775,7 +775,7 @@ def scan_window(model, X, cls, z0, half_px):
             zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
             zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi), int(ZWarningMask.Z_FITLIMIT), 0)
             zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
-            coeff, _, an = _final(model, kk, sj, flux[r], ivar[r], len(sel), K, dev)
+            coeff, an = _final(model, kk, sj, flux[r], ivar[r])
             chi = chi2.gather(1, j[:, None])[:, 0].double()
             nan = torch.full_like(chi, float("nan"))
             vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
@@ -903,8 +903,7 @@ class EigenFamily(Family):
             m = d["ok"] & (y >= 0) & (d["spectype"] == t) & (tz == t) & np.isfinite(d["zerr"]) & (d["zerr"] > 0)
             m &= np.abs(d["z"] - z) / (1 + z) < 0.01
             if m.sum() >= 20:
-                pull = (d["z"][m] - z[m]) / d["zerr"][m]
-                sd = 1.4826 * np.median(np.abs(pull - np.median(pull)))
+                sd = nmad((d["z"][m] - z[m]) / d["zerr"][m])
                 scale[t] = float(max(sd, 1e-3))
                 record[f"pull_nmad_{t}"] = float(sd)
         a = d["anomaly"][d["ok"] & np.isfinite(d["anomaly"])]

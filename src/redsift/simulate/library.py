@@ -129,6 +129,13 @@ class TemplateLibrary:
 _CHUNK = 50
 
 
+def _in_chunks(coeff, basis):
+    """The archetype spectra ``coeff @ basis``, ``_CHUNK`` at a time: at the templates' native resolution the
+    whole set at once peaked at ~3.7 GB while loading (the library itself holds ~0.2 GB)."""
+    for c0 in range(0, len(coeff), _CHUNK):
+        yield coeff[c0:c0 + _CHUNK] @ basis
+
+
 def load_library(path=None, max_stars_per_basis: int = 400, seed: int = 0) -> TemplateLibrary:
     """Load the template library (template mode), or a parametric one when no directory is given."""
     root = find_templates(path)
@@ -168,18 +175,14 @@ def load_library(path=None, max_stars_per_basis: int = 400, seed: int = 0) -> Te
         letter = f.stem.split("-")[2]
         wave, basis, coeff = _redrock(f)
         if coeff is None and basis.shape[0] == 1:  # Carbon, Ldwarf: one spectrum, no archetype set
-            spectra = basis.copy()
+            parts = [basis]
         elif coeff is None:  # a PCA basis without archetypes (CV): not individual stars
             continue
         else:
             pick = rng.choice(len(coeff), size=min(max_stars_per_basis, len(coeff)), replace=False)
-            spectra = None
-        rows = np.sort(pick) if spectra is None else None
+            parts = _in_chunks(coeff[np.sort(pick)], basis)
         ngood = 0
-        # a few stars at a time: the archetypes at the templates' native resolution are large (the whole set
-        # at once peaked at ~3.7 GB while loading; the library itself holds ~0.2 GB)
-        for c0 in range(0, len(rows) if rows is not None else 1, _CHUNK):
-            part = coeff[rows[c0:c0 + _CHUNK]] @ basis if rows is not None else spectra
+        for part in parts:
             good = np.all(np.isfinite(part), axis=1) & (np.median(part, axis=1) > 0)
             # PCA reconstructions dip slightly below zero where a cool star has almost no flux (M: the blue
             # end): a small positive floor keeps those pixels "covered" and physical
@@ -196,8 +199,7 @@ def load_library(path=None, max_stars_per_basis: int = 400, seed: int = 0) -> Te
 
     wave, basis, coeff = _redrock(root / "redrock" / "rrtemplate-galaxy-legacy.fits")
     gals = []
-    for c0 in range(0, len(coeff), _CHUNK):
-        gal = coeff[c0:c0 + _CHUNK] @ basis
+    for gal in _in_chunks(coeff, basis):
         good = np.all(np.isfinite(gal), axis=1) & (np.median(gal, axis=1) > 0)
         if good.any():
             gals.append(to_rest_grid(wave, gal[good]))
