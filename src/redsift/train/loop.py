@@ -346,7 +346,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
         # end of epoch: validate, keep the best, early-stop (rank 0 decides; the others follow)
         if not lead:
             state["epoch"], state["step_in_epoch"] = e + 1, 0
-            if _broadcast_flag(False):
+            if _broadcast_flag(False, world):
                 break
             continue
         metrics = validate(model, vds, val_idx, vlabels)
@@ -373,9 +373,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> list
     return state["history"]
 
 
-def _broadcast_flag(flag: bool, world: int | None = None) -> bool:
+def _broadcast_flag(flag: bool, world: int) -> bool:
     """Rank 0's decision, on every rank."""
-    world = world if world is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return flag
     import torch.distributed as dist
