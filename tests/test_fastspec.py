@@ -116,3 +116,52 @@ def test_card_values_as_astropy_gives_them(value, expected):
     from redsift.io.fastspec import _value
 
     assert _value(value) == expected
+
+
+def test_batch_read_gives_each_file_its_own_spectra(real_dir, boss_files, tmp_path):
+    """``read_fast_batch`` (the pipeline's path): each file it takes is row for row what ``read_file`` gives
+    (wavelengths bit for bit, padding at the red end with no weight); the files it leaves are the others."""
+    src = boss_files[0].read_bytes()
+    (tmp_path / "spec-truncated.fits").write_bytes(src[: len(src) // 2])
+    lamost = sorted((real_dir / "lamost").glob("*.fits*"))[0]
+    files = ([str(f) for f in sorted((real_dir / "boss").glob("spec-*.fits"))]
+             + [str(f) for f in sorted((real_dir / "sdss1").glob("spec-*.fits"))]
+             + [str(tmp_path / "spec-truncated.fits"), str(lamost), str(real_dir / "desi" / "coadd-quasarnp-test.fits")])
+    batch, ok = registry.read_fast_batch(files)
+    assert ok.sum() == len(files) - 3 and not ok[-3:].any()
+    assert len(batch) == ok.sum() and batch.wave.ndim == 2
+    for row, f in enumerate(np.asarray(files)[ok]):
+        one = registry.read_file(f)
+        n = one.npix
+        assert np.array_equal(batch.wave[row, :n], one.wave), f
+        for name in ("flux", "ivar", "mask"):
+            assert np.array_equal(getattr(batch, name)[row, :n], getattr(one, name)[0]), (f, name)
+        assert not batch.ivar[row, n:].any() and batch.mask[row, n:].all()
+        assert set(batch.meta.colnames) == set(one.meta.colnames)
+        for c in one.meta.colnames:
+            x, y = np.asarray(batch.meta[c][row]), np.asarray(one.meta[c][0])
+            assert x.dtype.kind == y.dtype.kind and (x == y or (x.dtype.kind == "f" and np.isnan(x) and np.isnan(y))), (f, c)
+    with pytest.raises(SpectrumFileError, match="spec-truncated.fits"):
+        registry.read_file(files[-3])
+
+
+def test_thing_id_cell_against_astropy(boss_files):
+    """THING_ID's cell found from HDU2's cards agrees with astropy's parse of the whole table; a card it
+    relies on repeated, missing or changed makes it give up (-1), never read another column."""
+    from astropy.io import fits
+
+    from redsift.io.fastspec import read_spec_raw
+    from redsift.io.sdss import thing_id_cell
+
+    for f in boss_files:
+        assert read_spec_raw(f)[-1] == int(fits.getdata(f, 2)["THING_ID"][0]), f.name
+    with fits.open(boss_files[0]) as h:
+        head = h[2].header.tostring(endcard=False).encode()
+    assert thing_id_cell(head) is not None
+    i = head.find(b"TFORM3  =")
+    assert thing_id_cell(head[:i] + head[i + 80:]) is None  # a column without its TFORM
+    assert thing_id_cell(head + head[i:i + 80]) is None  # a TFORM twice
+    j = head.find(b"'THING_ID'")
+    assert thing_id_cell(head[:j] + b"'THING_IE'" + head[j + 10:]) is None  # no THING_ID column
+    k = head.find(b"NAXIS1  =")
+    assert thing_id_cell(head[:k] + b"NAXIS1  =                    1".ljust(80) + head[k + 80:]) is None

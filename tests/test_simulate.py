@@ -215,3 +215,27 @@ def test_observed_frame_igm_matches_tau_eff_and_stays_blueward():
     # only DLA damping wings reach red-ward of Lyman-alpha
     assert np.all(T[:, lya > 1260] > 0.9) and np.mean(T[:, lya > 1260]) > 0.999
     assert 0 < n.mean() < 1
+
+
+def test_dark_sky_has_a_continuum_at_the_nominal_brightness(templates):
+    """desi_spec-sky.dat holds sky lines only: the simulator adds the continuum between them so that the
+    r-band sky is DESI's nominal dark sky (21.07 mag/arcsec^2), and keeps the line-free pixels at that
+    continuum on every survey grid (interpolating across them made the blue sky ~8x too bright)."""
+    from redsift.simulate.instrument import SURVEYS, _sky_model
+    from redsift.simulate.library import DARK_SKY_R, TemplateLibrary, load_sky
+
+    lib = TemplateLibrary(mode="templates")
+    load_sky(lib, templates)
+    w = np.asarray(lib.sky_wave)
+    ref = 2.998e18 * 3631e-23 / w**2 * 1e17  # 0-mag AB, flat in f_nu
+    for band, lo, hi in (("r", 21.0, 21.15), ("g", 21.5, 22.4)):
+        resp = np.interp(w, *lib.filters[band], left=0, right=0) * w
+        mag = -2.5 * np.log10(np.sum(lib.sky_flux * resp) / np.sum(ref * resp))
+        assert lo < mag < hi, (band, mag)
+    assert abs(DARK_SKY_R - 21.07) < 0.01
+    cont = np.interp(4500.0, w, ref) * 10 ** (-0.4 * (DARK_SKY_R + 0.8))  # about the continuum alone
+    for name in ("boss", "desi", "lamost"):
+        s = SURVEYS[name]
+        sky, _ = _sky_model(s, s.wave, lib)
+        blue = (s.wave > 4400) & (s.wave < 4600)
+        assert 0.7 < np.median(sky[blue]) / s.fibre_area / cont < 1.3, name

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-__all__ = ["read_spec_fast", "parse_header"]
+__all__ = ["read_spec_fast", "read_spec_raw", "parse_header"]
 
 _BLOCK = 2880
 _VALUE = re.compile(r"^\s*(?:'((?:[^']|'')*)'|([^/]*?))\s*(?:/.*)?$")
@@ -186,18 +186,24 @@ def _thing_id(buf: bytes, start: int) -> int:
 def read_spec_fast(path):
     """The :class:`~redsift.spectra.Spectra` of one spec file, exactly as :func:`redsift.io.sdss.read_spec`
     makes it, or ``None`` when the file is anything but a plain spec file (the caller uses astropy)."""
+    from .sdss import spec_spectra
+
+    raw = read_spec_raw(path)
+    return None if raw is None else spec_spectra(*raw)
+
+
+def read_spec_raw(path):
+    """``(loglam, flux, ivar, and_mask, header, thing_id)`` of one plain spec file (views of its bytes;
+    ``header`` a dict of the primary cards :func:`~redsift.io.sdss.spec_spectra` reads), or ``None``."""
     try:
         with open(path, "rb") as f:
             buf = f.read()
-        return _build(buf)
+        return _parse(buf)
     except (_Fallback, OSError, ValueError, KeyError, TypeError, OverflowError):
         return None
 
 
-def _build(buf: bytes):
-
-    from .sdss import spec_spectra
-
+def _parse(buf: bytes):
     if buf[:2] == b"\x1f\x8b" or buf[:30] != b"SIMPLE  =                    T":
         raise _Fallback("not a plain FITS file")
     h0, d0, dup0 = parse_header(buf, 0)
@@ -220,4 +226,4 @@ def _build(buf: bytes):
     if and_mask.ndim != 1 or and_mask.dtype.kind not in "biu":
         raise _Fallback("AND_MASK")
     header = {k: _value(h0[k]) for k in _USED if k in h0}
-    return spec_spectra(loglam, flux, ivar, and_mask, header, _thing_id(buf, end1))
+    return loglam, flux, ivar, and_mask, header, _thing_id(buf, end1)

@@ -36,7 +36,7 @@ from ..errors import RedsiftError, SpectrumFileError, UnknownFormatError, onelin
 from ..spectra import Spectra
 
 __all__ = ["Reader", "FileInfo", "register", "readers", "identify_format", "read", "read_file",
-           "iter_read", "expand_paths"]
+           "iter_read", "expand_paths", "read_fast_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -449,16 +449,60 @@ def read_file(path, format: str | None = None) -> Spectra:
 FAST_PATH = True
 
 
+def _fast_candidate(p: str) -> bool:
+    """Whether the strict spec reader may try file ``p`` (its name, and no reader from outside redsift that
+    could claim a spec file before the built-in one: then astropy decides)."""
+    if not FAST_PATH or not p.endswith(".fits") or not os.path.basename(p).startswith("spec"):
+        return False
+    _load_builtin()
+    return all(r.load.__module__.startswith(__package__ + ".") for r in _READERS.values())
+
+
+def read_fast_batch(paths) -> tuple[Spectra | None, np.ndarray]:
+    """The plain SDSS/BOSS spec files among ``paths`` read by the strict reader into one :class:`Spectra`
+    (rows in the order of the paths it took; per-spectrum wavelengths, each as :func:`read_file` gives it),
+    and a boolean array saying which paths it took. The others (any other format, anything the strict reader
+    does not expect, a wavelength array :func:`read_file` would refuse) are left to :func:`read_file`: every
+    file gets the same spectra, flags and errors either way. The metadata table is built once per batch."""
+    from ._util import wavelength_problem
+    from .fastspec import read_spec_raw
+    from .sdss import spec_batch, spec_wave
+
+    ok = np.zeros(len(paths), bool)
+    waves, cols, headers, tids, conv, srcs = [], [], [], [], [], []
+    for i, path in enumerate(paths):
+        p = os.fspath(path)
+        if not _fast_candidate(p):
+            continue
+        raw = read_spec_raw(p)
+        if raw is None:
+            continue
+        loglam, flux, ivar, and_mask, header, thing_id = raw
+        wave, converted = spec_wave(loglam, header)
+        if wave.size == 0 or wavelength_problem(wave) is not None:
+            continue
+        ok[i] = True
+        waves.append(wave)
+        cols.append((flux, ivar, and_mask))
+        headers.append(header)
+        tids.append(thing_id)
+        conv.append(converted)
+        srcs.append(p)
+    if not ok.any():
+        return None, ok
+    spectra = spec_batch(waves, cols, headers, tids, conv)
+    spectra.meta["SOURCE"] = np.array(srcs, dtype=str)
+    spectra.meta["FORMAT"] = np.array(["sdss-spec"] * len(srcs), dtype=str)
+    return spectra, ok
+
+
 def _read_fast(path, format: str | None):
     """SDSS/BOSS spec files through :mod:`redsift.io.fastspec` (``None``: use the general path)."""
-    if not FAST_PATH or format not in (None, "sdss-spec"):
+    if format not in (None, "sdss-spec"):
         return None
     p = os.fspath(path)
-    if not p.endswith(".fits") or not os.path.basename(p).startswith("spec"):
+    if not _fast_candidate(p):
         return None
-    _load_builtin()
-    if any(not r.load.__module__.startswith(__package__ + ".") for r in _READERS.values()):
-        return None  # a reader registered from outside redsift could claim a spec file first: astropy decides
     from .fastspec import read_spec_fast
 
     spectra = read_spec_fast(p)

@@ -20,6 +20,7 @@ masked, as QuasarNET does (``ivar * (AND_MASK == 0)``).
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -30,7 +31,8 @@ from ..spectra import Spectra, sdss_targetid
 from ._util import atomic_path, colmap, float_column, getcol, int_column, numeric, safe_float, safe_int, scalar, to_vacuum
 from .registry import FileInfo, register
 
-__all__ = ["read_spec", "read_spplate", "write_spplate", "snap_loglam", "BOSS_FIRST_PLATE"]
+__all__ = ["read_spec", "read_spplate", "write_spplate", "snap_loglam", "spec_spectra", "spec_batch", "spec_wave",
+           "BOSS_FIRST_PLATE"]
 
 #: BOSS plates are numbered from 3510 on; lower numbers are SDSS-I/II plates.
 BOSS_FIRST_PLATE = 3510
@@ -79,58 +81,161 @@ def read_spec(info: FileInfo) -> Spectra:
     return spec_spectra(loglam, flux, ivar, and_mask, hdr, _thing_id(info))
 
 
+def _spec_meta(headers, thing_ids, converted) -> Table:
+    """The metadata rows of spec files from their primary headers (see :func:`spec_spectra`)."""
+    plate = [safe_int(scalar(h, "PLATEID", "PLATE", default=-1)) for h in headers]
+    mjd = [safe_int(scalar(h, "MJD", default=-1)) for h in headers]
+    fiber = [safe_int(scalar(h, "FIBERID", "FIBER", default=-1)) for h in headers]
+    return Table({
+        "TARGETID": _targetids(plate, mjd, fiber),
+        "SURVEY": [_survey(p) for p in plate],
+        "INDEX": np.zeros(len(headers), np.int64),
+        "AIRTOVAC": np.asarray(converted, bool),
+        "PLATE": np.array(plate, np.int64),
+        "MJD": np.array(mjd, np.int64),
+        "FIBERID": np.array(fiber, np.int64),
+        "RA": [safe_float(scalar(h, "PLUG_RA", "RA", default=np.nan)) for h in headers],
+        "DEC": [safe_float(scalar(h, "PLUG_DEC", "DEC", default=np.nan)) for h in headers],
+        "THING_ID": np.array(thing_ids, np.int64),
+    })
+
+
+def spec_wave(loglam, header) -> tuple[np.ndarray, bool]:
+    """Vacuum wavelengths of a spec file's ``LOGLAM`` (snapped to the SDSS lattice) and whether they were
+    converted from air."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return to_vacuum(10.0 ** snap_loglam(loglam), header)
+
+
 def spec_spectra(loglam, flux, ivar, and_mask, header, thing_id: int) -> Spectra:
     """The :class:`Spectra` of one spec file from its HDU1 columns, its primary header (anything with ``in``,
     ``[]`` and ``get``: an astropy header or the fast reader's dict) and its ``THING_ID``."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        wave, converted = to_vacuum(10.0 ** snap_loglam(loglam), header)
-    plate = safe_int(scalar(header, "PLATEID", "PLATE", default=-1))
-    mjd = safe_int(scalar(header, "MJD", default=-1))
-    fiber = safe_int(scalar(header, "FIBERID", "FIBER", default=-1))
-    meta = Table({
-        "TARGETID": _targetids([plate], [mjd], [fiber]),
-        "SURVEY": [_survey(plate)],
-        "INDEX": np.array([0], np.int64),
-        "AIRTOVAC": [converted],
-        "PLATE": np.array([plate], np.int64),
-        "MJD": np.array([mjd], np.int64),
-        "FIBERID": np.array([fiber], np.int64),
-        "RA": [safe_float(scalar(header, "PLUG_RA", "RA", default=np.nan))],
-        "DEC": [safe_float(scalar(header, "PLUG_DEC", "DEC", default=np.nan))],
-        "THING_ID": np.array([thing_id], np.int64),
-    })
+    wave, converted = spec_wave(loglam, header)
     return Spectra(wave, np.asarray(flux)[None, :], np.asarray(ivar)[None, :], (np.asarray(and_mask) != 0)[None, :],
-                   meta)
+                   _spec_meta([header], [thing_id], [converted]))
 
 
-#: The header cards :func:`_thing_id` needs, as ``(keyword, value without quotes or comment)``.
-_CARD = re.compile(r"^(XTENSION|NAXIS[12]|TFIELDS|TTYPE\d+|TFORM\d+) *= *'?([^'/\n]*)", re.M)
+def spec_batch(waves, columns, headers, thing_ids, converted) -> Spectra:
+    """Many spec files as one :class:`Spectra` with per-spectrum wavelengths (each row's own, bit for bit as
+    :func:`spec_spectra` gives it, padded at the red end with ``ivar = 0`` and ``mask = True``): the metadata
+    table and the checks made once per batch, not once per file (issue 20). ``columns``: ``(flux, ivar,
+    and_mask)`` of each file."""
+    from ..spectra import _extend
+
+    n, npix = len(waves), max(w.size for w in waves)
+    wave = np.empty((n, npix))
+    flux = np.zeros((n, npix), np.float32)
+    ivar = np.zeros((n, npix), np.float32)
+    mask = np.ones((n, npix), bool)
+    for i, (w, (f, iv, am)) in enumerate(zip(waves, columns)):
+        k = w.size
+        wave[i, :k] = w
+        if k < npix:
+            wave[i, k:] = _extend(w[None, :], npix - k)[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            flux[i, :k] = f
+            ivar[i, :k] = iv
+        mask[i, :k] = am != 0
+    return Spectra(wave, flux, ivar, mask, _spec_meta(headers, thing_ids, converted))
+
+
 _TFORM = re.compile(r"(\d*)([LXBIJKAEDCMPQ])\S*")
 #: Bytes per element of each FITS binary-table TFORM code (X, bits, is handled apart).
 _TFORM_BYTES = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
 
 
+@functools.lru_cache(maxsize=1024)
+def _tform(value: bytes) -> tuple[str, int, int] | None:
+    """``(code, repeat, bytes)`` of a TFORM value, None when it is not one."""
+    m = _TFORM.fullmatch(value.decode("ascii", "replace"))
+    if m is None:
+        return None
+    r = int(m.group(1) or 1)
+    return m.group(2), r, -(-r // 8) if m.group(2) == "X" else r * _TFORM_BYTES[m.group(2)]
+
+
+def _quoted(cards: np.ndarray) -> np.ndarray | None:
+    """The string values of header cards (rows of 80 bytes) as an ``S69`` array, trailing blanks removed;
+    None unless every value is a fixed-format string (its quote in byte 11) without an embedded quote."""
+    if cards.shape[0] == 0:
+        return np.zeros(0, "S69")
+    body = cards[:, 11:]
+    quote = body == ord("'")
+    end = quote.argmax(axis=1)
+    if not (cards[:, 10] == ord("'")).all() or not quote.any(axis=1).all():
+        return None
+    if (np.take_along_axis(body, np.minimum(end + 1, 68)[:, None], axis=1)[:, 0] == ord("'")).any():
+        return None  # '' (a quote inside the string): not a TFORM or a TTYPE this reader needs
+    text = np.where(np.arange(69)[None, :] < end[:, None], body, 0).astype(np.uint8)
+    return np.char.rstrip(np.ascontiguousarray(text).view("S69").ravel())
+
+
+def _numbers(cards: np.ndarray, start: int) -> np.ndarray | None:
+    """The index of indexed keywords (``TFORMn``: digits in bytes ``start``..8, blanks after), or None."""
+    d = cards[:, start:8].astype(int) - ord("0")
+    digit = (d >= 0) & (d <= 9)
+    blank = cards[:, start:8] == ord(" ")
+    ndig = digit.cumprod(axis=1).sum(axis=1)
+    if (ndig == 0).any() or not (digit | blank).all() or (digit.sum(axis=1) != ndig).any():
+        return None
+    num = np.zeros(len(cards), int)
+    for k in range(d.shape[1]):
+        num = np.where(k < ndig, num * 10 + np.where(digit[:, k], d[:, k], 0), num)
+    return num
+
+
+def _value(cards: np.ndarray, keys: np.ndarray, key: bytes):
+    """The value text of the one card ``key`` (quotes or comment removed), None if absent or repeated."""
+    hit = np.flatnonzero(keys == key.ljust(8))
+    if hit.size != 1:
+        return None
+    v = cards[hit[0], 10:].tobytes().strip()
+    return v[1:].split(b"'")[0].strip() if v.startswith(b"'") else v.split(b"/")[0].strip()
+
+
 def thing_id_cell(head: bytes) -> tuple[int, str] | None:
     """Where ``THING_ID`` sits in a row of a binary table: ``(byte offset, big-endian dtype)`` from the
     table's header cards (``head``: its 80-byte cards before END), or None when the table has no usable
-    one-element integer ``THING_ID`` column or its cards do not add up to its row width."""
-    text = b"\n".join(head[k:k + 80] for k in range(0, len(head), 80)).decode("ascii", "replace")
-    cards = {k: v.strip() for k, v in _CARD.findall(text)}
-    if cards.get("XTENSION") != "BINTABLE" or int(cards.get("NAXIS2", 0)) < 1:
+    one-element integer ``THING_ID`` column, a card it needs is repeated or not in the fixed format, or its
+    cards do not add up to its row width.
+
+    Run on every spec file (a 236-column table), so the cards are taken apart as arrays (the keywords,
+    indices and string values of all cards at once) and each distinct TFORM is parsed once."""
+    ncard = len(head) // 80
+    if ncard == 0:
         return None
-    offset, col = 0, None
-    for n in range(1, int(cards.get("TFIELDS", 0)) + 1):
-        m = _TFORM.fullmatch(cards.get(f"TFORM{n}", ""))
-        if m is None:
+    cards = np.frombuffer(head, np.uint8, count=ncard * 80).reshape(ncard, 80)
+    cards = cards[cards[:, 8] == ord("=")]
+    keys = np.ascontiguousarray(cards[:, :8]).view("S8").ravel()
+    try:
+        if _value(cards, keys, b"XTENSION") != b"BINTABLE" or int(_value(cards, keys, b"NAXIS2") or 0) < 1:
             return None
-        r = int(m.group(1) or 1)
-        width = -(-r // 8) if m.group(2) == "X" else r * _TFORM_BYTES[m.group(2)]
-        if cards.get(f"TTYPE{n}", "").upper() == "THING_ID":
-            col = (offset, m.group(2), r)
-        offset += width
-    if col is None or offset != int(cards["NAXIS1"]) or col[1] not in ("J", "K") or col[2] != 1:
+        nfields, width = int(_value(cards, keys, b"TFIELDS")), int(_value(cards, keys, b"NAXIS1"))
+    except (TypeError, ValueError):
         return None
-    return col[0], ">i8" if col[1] == "K" else ">i4"
+    forms = cards[np.char.startswith(keys, b"TFORM")]
+    types = cards[np.char.startswith(keys, b"TTYPE")]
+    fnum, tnum = _numbers(forms, 5), _numbers(types, 5)
+    fval, tval = _quoted(forms), _quoted(types)
+    if fnum is None or tnum is None or fval is None or tval is None:
+        return None
+    if fnum.size != nfields or not np.array_equal(np.sort(fnum), np.arange(1, nfields + 1)):
+        return None  # a column without its TFORM, or one twice
+    if np.unique(tnum).size != tnum.size:
+        return None
+    uniq, inv = np.unique(fval, return_inverse=True)
+    parsed = [_tform(u) for u in uniq]
+    if any(p is None for p in parsed):
+        return None
+    named = tnum[np.char.upper(np.char.strip(tval)) == b"THING_ID"]
+    if named.size != 1:
+        return None
+    widths = np.empty(nfields, int)
+    widths[fnum - 1] = np.array([p[2] for p in parsed])[inv.ravel()]
+    code, repeat, _ = parsed[inv.ravel()[np.flatnonzero(fnum == named[0])[0]]]
+    if int(widths.sum()) != width or code not in ("J", "K") or repeat != 1:
+        return None
+    return int(widths[:named[0] - 1].sum()), ">i8" if code == "K" else ">i4"
 
 
 def _thing_id(info: FileInfo) -> int:

@@ -300,7 +300,7 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
         to it, in catalog row order (e.g. to write the inputs' FIBERMAP beside a Redrock-format file).
     jobs : int
         Reader processes: with ``jobs > 1`` files are read and put on the model's grid in that many
-        forked processes while this one runs the model (windows of ``16 * jobs`` files keep memory bounded;
+        forked processes while this one runs the model (windows of ``WINDOW`` files per process keep memory bounded;
         the catalog is the same, row for row).
 
     Returns
@@ -315,6 +315,7 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     nfiles = sum(s.kind == "file" for s in sources)
     bar = tqdm(total=nfiles, desc="predict", unit="file", disable=not progress or not nfiles)
     pool = _reader_pool(model, jobs) if jobs > 1 and nfiles > 1 else None
+    jobs = jobs if pool is not None else 1
     try:
         k = 0
         while k < len(sources):
@@ -323,27 +324,32 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
                 _dataset(builder, src.path, 8192, input_meta)
                 k += 1
                 continue
-            if src.kind == "file" and pool is not None:  # a window of files through the reader processes
+            if src.kind == "file":  # a window of consecutive files (read in batches; in processes with -j)
                 window = []
-                while k < len(sources) and sources[k].kind == "file" and len(window) < 16 * jobs:
+                while k < len(sources) and sources[k].kind == "file" and len(window) < WINDOW * max(jobs, 1):
                     window.append(sources[k])
                     k += 1
-                for items, m in pool.map(_file_items, [(w, input_meta is not None) for w in window]):
-                    bar.update()
-                    if m is not None:
-                        input_meta.append(m)
-                    for item in items:
-                        (builder.add if item[0] == "ok" else builder.add_failed)(*item[1:])
+                if pool is not None:
+                    size = -(-len(window) // jobs)
+                    chunks = [window[c:c + size] for c in range(0, len(window), size)]
+                    for items, metas in pool.map(_window_items, [(c, input_meta is not None) for c in chunks]):
+                        if input_meta is not None:
+                            input_meta.extend(metas)
+                        for item in items:
+                            (builder.add if item[0] == "ok" else builder.add_failed)(*item[1:])
+                else:
+                    for spectra in _read_window(window):
+                        if input_meta is not None:
+                            input_meta.append(spectra.meta)
+                        _prepare(builder, spectra)
+                bar.update(len(window))
                 continue
             k += 1
-            spectra = src.spectra if src.kind == "spectra" else _read(src)
-            if src.kind == "file":
-                bar.update()
-            if spectra is None or len(spectra) == 0:
+            if len(src.spectra) == 0:
                 continue
             if input_meta is not None:
-                input_meta.append(spectra.meta)
-            _prepare(builder, spectra)
+                input_meta.append(src.spectra.meta)
+            _prepare(builder, src.spectra)
     finally:
         bar.close()
         if pool is not None:
@@ -370,16 +376,45 @@ class _Collector:
         self.items.append(("failed", ids, zwarn, errors))
 
 
-def _file_items(arg):
-    """In a reader process: one file read and put on the model's grid (every failure becomes items, as in
-    the serial pipeline)."""
-    src, want_meta = arg
-    spectra = _read(src)
-    if spectra is None or len(spectra) == 0:
-        return [], None
+def _window_items(arg):
+    """In a reader process: consecutive files read and put on the model's grid (every failure becomes
+    items, as in the serial pipeline), and their metadata tables when asked."""
+    window, want_meta = arg
     c = _Collector(_READER_MODEL)
-    _prepare(c, spectra)
-    return c.items, (spectra.meta if want_meta else None)
+    metas = []
+    for spectra in _read_window(window):
+        if want_meta:
+            metas.append(spectra.meta)
+        _prepare(c, spectra)
+    return c.items, metas
+
+
+#: files per window of the file pipeline (per reader process with ``jobs > 1``)
+WINDOW = 256
+
+
+def _read_window(window: list[Source]) -> list[Spectra]:
+    """The spectra of consecutive file sources, in order: each run of plain SDSS/BOSS spec files as one
+    batch (:func:`redsift.io.registry.read_fast_batch`: per-file Python work done once per batch), every
+    other file on its own (:func:`_read`: placeholders for unreadable files; skipped files left out)."""
+    from ..io.registry import read_fast_batch
+
+    batch, ok = read_fast_batch([s.path for s in window])
+    out, row, i = [], 0, 0
+    while i < len(window):
+        if not ok[i]:
+            spectra = _read(window[i])
+            if spectra is not None and len(spectra):
+                out.append(spectra)
+            i += 1
+            continue
+        j = i
+        while j < len(window) and ok[j]:
+            j += 1
+        out.append(batch if j - i == len(batch) else batch[row:row + j - i])
+        row += j - i
+        i = j
+    return out
 
 
 def _reader_pool(model, jobs: int):

@@ -106,6 +106,51 @@ def star_subclass(name: str) -> tuple[str, str]:
     return (m[1] if m else "UNKNOWN"), base
 
 
+#: DESI's nominal dark sky, r = 21.07 AB mag/arcsec^2 (3.73 nanomaggies/arcsec^2: the ``sky_nom`` of desispec's
+#: effective-time calibration, the sky of the survey's 1,000 s dark-time depth; Schlafly et al. 2023, AJ 166, 259)
+DARK_SKY_R = 22.5 - 2.5 * np.log10(3.73)
+
+
+def sky_continuum(wave, lines, filters: dict | None = None, r_mag: float = DARK_SKY_R) -> np.ndarray:
+    """The dark-sky continuum under a sky-line spectrum, in the same units (1e-17 erg/s/cm2/A/arcsec2).
+
+    ``desi_spec-sky.dat`` holds the sky *lines* only (95% of its pixels are zero, 4000-5000 A entirely): the
+    continuum between them (airglow pseudo-continuum, zodiacal light, scattered starlight) is missing. It is
+    added here as a spectrum flat in f_nu, scaled so that lines + continuum have the nominal dark-sky
+    brightness ``r_mag`` through the SDSS r filter (a top-hat 5500-6900 A without ``filters``); flat in f_nu
+    the continuum is r + 0.8 mag fainter than the whole sky, g ~ 21.9 with the lines, near the dark skies
+    quoted for Apache Point and Kitt Peak.
+    """
+    wave = np.asarray(wave, float)
+    ref = 2.998e18 * 3631e-23 / wave**2 * 1e17  # a 0-mag AB source, flat in f_nu
+    if filters and "r" in filters:
+        resp = np.interp(wave, filters["r"][0], filters["r"][1], left=0, right=0)
+    else:
+        resp = ((wave > 5500) & (wave < 6900)).astype(float)
+    w = resp * wave
+    line_part = float(np.sum(np.clip(lines, 0, None) * w) / np.sum(ref * w))
+    a = max(10 ** (-0.4 * r_mag) - line_part, 0.0)
+    return a * ref
+
+
+def load_sky(lib, root) -> None:
+    """The SDSS filter curves and the dark sky (lines + :func:`sky_continuum`) of templates directory ``root``
+    into ``lib`` (left empty where the files are absent)."""
+    root = Path(root)
+    for band in ("g", "r", "i"):
+        gf = root.parent / "sky" / "sdss_filters" / f"sdss2010-{band}.ecsv"
+        if gf.exists():
+            from astropy.table import Table
+
+            t = Table.read(gf)
+            lib.filters[band] = (np.asarray(t["wavelength"], float), np.asarray(t["response"], float))
+    lib.gfilter = lib.filters.get("g")
+    sky = root.parent / "sky" / "desi_spec-sky.dat"
+    if sky.exists():
+        t = np.loadtxt(sky)
+        lib.sky_wave, lib.sky_flux = t[:, 0], t[:, 1] + sky_continuum(t[:, 0], t[:, 1], lib.filters)
+
+
 @dataclass
 class TemplateLibrary:
     """Source spectra on :data:`REST_GRID` (rows) with their labels."""
@@ -205,17 +250,6 @@ def load_library(path=None, max_stars_per_basis: int = 400, seed: int = 0) -> Te
             gals.append(to_rest_grid(wave, gal[good]))
     lib.galaxies = np.concatenate(gals)
 
-    sky = root.parent / "sky" / "desi_spec-sky.dat"
-    if sky.exists():
-        t = np.loadtxt(sky)
-        lib.sky_wave, lib.sky_flux = t[:, 0], t[:, 1]
-    for band in ("g", "r", "i"):
-        gf = root.parent / "sky" / "sdss_filters" / f"sdss2010-{band}.ecsv"
-        if gf.exists():
-            from astropy.table import Table
-
-            t = Table.read(gf)
-            lib.filters[band] = (np.asarray(t["wavelength"], float), np.asarray(t["response"], float))
-    lib.gfilter = lib.filters.get("g")
+    load_sky(lib, root)
     log.info("template library from %s: %d stars, %d galaxies", root, len(lib.stars), len(lib.galaxies))
     return lib
