@@ -189,7 +189,12 @@ def read_spec_fast(path):
     from .sdss import spec_spectra
 
     raw = read_spec_raw(path)
-    return None if raw is None else spec_spectra(*raw)
+    if raw is None:
+        return None
+    try:
+        return spec_spectra(*raw)
+    except (ValueError, TypeError, OverflowError):  # e.g. a LOGLAM giving no finite wavelength: astropy's say
+        return None
 
 
 def read_spec_raw(path):

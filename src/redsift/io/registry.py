@@ -490,7 +490,10 @@ def read_fast_batch(paths) -> tuple[Spectra | None, np.ndarray]:
         srcs.append(p)
     if not ok.any():
         return None, ok
-    spectra = spec_batch(waves, cols, headers, tids, conv)
+    try:
+        spectra = spec_batch(waves, cols, headers, tids, conv)
+    except (ValueError, TypeError, OverflowError):  # never seen: then every file on its own, as before
+        return None, np.zeros(len(paths), bool)
     spectra.meta["SOURCE"] = np.array(srcs, dtype=str)
     spectra.meta["FORMAT"] = np.array(["sdss-spec"] * len(srcs), dtype=str)
     return spectra, ok

@@ -20,7 +20,6 @@ masked, as QuasarNET does (``ivar * (AND_MASK == 0)``).
 
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
@@ -139,49 +138,37 @@ def spec_batch(waves, columns, headers, thing_ids, converted) -> Spectra:
     return Spectra(wave, flux, ivar, mask, _spec_meta(headers, thing_ids, converted))
 
 
-_TFORM = re.compile(r"(\d*)([LXBIJKAEDCMPQ])\S*")
-#: Bytes per element of each FITS binary-table TFORM code (X, bits, is handled apart).
-_TFORM_BYTES = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
+#: Bytes per element of each FITS binary-table TFORM code (X, bits, is handled apart), by ASCII code.
+_TFORM_BYTES = np.zeros(256, np.int64)
+for _code, _size in {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "X": 1}.items():
+    _TFORM_BYTES[ord(_code)] = _size
+_UPPER = np.arange(256, dtype=np.uint8)
+_UPPER[ord("a"):ord("z") + 1] -= 32
 
 
-@functools.lru_cache(maxsize=1024)
-def _tform(value: bytes) -> tuple[str, int, int] | None:
-    """``(code, repeat, bytes)`` of a TFORM value, None when it is not one."""
-    m = _TFORM.fullmatch(value.decode("ascii", "replace"))
-    if m is None:
-        return None
-    r = int(m.group(1) or 1)
-    return m.group(2), r, -(-r // 8) if m.group(2) == "X" else r * _TFORM_BYTES[m.group(2)]
+#: place values of the digits of a repeat count: _PLACE[number of digits, position]
+_PLACE = np.array([[10 ** (n - 1 - j) if j < n else 0 for j in range(19)] for n in range(20)], np.int64)
 
 
-def _quoted(cards: np.ndarray) -> np.ndarray | None:
-    """The string values of header cards (rows of 80 bytes) as an ``S69`` array, trailing blanks removed;
-    None unless every value is a fixed-format string (its quote in byte 11) without an embedded quote."""
-    if cards.shape[0] == 0:
-        return np.zeros(0, "S69")
-    body = cards[:, 11:]
-    quote = body == ord("'")
+def _forms(cards: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(type letter as ASCII, repeat, bytes in a row)`` of TFORM cards (rows of 80 bytes): fixed-format
+    strings of a repeat count and one fixed-width type letter (``'5A      '``, ``'E'``), or None when any is
+    something else (heap descriptors, a malformed or long value)."""
+    body = cards[:, 11:30]
+    quote = body == 39  # '
     end = quote.argmax(axis=1)
-    if not (cards[:, 10] == ord("'")).all() or not quote.any(axis=1).all():
+    digit = (body >= 48) & (body <= 57)
+    ndig = (~digit).argmax(axis=1)
+    rows = np.arange(len(body))
+    code = body[rows, ndig].astype(np.int64)
+    j = np.arange(body.shape[1])[None, :]
+    blank = (body == 32) | (j <= ndig[:, None]) | (j >= end[:, None])
+    if (not (cards[:, 10] == 39).all() or not quote[rows, end].all() or (ndig >= end).any()
+            or not blank.all() or not _TFORM_BYTES[code].all()):
         return None
-    if (np.take_along_axis(body, np.minimum(end + 1, 68)[:, None], axis=1)[:, 0] == ord("'")).any():
-        return None  # '' (a quote inside the string): not a TFORM or a TTYPE this reader needs
-    text = np.where(np.arange(69)[None, :] < end[:, None], body, 0).astype(np.uint8)
-    return np.char.rstrip(np.ascontiguousarray(text).view("S69").ravel())
-
-
-def _numbers(cards: np.ndarray, start: int) -> np.ndarray | None:
-    """The index of indexed keywords (``TFORMn``: digits in bytes ``start``..8, blanks after), or None."""
-    d = cards[:, start:8].astype(int) - ord("0")
-    digit = (d >= 0) & (d <= 9)
-    blank = cards[:, start:8] == ord(" ")
-    ndig = digit.cumprod(axis=1).sum(axis=1)
-    if (ndig == 0).any() or not (digit | blank).all() or (digit.sum(axis=1) != ndig).any():
-        return None
-    num = np.zeros(len(cards), int)
-    for k in range(d.shape[1]):
-        num = np.where(k < ndig, num * 10 + np.where(digit[:, k], d[:, k], 0), num)
-    return num
+    repeat = np.where(ndig > 0, ((body.astype(np.int64) - 48) * _PLACE[ndig]).sum(axis=1), 1)
+    width = np.where(code == 88, -(-repeat // 8), repeat * _TFORM_BYTES[code])  # 88: X, bits
+    return code, repeat, width
 
 
 def _value(cards: np.ndarray, keys: np.ndarray, key: bytes):
@@ -199,8 +186,8 @@ def thing_id_cell(head: bytes) -> tuple[int, str] | None:
     one-element integer ``THING_ID`` column, a card it needs is repeated or not in the fixed format, or its
     cards do not add up to its row width.
 
-    Run on every spec file (a 236-column table), so the cards are taken apart as arrays (the keywords,
-    indices and string values of all cards at once) and each distinct TFORM is parsed once."""
+    Run on every spec file (a 236-column table), so the cards are taken apart as arrays: the keywords, the
+    TFORM indices and values and the TTYPE names of all cards at once."""
     ncard = len(head) // 80
     if ncard == 0:
         return None
@@ -211,31 +198,31 @@ def thing_id_cell(head: bytes) -> tuple[int, str] | None:
         if _value(cards, keys, b"XTENSION") != b"BINTABLE" or int(_value(cards, keys, b"NAXIS2") or 0) < 1:
             return None
         nfields, width = int(_value(cards, keys, b"TFIELDS")), int(_value(cards, keys, b"NAXIS1"))
+        isform = np.char.startswith(keys, b"TFORM")
+        fnum = np.char.strip(np.ascontiguousarray(cards[isform, 5:8]).view("S3").ravel()).astype(np.int64)
     except (TypeError, ValueError):
-        return None
-    forms = cards[np.char.startswith(keys, b"TFORM")]
-    types = cards[np.char.startswith(keys, b"TTYPE")]
-    fnum, tnum = _numbers(forms, 5), _numbers(types, 5)
-    fval, tval = _quoted(forms), _quoted(types)
-    if fnum is None or tnum is None or fval is None or tval is None:
         return None
     if fnum.size != nfields or not np.array_equal(np.sort(fnum), np.arange(1, nfields + 1)):
         return None  # a column without its TFORM, or one twice
-    if np.unique(tnum).size != tnum.size:
+    forms = _forms(cards[isform])
+    if forms is None:
         return None
-    uniq, inv = np.unique(fval, return_inverse=True)
-    parsed = [_tform(u) for u in uniq]
-    if any(p is None for p in parsed):
+    # the TTYPE cards naming THING_ID (any case, blanks before the closing quote)
+    types = cards[np.char.startswith(keys, b"TTYPE")]
+    name = _UPPER[types[:, 10:20]]
+    after = types[:, 20:]
+    closed = (name[:, 9] == ord("'")) | ((name[:, 9] == ord(" ")) & (after[np.arange(len(after)), (after != ord(" ")).argmax(axis=1)] == ord("'")))
+    hit = np.flatnonzero((name[:, :9] == np.frombuffer(b"'THING_ID", np.uint8)).all(axis=1) & closed)
+    if hit.size != 1:
         return None
-    named = tnum[np.char.upper(np.char.strip(tval)) == b"THING_ID"]
-    if named.size != 1:
+    try:
+        n = int(types[hit[0], 5:8].tobytes())
+    except ValueError:
         return None
-    widths = np.empty(nfields, int)
-    widths[fnum - 1] = np.array([p[2] for p in parsed])[inv.ravel()]
-    code, repeat, _ = parsed[inv.ravel()[np.flatnonzero(fnum == named[0])[0]]]
-    if int(widths.sum()) != width or code not in ("J", "K") or repeat != 1:
+    code, repeat, widths = (a[np.argsort(fnum)] for a in forms)
+    if int(widths.sum()) != width or chr(code[n - 1]) not in ("J", "K") or repeat[n - 1] != 1:
         return None
-    return int(widths[:named[0] - 1].sum()), ">i8" if code == "K" else ">i4"
+    return int(widths[:n - 1].sum()), ">i8" if code[n - 1] == ord("K") else ">i4"
 
 
 def _thing_id(info: FileInfo) -> int:

@@ -300,8 +300,8 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
         to it, in catalog row order (e.g. to write the inputs' FIBERMAP beside a Redrock-format file).
     jobs : int
         Reader processes: with ``jobs > 1`` files are read and put on the model's grid in that many
-        forked processes while this one runs the model (windows of ``WINDOW`` files per process keep memory bounded;
-        the catalog is the same, row for row).
+        forked processes while this one runs the model on what they have read (windows of
+        ``16 * WINDOW * jobs`` files keep memory bounded; the catalog is the same, row for row).
 
     Returns
     -------
@@ -326,23 +326,28 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
                 continue
             if src.kind == "file":  # a window of consecutive files (read in batches; in processes with -j)
                 window = []
-                while k < len(sources) and sources[k].kind == "file" and len(window) < WINDOW * max(jobs, 1):
+                limit = WINDOW if pool is None else WINDOW * 16 * jobs
+                while k < len(sources) and sources[k].kind == "file" and len(window) < limit:
                     window.append(sources[k])
                     k += 1
-                if pool is not None:
-                    size = -(-len(window) // jobs)
-                    chunks = [window[c:c + size] for c in range(0, len(window), size)]
-                    for items, metas in pool.map(_window_items, [(c, input_meta is not None) for c in chunks]):
-                        if input_meta is not None:
-                            input_meta.extend(metas)
-                        for item in items:
-                            (builder.add if item[0] == "ok" else builder.add_failed)(*item[1:])
-                else:
+                if pool is None:
                     for spectra in _read_window(window):
                         if input_meta is not None:
                             input_meta.append(spectra.meta)
                         _prepare(builder, spectra)
-                bar.update(len(window))
+                    bar.update(len(window))
+                    continue
+                # the reader processes run ahead through the window (pieces of WINDOW / 4 files, results
+                # taken in order) while this process runs the model on the pieces already read
+                size = WINDOW // 4
+                chunks = [window[c:c + size] for c in range(0, len(window), size)]
+                done = pool.imap(_window_items, [(c, input_meta is not None) for c in chunks])
+                for chunk, (items, metas) in zip(chunks, done):
+                    if input_meta is not None:
+                        input_meta.extend(metas)
+                    for item in items:
+                        (builder.add if item[0] == "ok" else builder.add_failed)(*item[1:])
+                    bar.update(len(chunk))
                 continue
             k += 1
             if len(src.spectra) == 0:
