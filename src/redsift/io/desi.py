@@ -66,6 +66,8 @@ def merge_arms(waves, fluxes, ivars, masks):
     cnt = np.zeros(wave.size)
     for w, f, iv, m in zip(waves, fluxes, ivars, masks):
         idx = np.searchsorted(wave, np.round(w, 3))
+        if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+            idx = slice(int(idx[0]), int(idx[0]) + idx.size)  # an arm is a run of the union: no gather
         f = np.nan_to_num(np.asarray(f, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         iv = np.asarray(iv, np.float64)
         iv = np.where(np.isfinite(iv) & (iv > 0), iv, 0.0)
