@@ -89,3 +89,30 @@ def test_simulate_on_a_cluster_writes_the_serial_dataset(tmp_path):
     for c in a.meta.colnames:
         x, y = np.asarray(a.meta[c]), np.asarray(b.meta[c])
         assert np.array_equal(x, y) or (x.dtype.kind == "f" and np.array_equal(x, y, equal_nan=True)), c
+
+
+def test_ingest_on_a_cluster_writes_the_serial_dataset(real_dir, boss_files, tmp_path):
+    """``ingest --workers 2``: chunks read on a real LocalCluster, written in chunk order by the driver: the
+    serial dataset, rows, arrays and rejections alike."""
+    import shutil
+
+    from redsift.data.ingest import ingest
+    from redsift.data.store import Dataset
+
+    archive = tmp_path / "archive" / "3655"
+    archive.mkdir(parents=True)
+    for f in boss_files:
+        if f.name.startswith("spec-3655-"):
+            shutil.copy(f, archive / f.name)
+    (archive / "spec-3655-55240-0960.fits").write_bytes(b"SIMPLE  = T")  # unreadable: rejected either way
+    cat = real_dir / "catalogs" / "spAll-plate3655.fits"
+    r1 = ingest(cat, archive.parent, tmp_path / "serial", rows_per_chunk=5, progress=False)
+    r2 = ingest(cat, archive.parent, tmp_path / "dask", rows_per_chunk=5, progress=False, workers=2)
+    assert r1.summary() == r2.summary() and r1.unreadable == 1 and r1.written > 10
+    assert sorted(r1.rejected) == sorted(r2.rejected)
+    a, b = Dataset(tmp_path / "serial"), Dataset(tmp_path / "dask")
+    for x, y in zip(a.read(np.arange(len(a))), b.read(np.arange(len(b)))):
+        assert np.array_equal(x, y)
+    for c in a.meta.colnames:
+        x, y = np.asarray(a.meta[c]), np.asarray(b.meta[c])
+        assert np.array_equal(x, y) or (x.dtype.kind == "f" and np.array_equal(x, y, equal_nan=True)), c

@@ -15,7 +15,7 @@ from ..grid import LogGrid
 def cmd_ingest(args) -> int:
     grid, binning = (LogGrid.quasarnet(), "quasarnet") if args.grid == "quasarnet" else (LogGrid.boss(), "flux_conserving")
     report = ingest(args.catalog, args.spectra, args.output, grid=grid, binning=binning, jobs=args.jobs,
-                    rows_per_chunk=args.chunk, resume=args.resume,
+                    rows_per_chunk=args.chunk, resume=args.resume, workers=args.workers, scheduler=args.scheduler,
                     command="redsift " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(report.summary())
     if report.rejected:

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
     g.add_argument("--chunk", type=int, default=5000, help="catalog rows per shard")
     g.add_argument("--resume", action="store_true", help="continue an interrupted ingestion")
+    g.add_argument("--workers", type=int, help="read the chunks on a local Dask cluster of N processes (redsift[dist])")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="read the chunks on an existing Dask cluster")
     g.set_defaults(func=_data.cmd_ingest)
 
     ds = sub.add_parser("dataset", help="summarise a dataset")

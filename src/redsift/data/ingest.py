@@ -8,7 +8,8 @@ FIBERMAP). Every catalog row ends in exactly one of: written to the dataset,
 or listed in ``rejected.csv`` with the reason (no spectrum file, unreadable
 spectrum, duplicated TARGETID). ``ingest_report.json`` has the counts.
 
-Work is split into chunks of files processed in parallel (``jobs``); each
+Work is split into chunks of files processed in parallel (``jobs`` local processes, or a Dask cluster:
+``workers``/``scheduler``); each
 chunk becomes one shard keyed by its number, so an interrupted run resumes
 where it stopped (``resume=True``) and produces the same dataset.
 """
@@ -147,8 +148,13 @@ def _process_chunk(args):
 
 def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: str = "quasarnet",
            jobs: int = 1, rows_per_chunk: int = 5000, resume: bool = False, progress: bool = True,
-           command: str = "") -> IngestReport:
-    """Build a dataset from a catalog and a directory of spectra (see the module docstring)."""
+           command: str = "", workers: int | None = None, scheduler: str | None = None) -> IngestReport:
+    """Build a dataset from a catalog and a directory of spectra (see the module docstring).
+
+    ``jobs``: local worker processes; ``workers``/``scheduler``: a Dask cluster instead (a local one of
+    ``workers`` processes, or an existing one at ``scheduler``; the spectra must be readable at the same
+    paths on every worker). Either way the chunks are written by this process in chunk order, so the
+    dataset is the serial one."""
     grid = grid or LogGrid.quasarnet()
     cat = read_catalog(catalog)
     report = IngestReport(catalog_rows=len(cat))
@@ -200,8 +206,14 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="ingest", unit="chunk", disable=not progress)
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
-    results = pool.map(_process_chunk, args) if pool else map(_process_chunk, args)
+    pool, close = None, (lambda: None)
+    if (workers or scheduler) and args:
+        from ..predict.distributed import dask_map
+
+        results, close = dask_map(_process_chunk, args, workers, scheduler)
+    else:
+        pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+        results = pool.map(_process_chunk, args) if pool else map(_process_chunk, args)
     try:
         for (k, _), (flux, ivar, mask, meta, failed) in zip(todo, results):
             # failures are kept beside the dataset, so that a resumed run still reports them
@@ -214,6 +226,7 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
         bar.close()
         if pool:
             pool.shutdown()
+        close()
     for k in range(len(chunks)):
         fpath = os.path.join(os.fspath(output), f".failed-chunk-{k:06d}.json")
         if os.path.exists(fpath):

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import RedsiftError, oneline
 
-__all__ = ["predict_distributed", "plan_tasks"]
+__all__ = ["predict_distributed", "plan_tasks", "dask_map"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,29 @@ def _client(workers: int | None, scheduler: str | None, connect_timeout: float):
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=None)
     return Client(cluster), cluster
+
+
+def dask_map(fn, args: list, workers: int | None, scheduler: str | None, retries: int = 2):
+    """``fn`` over ``args`` on a Dask cluster (a local one of ``workers`` processes, or the one at
+    ``scheduler``): ``(results, close)``, the results yielded in the order of ``args`` and each released
+    once taken (the driver holds one at a time), ``close`` to call when done. A task that raises is retried;
+    a worker that dies loses its task to another. Used by ``simulate`` (seeded blocks) and ``ingest``
+    (chunks of catalog rows), whose outputs are written in order by the driver, so the dataset is the
+    serial one."""
+    client, cluster = _client(workers, scheduler, 10.0)
+    futures = client.map(fn, args, pure=False, retries=retries)
+
+    def results():
+        for fut in futures:
+            yield fut.result()
+            fut.release()
+
+    def close():
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    return results(), close
 
 
 def predict_distributed(model_path: str, inputs, output: str, workers: int | None = None,

@@ -172,7 +172,9 @@ def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0
     args = [(b, nb, start, survey, mix, seed, templates, g.to_dict(), binning, star_mix) for b, nb, start in blocks]
     bar = tqdm(total=n, desc=f"simulate {survey}", unit="spec", disable=not progress)
     if workers or scheduler:
-        results, close = _dask_map(args, workers, scheduler)
+        from ..predict.distributed import dask_map
+
+        results, close = dask_map(_work, args, workers, scheduler)
     else:
         pool = ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,)) if jobs > 1 else None
         results = pool.map(_work, args) if pool else map(_work, args)
@@ -185,23 +187,3 @@ def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0
         bar.close()
         close()
     return Dataset(output)
-
-
-def _dask_map(args, workers, scheduler):
-    """Blocks on a Dask cluster, their results in block order (each released once written)."""
-    from ..predict.distributed import _client
-
-    client, cluster = _client(workers, scheduler, 10.0)
-    futures = client.map(_work, args, pure=False, retries=2)
-
-    def results():
-        for fut in futures:
-            yield fut.result()
-            fut.release()
-
-    def close():
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-    return results(), close
