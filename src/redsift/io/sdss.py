@@ -20,8 +20,6 @@ masked, as QuasarNET does (``ivar * (AND_MASK == 0)``).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
@@ -211,7 +209,8 @@ def thing_id_cell(head: bytes) -> tuple[int, str] | None:
     types = cards[np.char.startswith(keys, b"TTYPE")]
     name = _UPPER[types[:, 10:20]]
     after = types[:, 20:]
-    closed = (name[:, 9] == ord("'")) | ((name[:, 9] == ord(" ")) & (after[np.arange(len(after)), (after != ord(" ")).argmax(axis=1)] == ord("'")))
+    first = after[np.arange(len(after)), (after != ord(" ")).argmax(axis=1)]  # after blanks, the quote
+    closed = (name[:, 9] == ord("'")) | ((name[:, 9] == ord(" ")) & (first == ord("'")))
     hit = np.flatnonzero((name[:, :9] == np.frombuffer(b"'THING_ID", np.uint8)).all(axis=1) & closed)
     if hit.size != 1:
         return None
