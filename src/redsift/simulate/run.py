@@ -124,6 +124,18 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
     return spectra
 
 
+def _pool(jobs: int, templates):
+    """Worker processes for ``simulate -j``: forked after this process has loaded the template library, so
+    they share its arrays (copy-on-write: the library is only read) instead of each loading its own ~0.7 GB
+    in ~17 s; where fork is not available, each worker loads it once (spawn)."""
+    import multiprocessing as mp
+
+    try:
+        return ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"))
+    except ValueError:
+        return ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,))
+
+
 def _work(args):
     b, nb, start, survey, mix, seed, templates, grid_dict, binning, star_mix = args
     s = simulate_block(b, nb, start, survey, mix, seed, templates, star_mix)
@@ -176,7 +188,7 @@ def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0
 
         results, close = dask_map(_work, args, workers, scheduler)
     else:
-        pool = ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,)) if jobs > 1 else None
+        pool = _pool(jobs, templates) if jobs > 1 else None
         results = pool.map(_work, args) if pool else map(_work, args)
         close = pool.shutdown if pool else (lambda: None)
     try:
