@@ -116,3 +116,16 @@ def test_ingest_on_a_cluster_writes_the_serial_dataset(real_dir, boss_files, tmp
     for c in a.meta.colnames:
         x, y = np.asarray(a.meta[c]), np.asarray(b.meta[c])
         assert np.array_equal(x, y) or (x.dtype.kind == "f" and np.array_equal(x, y, equal_nan=True)), c
+
+
+def test_a_dataset_is_cut_into_row_ranges(tmp_path):
+    """A dataset spreads over the workers as row-range tasks; the merged catalog is the serial one."""
+    from redsift.simulate import simulate
+
+    simulate(30, "boss", tmp_path / "ds", seed=5, block=30, progress=False)
+    tasks = plan_tasks(resolve_inputs([str(tmp_path / "ds")]), 64, rows_per_task=8)
+    assert [t[0].rows for t in tasks] == [(0, 8), (8, 16), (16, 24), (24, 30)]
+    serial = predict_catalog(load_model(MODEL), [str(tmp_path / "ds")], progress=False)
+    cat = predict_distributed(MODEL, [str(tmp_path / "ds")], str(tmp_path / "c.fits"), workers=2,
+                              rows_per_task=8, progress=False)
+    _equal(serial, cat)

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run on an existing Dask cluster (tcp://HOST:8786; SLURM/PBS via dask-jobqueue)")
     pr.add_argument("--files-per-task", dest="files_per_task", type=int, default=64,
                     help="files per distributed task (each writes its own shard)")
+    pr.add_argument("--rows-per-task", dest="rows_per_task", type=int, default=50_000,
+                    help="dataset rows per distributed task (a dataset is cut into row ranges)")
     pr.add_argument("--resume", action="store_true", help="distributed: skip the tasks whose shard is written")
     pr.add_argument("--overwrite", action="store_true")
     pr.add_argument("--quiet", action="store_true")

@@ -155,7 +155,8 @@ def cmd_predict(args) -> int:
 
         cat = predict_distributed(getattr(model, "source", resolve_model_name(args.model)), args.inputs, args.output,
                                   workers=args.workers, scheduler=args.scheduler, files_per_task=args.files_per_task,
-                                  resume=args.resume, device=str(next(iter([*model.parameters(), *model.buffers()])).device),
+                                  rows_per_task=args.rows_per_task, resume=args.resume,
+                                  device=str(next(iter([*model.parameters(), *model.buffers()])).device),
                                   progress=not args.quiet)
     else:
         cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas,

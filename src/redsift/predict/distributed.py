@@ -1,7 +1,8 @@
 """Prediction across a Dask cluster (``redsift predict --workers N`` / ``--scheduler ADDRESS``; issue 20).
 
-The inputs are resolved once, in order, and cut into tasks: runs of ``files_per_task`` consecutive files
-(a dataset is one task). Each task runs the ordinary pipeline (:func:`redsift.predict.predict_catalog`) on
+The inputs are resolved once, in order, and cut into tasks: runs of ``files_per_task`` consecutive files,
+and row ranges of ``rows_per_task`` rows of a dataset. Each task runs the ordinary pipeline
+(:func:`redsift.predict.predict_catalog`) on
 a worker, with the model loaded once per worker process, and writes its own shard
 ``CATALOG.shards/shard-NNNNN.fits`` atomically (a temporary file renamed into place: a half-written shard
 never exists under its final name, so it is never counted as done). The driver merges the shards in task
@@ -40,15 +41,21 @@ log = logging.getLogger(__name__)
 _MODELS: dict = {}  # per worker process: model path -> loaded model
 
 
-def plan_tasks(sources, files_per_task: int) -> list[list]:
-    """Consecutive runs of at most ``files_per_task`` file sources; a dataset is a task of its own."""
+def plan_tasks(sources, files_per_task: int, rows_per_task: int = 50_000) -> list[list]:
+    """Consecutive runs of at most ``files_per_task`` file sources; a dataset is cut into tasks of
+    ``rows_per_task`` rows (row ranges: a large dataset spreads over the workers)."""
+    from ..data.store import Dataset
+    from .pipeline import Source
+
     tasks, run = [], []
     for src in sources:
         if src.kind == "dataset":
             if run:
                 tasks.append(run)
                 run = []
-            tasks.append([src])
+            n = len(Dataset(src.path))
+            for start in range(0, max(n, 1), rows_per_task):
+                tasks.append([Source("dataset", src.path, rows=(start, min(start + rows_per_task, n)))])
             continue
         if src.kind != "file":
             raise RedsiftError("distributed prediction takes files, directories and datasets, not in-memory spectra")
@@ -74,7 +81,8 @@ def _task(model_path: str, device: str, items: list, shard: str, kill_marker: st
     if key not in _MODELS:
         _MODELS[key] = load_model(model_path, device=device)
     model = _MODELS[key]
-    sources = [Source(kind, path, listed=listed) for kind, path, listed in items]
+    sources = [Source(kind, path, listed=listed, rows=tuple(rows) if rows else None)
+               for kind, path, listed, rows in items]
     cat = predict_catalog(model, sources, progress=False)
     write_catalog(cat, shard, overwrite=True)
     from ..zwarning import ZWarningMask
@@ -84,7 +92,7 @@ def _task(model_path: str, device: str, items: list, shard: str, kill_marker: st
 
 
 def _manifest(model_path: str, weights: str, tasks) -> dict:
-    items = [[[s.kind, s.path, s.listed] for s in t] for t in tasks]
+    items = [[[s.kind, s.path, s.listed, list(s.rows) if s.rows else None] for s in t] for t in tasks]
     digest = hashlib.sha256(json.dumps(items).encode()).hexdigest()
     return {"model": model_path, "weights_sha256": weights, "tasks": len(tasks), "inputs_sha256": digest}
 
@@ -128,7 +136,8 @@ def dask_map(fn, args: list, workers: int | None, scheduler: str | None, retries
 
 
 def predict_distributed(model_path: str, inputs, output: str, workers: int | None = None,
-                        scheduler: str | None = None, files_per_task: int = 64, resume: bool = False,
+                        scheduler: str | None = None, files_per_task: int = 64, rows_per_task: int = 50_000,
+                        resume: bool = False,
                         device: str = "cpu", retries: int = 2, connect_timeout: float = 10.0,
                         progress: bool = True, _kill_task: int = -1):
     """The catalog of ``inputs`` computed on a Dask cluster (see the module docstring); returns the merged
@@ -142,7 +151,7 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
     if not workers and not scheduler:
         raise RedsiftError("give --workers N (a local cluster) or --scheduler ADDRESS")
     sources = resolve_inputs(inputs)
-    tasks = plan_tasks(sources, max(1, int(files_per_task)))
+    tasks = plan_tasks(sources, max(1, int(files_per_task)), max(1, int(rows_per_task)))
     model = load_model(model_path)  # a bad model stops here, before a cluster starts
     shard_dir = Path(f"{output}.shards")
     manifest = _manifest(str(model_path), getattr(model, "weights_sha256", ""), tasks)
@@ -170,7 +179,7 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
         try:
             futures = []
             for k in todo:
-                items = [(s.kind, s.path, s.listed) for s in tasks[k]]
+                items = [(s.kind, s.path, s.listed, s.rows) for s in tasks[k]]
                 marker = str(shard_dir / f".kill-{k}") if k == _kill_task else ""
                 futures.append(client.submit(_task, str(model_path), device, items, shards[k], marker,
                                              key=f"redsift-shard-{k}-{manifest['inputs_sha256'][:8]}",

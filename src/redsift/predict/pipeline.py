@@ -50,12 +50,14 @@ _FAILED = int(ZWarningMask.NODATA | ZWarningMask.BAD_INPUT)
 @dataclass
 class Source:
     """One input: ``kind`` is ``"file"``, ``"dataset"`` or ``"spectra"``; ``listed`` is True for files
-    found by listing a directory (those a reader does not recognise are skipped, not turned into rows)."""
+    found by listing a directory (those a reader does not recognise are skipped, not turned into rows);
+    ``rows`` limits a dataset to a range of its rows."""
 
     kind: str
     path: str = ""
     spectra: Spectra | None = None
     listed: bool = False
+    rows: tuple | None = None  # a dataset's row range [start, stop) (a distributed task's share), None: all
 
 
 def _is_dataset(path: str) -> bool:
@@ -242,10 +244,10 @@ def _read(source: Source):
         return Spectra.placeholder(source.path, f"cannot read ({oneline(exc)})")
 
 
-def dataset_batches(model, ds, chunk: int = 8192, full: bool = False):
+def dataset_batches(model, ds, chunk: int = 8192, full: bool = False, rows: tuple | None = None):
     """Yield ``(meta, prepared)`` for consecutive rows of dataset ``ds`` (already on the model grid):
     the one dataset-to-model path of predict and release. ``full`` asks the family for every auxiliary
-    quantity (the release needs them)."""
+    quantity (the release needs them); ``rows = (start, stop)`` takes only those rows."""
     fam = get_family(model)
     grid = fam.grid(model)
     same = ds.grid == grid
@@ -253,8 +255,9 @@ def dataset_batches(model, ds, chunk: int = 8192, full: bool = False):
         raise RedsiftError(f"{ds.path}: dataset grid ({ds.grid.describe()}) is coarser than the model's "
                            f"({grid.describe()}): store the set on the model's grid or a finer one")
     meta = ds.meta
-    for s in range(0, len(ds), chunk):
-        idx = np.arange(s, min(s + chunk, len(ds)))
+    first, last = (0, len(ds)) if rows is None else (max(0, rows[0]), min(len(ds), rows[1]))
+    for s in range(first, last, chunk):
+        idx = np.arange(s, min(s + chunk, last))
         flux, ivar, mask = ds.read(idx)
         m = meta[idx]
         zwarn = np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else np.zeros(len(m), np.int64)
@@ -268,10 +271,10 @@ def dataset_batches(model, ds, chunk: int = 8192, full: bool = False):
             yield m, fam.prepare(model, Spectra(ds.grid.wave, flux, ivar, mask, m))
 
 
-def _dataset(builder, path: str, chunk: int, input_meta):
+def _dataset(builder, path: str, chunk: int, input_meta, rows=None):
     from ..data.store import Dataset
 
-    for m, prepared in dataset_batches(builder.model, Dataset(path), chunk):
+    for m, prepared in dataset_batches(builder.model, Dataset(path), chunk, rows=rows):
         if "SOURCE" not in m.colnames:
             m["SOURCE"] = [path] * len(m)
         if input_meta is not None:
@@ -321,7 +324,7 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
         while k < len(sources):
             src = sources[k]
             if src.kind == "dataset":
-                _dataset(builder, src.path, 8192, input_meta)
+                _dataset(builder, src.path, 8192, input_meta, src.rows)
                 k += 1
                 continue
             if src.kind == "file":  # a window of consecutive files (read in batches; in processes with -j)
