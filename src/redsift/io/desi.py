@@ -60,26 +60,41 @@ def merge_arms(waves, fluxes, ivars, masks):
     key = np.round(allw, 3)
     wave = np.unique(key)
     nspec = fluxes[0].shape[0]
-    num = np.zeros((nspec, wave.size))
-    den = np.zeros((nspec, wave.size))
-    raw = np.zeros((nspec, wave.size))
-    cnt = np.zeros(wave.size)
-    for w, f, iv, m in zip(waves, fluxes, ivars, masks):
-        idx = np.searchsorted(wave, np.round(w, 3))
-        if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
-            idx = slice(int(idx[0]), int(idx[0]) + idx.size)  # an arm is a run of the union: no gather
-        f = np.nan_to_num(np.asarray(f, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        iv = np.asarray(iv, np.float64)
-        iv = np.where(np.isfinite(iv) & (iv > 0), iv, 0.0)
-        if m is not None:
-            iv = np.where(m, 0.0, iv)
-        num[:, idx] += iv * f
-        den[:, idx] += iv
-        raw[:, idx] += f
+    places = [np.searchsorted(wave, np.round(w, 3)) for w in waves]
+    cnt = np.zeros(wave.size, np.int64)
+    for idx in places:
         cnt[idx] += 1
-    good = den > 0
-    flux = np.where(good, num / np.where(good, den, 1.0), raw / cnt)
-    return wave, flux.astype(np.float32), den.astype(np.float32), ~good
+    cleaned = []
+    for f, iv, m in zip(fluxes, ivars, masks):
+        with np.errstate(invalid="ignore"):
+            iv = np.where(np.isfinite(iv) & (iv > 0), iv, 0)
+        if m is not None:
+            iv = np.where(m, 0, iv)
+        cleaned.append((np.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0), iv))
+    # pixels seen by one arm: that arm's values as they are (what the weighted mean of one value gives,
+    # exactly: float32 products and quotients are exact in float64); pixels seen by several: the mean
+    flux = np.zeros((nspec, wave.size), np.float32)
+    den = np.zeros((nspec, wave.size), np.float32)
+    for idx, (f, iv) in zip(places, cleaned):
+        one = cnt[idx] == 1
+        flux[:, idx[one]] = f[:, one]
+        den[:, idx[one]] = iv[:, one]
+    shared = np.flatnonzero(cnt > 1)
+    if shared.size:
+        num = np.zeros((nspec, shared.size))
+        sw = np.zeros((nspec, shared.size))
+        raw = np.zeros((nspec, shared.size))
+        for idx, (f, iv) in zip(places, cleaned):
+            where = np.searchsorted(shared, idx)
+            hit = (where < shared.size) & (shared[np.minimum(where, shared.size - 1)] == idx)
+            f64, iv64 = np.asarray(f[:, hit], np.float64), np.asarray(iv[:, hit], np.float64)
+            num[:, where[hit]] += iv64 * f64
+            sw[:, where[hit]] += iv64
+            raw[:, where[hit]] += f64
+        ok = sw > 0
+        flux[:, shared] = np.where(ok, num / np.where(ok, sw, 1.0), raw / cnt[shared])
+        den[:, shared] = sw
+    return wave, flux, den, ~(den > 0)
 
 
 def read_desi(info: FileInfo) -> Spectra:
