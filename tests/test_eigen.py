@@ -206,3 +206,21 @@ def test_roc_auc_is_the_pair_ordering_probability(rng):
     pos, neg = s[y], s[~y]
     pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
     assert roc_auc(s, y) == pytest.approx(pairs)
+
+
+def test_empca_is_reproducible_and_leaves_the_global_rng_alone(rng):
+    import torch
+
+    from redsift.models.eigen import empca
+
+    F = rng.normal(size=(40, 60)).astype(np.float32)
+    W = (rng.uniform(size=F.shape) > 0.1).astype(np.float32)
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = empca(F, W, 3, seed=5)
+    after = torch.rand(3)
+    b = empca(F, W, 3, seed=5)
+    assert torch.equal(before, after)
+    for x, y in zip(a, b):
+        assert np.array_equal(np.asarray(x), np.asarray(y))

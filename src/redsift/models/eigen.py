@@ -288,8 +288,12 @@ def empca(F, W, ncomp: int, iters: int = 25, ridge: float = 1e-6, seed: int = 0)
     mean = (Wt * Ft).sum(0) / wsum.clamp_min(1e-30)
     filled = torch.where(Wt > 0, Ft, mean)
     g = torch.Generator().manual_seed(seed)
-    # start: the weighted mean and the leading directions of the mean-filled data
-    _, _, V = torch.svd_lowrank(filled, q=min(k + 4, n, R), niter=3, M=None)
+    # start: the weighted mean and the leading directions of the mean-filled data (svd_lowrank draws from
+    # torch's global generator: seeded here inside a fork of it, so the fit is reproducible and the caller's
+    # random state is left as it was)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, _, V = torch.svd_lowrank(filled, q=min(k + 4, n, R), niter=3, M=None)
     P = V[:, :k].T.contiguous()
     P = P + 1e-3 * torch.randn(P.shape, generator=g)
     P = torch.linalg.qr(P.T.double())[0].T.float()
