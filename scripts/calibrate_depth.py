@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from redsift.simulate.instrument import SURVEYS, _sky_model, _throughput
+from redsift.simulate.instrument import SURVEYS, _sky_model, nominal_gain
 from redsift.simulate.library import TemplateLibrary, load_sky
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +36,7 @@ C = 2.998e18  # A/s
 
 
 def _gain(survey, wave, gain0):
-    G = gain0 * _throughput(wave) * survey.pixel_width(wave)
-    for lo, hi in survey.overlaps:
-        G = np.where((wave >= lo) & (wave <= hi), 2 * G, G)
-    return G
+    return nominal_gain(survey, wave, gain0)
 
 
 def _flat_fnu(wave, mag):

@@ -183,21 +183,30 @@ def bin_quasarnet(spectra: Spectra, grid: LogGrid | None = None) -> Binned:
 
 def _bin_runs(spectra: Spectra, grid: LogGrid, idx: np.ndarray) -> Binned:
     """:func:`bin_quasarnet` for spectra sharing one wavelength array: the pixels of a bin are a run of
-    columns, summed for every spectrum at once (``np.add.reduceat``, the same additions in the same order
-    as the general path's ``bincount``, so the same numbers; a spPlate or a DESI coadd in one pass)."""
+    columns, added for every spectrum at once, position by position within the runs (the additions of the
+    general path's ``bincount`` in the same order, so the same numbers; a spPlate or a DESI coadd in ~10
+    array operations instead of one over every pixel)."""
     nspec = spectra.nspec
     inside = np.flatnonzero((idx >= 0) & (idx < grid.npix))
     flux = np.zeros((nspec, grid.npix))
     sw = np.zeros((nspec, grid.npix))
     if inside.size:
-        cols = slice(int(inside[0]), int(inside[-1]) + 1)
+        cols = np.arange(int(inside[0]), int(inside[-1]) + 1)
         bins = idx[cols]
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+        length = np.diff(np.r_[starts, bins.size])
         w = spectra.weights[:, cols].astype(np.float64)
-        sw[:, bins[starts]] = np.add.reduceat(w, starts, axis=1)
-        swf = np.add.reduceat(w * spectra.flux[:, cols], starts, axis=1)
-        good = sw[:, bins[starts]] > 0
-        flux[:, bins[starts]] = np.where(good, swf / np.where(good, sw[:, bins[starts]], 1.0), 0.0)
+        wf = np.where(w > 0, w * spectra.flux[:, cols], 0.0)
+        acc_w = np.zeros((nspec, starts.size))
+        acc_f = np.zeros((nspec, starts.size))
+        for k in range(int(length.max())):
+            on = np.flatnonzero(length > k)
+            acc_w[:, on] += w[:, starts[on] + k]
+            acc_f[:, on] += wf[:, starts[on] + k]
+        target = bins[starts]
+        sw[:, target] = acc_w
+        good = acc_w > 0
+        flux[:, target] = np.where(good, acc_f / np.where(good, acc_w, 1.0), 0.0)
     return Binned(grid, flux.astype(np.float32), sw.astype(np.float32))
 
 

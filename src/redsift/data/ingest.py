@@ -156,6 +156,11 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
     paths on every worker). Either way the chunks are written by this process in chunk order, so the
     dataset is the serial one."""
     grid = grid or LogGrid.quasarnet()
+    if workers or scheduler:
+        from ..predict.distributed import require_dask
+
+        require_dask()  # before the output is touched
+        spectra_dir = os.path.abspath(spectra_dir)  # workers elsewhere resolve the same paths
     cat = read_catalog(catalog)
     report = IngestReport(catalog_rows=len(cat))
     report.unknown_class = int(np.sum(cat["CLASS"] == "UNKNOWN"))

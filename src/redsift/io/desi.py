@@ -75,11 +75,15 @@ def merge_arms(waves, fluxes, ivars, masks):
     # exactly: float32 products and quotients are exact in float64); pixels seen by several: the mean
     flux = np.zeros((nspec, wave.size), np.float32)
     den = np.zeros((nspec, wave.size), np.float32)
+    general = cnt > 1
     for idx, (f, iv) in zip(places, cleaned):
-        one = cnt[idx] == 1
-        flux[:, idx[one]] = f[:, one]
+        if f.dtype != np.float32 or iv.dtype != np.float32:  # the exactness argument is for float32 only
+            general[idx] = True
+            continue
+        one = ~general[idx]
+        flux[:, idx[one]] = f[:, one] + np.float32(0)  # + 0: -0.0 as the sum gives it, +0.0
         den[:, idx[one]] = iv[:, one]
-    shared = np.flatnonzero(cnt > 1)
+    shared = np.flatnonzero(general)
     if shared.size:
         num = np.zeros((nspec, shared.size))
         sw = np.zeros((nspec, shared.size))

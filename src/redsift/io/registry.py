@@ -472,18 +472,22 @@ def read_fast_batch(paths) -> tuple[Spectra | None, np.ndarray]:
     waves, cols, headers, tids, conv, srcs = [], [], [], [], [], []
     for i, path in enumerate(paths):
         p = os.fspath(path)
-        if not _fast_candidate(p):
-            continue
-        raw = read_spec_raw(p)
-        if raw is None:
-            continue
-        loglam, flux, ivar, and_mask, header, thing_id = raw
-        wave, converted = spec_wave(loglam, header)
-        if wave.size == 0 or wavelength_problem(wave) is not None:
+        try:
+            if not _fast_candidate(p):
+                continue
+            raw = read_spec_raw(p)
+            if raw is None:
+                continue
+            loglam, flux, ivar, and_mask, header, thing_id = raw
+            wave, converted = spec_wave(loglam, header)
+            # fewer than two pixels or a wavelength array read_file would refuse: the general path decides
+            if wave.size < 2 or wavelength_problem(wave) is not None:
+                continue
+        except Exception:  # noqa: BLE001 - anything unexpected: this file on its own, never the window
             continue
         ok[i] = True
         waves.append(wave)
-        cols.append((flux, ivar, and_mask))
+        cols.append((np.array(flux), np.array(ivar), np.array(and_mask)))  # copies: the file's bytes are freed
         headers.append(header)
         tids.append(thing_id)
         conv.append(converted)

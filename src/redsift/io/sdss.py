@@ -207,16 +207,24 @@ def thing_id_cell(head: bytes) -> tuple[int, str] | None:
         return None
     # the TTYPE cards naming THING_ID (any case, blanks before the closing quote)
     types = cards[np.char.startswith(keys, b"TTYPE")]
+    try:
+        tnum = np.char.strip(np.ascontiguousarray(types[:, 5:8]).view("S3").ravel()).astype(np.int64)
+    except ValueError:
+        return None
+    if np.unique(tnum).size != tnum.size:
+        return None  # a column named twice
     name = _UPPER[types[:, 10:20]]
     after = types[:, 20:]
-    first = after[np.arange(len(after)), (after != ord(" ")).argmax(axis=1)]  # after blanks, the quote
-    closed = (name[:, 9] == ord("'")) | ((name[:, 9] == ord(" ")) & (first == ord("'")))
+    first = np.argmax(after != ord(" "), axis=1)  # the first byte after the blanks: the closing quote
+    rows = np.arange(len(after))
+    second = after[rows, np.minimum(first + 1, after.shape[1] - 1)]  # after it: not a quote ('' escapes one)
+    closed = (((name[:, 9] == ord("'")) & (after[:, 0] != ord("'")))
+              | ((name[:, 9] == ord(" ")) & (after[rows, first] == ord("'")) & (second != ord("'"))))
     hit = np.flatnonzero((name[:, :9] == np.frombuffer(b"'THING_ID", np.uint8)).all(axis=1) & closed)
     if hit.size != 1:
         return None
-    try:
-        n = int(types[hit[0], 5:8].tobytes())
-    except ValueError:
+    n = int(tnum[hit[0]])
+    if not 1 <= n <= nfields:
         return None
     code, repeat, widths = (a[np.argsort(fnum)] for a in forms)
     if int(widths.sum()) != width or chr(code[n - 1]) not in ("J", "K") or repeat[n - 1] != 1:

@@ -53,8 +53,8 @@ def plan_tasks(sources, files_per_task: int, rows_per_task: int = 50_000) -> lis
             if run:
                 tasks.append(run)
                 run = []
-            n = len(Dataset(src.path))
-            for start in range(0, max(n, 1), rows_per_task):
+            n = len(Dataset(src.path))  # an empty dataset adds no task (and no rows, as in the serial run)
+            for start in range(0, n, rows_per_task):
                 tasks.append([Source("dataset", src.path, rows=(start, min(start + rows_per_task, n)))])
             continue
         if src.kind != "file":
@@ -97,11 +97,18 @@ def _manifest(model_path: str, weights: str, tasks) -> dict:
     return {"model": model_path, "weights_sha256": weights, "tasks": len(tasks), "inputs_sha256": digest}
 
 
-def _client(workers: int | None, scheduler: str | None, connect_timeout: float):
+def require_dask():
+    """A one-line error unless dask.distributed is installed (checked before any output is touched)."""
     try:
-        from dask.distributed import Client, LocalCluster
+        import dask.distributed  # noqa: F401
     except ImportError:
-        raise RedsiftError("distributed prediction needs dask.distributed (pip install 'redsift[dist]')") from None
+        raise RedsiftError("running on a Dask cluster needs dask.distributed (pip install 'redsift[dist]')") from None
+
+
+def _client(workers: int | None, scheduler: str | None, connect_timeout: float):
+    require_dask()
+    from dask.distributed import Client, LocalCluster
+
     if scheduler:
         try:
             return Client(scheduler, timeout=f"{connect_timeout}s"), None
@@ -120,17 +127,22 @@ def dask_map(fn, args: list, workers: int | None, scheduler: str | None, retries
     (chunks of catalog rows), whose outputs are written in order by the driver, so the dataset is the
     serial one."""
     client, cluster = _client(workers, scheduler, 10.0)
-    futures = client.map(fn, args, pure=False, retries=retries)
-
-    def results():
-        for fut in futures:
-            yield fut.result()
-            fut.release()
 
     def close():
         client.close()
         if cluster is not None:
             cluster.close()
+
+    try:
+        futures = client.map(fn, args, pure=False, retries=retries)
+    except BaseException:
+        close()
+        raise
+
+    def results():
+        for fut in futures:
+            yield fut.result()
+            fut.release()
 
     return results(), close
 
@@ -152,6 +164,8 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
         raise RedsiftError("give --workers N (a local cluster) or --scheduler ADDRESS")
     sources = resolve_inputs(inputs)
     tasks = plan_tasks(sources, max(1, int(files_per_task)), max(1, int(rows_per_task)))
+    if not tasks:
+        raise RedsiftError("no input spectra")
     model = load_model(model_path)  # a bad model stops here, before a cluster starts
     shard_dir = Path(f"{output}.shards")
     manifest = _manifest(str(model_path), getattr(model, "weights_sha256", ""), tasks)

@@ -299,12 +299,14 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     meta : dict, optional
         The returned table's ``meta`` (provenance).
     input_meta : list, optional
-        When given, the metadata table of every input (file, placeholder or dataset chunk) is appended
-        to it, in catalog row order (e.g. to write the inputs' FIBERMAP beside a Redrock-format file).
+        When given, the metadata table of every input (file, batch of spec files, placeholder or dataset
+        chunk) is appended to it, in catalog row order (e.g. to write the inputs' FIBERMAP beside a
+        Redrock-format file).
     jobs : int
         Reader processes: with ``jobs > 1`` files are read and put on the model's grid in that many
-        forked processes while this one runs the model on what they have read (windows of
-        ``16 * WINDOW * jobs`` files keep memory bounded; the catalog is the same, row for row).
+        forked processes while this one runs the model on what they have read (pieces of ``PIECE`` files,
+        at most ``2 * jobs`` of them queued or waiting, keep memory bounded; the catalog is the same, row
+        for row).
 
     Returns
     -------
@@ -318,7 +320,10 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     nfiles = sum(s.kind == "file" for s in sources)
     bar = tqdm(total=nfiles, desc="predict", unit="file", disable=not progress or not nfiles)
     pool = _reader_pool(model, jobs) if jobs > 1 and nfiles > 1 else None
-    jobs = jobs if pool is not None else 1
+    # spec files are stacked per window unless the model takes its native grid as it is (a padded batch
+    # would not have the grid's width)
+    batch = builder.fam.binning(model) != "native"
+    failed = True
     try:
         k = 0
         while k < len(sources):
@@ -327,30 +332,26 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
                 _dataset(builder, src.path, 8192, input_meta, src.rows)
                 k += 1
                 continue
-            if src.kind == "file":  # a window of consecutive files (read in batches; in processes with -j)
-                window = []
-                limit = WINDOW if pool is None else WINDOW * 16 * jobs
-                while k < len(sources) and sources[k].kind == "file" and len(window) < limit:
-                    window.append(sources[k])
+            if src.kind == "file":  # a run of consecutive files, in windows (in reader processes with -j)
+                run = []
+                while k < len(sources) and sources[k].kind == "file":
+                    run.append(sources[k])
                     k += 1
                 if pool is None:
-                    for spectra in _read_window(window):
+                    for c in range(0, len(run), WINDOW):
+                        for spectra, nread in _read_window(run[c:c + WINDOW], batch):
+                            if spectra is not None:
+                                if input_meta is not None:
+                                    input_meta.append(spectra.meta)
+                                _prepare(builder, spectra)
+                            bar.update(nread)
+                else:
+                    for piece, (items, metas) in _ahead(pool, run, input_meta is not None, batch, 2 * jobs):
                         if input_meta is not None:
-                            input_meta.append(spectra.meta)
-                        _prepare(builder, spectra)
-                    bar.update(len(window))
-                    continue
-                # the reader processes run ahead through the window (pieces of WINDOW / 4 files, results
-                # taken in order) while this process runs the model on the pieces already read
-                size = WINDOW // 4
-                chunks = [window[c:c + size] for c in range(0, len(window), size)]
-                done = pool.imap(_window_items, [(c, input_meta is not None) for c in chunks])
-                for chunk, (items, metas) in zip(chunks, done):
-                    if input_meta is not None:
-                        input_meta.extend(metas)
-                    for item in items:
-                        (builder.add if item[0] == "ok" else builder.add_failed)(*item[1:])
-                    bar.update(len(chunk))
+                            input_meta.extend(metas)
+                        for item in items:
+                            (builder.add if item[0] == "ok" else builder.add_failed)(*item[1:])
+                        bar.update(len(piece))
                 continue
             k += 1
             if len(src.spectra) == 0:
@@ -358,10 +359,14 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
             if input_meta is not None:
                 input_meta.append(src.spectra.meta)
             _prepare(builder, src.spectra)
+        failed = False
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
+            if failed:  # an error or an interrupt: the queued pieces are dropped, not waited for
+                pool.terminate()
+            else:
+                pool.close()
             pool.join()
     return builder.finish(meta)
 
@@ -387,42 +392,74 @@ class _Collector:
 def _window_items(arg):
     """In a reader process: consecutive files read and put on the model's grid (every failure becomes
     items, as in the serial pipeline), and their metadata tables when asked."""
-    window, want_meta = arg
+    window, want_meta, batch = arg
     c = _Collector(_READER_MODEL)
     metas = []
-    for spectra in _read_window(window):
+    for spectra, _ in _read_window(window, batch):
+        if spectra is None:
+            continue
         if want_meta:
             metas.append(spectra.meta)
         _prepare(c, spectra)
     return c.items, metas
 
 
-#: files per window of the file pipeline (per reader process with ``jobs > 1``)
+#: files per window of the serial file pipeline; files per piece handed to a reader process is PIECE
 WINDOW = 256
+PIECE = 32
 
 
-def _read_window(window: list[Source]) -> list[Spectra]:
-    """The spectra of consecutive file sources, in order: each run of plain SDSS/BOSS spec files as one
-    batch (:func:`redsift.io.registry.read_fast_batch`: per-file Python work done once per batch), every
-    other file on its own (:func:`_read`: placeholders for unreadable files; skipped files left out)."""
-    from ..io.registry import read_fast_batch
+def _ahead(pool, run: list, want_meta: bool, batch: bool, inflight: int):
+    """``(piece, result)`` for pieces of :data:`PIECE` files of ``run``, in order, read by the reader
+    processes: at most ``inflight`` pieces are queued or done but not yet taken, so memory stays bounded
+    whatever the files hold (a piece of spPlates is tens of thousands of spectra)."""
+    from collections import deque
 
-    batch, ok = read_fast_batch([s.path for s in window])
-    out, row, i = [], 0, 0
+    pieces = [run[c:c + PIECE] for c in range(0, len(run), PIECE)]
+    queue: deque = deque()
+    nxt = 0
+    while nxt < len(pieces) or queue:
+        while nxt < len(pieces) and len(queue) < inflight:
+            queue.append((pieces[nxt], pool.apply_async(_window_items, ((pieces[nxt], want_meta, batch),))))
+            nxt += 1
+        piece, res = queue.popleft()
+        yield piece, res.get()
+
+
+def _read_window(window: list[Source], batch: bool = True):
+    """``(spectra, files)`` for consecutive file sources, in order, read lazily (one file, or one batch, in
+    memory at a time): each run of plain SDSS/BOSS spec files as one batch
+    (:func:`redsift.io.registry.read_fast_batch`: per-file Python work done once per batch), every other file
+    on its own (:func:`_read`: placeholders for unreadable files; ``spectra`` None for a skipped one).
+    ``files`` is how many inputs the item stands for (for the progress bar)."""
+    from ..io.registry import _fast_candidate, read_fast_batch
+
+    i = 0
     while i < len(window):
-        if not ok[i]:
+        j = i
+        while batch and j < len(window) and _fast_candidate(window[j].path):
+            j += 1
+        if j == i:  # not a spec file (or no batching): on its own
             spectra = _read(window[i])
-            if spectra is not None and len(spectra):
-                out.append(spectra)
+            yield (spectra if spectra is not None and len(spectra) else None), 1
             i += 1
             continue
-        j = i
-        while j < len(window) and ok[j]:
-            j += 1
-        out.append(batch if j - i == len(batch) else batch[row:row + j - i])
-        row += j - i
+        run = window[i:j]
+        stacked, ok = read_fast_batch([s.path for s in run])
+        row, a = 0, 0
+        while a < len(run):
+            if not ok[a]:  # a file the strict reader leaves: the general path, as before
+                spectra = _read(run[a])
+                yield (spectra if spectra is not None and len(spectra) else None), 1
+                a += 1
+                continue
+            b = a
+            while b < len(run) and ok[b]:
+                b += 1
+            yield (stacked if b - a == len(stacked) else stacked[row:row + b - a]), b - a
+            row += b - a
+            a = b
         i = j
-    return out
 
 
 def _reader_pool(model, jobs: int):

@@ -35,7 +35,7 @@ from ..grid import LogGrid
 from .library import REST_GRID, TemplateLibrary
 from .physics import ccm_extinction
 
-__all__ = ["Survey", "SURVEYS", "observe", "sample_magnitudes"]
+__all__ = ["Survey", "SURVEYS", "observe", "sample_magnitudes", "nominal_gain"]
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,16 @@ def _sky_model(survey: Survey, wave, lib: TemplateLibrary):
     return _SKY[key]
 
 
+def nominal_gain(survey: Survey, wave, gain0: float | None = None) -> np.ndarray:
+    """Counts per flux unit per pixel at nominal conditions: ``gain0`` x throughput x pixel width, doubled
+    where two arms see the same wavelengths (``gain0``: the survey's unless given)."""
+    wave = np.asarray(wave, float)
+    G = (survey.gain0 if gain0 is None else gain0) * _throughput(wave) * survey.pixel_width(wave)
+    for lo, hi in survey.overlaps:
+        G = np.where((wave >= lo) & (wave <= hi), 2 * G, G)
+    return G
+
+
 def _throughput(wave):
     """Smooth end-to-end throughput shape (atmosphere, telescope, spectrograph, CCD), peak 1 near 6000 A."""
     t = np.exp(-0.5 * (np.log(wave / 6200.0) / 0.32) ** 2)
@@ -258,10 +268,8 @@ def observe(rest, z, native_res, survey: Survey, lib: TemplateLibrary, mags, rng
     sky_mean, sky_cont = _sky_model(survey, wave, lib)
     level = rng.lognormal(0, 0.2, n).astype(np.float32)[:, None]  # moon, airmass, observing conditions
     sky = sky_mean[None, :] * level
-    G = (survey.gain0 * _throughput(wave) * survey.pixel_width(wave)).astype(np.float32)
+    G = nominal_gain(survey, wave).astype(np.float32)
     G = G[None, :] * rng.lognormal(0, 0.25, n).astype(np.float32)[:, None]  # depth of each exposure
-    for lo, hi in survey.overlaps:
-        G = np.where((wave >= lo) & (wave <= hi), 2 * G, G)
     var = (np.clip(flux, 0, None) + sky) / G + survey.read_noise2 / G**2
     # near sky lines the reported variance understates the truth, and sky residuals remain
     lines = np.clip(sky_mean - sky_cont, 0, None)[None, :] * level

@@ -129,7 +129,13 @@ def sky_continuum(wave, lines, filters: dict | None = None, r_mag: float = DARK_
         resp = ((wave > 5500) & (wave < 6900)).astype(float)
     w = resp * wave
     line_part = float(np.sum(np.clip(lines, 0, None) * w) / np.sum(ref * w))
-    a = max(10 ** (-0.4 * r_mag) - line_part, 0.0)
+    a = 10 ** (-0.4 * r_mag) - line_part
+    if a <= 0:
+        import logging
+
+        logging.getLogger(__name__).warning("sky lines alone are brighter than r = %.2f mag/arcsec^2: no continuum "
+                                            "added (the line-free pixels keep 1%% of the nominal sky)", r_mag)
+        a = 0.01 * 10 ** (-0.4 * r_mag)
     return a * ref
 
 

@@ -176,6 +176,10 @@ def simulate(n: int, survey: str, output, mix: dict | None = None, seed: int = 0
         g, binning = inst.grid, "native"
     else:
         g, binning = LogGrid.named(grid)
+    if workers or scheduler:
+        from ..predict.distributed import require_dask
+
+        require_dask()  # before the output is touched
     lib, _ = _library(templates)
     prov = {"command": command or "redsift simulate", "n": n, "survey": survey, "mix": mix, "seed": seed,
             "mode": lib.mode, "templates": lib.path, "block": block, "star_mix": star_mix}
