@@ -54,13 +54,14 @@ def _value(text: str):
 
 
 def _end_card(buf: bytes, start: int) -> int:
-    """Byte position of the END card of the header starting at ``start`` (searched block by block at card
-    boundaries), -1 when the file ends first."""
-    for b in range(start, len(buf) - _BLOCK + 1, _BLOCK):
-        block = buf[b:b + _BLOCK]
-        for c in range(0, _BLOCK, 80):
-            if block[c:c + 8] == b"END     ":
-                return b + c
+    """Byte position of the END card of the header starting at ``start`` (the first ``END`` keyword at a
+    card boundary inside a whole 2880-byte block), -1 when the file ends first."""
+    limit = start + (len(buf) - start) // _BLOCK * _BLOCK  # only whole blocks are header blocks
+    pos = buf.find(b"END     ", start, limit)
+    while pos >= 0:
+        if (pos - start) % 80 == 0:
+            return pos
+        pos = buf.find(b"END     ", pos + 1, limit)
     return -1
 
 
