@@ -1,13 +1,13 @@
 """Pin QuasarNET catalogs so that refactors of the generic machinery can be checked value for value.
 
-    python scripts/pin_quasarnet_catalogs.py [OUT_DIR]      (default: tests/data/pins)
+    python scripts/pin_quasarnet_catalogs.py [OUT_DIR] [--sim-only]     (default: tests/data/pins)
 
 Writes, for the default release and the imported qn6 model, the catalog of every real fixture spectrum
 file (../shared/data/real/{boss,sdss1,desi,lamost}) and of a parametric simulated set (seed 11, 300
 spectra: regenerated from its seed by tests/test_pins.py, never stored). Made on 2026-11-29 from commit
 815a945 (before the family plug-ins), and kept: tests/test_pins.py compares today's catalogs with them.
-The simulated set's pins were made again when the simulator changed on purpose (issue 18: telluric bands,
-stellar variety), the model code unchanged.
+The simulated set's pins were made again (``--sim-only``) when the simulator changed on purpose (issue 18:
+telluric bands, stellar variety; the sky continuum and the survey depths), the model code unchanged.
 """
 
 import sys
@@ -28,7 +28,7 @@ def real_files():
     return [str(p) for pat in pats for p in sorted(REAL.glob(pat))]
 
 
-def main(out=REPO / "tests" / "data" / "pins"):
+def main(out=REPO / "tests" / "data" / "pins", sim_only=False):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,9 +36,11 @@ def main(out=REPO / "tests" / "data" / "pins"):
         simulate(300, "boss", sim, seed=11, block=300, progress=False)
         for name in MODELS:
             model = load_model(name)
-            predict_catalog(model, real_files(), progress=False).write(out / f"{name}-real.fits", overwrite=True)
+            if not sim_only:
+                predict_catalog(model, real_files(), progress=False).write(out / f"{name}-real.fits", overwrite=True)
             predict_catalog(model, [str(sim)], progress=False).write(out / f"{name}-sim.fits", overwrite=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = [a for a in sys.argv[1:] if a != "--sim-only"]
+    main(*args, sim_only="--sim-only" in sys.argv[1:])

@@ -5,8 +5,9 @@ The only intended differences are the catalog contract's: ``NO_REDSHIFT`` (bit 2
 measured redshift, and the id columns every catalog now carries (filled with sentinels).
 
 The simulated pins were made again on 2026-11-29 when the simulator changed on purpose (telluric bands,
-stellar reddening, binaries and continuum tilts, galaxies down to z = 0.002; issue 18), with QuasarNET's code unchanged; the real
-fixtures' pins are still those of commit 815a945."""
+stellar reddening, binaries and continuum tilts, galaxies down to z = 0.002; later the same day the sky
+continuum and the survey depths; issue 18), with QuasarNET's code unchanged; the real fixtures' pins are
+still those of commit 815a945."""
 
 from pathlib import Path
 
