@@ -32,6 +32,15 @@ redsift train quasarnet --data $D/train_qn --val $D/val_qn -o $R/qn_multi --init
   --lr 3e-4 --lr-schedule cosine --threads 2
 redsift release $R/qn_multi/best --val $D/val_qn -o $R/qn_multi/release
 redsift combine --classifier $R/cls1/release --quasarnet $R/qn_multi/release --rule classifier -o $R/combined
+# after the sky fix (2026-11-29: docs/simulation.md): every set above simulated again from the same seeds with
+# the corrected sky and gains, the classifier fine-tuned from its first release, and the default made again
+# (with the eigen part of scripts/release_eigen.sh)
+redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/cls2 --init $R/cls1/release --epochs 6 \
+  --batch-size 256 --lr 1e-3 --lr-schedule cosine --threads 2 --checkpoint-every 300 --patience 10
+redsift release $R/cls2/best --val $D/val_cls -o $R/cls2/release
+redsift combine --classifier $R/cls2/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim \
+  -o src/redsift/models/released/redsift-sim \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 # held-out evaluation (every model, every test set)
 for s in boss desi lamost boss_targets; do
   redsift predict $D/test_$s --model $R/combined -o $R/eval/comb_$s.fits --overwrite
