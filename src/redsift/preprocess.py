@@ -195,14 +195,24 @@ def _bin_runs(spectra: Spectra, grid: LogGrid, idx: np.ndarray) -> Binned:
         bins = idx[cols]
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         length = np.diff(np.r_[starts, bins.size])
-        w = spectra.weights[:, cols].astype(np.float64)
-        wf = np.where(w > 0, w * spectra.flux[:, cols], 0.0)
-        acc_w = np.zeros((nspec, starts.size))
-        acc_f = np.zeros((nspec, starts.size))
-        for k in range(int(length.max())):
-            on = np.flatnonzero(length > k)
-            acc_w[:, on] += w[:, starts[on] + k]
-            acc_f[:, on] += wf[:, starts[on] + k]
+        sl = slice(int(cols[0]), int(cols[-1]) + 1)
+        w = spectra.weights[:, sl].astype(np.float64)
+        wf = np.where(w > 0, w * spectra.flux[:, sl], 0.0)
+        # runs laid side by side, each padded with zeros to the longest (adding +0.0 changes no sum), then
+        # added position by position: in pixel order, as bincount adds
+        lmax = int(length.max())
+        run = np.repeat(np.arange(starts.size), length)
+        dest = run * lmax + (np.arange(bins.size) - starts[run])
+        sums = []
+        for src in (w, wf):  # pixels along the first axis: whole rows are moved, not scattered elements
+            padded = np.zeros((starts.size * lmax, nspec))
+            padded[dest] = src.T
+            padded = padded.reshape(starts.size, lmax, nspec)
+            acc = np.zeros((starts.size, nspec))
+            for j in range(lmax):
+                acc += padded[:, j]
+            sums.append(acc.T)
+        acc_w, acc_f = sums
         target = bins[starts]
         sw[:, target] = acc_w
         good = acc_w > 0
