@@ -287,3 +287,7 @@ def test_merge_arms_is_the_inverse_variance_mean(rng):
     assert np.array_equal(flux.view(np.uint32), want.view(np.uint32))  # bits: -0.0 and +0.0 differ
     assert np.array_equal(ivar.view(np.uint32), den.astype(np.float32).view(np.uint32))
     assert np.array_equal(mask, ~good)
+    # FITS hands big-endian floats over: the same bits
+    big = merge_arms(waves, [f.astype(">f4") for f in fluxes], [iv.astype(">f4") for iv in ivars], masks)
+    assert all(np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+               for x, y in zip(big[1:3], (flux, ivar)))

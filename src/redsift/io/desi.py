@@ -77,12 +77,17 @@ def merge_arms(waves, fluxes, ivars, masks):
     den = np.zeros((nspec, wave.size), np.float32)
     general = cnt > 1
     for idx, (f, iv) in zip(places, cleaned):
-        if f.dtype != np.float32 or iv.dtype != np.float32:  # the exactness argument is for float32 only
-            general[idx] = True
+        if not all(a.dtype.kind == "f" and a.dtype.itemsize == 4 for a in (f, iv)):
+            general[idx] = True  # the exactness argument is for float32 values only (either byte order)
             continue
-        one = ~general[idx]
-        flux[:, idx[one]] = f[:, one] + np.float32(0)  # + 0: -0.0 as the sum gives it, +0.0
-        den[:, idx[one]] = iv[:, one]
+        cols = np.flatnonzero(~general[idx])
+        if not cols.size:
+            continue
+        src, dst = cols, idx[cols]
+        if cols[-1] - cols[0] + 1 == cols.size and dst[-1] - dst[0] + 1 == dst.size:  # runs: slices, no gather
+            src, dst = slice(int(cols[0]), int(cols[-1]) + 1), slice(int(dst[0]), int(dst[-1]) + 1)
+        flux[:, dst] = f[:, src] + np.float32(0)  # + 0: -0.0 becomes +0.0, as the sum gives it
+        den[:, dst] = iv[:, src]
     shared = np.flatnonzero(general)
     if shared.size:
         num = np.zeros((nspec, shared.size))
