@@ -126,8 +126,9 @@ def simulate_block(b: int, nb: int, start: int, survey: str, mix: dict, seed: in
 
 def _pool(jobs: int, templates):
     """Worker processes for ``simulate -j``: forked after this process has loaded the template library, so
-    they share its arrays (copy-on-write: the library is only read) instead of each loading its own ~0.7 GB
-    in ~17 s; where fork is not available, each worker loads it once (spawn)."""
+    they share its arrays (copy-on-write: the library is only read). Explicitly fork: with Python 3.14's
+    default start method (forkserver) each worker would load its own ~0.7 GB in ~17 s; where fork is not
+    available, each worker loads it once."""
     import multiprocessing as mp
 
     try:
