@@ -33,6 +33,17 @@ from redsift.io.sdss import write_spplate
 from redsift.preprocess import prepare, rebin
 
 
+def tiled_plate(specs: Spectra, nfiber: int = 1000) -> Spectra:
+    """A plate of ``nfiber`` fibres tiled from ``specs`` (one shared grid), plate 9999, MJD 60000."""
+    k = int(np.ceil(nfiber / specs.nspec))
+    big = Spectra(specs.wave, np.tile(specs.flux, (k, 1))[:nfiber], np.tile(specs.ivar, (k, 1))[:nfiber],
+                  np.tile(specs.mask, (k, 1))[:nfiber])
+    big.meta["PLATE"] = np.full(nfiber, 9999)
+    big.meta["MJD"] = np.full(nfiber, 60000)
+    big.meta["FIBERID"] = np.arange(1, nfiber + 1)
+    return big
+
+
 def timed(fn, repeat):
     out = []
     for _ in range(repeat):
@@ -113,16 +124,9 @@ def main(argv=None):
     rows.append(("DESI coadd (25 spectra): read + QuasarNET preprocessing", "spectra/s",
                  timed(read_prep_desi, args.repeat)))
 
-    specs = redsift.read(boss)
-    k = int(np.ceil(1000 / specs.nspec))
-    big = Spectra(specs.wave, np.tile(specs.flux, (k, 1))[:1000], np.tile(specs.ivar, (k, 1))[:1000],
-                  np.tile(specs.mask, (k, 1))[:1000])
-    big.meta["PLATE"] = np.full(1000, 9999)
-    big.meta["MJD"] = np.full(1000, 60000)
-    big.meta["FIBERID"] = np.arange(1, 1001)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "spPlate-9999-60000.fits")
-        write_spplate(big, path)
+        write_spplate(tiled_plate(redsift.read(boss)), path)
 
         def read_plate():
             return redsift.read(path).nspec

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,6 @@ import numpy as np
 from astropy.io import fits
 
 import redsift
-from redsift import Spectra
 from redsift.io.sdss import write_spplate
 from redsift.models import load_model
 from redsift.models.registry import get_family
@@ -35,6 +35,8 @@ from redsift.predict import predict_catalog
 from redsift.predict.backend import infer
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_io import tiled_plate  # noqa: E402  (the same 1,000-fibre plate as the reader benchmark)
 
 
 def _timed(fn, repeat):
@@ -84,15 +86,9 @@ def main():
     X = np.tile(X, (int(np.ceil(5000 / len(X))),) + (1,) * (X.ndim - 1))[:5000]
     infer(model, X[:256])
     rows = [("the model from arrays (prepared inputs, 5,000 rows)", _timed(lambda: len(infer(model, X)), a.repeat))]
-    k = int(np.ceil(1000 / specs.nspec))
-    big = Spectra(specs.wave, np.tile(specs.flux, (k, 1))[:1000], np.tile(specs.ivar, (k, 1))[:1000],
-                  np.tile(specs.mask, (k, 1))[:1000])
-    big.meta["PLATE"] = np.full(1000, 9999)
-    big.meta["MJD"] = np.full(1000, 60000)
-    big.meta["FIBERID"] = np.arange(1, 1001)
     with tempfile.TemporaryDirectory() as tmp:
         plate = os.path.join(tmp, "spPlate-9999-60000.fits")
-        write_spplate(big, plate)
+        write_spplate(tiled_plate(specs), plate)
         coadd = os.path.join(tmp, "coadd-9-99999-tiled.fits")
         _desi_coadd(REAL / "desi" / "coadd-4-80613-thru20210324.fits", a.desi_rows, coadd)
         for name, path in (("spPlate, 1,000 fibres", plate), (f"DESI coadd, {a.desi_rows} spectra", coadd)):
