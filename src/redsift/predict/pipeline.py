@@ -471,6 +471,9 @@ def _reader_pool(model, jobs: int):
         ctx = mp.get_context("fork")
     except ValueError:  # no fork on this platform: read in this process
         return None
+    from ..parallel import before_fork
+
+    before_fork()
     return ctx.Pool(jobs)
 
 

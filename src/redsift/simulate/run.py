@@ -131,8 +131,12 @@ def _pool(jobs: int, templates):
     available, each worker loads it once."""
     import multiprocessing as mp
 
+    from ..parallel import before_fork
+
     try:
-        return ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"))
+        ctx = mp.get_context("fork")
+        before_fork()
+        return ProcessPoolExecutor(jobs, mp_context=ctx)
     except ValueError:
         return ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,))
 
