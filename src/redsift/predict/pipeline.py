@@ -16,7 +16,9 @@ catalog   the same for the family's columns (``ERROR = "catalog: ..."``)
 ========  ===================================================================================
 
 Each file is put on the model grid on its own, so spectra of different native grids, lengths or
-layouts never have to be stacked before they share the model's grid.
+layouts never have to be stacked before they share the model's grid; except runs of plain SDSS/BOSS spec
+files, stacked per window by the strict reader with each row on its own wavelength array (the same
+catalog, bit for bit, at a fraction of the per-file cost: :func:`_read_window`).
 """
 
 from __future__ import annotations
