@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 
-from ..grid import LogGrid
+from ..grid import LogGrid, pixel_edges
 from .library import REST_GRID, TemplateLibrary
 from .physics import ccm_extinction
 
@@ -166,8 +166,7 @@ def _sky_model(survey: Survey, wave, lib: TemplateLibrary):
         # range the nearest values
         sw, sf = np.asarray(lib.sky_wave, float), np.asarray(lib.sky_flux, float)
         cum = np.concatenate([[0.0], np.cumsum(0.5 * (sf[1:] + sf[:-1]) * np.diff(sw))])
-        edges = np.concatenate([[1.5 * wave[0] - 0.5 * wave[1]], 0.5 * (wave[1:] + wave[:-1]),
-                                [1.5 * wave[-1] - 0.5 * wave[-2]]])
+        edges = pixel_edges(wave)
         inside = (edges[:-1] >= sw[0]) & (edges[1:] <= sw[-1])
         avg = np.diff(np.interp(edges, sw, cum)) / np.diff(edges)
         sky = np.where(inside, avg, np.interp(wave, sw, sf))

@@ -111,25 +111,22 @@ def star_subclass(name: str) -> tuple[str, str]:
 DARK_SKY_R = 22.5 - 2.5 * np.log10(3.73)
 
 
-def sky_continuum(wave, lines, filters: dict | None = None, r_mag: float = DARK_SKY_R) -> np.ndarray:
+def sky_continuum(wave, lines, lib, r_mag: float = DARK_SKY_R) -> np.ndarray:
     """The dark-sky continuum under a sky-line spectrum, in the same units (1e-17 erg/s/cm2/A/arcsec2).
 
     ``desi_spec-sky.dat`` holds the sky *lines* only (95% of its pixels are zero, 4000-5000 A entirely): the
     continuum between them (airglow pseudo-continuum, zodiacal light, scattered starlight) is missing. It is
     added here as a spectrum flat in f_nu, scaled so that lines + continuum have the nominal dark-sky
-    brightness ``r_mag`` through the SDSS r filter (a top-hat 5500-6900 A without ``filters``); flat in f_nu
-    the continuum is r + 0.8 mag fainter than the whole sky, g ~ 21.9 with the lines, near the dark skies
-    quoted for Apache Point and Kitt Peak.
+    brightness ``r_mag`` through the SDSS r band (:func:`~redsift.simulate.instrument.band_flux`: the
+    library's filter curve, or a top-hat); flat in f_nu the continuum is r + 0.8 mag fainter than the whole
+    sky, g ~ 21.9 with the lines, near the dark skies quoted for Apache Point and Kitt Peak.
     """
+    from .instrument import band_flux
+
     wave = np.asarray(wave, float)
     ref = 2.998e18 * 3631e-23 / wave**2 * 1e17  # a 0-mag AB source, flat in f_nu
-    if filters and "r" in filters:
-        resp = np.interp(wave, filters["r"][0], filters["r"][1], left=0, right=0)
-    else:
-        resp = ((wave > 5500) & (wave < 6900)).astype(float)
-    w = resp * wave
-    line_part = float(np.sum(np.clip(lines, 0, None) * w) / np.sum(ref * w))
-    a = 10 ** (-0.4 * r_mag) - line_part
+    line_part, ref_part = band_flux(wave, np.stack([np.clip(lines, 0, None), ref]), lib, "r")
+    a = 10 ** (-0.4 * r_mag) - line_part / ref_part
     if a <= 0:
         import logging
 
@@ -154,7 +151,7 @@ def load_sky(lib, root) -> None:
     sky = root.parent / "sky" / "desi_spec-sky.dat"
     if sky.exists():
         t = np.loadtxt(sky)
-        lib.sky_wave, lib.sky_flux = t[:, 0], t[:, 1] + sky_continuum(t[:, 0], t[:, 1], lib.filters)
+        lib.sky_wave, lib.sky_flux = t[:, 0], t[:, 1] + sky_continuum(t[:, 0], t[:, 1], lib)
 
 
 @dataclass
