@@ -10,10 +10,17 @@ Collecting the parent's garbage just before the fork leaves the child nothing of
 from __future__ import annotations
 
 import gc
+import multiprocessing as mp
 
-__all__ = ["before_fork"]
+__all__ = ["fork_context"]
 
 
-def before_fork() -> None:
-    """Free this process's unreachable objects now, before worker processes are forked from it."""
+def fork_context():
+    """The fork start method, this process's unreachable objects freed first (see the module docstring);
+    None where the platform has no fork. Every pool of worker processes in redsift is made from it."""
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError:
+        return None
     gc.collect()
+    return ctx

@@ -191,11 +191,10 @@ def _bin_runs(spectra: Spectra, grid: LogGrid, idx: np.ndarray) -> Binned:
     flux = np.zeros((nspec, grid.npix))
     sw = np.zeros((nspec, grid.npix))
     if inside.size:
-        cols = np.arange(int(inside[0]), int(inside[-1]) + 1)
-        bins = idx[cols]
+        sl = slice(int(inside[0]), int(inside[-1]) + 1)
+        bins = idx[sl]
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         length = np.diff(np.r_[starts, bins.size])
-        sl = slice(int(cols[0]), int(cols[-1]) + 1)
         w = spectra.weights[:, sl].astype(np.float64)
         wf = np.where(w > 0, w * spectra.flux[:, sl], 0.0)
         # runs laid side by side, each padded with zeros to the longest (adding +0.0 changes no sum), then

@@ -217,11 +217,9 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
 
         results, close = dask_map(_process_chunk, args, workers, scheduler)
     else:
-        if jobs > 1:
-            from ..parallel import before_fork
+        from ..parallel import fork_context
 
-            before_fork()
-        pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+        pool = ProcessPoolExecutor(jobs, mp_context=fork_context()) if jobs > 1 else None
         results = pool.map(_process_chunk, args) if pool else map(_process_chunk, args)
     try:
         for (k, _), (flux, ivar, mask, meta, failed) in zip(todo, results):

@@ -53,6 +53,11 @@ def _value(text: str):
     raise _Fallback(f"value {v!r}")
 
 
+def _blocks(nbytes: int) -> int:
+    """``nbytes`` rounded up to whole 2880-byte FITS blocks."""
+    return -(-nbytes // _BLOCK) * _BLOCK
+
+
 def _end_card(buf: bytes, start: int) -> int:
     """Byte position of the END card of the header starting at ``start`` (the first ``END`` keyword at a
     card boundary inside a whole 2880-byte block), -1 when the file ends first."""
@@ -81,8 +86,7 @@ def parse_header(buf: bytes, start: int) -> tuple[dict, int, set]:
         if k in cards:
             dup.add(k)
         cards[k] = card[10:]
-    data = start + -(-(end + 80 - start) // _BLOCK) * _BLOCK
-    return cards, data, dup
+    return cards, start + _blocks(end + 80 - start), dup
 
 
 def _get(cards: dict, key: str, kind=None):
@@ -161,7 +165,7 @@ def _table(buf: bytes, cards: dict, data: int):
     arr = np.frombuffer(buf, dtype=dtype, count=rows, offset=data) if rows else None
     if arr is None:
         raise _Fallback("no rows")
-    return {k: arr[f"c{i}"] for k, i in keep.items()}, data + -(-(width * rows) // _BLOCK) * _BLOCK
+    return {k: arr[f"c{i}"] for k, i in keep.items()}, data + _blocks(width * rows)
 
 
 def _thing_id(buf: bytes, start: int) -> int:
@@ -175,7 +179,7 @@ def _thing_id(buf: bytes, start: int) -> int:
         cell = thing_id_cell(buf[start:end]) if end >= 0 else None
         if cell is None:
             return -1
-        data = start + -(-(end + 80 - start) // _BLOCK) * _BLOCK
+        data = start + _blocks(end + 80 - start)
         offset, fmt = cell
         if data + offset + np.dtype(fmt).itemsize > len(buf):
             return -1
@@ -218,7 +222,7 @@ def _parse(buf: bytes):
     tel = _value(h0["TELESCOP"]) if "TELESCOP" in h0 else ""
     if "LAMOST" in str(tel).upper() or ("OBSID" in h0 and "LMJD" in h0):
         raise _Fallback("a LAMOST file (its reader comes first)")
-    h1, d1, _ = parse_header(buf, d0 + -(-_data_size(h0) // _BLOCK) * _BLOCK)
+    h1, d1, _ = parse_header(buf, d0 + _blocks(_data_size(h0)))
     if any(str(_value(h1.get("EXTNAME", "''"))).upper().startswith(p) for p in ("FIBERMAP", "B_", "R_", "Z_")):
         raise _Fallback("a DESI file")
     cols, end1 = _table(buf, h1, d1)

@@ -449,13 +449,18 @@ def read_file(path, format: str | None = None) -> Spectra:
 FAST_PATH = True
 
 
-def _fast_candidate(p: str) -> bool:
-    """Whether the strict spec reader may try file ``p`` (its name, and no reader from outside redsift that
-    could claim a spec file before the built-in one: then astropy decides)."""
-    if not FAST_PATH or not p.endswith(".fits") or not os.path.basename(p).startswith("spec"):
+def fast_path_on() -> bool:
+    """Whether the strict spec reader may be used at all: :data:`FAST_PATH`, and no reader registered from
+    outside redsift that could claim a spec file before the built-in one (then astropy decides)."""
+    if not FAST_PATH:
         return False
     _load_builtin()
     return all(r.load.__module__.startswith(__package__ + ".") for r in _READERS.values())
+
+
+def fast_name(p: str) -> bool:
+    """Whether file ``p`` is named as a spec file (``spec*.fits``), the files the strict reader tries."""
+    return p.endswith(".fits") and os.path.basename(p).startswith("spec")
 
 
 def read_fast_batch(paths) -> tuple[Spectra | None, np.ndarray]:
@@ -469,11 +474,13 @@ def read_fast_batch(paths) -> tuple[Spectra | None, np.ndarray]:
     from .sdss import spec_batch, spec_wave
 
     ok = np.zeros(len(paths), bool)
+    if not fast_path_on():
+        return None, ok
     waves, cols, headers, tids, conv, srcs = [], [], [], [], [], []
     for i, path in enumerate(paths):
         p = os.fspath(path)
         try:
-            if not _fast_candidate(p):
+            if not fast_name(p):
                 continue
             raw = read_spec_raw(p)
             if raw is None:
@@ -508,7 +515,7 @@ def _read_fast(path, format: str | None):
     if format not in (None, "sdss-spec"):
         return None
     p = os.fspath(path)
-    if not _fast_candidate(p):
+    if not (fast_name(p) and fast_path_on()):
         return None
     from .fastspec import read_spec_fast
 

@@ -434,49 +434,38 @@ def _read_window(window: list[Source], batch: bool = True):
     (:func:`redsift.io.registry.read_fast_batch`: per-file Python work done once per batch), every other file
     on its own (:func:`_read`: placeholders for unreadable files; ``spectra`` None for a skipped one).
     ``files`` is how many inputs the item stands for (for the progress bar)."""
-    from ..io.registry import _fast_candidate, read_fast_batch
+    from itertools import groupby
 
-    i = 0
-    while i < len(window):
-        j = i
-        while batch and j < len(window) and _fast_candidate(window[j].path):
-            j += 1
-        if j == i:  # not a spec file (or no batching): on its own
-            spectra = _read(window[i])
-            yield (spectra if spectra is not None and len(spectra) else None), 1
-            i += 1
+    from ..io.registry import fast_name, fast_path_on, read_fast_batch
+
+    def alone(src):
+        spectra = _read(src)
+        return (spectra if spectra is not None and len(spectra) else None), 1
+
+    batch = batch and fast_path_on()
+    for named, group in groupby(window, key=lambda s: batch and fast_name(s.path)):
+        group = list(group)
+        if not named:
+            yield from (alone(s) for s in group)
             continue
-        run = window[i:j]
-        stacked, ok = read_fast_batch([s.path for s in run])
-        row, a = 0, 0
-        while a < len(run):
-            if not ok[a]:  # a file the strict reader leaves: the general path, as before
-                spectra = _read(run[a])
-                yield (spectra if spectra is not None and len(spectra) else None), 1
-                a += 1
+        stacked, ok = read_fast_batch([s.path for s in group])
+        row = 0
+        for took, part in groupby(zip(group, ok), key=lambda item: bool(item[1])):
+            part = [s for s, _ in part]
+            if not took:  # files the strict reader leaves: the general path, as before
+                yield from (alone(s) for s in part)
                 continue
-            b = a
-            while b < len(run) and ok[b]:
-                b += 1
-            yield (stacked if b - a == len(stacked) else stacked[row:row + b - a]), b - a
-            row += b - a
-            a = b
-        i = j
+            yield (stacked if len(part) == len(stacked) else stacked[row:row + len(part)]), len(part)
+            row += len(part)
 
 
 def _reader_pool(model, jobs: int):
-    import multiprocessing as mp
+    from ..parallel import fork_context
 
     global _READER_MODEL
     _READER_MODEL = model
-    try:
-        ctx = mp.get_context("fork")
-    except ValueError:  # no fork on this platform: read in this process
-        return None
-    from ..parallel import before_fork
-
-    before_fork()
-    return ctx.Pool(jobs)
+    ctx = fork_context()
+    return ctx.Pool(jobs) if ctx is not None else None  # no fork on this platform: read in this process
 
 
 def predict_spectra(model, spectra: Spectra, batch_rows: int = 4096, backend: str = "auto"):

@@ -129,16 +129,12 @@ def _pool(jobs: int, templates):
     they share its arrays (copy-on-write: the library is only read). Explicitly fork: with Python 3.14's
     default start method (forkserver) each worker would load its own ~0.7 GB in ~17 s; where fork is not
     available, each worker loads it once."""
-    import multiprocessing as mp
+    from ..parallel import fork_context
 
-    from ..parallel import before_fork
-
-    try:
-        ctx = mp.get_context("fork")
-        before_fork()
-        return ProcessPoolExecutor(jobs, mp_context=ctx)
-    except ValueError:
+    ctx = fork_context()
+    if ctx is None:
         return ProcessPoolExecutor(jobs, initializer=_library, initargs=(templates,))
+    return ProcessPoolExecutor(jobs, mp_context=ctx)
 
 
 def _work(args):
