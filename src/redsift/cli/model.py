@@ -157,7 +157,7 @@ def cmd_predict(args) -> int:
                                   workers=args.workers, scheduler=args.scheduler, files_per_task=args.files_per_task,
                                   rows_per_task=args.rows_per_task, resume=args.resume,
                                   device=str(next(iter([*model.parameters(), *model.buffers()])).device),
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, model=model)
     else:
         cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas,
                               jobs=max(1, getattr(args, "jobs", 1) or 1))

@@ -151,9 +151,10 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
                         scheduler: str | None = None, files_per_task: int = 64, rows_per_task: int = 50_000,
                         resume: bool = False,
                         device: str = "cpu", retries: int = 2, connect_timeout: float = 10.0,
-                        progress: bool = True, _kill_task: int = -1):
+                        progress: bool = True, model=None, _kill_task: int = -1):
     """The catalog of ``inputs`` computed on a Dask cluster (see the module docstring); returns the merged
-    astropy Table (not yet written: the caller writes it with its provenance)."""
+    astropy Table (not yet written: the caller writes it with its provenance). ``model``: the model at
+    ``model_path`` when the caller has already loaded it (the workers load their own from the path)."""
     from astropy.table import Table, vstack
     from tqdm.auto import tqdm
 
@@ -166,7 +167,8 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
     tasks = plan_tasks(sources, max(1, int(files_per_task)), max(1, int(rows_per_task)))
     if not tasks:
         raise RedsiftError("no input spectra")
-    model = load_model(model_path)  # a bad model stops here, before a cluster starts
+    if model is None:  # the caller's loaded model, or loaded here: a bad model stops before a cluster starts
+        model = load_model(model_path)
     shard_dir = Path(f"{output}.shards")
     manifest = _manifest(str(model_path), getattr(model, "weights_sha256", ""), tasks)
     try:  # an unwritable output: an error before any work
