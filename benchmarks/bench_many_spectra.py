@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +34,12 @@ from redsift.predict.backend import infer
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_io import tiled_plate  # noqa: E402  (the same 1,000-fibre plate as the reader benchmark)
+from bench_io import tiled_plate, timed  # noqa: E402  (the reader benchmark's plate and timer)
 
 
 def _timed(fn, repeat):
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        n = fn()
-        out.append(n / (time.perf_counter() - t))
-    return statistics.median(out)
+    """The median rate of ``fn`` (items per second) over ``repeat`` rounds."""
+    return timed(fn, repeat)[0]
 
 
 def _desi_coadd(src: Path, rows: int, path: str):
