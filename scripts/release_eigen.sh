@@ -42,3 +42,15 @@ $RR ../shared/peers/redrock_boss.py --files ../shared/data/real/boss/spec-*.fits
 python scripts/eigen_real.py --models eigen-boss-sim redsift-sim --redrock $R/eval19/rr_real.csv
 # speed, one core, side by side with Redrock
 taskset -c 0 python benchmarks/bench_eigen.py --model eigen-boss-sim --files "$D/rr_spec/spec-*.fits" --redrock-python $RR
+# per-survey ZERR (2026-11-29, docs/classifier.md "ZERR where the eigen scan gives Z"): a validation set of all
+# three surveys on BOSS pixels; the eigen release calibrates its full scan and its anomaly threshold per survey,
+# the default's release calibrates the eigen part on the rows its refinement gives Z
+for i in 1 2 3; do
+  s=$(echo boss desi lamost | cut -d' ' -f$i); A=""; [ $i -gt 1 ] && A="--append"
+  redsift simulate -n 3000 --survey $s --classes $MIX --star-mix uniform --grid boss --templates $T --seed 71$i -j 2 $A -o $D/eig_val3
+done
+redsift release $R/eigen_k5/best --val $D/eig_val3 -o src/redsift/models/released/eigen-boss-sim \
+  --description "eigenspectra (K=5 per boss14 class) + chi-square scan, learned from simulated BOSS spectra (GaSNet-III style); ZERR and anomaly thresholds per survey (BOSS, DESI, LAMOST validation)"
+redsift combine --classifier $R/cls2/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-c \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/redsift-sim-c --val $D/eig_val3 -o src/redsift/models/released/redsift-sim

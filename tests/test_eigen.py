@@ -13,7 +13,7 @@ import torch
 
 from redsift.evaluate.eigen import eigen_metrics, roc_auc
 from redsift.models import create_model, load_model, save_model
-from redsift.models.eigen import D, decode, empca, scan, scan_window
+from redsift.models.eigen import RAW_FIELDS, D, decode, empca, scan, scan_window
 from redsift.predict import predict_catalog
 from redsift.simulate import simulate
 from redsift.train import TrainConfig, train
@@ -125,6 +125,22 @@ def test_scan_window_refines_around_a_prior(rng):
     assert decode(raw, m.config)["zwarn"][0] & int(ZWarningMask.Z_FITLIMIT)
 
 
+def test_wide_windows_are_scanned_in_bounded_groups(rng, monkeypatch):
+    """Many spectra with wide windows: the rows are scanned in groups whose Hankel rows fit WINDOW_BYTES
+    (300 of them at 150 pixels once asked for 14 GB at once); the answers are those of one group (to float32 rounding)."""
+    import redsift.models.eigen as eig
+
+    m = _toy_model()
+    zs = [0.5, 0.8, 1.2, 2.0, 2.5]
+    X = np.stack([np.concatenate(_spectrum_at(m, int(round(math.log10(1 + z) / D)), [1.0, 2.0], 0.05, rng)) for z in zs])
+    args = (m, X, [0] * 5, [z + 0.002 for z in zs], [150, 150, 150, 150, 40])
+    whole = scan_window(*args)
+    monkeypatch.setattr(eig, "WINDOW_BYTES", 1)  # one spectrum per group
+    np.testing.assert_allclose(scan_window(*args), whole, rtol=1e-4)  # float32 sums: batch-size rounding
+    on_pixels = [10 ** (round(math.log10(1 + z) / D) * D) - 1 for z in zs]
+    np.testing.assert_allclose((decode(whole, m.config)["z"] - on_pixels) / (1 + np.array(zs)), 0, atol=2e-5)
+
+
 def test_bad_input_gets_rows_and_bits(rng):
     m = _toy_model()
     from redsift.models.registry import get_family
@@ -224,3 +240,78 @@ def test_empca_is_reproducible_and_leaves_the_global_rng_alone(rng):
     assert torch.equal(before, after)
     for x, y in zip(a, b):
         assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_zerr_calibration_recovers_scale_and_floor(rng):
+    """fit_zerr_cell: Gaussian errors give no floor and the pulls' spread; errors of a known scale plus a
+    known floor (the template mismatch the curvature cannot see) give both back, and the calibrated ZERR
+    then covers 68% and 95% of held-out draws."""
+    from redsift.models.eigen import fit_zerr_cell
+
+    e = rng.uniform(1e-5, 1e-4, 20000)
+    k, f = fit_zerr_cell(rng.normal(0, 1.5 * e), e)
+    assert abs(k - 1.5) < 0.05 and f < 1e-5  # below every error: no floor to speak of
+    k, f = fit_zerr_cell(rng.normal(0, np.hypot(2.0 * e, 5e-5)), e)
+    assert abs(k - 2.0) < 0.2 and abs(f - 5e-5) < 1e-5
+    e2 = rng.uniform(1e-5, 1e-4, 20000)
+    pull = np.abs(rng.normal(0, np.hypot(2.0 * e2, 5e-5))) / np.hypot(k * e2, f)
+    assert abs(np.mean(pull < 1) - 0.683) < 0.015 and abs(np.mean(pull < 1.96) - 0.95) < 0.01
+
+
+def test_zerr_and_anomaly_cells_follow_the_survey():
+    """A row takes its spectral type / survey cell, else its spectral type's; RCHI2 > 1 inflates the
+    curvature error; the anomaly threshold is the survey's where the release set one."""
+    from redsift.models.eigen import EigenConfig, calibrated_zerr
+    from redsift.models.family import Prepared
+    from redsift.models.registry import get_family
+
+    cfg = EigenConfig(taxonomy=TYPES, ncomp=1, zerr_scale={"GALAXY": 2.0, "GALAXY/lamost": 3.0},
+                      zerr_floor={"GALAXY": 0.0, "GALAXY/lamost": 4e-5}, zerr_rchi2=True,
+                      anomaly_threshold=10.0, anomaly_survey={"lamost": 13.0})
+    sig = np.full(4, 1e-5)
+    out = calibrated_zerr(sig, [1.0, 4.0, 1.0, 0.5], ["GALAXY"] * 4, ["boss", "boss", "lamost", ""], cfg)
+    np.testing.assert_allclose(out, [2e-5, 4e-5, np.hypot(3e-5, 4e-5), 2e-5])
+    m = create_model("eigen", taxonomy=TYPES, ncomp=1)
+    m.config = cfg
+    raw = np.full((3, len(RAW_FIELDS) + 1), np.nan)
+    for name, value in dict(cls=1, s=1000, sigma_s=0.1, chi2=100, npix=100, zwarn=0, rchi2=1.0, anomaly=12.0).items():
+        raw[:, RAW_FIELDS.index(name)] = value  # class 1 (GALAXY), anomaly score 12 on every row
+    fam = get_family("eigen")
+    _, zwarn = fam.columns(m, raw, Prepared(zwarn=np.zeros(3, np.int64), survey=np.array(["boss", "lamost", ""])))
+    ood = (zwarn & int(ZWarningMask.OUT_OF_DISTRIBUTION)) > 0
+    assert ood.tolist() == [True, False, True]
+
+
+def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitted, tmp_path):
+    """``redsift release`` of a combined model fits the eigen part's ZERR cells on the validation rows the
+    refinement gave Z (typed right), keeps every other part's decisions, and the released catalog's ZERR
+    on those rows is the calibrated error of the same scan."""
+    from redsift.data.store import Dataset
+    from redsift.models.combined import combine
+    from redsift.models.eigen import calibrated_zerr
+    from redsift.train.release import release
+
+    e = load_model(fitted / "best")
+    q = load_model("quasarnet-boss-sim")
+    torch.manual_seed(0)
+    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
+    save_model(combine(c, q, eigen=e), tmp_path / "comb")
+    rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5)
+    before, after = load_model(tmp_path / "comb"), load_model(tmp_path / "rel")
+    assert rec["eigen_zerr_rows"] > 0 and after.eigen.config.zerr_rchi2
+    assert after.eigen.config.zerr_scale and after.eigen.config.zerr_floor is not None
+    assert after.config.classifier == before.config.classifier and after.config.quasarnet == before.config.quasarnet
+    meta = Dataset(sets / "val").meta
+    c0 = predict_catalog(before, [str(sets / "val")], progress=False)
+    c1 = predict_catalog(after, [str(sets / "val")], progress=False)
+    used = np.asarray(c1["Z_METHOD"]) == "EIGEN"
+    assert used.any()
+    np.testing.assert_array_equal(np.asarray(c1["Z"]), np.asarray(c0["Z"]))
+    sig = np.asarray(c0["ZERR"])[used] / (1 + np.asarray(c0["Z"])[used])  # before: the curvature alone
+    scaled = sig * np.sqrt(np.maximum(np.asarray(c0["RCHI2"])[used], 1))
+    k = after.eigen.config
+    want = (1 + np.asarray(c1["Z"])[used]) * calibrated_zerr(scaled, np.ones(used.sum()),
+                                                            np.char.strip(np.asarray(c1["SPECTYPE"], str))[used],
+                                                            np.full(used.sum(), "boss"), dataclasses.replace(k, zerr_rchi2=False))
+    np.testing.assert_allclose(np.asarray(c1["ZERR"])[used], want, rtol=1e-6)
+    assert len(c1) == len(meta)

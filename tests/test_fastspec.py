@@ -194,3 +194,75 @@ def test_batched_pipeline_gives_the_per_file_catalog(real_dir, tmp_path):
         a, b = np.asarray(batched[c]), np.asarray(one_by_one[c])
         assert a.dtype == b.dtype and (np.array_equal(a, b) if a.dtype.kind not in "fc" else
                                        np.array_equal(a.view(np.uint8), b.view(np.uint8))), c
+
+
+def _desi_meta(path, fast: bool, monkeypatch):
+    import redsift
+    import redsift.io.desi as desi
+
+    with monkeypatch.context() as m:
+        if not fast:
+            m.setattr(desi, "_fibermap", lambda *a: None)
+        return redsift.read(str(path)).meta
+
+
+def _same_table(a, b):
+    assert a.colnames == b.colnames and a.meta == b.meta
+    for c in a.colnames:
+        assert a[c].dtype == b[c].dtype, c
+        np.testing.assert_array_equal(np.asarray(a[c]), np.asarray(b[c]), err_msg=c)
+
+
+def test_desi_fibermap_from_the_bytes_equals_astropy(real_dir, tmp_path, monkeypatch):
+    """The DESI FIBERMAP read with one numpy.fromfile equals astropy's Table, column by column (dtypes,
+    strings right-stripped, empty strings), on the real coadd and on an edited copy; a scaled column, a
+    non-ASCII string, a gzipped file or a table longer than the file goes to astropy (same table, or the
+    same one-line error)."""
+    from astropy.io import fits
+
+    import redsift.io.desi as desi
+    from redsift.io.registry import read_file
+
+    real = real_dir / "desi" / "coadd-4-80613-thru20210324.fits"
+    used = []
+    orig = desi._fibermap
+    monkeypatch.setattr(desi, "_fibermap", lambda *a: used.append(orig(*a) is not None) or orig(*a))
+    _same_table(_desi_meta(real, True, monkeypatch), _desi_meta(real, False, monkeypatch))
+    assert used == [True]
+    edited = tmp_path / "coadd-edited.fits"
+    with fits.open(real) as h:
+        h["FIBERMAP"].data["BRICKNAME"][0] = "ab "
+        h["FIBERMAP"].data["OBJTYPE"][0] = ""
+        h.writeto(edited)
+    _same_table(_desi_meta(edited, True, monkeypatch), _desi_meta(edited, False, monkeypatch))
+    assert _desi_meta(edited, True, monkeypatch)["BRICKNAME"][0] == "ab"
+    monkeypatch.setattr(desi, "_fibermap", orig)
+    def fast_of(path):
+        with fits.open(path) as h:
+            info = type("I", (), {"path": str(path), "source": str(path), "hdul": h})()
+            return desi._fibermap(info, h.index_of("FIBERMAP"), h["FIBERMAP"].header)
+
+    assert fast_of(edited) is not None
+    scaled = tmp_path / "coadd-scaled.fits"
+    with fits.open(real) as h:
+        h["FIBERMAP"].header["TZERO1"] = 0
+        h.writeto(scaled)
+    assert fast_of(scaled) is None
+    text = tmp_path / "coadd-text.fits"
+    with fits.open(real) as h:
+        raw = bytearray(real.read_bytes())
+        start = h.fileinfo(h.index_of("FIBERMAP"))["datLoc"]
+    i = bytes(raw).index(b"TGT", start)
+    raw[i] = 0xE9
+    text.write_bytes(bytes(raw))
+    assert fast_of(text) is None
+    gz = tmp_path / "coadd-gz.fits.gz"
+    gz.write_bytes(gzip.compress(real.read_bytes()))
+    _same_table(_desi_meta(gz, True, monkeypatch), _desi_meta(gz, False, monkeypatch))  # astropy's bytes: its path
+    cut = tmp_path / "coadd-cut.fits"
+    with fits.open(real) as h:
+        end = h.fileinfo(h.index_of("FIBERMAP"))["datLoc"] + 100
+    cut.write_bytes(real.read_bytes()[:end])
+    with pytest.raises(SpectrumFileError) as e:
+        read_file(str(cut))
+    assert "coadd-cut.fits" in str(e.value) and "\n" not in str(e.value)

@@ -13,6 +13,8 @@ rows get ``TARGETID = -1`` and are identified by ``SOURCE`` and ``INDEX``.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from astropy.table import Table
 
@@ -145,13 +147,17 @@ def read_desi(info: FileInfo) -> Spectra:
 
     if "FIBERMAP" in names:
         fmhdu = hdul["FIBERMAP"]
-        if fmhdu.is_image or fmhdu.data is None:
+        if fmhdu.is_image:
             raise ValueError("FIBERMAP is not a table")
-        cols = [c.upper() for c in fmhdu.columns.names]
-        dupc = sorted({c for c in cols if cols.count(c) > 1} & {"TARGETID", "TARGET_RA", "TARGET_DEC"})
-        if dupc:
-            raise ValueError(f"FIBERMAP has duplicated columns {', '.join(dupc)}")
-        fm = Table(fmhdu.data)
+        fm = _fibermap(info, names.index("FIBERMAP"), fmhdu.header)  # None: astropy reads it
+        if fm is None:
+            if fmhdu.data is None:
+                raise ValueError("FIBERMAP is not a table")
+            cols = [c.upper() for c in fmhdu.columns.names]
+            dupc = sorted({c for c in cols if cols.count(c) > 1} & {"TARGETID", "TARGET_RA", "TARGET_DEC"})
+            if dupc:
+                raise ValueError(f"FIBERMAP has duplicated columns {', '.join(dupc)}")
+            fm = Table(fmhdu.data)
         if len(fm) != nspec:
             raise ValueError(f"FIBERMAP has {len(fm)} rows for {nspec} spectra")
         keep = [c for c in fm.colnames if fm[c].ndim == 1]
@@ -177,6 +183,64 @@ def read_desi(info: FileInfo) -> Spectra:
     meta["SURVEY"] = ["desi"] * nspec
     meta["INDEX"] = np.arange(nspec, dtype=np.int64)
     return Spectra(wave, flux, ivar, mask, meta)
+
+
+#: plain binary-table TFORM letters -> big-endian numpy types (what astropy gives for them, unscaled)
+_PLAIN = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+_SCALING = ("TSCAL", "TZERO", "TNULL", "TDIM", "THEAP")
+
+
+def _fibermap(info: FileInfo, index: int, hdr):
+    """The FIBERMAP as a :class:`~astropy.table.Table` read straight from the file's bytes (one
+    ``numpy.fromfile`` with a dtype made from the TFORM cards), or ``None`` where astropy must do it:
+    a compressed file, heap data, scaled/null/multidimensional columns, a TFORM other than the plain
+    numbers and strings, names used twice (any case), a row size that disagrees with NAXIS1, non-ASCII
+    text, no rows, a file shorter than the table. astropy builds a Column object per column (~0.14 s for
+    DESI's 81); this takes ~0.02 s. The result equals ``Table(hdu.data)`` (strings decoded and
+    right-stripped as astropy gives them; tests)."""
+    if not isinstance(info.source, (str, os.PathLike)) and info.source is not None:
+        return None  # astropy read decompressed bytes, not the file
+    try:
+        with open(info.path, "rb") as fh:
+            if fh.read(6) != b"SIMPLE":
+                return None
+        if hdr.get("XTENSION") != "BINTABLE" or hdr.get("PCOUNT", 0) != 0 or hdr.get("GCOUNT", 1) != 1:
+            return None
+        if any(k.startswith(_SCALING) for k in hdr):
+            return None
+        nfield, nrow, width = int(hdr["TFIELDS"]), int(hdr["NAXIS2"]), int(hdr["NAXIS1"])
+        if nrow < 1:
+            return None
+        fields = []
+        for i in range(1, nfield + 1):
+            form, name = str(hdr[f"TFORM{i}"]).strip(), str(hdr[f"TTYPE{i}"]).strip()
+            count, letter = (int(form[:-1]) if form[:-1] else 1), form[-1:]
+            if letter == "A":
+                fields.append((name, f"S{count}"))
+            elif letter in _PLAIN and count == 1:
+                fields.append((name, _PLAIN[letter]))
+            elif letter in _PLAIN and count > 1:
+                fields.append((name, _PLAIN[letter], (count,)))
+            else:
+                return None
+        if len({f[0].upper() for f in fields}) < len(fields):
+            return None
+        dtype = np.dtype(fields)
+        loc = info.hdul.fileinfo(index)["datLoc"]
+        if dtype.itemsize != width or loc + width * nrow > os.path.getsize(info.path):
+            return None
+        rec = np.fromfile(info.path, dtype=dtype, count=nrow, offset=loc)
+    except (KeyError, ValueError, TypeError, OSError):
+        return None
+    cols = {}
+    for name in dtype.names:
+        col = rec[name]
+        if col.dtype.kind == "S":
+            if col.size and np.frombuffer(np.ascontiguousarray(col).tobytes(), np.uint8).max(initial=0) >= 128:
+                return None
+            col = np.char.rstrip(col.astype(f"U{col.dtype.itemsize}"))
+        cols[name] = col
+    return Table(cols, copy=False)
 
 
 def _image_data(hdul, name: str):

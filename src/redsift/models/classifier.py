@@ -41,13 +41,11 @@ from torch import nn
 from ..errors import RedsiftError
 from ..grid import LogGrid
 from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
-from .family import Family, Prepared, nodata_rows
+from .family import SURVEY_ALIASES, Family, Prepared, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["ClassifierConfig", "ClassifierNet", "ClassifierFamily", "SURVEY_ALIASES", "ARCHS"]
 
-#: Survey names of the readers -> the model's survey inputs.
-SURVEY_ALIASES = {"boss": "boss", "sdss": "boss", "eboss": "boss", "desi": "desi", "lamost": "lamost"}
 ARCHS = ("redsift", "sdss12", "gasnet2", "fcz")
 
 
@@ -202,15 +200,6 @@ class ClassifierNet(nn.Module):
         # ln sigma (in ln(1 + z)) bounded below at -10 (sigma >= 4.5e-5, ~14 km/s): a smaller sigma only
         # lets one outlier's pull explode the gradients
         return torch.cat([self.cls_head(h), z[:, :1], torch.clamp(z[:, 1:], -10.0, 2.0)], 1)
-
-
-def survey_names(meta, surveys: tuple, n: int) -> np.ndarray:
-    """Each row's survey among ``surveys`` (``meta["SURVEY"]``, aliases resolved); '' when unknown."""
-    cols = () if meta is None else (meta.keys() if isinstance(meta, dict) else meta.colnames)
-    if not surveys or "SURVEY" not in cols:
-        return np.full(n, "", "U8")
-    names = np.array([SURVEY_ALIASES.get(str(v).strip().lower(), "") for v in np.asarray(meta["SURVEY"])], "U8")
-    return np.where(np.isin(names, surveys), names, "")
 
 
 def survey_onehot(names, surveys: tuple) -> np.ndarray:

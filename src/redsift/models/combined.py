@@ -250,13 +250,13 @@ class CombinedFamily(Family):
         if run.any():
             with torch.inference_mode():
                 raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
-        d = decode(raw, ecfg)
+        d = decode(raw, ecfg, prepared["survey"])
         bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
         use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
         use &= (np.asarray(cc["SPECTYPE"]) != "QSO") | (z0 < cfg.refine_qso_zmax)
         # the eigen part's own columns, as the eigen family writes them (rows not scanned: sentinels)
         fe = get_family("eigen")
-        ec, _ = fe.columns(model.eigen, raw, Prepared(zwarn=np.zeros(len(z0), np.int64)))
+        ec, _ = fe.columns(model.eigen, raw, Prepared(zwarn=np.zeros(len(z0), np.int64), survey=prepared["survey"]))
         cols["Z_EIGEN"], cols["ZERR_EIGEN"] = ec["Z"], ec["ZERR"]
         for name, _ in fe.schema(model.eigen):
             cols[name] = ec[name]
@@ -266,6 +266,33 @@ class CombinedFamily(Family):
 
     def decisions(self, model) -> dict:
         return model.config.decisions()
+
+    def release(self, model, raw, prepared, meta, min_cell: int = 50) -> tuple[dict, dict]:
+        """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
+        ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
+        and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`). The eigen model's
+        own release calibrates its full scan, whose rows differ: there the scan also picks the class (a
+        wrong star subclass widens the curvature), and quasars reach z 6 where the refinement stops at
+        ``refine_qso_zmax``. The classifier's and QuasarNET's decisions are theirs, kept."""
+        from .eigen import fit_zerr_cells
+
+        if model.eigen is None:
+            return {}, {"eigen": "no eigen part: nothing to choose"}
+        ecfg = model.eigen.config
+        model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
+        try:
+            cols, _ = self.columns(model, raw, prepared)
+        finally:
+            model.eigen.config = ecfg
+        tax = model.classifier.config.tax
+        y = tax.labels(meta, source="validation labels", strict=False)
+        truth = np.where(y >= 0, np.array(tax.spectypes)[np.clip(y, 0, None)], "")
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
+        cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
+        scale, floor, record = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell)
+        new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
+        record["eigen_zerr_rows"] = int((cell != "").sum())
+        return {"eigen": dataclasses.asdict(new)}, record
 
     def plot(self, model, spectra, i, row, ax=None):
         return get_family("quasarnet").plot(model.quasarnet, spectra, i, row, ax=ax) if row["SPECTYPE"] == "QSO" \

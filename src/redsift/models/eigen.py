@@ -61,10 +61,9 @@ from torch import nn
 
 from ..errors import RedsiftError
 from ..grid import LogGrid
-from ..metrics import nmad
 from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
 from ..zwarning import ZWarningMask
-from .family import Family, Prepared, nodata_rows
+from .family import SURVEYS, Family, Prepared, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["EigenConfig", "EigenModel", "EigenFamily", "empca", "scan", "scan_window", "anomaly_score",
@@ -112,10 +111,20 @@ class EigenConfig:
         Stellar radial velocities scanned, +-km/s.
     em_iter, max_per_class, min_rows, ridge : training (EM-PCA iterations, spectra per class, least
         spectra covering a usable rest pixel, Tikhonov term relative to the mean diagonal).
-    zerr_scale : dict or None
-        Spectral type -> factor on the curvature ``ZERR`` (release: pulls of unit spread).
+    zerr_scale, zerr_floor : dict or None
+        The calibrated error (:func:`calibrated_zerr`): factor ``k`` on the curvature error and floor ``f``
+        (in dz/(1+z), added in quadrature), per spectral type and survey (``"GALAXY/lamost"``), else per
+        spectral type (``"GALAXY"``); chosen at release so that 68.3% and 95.4% of each cell's validation
+        pulls fall within 1 and 2 (:func:`fit_zerr_cell`).
+    zerr_rchi2 : bool
+        The curvature error inflated by ``sqrt(max(RCHI2, 1))`` before ``k`` and ``f`` (the fit's own
+        evidence of model mismatch; releases since 2026-11-29).
     anomaly_threshold : float or None
         ``OUT_OF_DISTRIBUTION`` above this :func:`anomaly_score` (release: ``anomaly_quantile`` of validation).
+    anomaly_survey : dict or None
+        Per survey (``"lamost"``), the threshold of that survey's validation spectra (each survey's fits
+        differ: LAMOST's median score is ~8 where BOSS's is ~5, simulated); other rows take
+        ``anomaly_threshold``.
     exclude : tuple
         Classes left without templates (``--set exclude=CV``: the anomaly test's absent class).
     """
@@ -140,7 +149,10 @@ class EigenConfig:
     min_rows: int = 10
     ridge: float = 1e-6
     zerr_scale: dict | None = None
+    zerr_floor: dict | None = None
+    zerr_rchi2: bool = False
     anomaly_threshold: float | None = None
+    anomaly_survey: dict | None = None
     anomaly_quantile: float = 0.99
     exclude: tuple = ()
 
@@ -186,7 +198,8 @@ class EigenConfig:
     def decisions(self) -> dict:
         return {"ncomp": self.ncomp, "taxonomy": self.tax.name, "coarse": self.coarse, "refine": self.refine,
                 "dchi2_min": self.dchi2_min, "dv_excl": self.dv_exclude,
-                "zerr": "calibrated per spectype" if self.zerr_scale else "curvature",
+                "zerr": ("calibrated per spectype/survey, floor" + (", sqrt(rchi2)" if self.zerr_rchi2 else "")
+                         if self.zerr_floor else "calibrated per spectype" if self.zerr_scale else "curvature"),
                 "anom_thr": self.anomaly_threshold if self.anomaly_threshold is not None else "none"}
 
 
@@ -747,6 +760,10 @@ def scan(model, X, classes=None, return_curves: bool = False):
     return (raw, curves) if return_curves else raw
 
 
+#: Most bytes of Hankel rows one group of refinement windows may hold (:func:`scan_window`).
+WINDOW_BYTES = 256 * 2**20
+
+
 def scan_window(model, X, cls, z0, half_px):
     """Refinement: the native chi-square of class ``cls[i]`` in ``+-half_px[i]`` pixels around ``z0[i]``
     (a network's answer used as a prior, as DESI runs Redrock with QuasarNET's). Returns the raw array of
@@ -765,33 +782,108 @@ def scan_window(model, X, cls, z0, half_px):
             continue
         lo, hi = ranges[int(k)]
         for h in np.unique(half_px[cls == k]):
-            sel = np.flatnonzero((cls == k) & (half_px == h) & np.isfinite(z0) & (z0 > -1))
-            if not len(sel):
-                continue
-            r = torch.as_tensor(sel, device=dev)
-            s0 = np.round(np.log10(1 + z0[sel]) / D).astype(np.int64).clip(lo, hi)
-            cmp, chi2, n, s = _native(model, int(k), torch.as_tensor(s0, device=dev), max(int(h), 1), D4[r],
-                                      ntot[r], lo, hi)
-            j, y0, sv, sig, ok = _parabola(cmp, s)
-            sj = s.gather(1, j[:, None])[:, 0]
-            nm = n.gather(1, j[:, None])[:, 0]
-            kk = torch.full_like(sj, int(k))
-            zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
-            zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi), int(ZWarningMask.Z_FITLIMIT), 0)
-            zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
-            coeff, an = _final(model, kk, sj, flux[r], ivar[r])
-            chi = chi2.gather(1, j[:, None])[:, 0].double()
-            nan = torch.full_like(chi, float("nan"))
-            vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
-                                chi / (nm.double() - K).clamp_min(1), an.double(), sj.double(), nan, nan], 1)
-            vals = torch.cat([vals, coeff.double()], 1).cpu().numpy()
-            vals[~np.isfinite(y0.cpu().numpy())] = np.nan
-            raw[sel] = vals
+            rows = np.flatnonzero((cls == k) & (half_px == h) & np.isfinite(z0) & (z0 > -1))
+            # the native stage's Hankel rows take 4 (2h + 1) (npix + 2h) float64 per spectrum (47 MB at h =
+            # 150): spectra in groups that keep them under WINDOW_BYTES (a batch of wide windows needed
+            # 14 GB at once)
+            per = 4 * (2 * int(h) + 1) * (npix + 2 * int(h)) * 8
+            for g in range(0, len(rows), max(1, WINDOW_BYTES // per)):
+                sel = rows[g:g + max(1, WINDOW_BYTES // per)]
+                _scan_window_rows(model, raw, sel, int(k), lo, hi, int(h), z0, flux, ivar, D4, ntot, K, dev)
     return raw
 
 
-def decode(raw, cfg: EigenConfig) -> dict:
-    """Catalog quantities from raw scan rows (NaN rows: nothing measured)."""
+def _scan_window_rows(model, raw, sel, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev):
+    """:func:`scan_window` for rows ``sel`` of one class and one half-width (fills ``raw[sel]``)."""
+    r = torch.as_tensor(sel, device=dev)
+    s0 = np.round(np.log10(1 + z0[sel]) / D).astype(np.int64).clip(lo, hi)
+    cmp, chi2, n, s = _native(model, k, torch.as_tensor(s0, device=dev), max(h, 1), D4[r],
+                              ntot[r], lo, hi)
+    j, y0, sv, sig, ok = _parabola(cmp, s)
+    sj = s.gather(1, j[:, None])[:, 0]
+    nm = n.gather(1, j[:, None])[:, 0]
+    kk = torch.full_like(sj, k)
+    zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
+    zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi), int(ZWarningMask.Z_FITLIMIT), 0)
+    zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
+    coeff, an = _final(model, kk, sj, flux[r], ivar[r])
+    chi = chi2.gather(1, j[:, None])[:, 0].double()
+    nan = torch.full_like(chi, float("nan"))
+    vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
+                        chi / (nm.double() - K).clamp_min(1), an.double(), sj.double(), nan, nan], 1)
+    vals = torch.cat([vals, coeff.double()], 1).cpu().numpy()
+    vals[~np.isfinite(y0.cpu().numpy())] = np.nan
+    raw[sel] = vals
+
+
+def _cell(table: dict | None, spectype, surveys, default: float) -> np.ndarray:
+    """Per row: the table's value for its spectral type / survey cell (``"QSO/desi"``), else for its
+    spectral type, else ``default``."""
+    spectype = np.asarray(spectype)
+    if not table:
+        return np.full(len(spectype), default, float)
+    surveys = np.full(len(spectype), "") if surveys is None else np.asarray(surveys)
+    return np.array([table.get(f"{t}/{v}", table.get(t, default)) for t, v in zip(spectype, surveys)], float)
+
+
+def calibrated_zerr(sigma, rchi2, spectype, surveys, cfg: EigenConfig) -> np.ndarray:
+    """``ZERR / (1 + z) = sqrt((k e)^2 + f^2)`` with ``e`` the curvature error in dz/(1+z) (``Delta chi2 =
+    1``), times ``sqrt(max(RCHI2, 1))`` when ``zerr_rchi2``, and ``k``, ``f`` of the row's cell (``k = 1``,
+    ``f = 0`` before release). The floor carries what the curvature cannot see (template mismatch: the
+    pulls of bright stars are not Gaussian without it); the inflation carries a survey's poorer fits
+    (LAMOST's uncorrected telluric bands: median RCHI2 2.0 against 1.1 on BOSS, simulated)."""
+    e = np.asarray(sigma, float)
+    if cfg.zerr_rchi2:
+        e = e * np.sqrt(np.maximum(np.nan_to_num(np.asarray(rchi2, float), nan=1.0), 1.0))
+    k = _cell(cfg.zerr_scale, spectype, surveys, 1.0)
+    f = _cell(cfg.zerr_floor, spectype, surveys, 0.0)
+    return np.hypot(k * e, f)
+
+
+def fit_zerr_cell(dz, e, q1: float = 0.683, q2: float = 0.95, lim2: float = 1.96) -> tuple[float, float]:
+    """``(k, f)`` such that ``|dz| / sqrt((k e)^2 + f^2)`` has ``q1`` of its values below 1 (exactly, by
+    bisection in ``k``) and ``q2`` below ``lim2`` (as near as the floors tried allow: 0 and 80 values from
+    1e-7 to 3e-3 in dz/(1+z)): the 68% and 95% intervals ``redsift evaluate`` checks. With Gaussian errors
+    the best floor is 0 and ``k`` the pulls' spread."""
+    dz, e = np.abs(np.asarray(dz, float)), np.asarray(e, float)
+
+    def cover(k, f, lim):
+        return np.mean(dz < lim * np.sqrt((k * e) ** 2 + f**2))
+
+    best = (np.inf, float(np.quantile(dz / e, q1)), 0.0)
+    for f in np.concatenate([[0.0], np.geomspace(1e-7, 3e-3, 80)]):
+        if cover(1e-4, f, 1.0) >= q1:  # the floor alone already covers q1: too large
+            break
+        lo, hi = 1e-4, 1e4
+        for _ in range(50):
+            k = math.sqrt(lo * hi)
+            lo, hi = (k, hi) if cover(k, f, 1.0) < q1 else (lo, k)
+        miss = abs(cover(hi, f, lim2) - q2)
+        if miss < best[0]:
+            best = (miss, hi, float(f))
+    return float(best[1]), best[2]
+
+
+def fit_zerr_cells(z, zerr, ztrue, spectype, surveys, min_cell: int = 50) -> tuple[dict, dict, dict]:
+    """The ``zerr_scale`` and ``zerr_floor`` tables (and a record) from uncalibrated ``zerr`` of rows typed
+    right (``spectype`` their spectral type, '' to leave a row out): :func:`fit_zerr_cell` per spectral
+    type and per spectral type / survey with at least ``min_cell`` rows."""
+    z, zerr, ztrue = (np.asarray(a, float) for a in (z, zerr, ztrue))
+    spectype, surveys = np.asarray(spectype), np.asarray(surveys)
+    dz, e = (z - ztrue) / (1 + ztrue), zerr / (1 + z)
+    scale, floor, record = {}, {}, {}
+    for t in SPECTYPES:
+        m = (spectype == t) & np.isfinite(dz) & np.isfinite(e) & (e > 0)
+        for key, cell in [(t, m)] + [(f"{t}/{v}", m & (surveys == v)) for v in SURVEYS]:
+            if cell.sum() >= min_cell:
+                scale[key], floor[key] = fit_zerr_cell(dz[cell], e[cell])
+                record[f"zerr_{key}"] = f"k {scale[key]:.3g}, floor {floor[key] * C_KMS:.3g} km/s, n {int(cell.sum())}"
+    return scale, floor, record
+
+
+def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
+    """Catalog quantities from raw scan rows (NaN rows: nothing measured); ``surveys`` (row-aligned
+    survey names) picks each row's ``ZERR`` calibration cell."""
     raw = np.asarray(raw, float)
     f = {name: raw[:, i] for i, name in enumerate(RAW_FIELDS)}
     ok = np.isfinite(f["cls"])
@@ -800,9 +892,7 @@ def decode(raw, cfg: EigenConfig) -> dict:
     spectype = np.array(tax.spectypes)[cls]
     name = np.array(tax.classes)[cls]
     z = np.where(ok, 10 ** (f["s"] * D) - 1, np.nan)
-    zerr = (1 + z) * math.log(10) * D * f["sigma_s"]
-    if cfg.zerr_scale:
-        zerr = zerr * np.array([cfg.zerr_scale.get(t, 1.0) for t in spectype])
+    zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg)
     return {"ok": ok, "cls": cls, "spectype": np.where(ok, spectype, ""),
             "subtype": np.where(ok & (name != spectype), name, ""), "z": z, "zerr": zerr,
             "chi2": f["chi2"], "dchi2": f["dchi2"], "npix": np.where(ok, f["npix"], 0).astype(np.int64),
@@ -833,7 +923,8 @@ class EigenFamily(Family):
         ivar = np.where(bad, 0, ivar).astype(np.float32)
         flux = np.where(bad, 0, flux).astype(np.float32)
         return Prepared(X=np.concatenate([flux, ivar], 1),
-                        zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar))
+                        zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar),
+                        survey=survey_names(meta, SURVEYS, len(flux)))
 
     def infer(self, model, X, batch_size: int = 256, backend: str = "auto"):
         X = np.asarray(X)
@@ -850,11 +941,14 @@ class EigenFamily(Family):
         cfg = model.config
         zwarn = np.asarray(prepared["zwarn"], np.int64).copy()
         nodata = nodata_rows(zwarn)
-        d = decode(raw, cfg)
+        d = decode(raw, cfg, prepared.get("survey"))
         ok = d["ok"] & ~nodata
         zwarn |= np.where(ok, d["zwarn"], 0)
         if cfg.anomaly_threshold is not None:
-            zwarn |= np.where(ok & (d["anomaly"] > cfg.anomaly_threshold), int(ZWarningMask.OUT_OF_DISTRIBUTION), 0)
+            surveys = prepared.get("survey")
+            surveys = np.full(len(ok), "") if surveys is None else np.asarray(surveys)
+            thr = np.array([(cfg.anomaly_survey or {}).get(v, cfg.anomaly_threshold) for v in surveys], float)
+            zwarn |= np.where(ok & (d["anomaly"] > thr), int(ZWarningMask.OUT_OF_DISTRIBUTION), 0)
         cols = {"Z": np.where(ok, d["z"], np.nan), "ZERR": np.where(ok, d["zerr"], np.nan),
                 "SPECTYPE": np.where(ok, d["spectype"], ""), "SUBTYPE": np.where(ok, d["subtype"], ""),
                 "CHI2": np.where(ok, d["chi2"], np.nan), "DELTACHI2": np.where(ok, d["dchi2"], np.nan),
@@ -894,26 +988,27 @@ class EigenFamily(Family):
     def fit(self, model, ds, idx, labels, cfg) -> dict:
         return fit_eigen(model, ds, idx, labels, seed=cfg.seed)
 
-    def release(self, model, raw, prepared, meta):
-        """``ZERR`` scaled per spectral type so that the pulls' robust spread is 1 (on spectra typed and
-        placed right), and the anomaly threshold at ``anomaly_quantile`` of the validation scores."""
-        cfg = model.config
-        d = decode(raw, dataclasses.replace(cfg, zerr_scale=None))
+    def release(self, model, raw, prepared, meta, min_cell: int = 50):
+        """``ZERR`` calibrated per spectral type and per spectral type / survey (cells of at least
+        ``min_cell`` spectra typed right; :func:`fit_zerr_cell` on the pulls, curvature errors inflated by
+        ``sqrt(RCHI2)``), and the anomaly threshold at ``anomaly_quantile`` of the validation scores, of
+        all and of each survey's."""
+        cfg = dataclasses.replace(model.config, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
+        d = decode(raw, cfg)
         y = cfg.tax.labels(meta, source="validation labels", strict=False)
         z = np.asarray(meta["Z"], float)
         tz = np.array(cfg.tax.spectypes)[np.clip(y, 0, None)]
-        scale, record = {}, {}
-        for t in SPECTYPES:
-            m = d["ok"] & (y >= 0) & (d["spectype"] == t) & (tz == t) & np.isfinite(d["zerr"]) & (d["zerr"] > 0)
-            m &= np.abs(d["z"] - z) / (1 + z) < 0.01
-            if m.sum() >= 20:
-                sd = nmad((d["z"][m] - z[m]) / d["zerr"][m])
-                scale[t] = float(max(sd, 1e-3))
-                record[f"pull_nmad_{t}"] = float(sd)
-        a = d["anomaly"][d["ok"] & np.isfinite(d["anomaly"])]
-        thr = float(np.quantile(a, cfg.anomaly_quantile)) if len(a) else None
+        surveys = survey_names(meta, SURVEYS, len(z))
+        right = d["ok"] & (y >= 0) & (d["spectype"] == tz)
+        scale, floor, record = fit_zerr_cells(d["z"], d["zerr"], z, np.where(right, tz, ""), surveys, min_cell)
+        scored = d["ok"] & np.isfinite(d["anomaly"])
+        thr = float(np.quantile(d["anomaly"][scored], cfg.anomaly_quantile)) if scored.any() else None
+        per = {v: float(np.quantile(d["anomaly"][scored & (surveys == v)], cfg.anomaly_quantile))
+               for v in SURVEYS if (scored & (surveys == v)).sum() >= min_cell}
         record["anomaly_threshold"] = thr
-        return {"zerr_scale": scale or None, "anomaly_threshold": thr}, record
+        record.update({f"anomaly_threshold_{v}": t for v, t in per.items()})
+        return {"zerr_scale": scale or None, "zerr_floor": floor or None, "zerr_rchi2": True,
+                "anomaly_threshold": thr, "anomaly_survey": per or None}, record
 
     def report(self, t, out, header, overrides, truth_path=""):
         from ..evaluate.eigen import eigen_report

@@ -34,7 +34,20 @@ import numpy as np
 from ..errors import RedsiftError
 from ..zwarning import ZWarningMask
 
-__all__ = ["Family", "Prepared"]
+__all__ = ["Family", "Prepared", "SURVEY_ALIASES", "SURVEYS", "survey_names"]
+
+#: Survey names of the readers -> the surveys models know (inputs, calibration cells).
+SURVEY_ALIASES = {"boss": "boss", "sdss": "boss", "eboss": "boss", "desi": "desi", "lamost": "lamost"}
+SURVEYS = ("boss", "desi", "lamost")
+
+
+def survey_names(meta, surveys: tuple = SURVEYS, n: int = 0) -> np.ndarray:
+    """Each row's survey among ``surveys`` (``meta["SURVEY"]``, aliases resolved); '' when unknown."""
+    cols = () if meta is None else (meta.keys() if isinstance(meta, dict) else meta.colnames)
+    if not surveys or "SURVEY" not in cols:
+        return np.full(n, "", "U8")
+    names = np.array([SURVEY_ALIASES.get(str(v).strip().lower(), "") for v in np.asarray(meta["SURVEY"])], "U8")
+    return np.where(np.isin(names, surveys), names, "")
 
 
 class Prepared(dict):
