@@ -92,7 +92,8 @@ def main():
             # a survey's worth: several such files, read in reader processes while the model runs
             copies = []
             for c in range(a.copies):
-                copies.append(os.path.join(tmp, f"copy{c}-{os.path.basename(path)}"))
+                os.makedirs(os.path.join(tmp, f"copy{c}"), exist_ok=True)  # the file's own name: readers go by it
+                copies.append(os.path.join(tmp, f"copy{c}", os.path.basename(path)))
                 os.symlink(path, copies[-1])
             for jobs in (1, 2):
                 rows.append((f"{a.copies} x {name}: end to end, -j {jobs}", _timed(

@@ -196,73 +196,91 @@ def test_batched_pipeline_gives_the_per_file_catalog(real_dir, tmp_path):
                                        np.array_equal(a.view(np.uint8), b.view(np.uint8))), c
 
 
-def _desi_meta(path, fast: bool, monkeypatch):
-    import redsift
-    import redsift.io.desi as desi
 
-    with monkeypatch.context() as m:
-        if not fast:
-            m.setattr(desi, "_fibermap", lambda *a: None)
-        return redsift.read(str(path)).meta
-
-
-def _same_table(a, b):
-    assert a.colnames == b.colnames and a.meta == b.meta
-    for c in a.colnames:
-        assert a[c].dtype == b[c].dtype, c
-        np.testing.assert_array_equal(np.asarray(a[c]), np.asarray(b[c]), err_msg=c)
+def _both_paths(path, monkeypatch):
+    """``read_file(path)`` through the strict readers and through astropy: Spectra or the error message."""
+    out = []
+    for fast in (True, False):
+        monkeypatch.setattr(registry, "FAST_PATH", fast)
+        try:
+            out.append(registry.read_file(str(path)))
+        except SpectrumFileError as e:
+            out.append(str(e))
+    monkeypatch.setattr(registry, "FAST_PATH", True)
+    return out
 
 
-def test_desi_fibermap_from_the_bytes_equals_astropy(real_dir, tmp_path, monkeypatch):
-    """The DESI FIBERMAP read with one numpy.fromfile equals astropy's Table, column by column (dtypes,
-    strings right-stripped, empty strings), on the real coadd and on an edited copy; a scaled column, a
-    non-ASCII string, a gzipped file or a table longer than the file goes to astropy (same table, or the
-    same one-line error)."""
+def _assert_same(a, b):
+    if isinstance(a, str) or isinstance(b, str):
+        assert a == b
+        return
+    for k in ("wave", "flux", "ivar", "mask"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert x.dtype == y.dtype and x.shape == y.shape, k
+        np.testing.assert_array_equal(x, y, err_msg=k)
+    assert a.meta.colnames == b.meta.colnames and a.meta.meta == b.meta.meta
+    for c in a.meta.colnames:
+        assert a.meta[c].dtype == b.meta[c].dtype, c
+        np.testing.assert_array_equal(np.asarray(a.meta[c]), np.asarray(b.meta[c]), err_msg=c)
+
+
+def test_strict_desi_reader_equals_astropy(real_dir, tmp_path, monkeypatch, rng):
+    """DESI coadds read without astropy (headers parsed for the cards used, images and FIBERMAP viewed
+    at their byte offsets) give the same Spectra as the astropy reader, bit for bit: the real coadds
+    (with and without FIBERMAP), an edited copy (strings with trailing blanks, empty strings, NaN and
+    inf pixels); files it must not read itself (a scaled column, BZERO on a mask, non-ASCII text, gzip,
+    bytes after the last HDU, a truncated file, damaged header bytes) give what astropy gives, Spectra
+    or the same one-line error."""
     from astropy.io import fits
 
     import redsift.io.desi as desi
-    from redsift.io.registry import read_file
 
-    real = real_dir / "desi" / "coadd-4-80613-thru20210324.fits"
     used = []
-    orig = desi._fibermap
-    monkeypatch.setattr(desi, "_fibermap", lambda *a: used.append(orig(*a) is not None) or orig(*a))
-    _same_table(_desi_meta(real, True, monkeypatch), _desi_meta(real, False, monkeypatch))
-    assert used == [True]
-    edited = tmp_path / "coadd-edited.fits"
-    with fits.open(real) as h:
+    orig = desi.read_desi_strict
+    monkeypatch.setattr(desi, "read_desi_strict", lambda p: (lambda r: used.append(r is not None) or r)(orig(p)))
+    for f in sorted((real_dir / "desi").glob("coadd-*.fits")):
+        _assert_same(*_both_paths(f, monkeypatch))
+    assert used and all(used[::2])  # the strict reader took every real coadd
+    real = real_dir / "desi" / "coadd-4-80613-thru20210324.fits"
+
+    def edited(name, edit):
+        out = tmp_path / name
+        with fits.open(real) as h:
+            edit(h)
+            h.writeto(out)
+        return out
+
+    def strings(h):
         h["FIBERMAP"].data["BRICKNAME"][0] = "ab "
         h["FIBERMAP"].data["OBJTYPE"][0] = ""
-        h.writeto(edited)
-    _same_table(_desi_meta(edited, True, monkeypatch), _desi_meta(edited, False, monkeypatch))
-    assert _desi_meta(edited, True, monkeypatch)["BRICKNAME"][0] == "ab"
-    monkeypatch.setattr(desi, "_fibermap", orig)
-    def fast_of(path):
-        with fits.open(path) as h:
-            info = type("I", (), {"path": str(path), "source": str(path), "hdul": h})()
-            return desi._fibermap(info, h.index_of("FIBERMAP"), h["FIBERMAP"].header)
+        h["B_FLUX"].data[0, :3] = [np.nan, np.inf, -np.inf]
 
-    assert fast_of(edited) is not None
-    scaled = tmp_path / "coadd-scaled.fits"
+    cases = {"coadd-edited.fits": strings,
+             "coadd-tzero.fits": lambda h: h["FIBERMAP"].header.set("TZERO1", 0),
+             "coadd-bzero.fits": lambda h: h["B_MASK"].header.set("BZERO", 0),
+             "coadd-dupname.fits": lambda h: h["R_MASK"].header.set("EXTNAME", "B_MASK")}
+    for name, edit in cases.items():
+        used.clear()
+        path = edited(name, edit)
+        _assert_same(*_both_paths(path, monkeypatch))
+        assert used[0] == (name == "coadd-edited.fits"), name
+    raw = real.read_bytes()
     with fits.open(real) as h:
-        h["FIBERMAP"].header["TZERO1"] = 0
-        h.writeto(scaled)
-    assert fast_of(scaled) is None
-    text = tmp_path / "coadd-text.fits"
-    with fits.open(real) as h:
-        raw = bytearray(real.read_bytes())
-        start = h.fileinfo(h.index_of("FIBERMAP"))["datLoc"]
-    i = bytes(raw).index(b"TGT", start)
-    raw[i] = 0xE9
-    text.write_bytes(bytes(raw))
-    assert fast_of(text) is None
-    gz = tmp_path / "coadd-gz.fits.gz"
-    gz.write_bytes(gzip.compress(real.read_bytes()))
-    _same_table(_desi_meta(gz, True, monkeypatch), _desi_meta(gz, False, monkeypatch))  # astropy's bytes: its path
-    cut = tmp_path / "coadd-cut.fits"
-    with fits.open(real) as h:
-        end = h.fileinfo(h.index_of("FIBERMAP"))["datLoc"] + 100
-    cut.write_bytes(real.read_bytes()[:end])
-    with pytest.raises(SpectrumFileError) as e:
-        read_file(str(cut))
-    assert "coadd-cut.fits" in str(e.value) and "\n" not in str(e.value)
+        fm = h.fileinfo(h.index_of("FIBERMAP"))["datLoc"]
+    text = bytearray(raw)
+    text[raw.index(b"TGT", fm)] = 0xE9
+    damaged = {"coadd-text.fits": bytes(text), "coadd-extra.fits": raw + b"\0" * 2880,
+               "coadd-cut.fits": raw[:fm + 100], "coadd-gz.fits.gz": gzip.compress(raw)}
+    for k in range(8):  # bytes of the headers changed at random
+        b = bytearray(raw)
+        for pos in rng.integers(0, fm, 3):
+            b[pos] = int(rng.integers(32, 127))
+        damaged[f"coadd-fuzz{k}.fits"] = bytes(b)
+    for name, data in damaged.items():
+        used.clear()
+        (tmp_path / name).write_bytes(data)
+        a, b = _both_paths(tmp_path / name, monkeypatch)
+        _assert_same(a, b)
+        if name in ("coadd-text.fits", "coadd-extra.fits", "coadd-cut.fits"):
+            assert used == [False], name
+    assert "coadd-cut.fits" in _both_paths(tmp_path / "coadd-cut.fits", monkeypatch)[0]

@@ -510,16 +510,29 @@ def read_fast_batch(paths) -> tuple[Spectra | None, np.ndarray]:
     return spectra, ok
 
 
-def _read_fast(path, format: str | None):
-    """SDSS/BOSS spec files through :mod:`redsift.io.fastspec` (``None``: use the general path)."""
-    if format not in (None, "sdss-spec"):
+def desi_name(p: str) -> str | None:
+    """The DESI format a file named ``coadd-*.fits`` / ``spectra-*.fits`` would be read as, else None."""
+    base = os.path.basename(p)
+    if not base.endswith(".fits"):
         return None
-    p = os.fspath(path)
-    if not (fast_name(p) and fast_path_on()):
-        return None
-    from .fastspec import read_spec_fast
+    return "desi-coadd" if base.startswith("coadd-") else "desi-spectra" if base.startswith("spectra-") else None
 
-    spectra = read_spec_fast(p)
+
+def _read_fast(path, format: str | None):
+    """SDSS/BOSS spec files through :mod:`redsift.io.fastspec`, DESI coadd and spectra files through the
+    strict DESI reader (:func:`redsift.io.desi.read_desi_strict`); ``None``: use the general path."""
+    p = os.fspath(path)
+    desi = desi_name(p)
+    if desi is not None and format in (None, desi) and fast_path_on():
+        from .desi import read_desi_strict
+
+        spectra, name = read_desi_strict(p), desi
+    elif format in (None, "sdss-spec") and fast_name(p) and fast_path_on():
+        from .fastspec import read_spec_fast
+
+        spectra, name = read_spec_fast(p), "sdss-spec"
+    else:
+        return None
     if spectra is None:
         return None
     try:
@@ -530,7 +543,7 @@ def _read_fast(path, format: str | None):
         return None
     meta = spectra.meta
     meta["SOURCE"] = np.array([p] * len(meta), dtype=str)
-    meta["FORMAT"] = np.array(["sdss-spec"] * len(meta), dtype=str)
+    meta["FORMAT"] = np.array([name] * len(meta), dtype=str)
     return spectra
 
 
