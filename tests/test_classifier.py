@@ -292,3 +292,38 @@ def test_augmented_training_resumes_exactly(sets, tmp_path):
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_bal_decision_at_the_release_operating_point(rng):
+    """The BAL/QSO choice is a threshold on P(BAL) / (P(BAL) + P(QSO)), set at release so that
+    ``bal_reject`` of the validation non-BAL quasars stay QSO (QuasarNET's 97%); other classes are
+    untouched, and without a threshold the larger probability wins as before."""
+    import dataclasses
+
+    from redsift.models import get_family
+    from redsift.models.classifier import bal_share
+
+    cfg = ClassifierConfig(z_head="none")
+    tax = cfg.tax
+    b, q, g = tax.classes.index("BAL"), tax.classes.index("QSO"), tax.classes.index("GALAXY")
+    n = 400
+    logits = np.full((n, len(tax)), -9.0)
+    flag = np.where(np.arange(n) < 100, 1, 0)  # 100 BALs, 300 non-BAL quasars
+    share = np.where(flag == 1, rng.uniform(0.05, 0.9, n), rng.uniform(0.0, 0.2, n))
+    logits[:, b], logits[:, q] = np.log(share), np.log(1 - share)
+    logits[-5:, g] = 5.0  # galaxies: never moved between BAL and QSO
+    logits = np.concatenate([logits, np.zeros((n, cfg.n_z))], 1)  # the redshift head's outputs (unused)
+    meta = Table({"CLASS": np.where(np.arange(n) < n - 5, "QSO", "GALAXY"), "SUBCLASS": np.full(n, ""),
+                  "BAL_FLAG": flag, "Z": np.full(n, 2.0)})
+    fam = get_family(create_model("classifier", z_head="none"))
+    d = decode(logits, cfg)
+    y = tax.labels(meta, strict=False)
+    thr, rec = fam._bal_threshold(cfg, d, y, meta)
+    non = share[(flag == 0)][: n - 5 - 100]
+    assert abs(rec["rejected"] - 0.97) < 0.01 and thr == pytest.approx(np.quantile(bal_share(d["prob"], tax)[100:n - 5], 0.97))
+    cut = decode(logits, dataclasses.replace(cfg, bal_threshold=thr))
+    is_q = np.arange(n) < n - 5
+    np.testing.assert_array_equal(cut["cls"][is_q], np.where(share[is_q] > thr, b, q))
+    assert (cut["cls"][~is_q] == g).all() and (d["cls"][~is_q] == g).all()
+    np.testing.assert_array_equal(d["cls"][is_q], np.where(share[is_q] > 0.5, b, q))  # no threshold: argmax
+    assert rec["found"] > rec["found_argmax"] and len(non) == 295

@@ -269,7 +269,9 @@ def test_strict_desi_reader_equals_astropy(real_dir, tmp_path, monkeypatch, rng)
         fm = h.fileinfo(h.index_of("FIBERMAP"))["datLoc"]
     text = bytearray(raw)
     text[raw.index(b"TGT", fm)] = 0xE9
-    damaged = {"coadd-text.fits": bytes(text), "coadd-extra.fits": raw + b"\0" * 2880,
+    card = raw.index(b"NAXIS2  =                    1", fm)  # an arm's row count made negative: the walk
+    negative = raw[:card] + b"NAXIS2  =                   -1" + raw[card + 31:]  # must not go backwards
+    damaged = {"coadd-text.fits": bytes(text), "coadd-extra.fits": raw + b"\0" * 2880, "coadd-negative.fits": negative,
                "coadd-cut.fits": raw[:fm + 100], "coadd-gz.fits.gz": gzip.compress(raw)}
     for k in range(8):  # bytes of the headers changed at random
         b = bytearray(raw)
@@ -281,6 +283,6 @@ def test_strict_desi_reader_equals_astropy(real_dir, tmp_path, monkeypatch, rng)
         (tmp_path / name).write_bytes(data)
         a, b = _both_paths(tmp_path / name, monkeypatch)
         _assert_same(a, b)
-        if name in ("coadd-text.fits", "coadd-extra.fits", "coadd-cut.fits"):
+        if name in ("coadd-text.fits", "coadd-extra.fits", "coadd-cut.fits", "coadd-negative.fits"):
             assert used == [False], name
     assert "coadd-cut.fits" in _both_paths(tmp_path / "coadd-cut.fits", monkeypatch)[0]

@@ -226,7 +226,7 @@ class _Strict:
     def __init__(self, path: str):
         import mmap
 
-        from .fastspec import _blocks, _data_size, _Fallback, parse_header
+        from .fastspec import _Fallback
 
         self.path = path
         with open(path, "rb") as fh:
@@ -234,12 +234,28 @@ class _Strict:
                 raise _Fallback("not a plain FITS file")
             fh.seek(0)
             buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self.buf, self.hdus, start = buf, [], 0
+        self.buf, self.hdus = buf, []
+        try:
+            self._walk(buf)
+        except BaseException:
+            buf.close()
+            raise
+
+    def _walk(self, buf):
+        """The HDU directory: each header's cards and data offset (see the class docstring)."""
+        from .fastspec import _blocks, _data_size, _Fallback, _get, _value, parse_header
+
+        start = 0
         while start < len(buf):
             cards, data, dup = parse_header(buf, start)
-            if dup & set(_USED + ("EXTNAME", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT")) \
+            if any(k in _USED + ("EXTNAME", "XTENSION", "BITPIX", "PCOUNT", "GCOUNT")
+                   or k.startswith(("NAXIS", "TFORM", "TTYPE", "TFIELDS")) for k in dup) \
                     or any(k.startswith(_SCALING) for k in cards):
                 raise _Fallback("cards astropy must interpret")
+            naxis = _get(cards, "NAXIS", int)
+            if not 0 <= naxis <= 999 or any(_get(cards, f"NAXIS{k}", int) < 0 for k in range(1, naxis + 1)) \
+                    or _value(cards.get("PCOUNT", "0")) != 0 or _value(cards.get("GCOUNT", "1")) != 1:
+                raise _Fallback("axes")  # a negative axis would walk backwards (forever); heaps: astropy's
             size = _data_size(cards)
             if data + size > len(buf):
                 raise _Fallback("truncated")
@@ -343,7 +359,7 @@ def read_desi_strict(path) -> Spectra | None:
 
     try:
         src = _Strict(os.fspath(path))
-    except (_Fallback, OSError, ValueError):
+    except (_Fallback, Exception):  # noqa: BLE001 - anything unexpected: the general path
         return None
     try:
         return _read(src)

@@ -75,6 +75,10 @@ class ClassifierConfig:
     z_weight: float = 1.0
     beta_nll: float = 0.5
     zerr_scale: dict | None = None  # spectype -> factor, set at release
+    # BAL over QSO where P(BAL) / (P(BAL) + P(QSO)) exceeds this (None: the larger one), set at release so that
+    # bal_reject of the validation non-BAL quasars stay QSO (QuasarNET's operating point: 97.0% rejected)
+    bal_threshold: float | None = None
+    bal_reject: float = 0.97
     p_min: float = 0.9  # LOW_CONFIDENCE when the chosen spectral type's probability is below this
     p_peak_min: float = 0.5  # ... or when the redshift pdf's peak holds less probability than this
     augment_coverage: float = 0.2  # training: fraction of spectra whose red end is cut (see augment)
@@ -130,7 +134,8 @@ class ClassifierConfig:
 
     def decisions(self) -> dict:
         return {"taxonomy": self.tax.name, "p_min": self.p_min, "p_peak": self.p_peak_min, "z_head": self.z_head,
-                "zerr": "calibrated per spectype" if self.zerr_scale else "uncalibrated"}
+                "zerr": "calibrated per spectype" if self.zerr_scale else "uncalibrated",
+                "bal_thr": self.bal_threshold if self.bal_threshold is not None else "argmax"}
 
 
 #: Seed-system presets: ``redsift train classifier --set arch=sdss12`` starts from these.
@@ -249,6 +254,10 @@ def decode(raw: np.ndarray, cfg: ClassifierConfig) -> dict:
     idx = tax.spectype_index()
     within = np.where(idx[None, :] == st[:, None], p, -1.0)
     cls = within.argmax(axis=1)
+    if cfg.bal_threshold is not None and {"BAL", "QSO"} <= set(tax.classes):
+        b, q = tax.classes.index("BAL"), tax.classes.index("QSO")
+        pair = (cls == b) | (cls == q)
+        cls = np.where(pair, np.where(bal_share(p, tax) > cfg.bal_threshold, b, q), cls)
     if cfg.z_head == "pdf":
         mu, sig_t, p_peak = pdf_estimate(raw[:, k:], cfg)
         z = np.expm1(mu)
@@ -260,6 +269,14 @@ def decode(raw: np.ndarray, cfg: ClassifierConfig) -> dict:
         p_peak = np.ones(len(z))
     return {"p_peak": p_peak, "prob": p, "ptype": ptype, "spectype": np.array(SPECTYPES)[st], "cls": cls, "z": z, "sigma_z": sigma,
             "p_spectype": ptype[np.arange(len(st)), st]}
+
+
+def bal_share(p: np.ndarray, tax) -> np.ndarray:
+    """``P(BAL) / (P(BAL) + P(QSO))`` per row (the BAL decision's score; NaN without both classes)."""
+    if not {"BAL", "QSO"} <= set(tax.classes):
+        return np.full(len(p), np.nan)
+    pb, pq = p[:, tax.classes.index("BAL")], p[:, tax.classes.index("QSO")]
+    return pb / np.maximum(pb + pq, 1e-300)
 
 
 def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide: int = 25):
@@ -501,9 +518,34 @@ class ClassifierFamily(Family):
                 k = float(np.quantile(pull, 0.6827))
                 scale[key] = k
                 record[key] = {"n": int(sel.sum()), "factor": k, "cov95_after": float(np.mean(pull / k < 1.96))}
-        return {"zerr_scale": scale}, {"zerr_scale": record, "snr_edges": list(SNR_EDGES),
-                                       "zerr_rule": "the 68.27% quantile of |dz|/sigma on validation, per "
-                                                    "spectype / survey / S/N bin (most specific cell with enough rows)"}
+        updates = {"zerr_scale": scale}
+        info = {"zerr_scale": record, "snr_edges": list(SNR_EDGES),
+                "zerr_rule": "the 68.27% quantile of |dz|/sigma on validation, per "
+                             "spectype / survey / S/N bin (most specific cell with enough rows)"}
+        bal = self._bal_threshold(cfg, d, y, meta)
+        if bal is not None:
+            updates["bal_threshold"], info["bal"] = bal
+        return updates, info
+
+    @staticmethod
+    def _bal_threshold(cfg, d, y, meta):
+        """The BAL decision at QuasarNET's operating point: the threshold on :func:`bal_share` that keeps
+        ``bal_reject`` of the validation quasars without a BAL (``BAL_FLAG == 0``, typed QSO) as QSO; the
+        fraction of BALs (``BAL_FLAG == 1``) found at it is recorded. None without BAL and QSO classes or
+        without 20 of each."""
+        tax = cfg.tax
+        if not {"BAL", "QSO"} <= set(tax.classes) or "BAL_FLAG" not in meta.colnames:
+            return None
+        flag = np.asarray(meta["BAL_FLAG"])
+        q = (d["spectype"] == "QSO") & (y >= 0) & (np.array(tax.spectypes + ("",))[np.where(y >= 0, y, -1)] == "QSO")
+        share = bal_share(d["prob"], tax)
+        bal, non = share[q & (flag == 1)], share[q & (flag == 0)]
+        if len(bal) < 20 or len(non) < 20:
+            return None
+        thr = float(np.quantile(non, cfg.bal_reject))
+        return thr, {"threshold": thr, "n_bal": int(len(bal)), "n_non_bal": int(len(non)),
+                     "found": float(np.mean(bal > thr)), "rejected": float(np.mean(non <= thr)),
+                     "found_argmax": float(np.mean(bal > 0.5))}
 
     # --- evaluate --------------------------------------------------------------------------
     def report(self, t, out, header, overrides, truth_path="") -> list[str]:
