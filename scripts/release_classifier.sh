@@ -56,3 +56,15 @@ redsift train classifier --data $D/train_cls --val $D/val_cls -o $R/gasnet2 --se
 for m in sdss12 fcz gasnet2; do redsift release $R/$m/best --val $D/val_cls -o $R/$m/release; done
 # the real checks (validation only)
 python scripts/validate_real.py redsift-sim quasarnet-multi-sim -o docs/classifier_real.md   # once released
+# later the same day (docs/classifier.md "The BAL decision", "ZERR where the eigen scan gives Z"): the same
+# classifier weights released again (the BAL threshold at 97% of validation non-BALs kept QSO), QuasarNET
+# fine-tuned 2 epochs on the QuasarNET-mix sets simulated again on the corrected sky, and the default made
+# again and released on the three-survey eigen validation set of scripts/release_eigen.sh
+redsift release $R/cls2/best --val $D/val_cls -o $R/cls3/release
+redsift train quasarnet --data $D/train_qn --val $D/val_qn -o $R/qn_multi2 --init quasarnet-multi-sim --epochs 2 \
+  --lr 3e-4 --lr-schedule cosine --threads 2
+redsift release $R/qn_multi2/best --val $D/val_qn -o src/redsift/models/released/quasarnet-multi-sim \
+  --description "QuasarNET trained by redsift on simulated BOSS, DESI and LAMOST spectra (corrected sky)"
+redsift combine --classifier $R/cls3/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-c \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/redsift-sim-c --val $D/eig_val3 -o src/redsift/models/released/redsift-sim
