@@ -123,6 +123,10 @@ def test_scan_window_refines_around_a_prior(rng):
     assert not d["zwarn"][0] & int(ZWarningMask.Z_FITLIMIT)
     raw = scan_window(m, X, [0], [0.8 * 1.01], [5])  # prior outside a narrow window: the edge is flagged
     assert decode(raw, m.config)["zwarn"][0] & int(ZWarningMask.Z_FITLIMIT)
+    # a prior outside the class's range (0.05-4.0): the window moves to the range's end; flagged, even
+    # where a local minimum lies inside the moved window
+    for prior in (0.01, 4.6):
+        assert decode(scan_window(m, X, [0], [prior], [150]), m.config)["zwarn"][0] & int(ZWarningMask.Z_FITLIMIT)
 
 
 def test_wide_windows_are_scanned_in_bounded_groups(rng, monkeypatch):

@@ -768,7 +768,9 @@ def scan_window(model, X, cls, z0, half_px):
     """Refinement: the native chi-square of class ``cls[i]`` in ``+-half_px[i]`` pixels around ``z0[i]``
     (a network's answer used as a prior, as DESI runs Redrock with QuasarNET's). Returns the raw array of
     :func:`scan` (``dchi2`` is NaN: a window has no competing solution; ``Z_FITLIMIT`` when the minimum
-    sits on the window's edge)."""
+    sits on the window's edge, or when the prior lies outside the class's redshift range: the window is
+    then moved to the range's end, and its minimum is no refinement of the prior — a quasar at z 1.15
+    typed BAL, whose templates start at z 1.51, was put at 1.515)."""
     cfg, dev, X, npix, B, K, raw = _setup(model, X)
     if B == 0:
         return raw
@@ -796,7 +798,9 @@ def scan_window(model, X, cls, z0, half_px):
 def _scan_window_rows(model, raw, sel, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev):
     """:func:`scan_window` for rows ``sel`` of one class and one half-width (fills ``raw[sel]``)."""
     r = torch.as_tensor(sel, device=dev)
-    s0 = np.round(np.log10(1 + z0[sel]) / D).astype(np.int64).clip(lo, hi)
+    s_prior = np.round(np.log10(1 + z0[sel]) / D).astype(np.int64)
+    s0 = s_prior.clip(lo, hi)
+    outside = torch.as_tensor((s_prior < lo) | (s_prior > hi), device=dev)  # a prior the class cannot reach
     cmp, chi2, n, s = _native(model, k, torch.as_tensor(s0, device=dev), max(h, 1), D4[r],
                               ntot[r], lo, hi)
     j, y0, sv, sig, ok = _parabola(cmp, s)
@@ -804,7 +808,8 @@ def _scan_window_rows(model, raw, sel, k, lo, hi, h, z0, flux, ivar, D4, ntot, K
     nm = n.gather(1, j[:, None])[:, 0]
     kk = torch.full_like(sj, k)
     zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
-    zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi), int(ZWarningMask.Z_FITLIMIT), 0)
+    zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi) | outside,
+                      int(ZWarningMask.Z_FITLIMIT), 0)
     zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
     coeff, an = _final(model, kk, sj, flux[r], ivar[r])
     chi = chi2.gather(1, j[:, None])[:, 0].double()
