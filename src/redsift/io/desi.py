@@ -20,6 +20,7 @@ from astropy.table import Table
 
 from ..spectra import Spectra
 from ._util import float_column, header_value, int_column, numeric, order_pixels
+from .fastspec import _TFORM, _TFORM_RE, _blocks, _data_size, _Fallback, _get, _value, parse_header
 from .registry import FileInfo, register
 
 __all__ = ["read_desi", "merge_arms"]
@@ -204,8 +205,8 @@ def _read(src) -> Spectra:
     return Spectra(wave, flux, ivar, mask, meta)
 
 
-#: plain binary-table TFORM letters -> big-endian numpy types (what astropy gives for them, unscaled)
-_PLAIN = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+#: fastspec's plain TFORM letters but L (astropy turns logical columns into booleans)
+_PLAIN = {k: v for k, v in _TFORM.items() if k != "L"}
 #: image BITPIX -> the numpy type astropy gives (unscaled)
 _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 #: cards that make astropy scale, blank, reshape or move data: the strict reader leaves such files to it
@@ -226,8 +227,6 @@ class _Strict:
     def __init__(self, path: str):
         import mmap
 
-        from .fastspec import _Fallback
-
         self.path = path
         with open(path, "rb") as fh:
             if fh.read(6) != b"SIMPLE":
@@ -242,9 +241,8 @@ class _Strict:
             raise
 
     def _walk(self, buf):
-        """The HDU directory: each header's cards and data offset (see the class docstring)."""
-        from .fastspec import _blocks, _data_size, _Fallback, _get, _value, parse_header
-
+        """The HDU directory: each header's cards and data offset (see the class docstring). Every HDU it
+        keeps has PCOUNT 0 and GCOUNT 1 and its data inside the file."""
         start = 0
         while start < len(buf):
             cards, data, dup = parse_header(buf, start)
@@ -269,8 +267,6 @@ class _Strict:
         self.buf.close()
 
     def _get(self, i: int, key: str, kind=None):
-        from .fastspec import _get
-
         return _get(self.hdus[i][0], key, kind)
 
     def _name(self, i: int) -> str:
@@ -279,8 +275,6 @@ class _Strict:
         return str(self._get(i, "EXTNAME", str)).strip().upper() if "EXTNAME" in self.hdus[i][0] else ""
 
     def arms(self) -> list[str]:
-        from .fastspec import _Fallback
-
         if len(self.names) < 2 or not any(self.names[1].startswith(p) for p in ("FIBERMAP", "B_", "R_", "Z_")):
             raise _Fallback("not a DESI layout")
         names = set(self.names)
@@ -290,12 +284,9 @@ class _Strict:
         return arms
 
     def image(self, name: str):
-        from .fastspec import _Fallback
-
         i = self.names.index(name)
-        if self._get(i, "XTENSION", str) != "IMAGE" or self._get(i, "GCOUNT", int) != 1 \
-                or self._get(i, "PCOUNT", int) != 0:
-            raise _Fallback(f"{name} is not a plain image")
+        if self._get(i, "XTENSION", str) != "IMAGE":
+            raise _Fallback(f"{name} is not an image")
         bitpix, naxis = self._get(i, "BITPIX", int), self._get(i, "NAXIS", int)
         if bitpix not in _BITPIX or naxis not in (1, 2):
             raise _Fallback(f"{name}: BITPIX {bitpix}, NAXIS {naxis}")
@@ -309,11 +300,8 @@ class _Strict:
         """The FIBERMAP from its bytes: one structured dtype from the TFORM cards (astropy builds a Column
         object per column, ~0.14 s for DESI's 81 columns); equal to ``Table(hdu.data)``, strings decoded
         and right-stripped as astropy gives them."""
-        from .fastspec import _Fallback
-
         i = self.names.index("FIBERMAP")
-        if self._get(i, "XTENSION", str) != "BINTABLE" or self._get(i, "PCOUNT", int) != 0 \
-                or self._get(i, "GCOUNT", int) != 1 or self._get(i, "NAXIS", int) != 2:
+        if self._get(i, "XTENSION", str) != "BINTABLE" or self._get(i, "NAXIS", int) != 2:
             raise _Fallback("FIBERMAP is not a plain binary table")
         nfield, width, nrow = self._get(i, "TFIELDS", int), self._get(i, "NAXIS1", int), self._get(i, "NAXIS2", int)
         if nrow < 1:
@@ -321,7 +309,8 @@ class _Strict:
         fields = []
         for k in range(1, nfield + 1):
             form, name = str(self._get(i, f"TFORM{k}", str)).strip(), str(self._get(i, f"TTYPE{k}", str)).strip()
-            count, letter = (int(form[:-1]) if form[:-1].isdigit() else -1 if form[:-1] else 1), form[-1:]
+            m = _TFORM_RE.match(form)
+            count, letter = (int(m.group(1) or 1), m.group(2)) if m else (0, "")
             if count < 1 or letter not in _PLAIN and letter != "A":
                 raise _Fallback(f"TFORM{k} {form}")
             if letter == "A":
@@ -347,19 +336,15 @@ class _Strict:
         return Table(cols, copy=False)
 
     def header_value(self, key: str):
-        from .fastspec import _value
-
         cards = self.hdus[0][0]
         return _value(cards[key]) if key in cards else None
 
 
 def read_desi_strict(path) -> Spectra | None:
     """A DESI coadd or spectra file through :class:`_Strict`, or ``None`` where astropy must read it."""
-    from .fastspec import _Fallback
-
     try:
         src = _Strict(os.fspath(path))
-    except (_Fallback, Exception):  # noqa: BLE001 - anything unexpected: the general path
+    except Exception:  # noqa: BLE001 - _Fallback or anything unexpected: the general path
         return None
     try:
         return _read(src)

@@ -522,13 +522,13 @@ class ClassifierFamily(Family):
         info = {"zerr_scale": record, "snr_edges": list(SNR_EDGES),
                 "zerr_rule": "the 68.27% quantile of |dz|/sigma on validation, per "
                              "spectype / survey / S/N bin (most specific cell with enough rows)"}
-        bal = self._bal_threshold(cfg, d, y, meta)
+        bal = self._bal_threshold(cfg, d, true_type, meta)
         if bal is not None:
             updates["bal_threshold"], info["bal"] = bal
         return updates, info
 
     @staticmethod
-    def _bal_threshold(cfg, d, y, meta):
+    def _bal_threshold(cfg, d, true_type, meta):
         """The BAL decision at QuasarNET's operating point: the threshold on :func:`bal_share` that keeps
         ``bal_reject`` of the validation quasars without a BAL (``BAL_FLAG == 0``, typed QSO) as QSO; the
         fraction of BALs (``BAL_FLAG == 1``) found at it is recorded. None without BAL and QSO classes or
@@ -537,7 +537,7 @@ class ClassifierFamily(Family):
         if not {"BAL", "QSO"} <= set(tax.classes) or "BAL_FLAG" not in meta.colnames:
             return None
         flag = np.asarray(meta["BAL_FLAG"])
-        q = (d["spectype"] == "QSO") & (y >= 0) & (np.array(tax.spectypes + ("",))[np.where(y >= 0, y, -1)] == "QSO")
+        q = (d["spectype"] == "QSO") & (true_type == "QSO")
         share = bal_share(d["prob"], tax)
         bal, non = share[q & (flag == 1)], share[q & (flag == 0)]
         if len(bal) < 20 or len(non) < 20:

@@ -788,21 +788,21 @@ def scan_window(model, X, cls, z0, half_px):
             # the native stage's Hankel rows take 4 (2h + 1) (npix + 2h) float64 per spectrum (47 MB at h =
             # 150): spectra in groups that keep them under WINDOW_BYTES (a batch of wide windows needed
             # 14 GB at once)
-            per = 4 * (2 * int(h) + 1) * (npix + 2 * int(h)) * 8
-            for g in range(0, len(rows), max(1, WINDOW_BYTES // per)):
-                sel = rows[g:g + max(1, WINDOW_BYTES // per)]
-                _scan_window_rows(model, raw, sel, int(k), lo, hi, int(h), z0, flux, ivar, D4, ntot, K, dev)
+            step = max(1, WINDOW_BYTES // (4 * (2 * int(h) + 1) * (npix + 2 * int(h)) * 8))
+            for g in range(0, len(rows), step):
+                sel = rows[g:g + step]
+                r = torch.as_tensor(sel, device=dev)
+                raw[sel] = _window_rows(model, int(k), lo, hi, max(int(h), 1), z0[sel], flux[r], ivar[r], D4[r],
+                                        ntot[r], K, dev)
     return raw
 
 
-def _scan_window_rows(model, raw, sel, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev):
-    """:func:`scan_window` for rows ``sel`` of one class and one half-width (fills ``raw[sel]``)."""
-    r = torch.as_tensor(sel, device=dev)
-    s_prior = np.round(np.log10(1 + z0[sel]) / D).astype(np.int64)
-    s0 = s_prior.clip(lo, hi)
+def _window_rows(model, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev) -> np.ndarray:
+    """Raw rows of :func:`scan_window` for spectra of class ``k`` with half-width ``h`` (their priors
+    ``z0`` and data)."""
+    s_prior = np.round(np.log10(1 + z0) / D).astype(np.int64)
     outside = torch.as_tensor((s_prior < lo) | (s_prior > hi), device=dev)  # a prior the class cannot reach
-    cmp, chi2, n, s = _native(model, k, torch.as_tensor(s0, device=dev), max(h, 1), D4[r],
-                              ntot[r], lo, hi)
+    cmp, chi2, n, s = _native(model, k, torch.as_tensor(s_prior.clip(lo, hi), device=dev), h, D4, ntot, lo, hi)
     j, y0, sv, sig, ok = _parabola(cmp, s)
     sj = s.gather(1, j[:, None])[:, 0]
     nm = n.gather(1, j[:, None])[:, 0]
@@ -810,15 +810,15 @@ def _scan_window_rows(model, raw, sel, k, lo, hi, h, z0, flux, ivar, D4, ntot, K
     zw = torch.where(~ok, int(ZWarningMask.BAD_MINFIT), 0)
     zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi) | outside,
                       int(ZWarningMask.Z_FITLIMIT), 0)
-    zw |= torch.where(nm < ntot[r], int(ZWarningMask.LITTLE_COVERAGE), 0)
-    coeff, an = _final(model, kk, sj, flux[r], ivar[r])
+    zw |= torch.where(nm < ntot, int(ZWarningMask.LITTLE_COVERAGE), 0)
+    coeff, an = _final(model, kk, sj, flux, ivar)
     chi = chi2.gather(1, j[:, None])[:, 0].double()
     nan = torch.full_like(chi, float("nan"))
     vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
                         chi / (nm.double() - K).clamp_min(1), an.double(), sj.double(), nan, nan], 1)
     vals = torch.cat([vals, coeff.double()], 1).cpu().numpy()
     vals[~np.isfinite(y0.cpu().numpy())] = np.nan
-    raw[sel] = vals
+    return vals
 
 
 def _cell(table: dict | None, spectype, surveys, default: float) -> np.ndarray:
