@@ -179,12 +179,19 @@ def test_magnitudes_follow_the_survey_ranges():
     assert 0.07 < np.mean(g < 19.5) < 0.13 and 0.28 < np.mean(g > 21.5) < 0.38
 
 
-def test_cli_simulate_and_bad_classes(tmp_path, capsys, templates):
+def test_cli_simulate_and_bad_classes(tmp_path, capsys, monkeypatch, templates):
     out = tmp_path / "sim"
     assert main(["simulate", "-n", "50", "--templates", templates, "--seed", "1", "-o", str(out),
                  "--classes", "QSO:1"]) == 0
     ds = Dataset(out)
     assert len(ds) == 50 and set(ds.meta["CLASS"]) == {"QSO"} and ds.grid.npix == 443
+    capsys.readouterr()
+    # an append says the mode of ITS spectra (parametric here), not the dataset's first run's
+    monkeypatch.delenv("REDSIFT_TEMPLATES", raising=False)
+    assert main(["simulate", "-n", "20", "--seed", "2", "--append", "-o", str(out), "--classes", "QSO:1"]) == 0
+    assert "mode: parametric" in capsys.readouterr().out
+    modes = Dataset(out).meta["SIM_MODE"]
+    assert len(modes) == 70 and set(modes[:50]) == {"templates"} and set(modes[50:]) == {"parametric"}
     assert main(["simulate", "-n", "5", "-o", str(tmp_path / "x"), "--classes", "QSO,ALIEN"]) == 1
     assert "unknown class(es) ALIEN" in capsys.readouterr().err
     assert main(["simulate", "-n", "5", "-o", str(tmp_path / "y"), "--templates", str(tmp_path)]) == 1

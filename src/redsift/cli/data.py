@@ -66,5 +66,7 @@ def cmd_simulate(args) -> int:
                   scheduler=getattr(args, "scheduler", None),
                   command="redsift " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(ds)
-    print(f"mode: {ds.provenance.get('mode')}" + (f" ({ds.provenance.get('templates')})" if ds.provenance.get("templates") else ""))
+    # this run's provenance: an append's is the last entry of ``appends``, not the dataset's first run
+    run = (ds.index.get("appends") or [{}])[-1] if args.append else ds.provenance
+    print(f"mode: {run.get('mode')}" + (f" ({run.get('templates')})" if run.get("templates") else ""))
     return 0
