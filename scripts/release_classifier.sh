@@ -68,3 +68,19 @@ redsift release $R/qn_multi2/best --val $D/val_qn -o src/redsift/models/released
 redsift combine --classifier $R/cls3/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-c \
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-c --val $D/eig_val3 -o src/redsift/models/released/redsift-sim
+# quasar errors over two generators (docs/classifier.md "Quasar errors over two generators"): the validation
+# sets get as many parametric-mode quasars (a generator neither model learnt from) as they hold template-mode
+# ones, per survey; the classifier (ZERR cells, BAL threshold) and the default (its eigen part's ZERR) are
+# released again on them. Held-out parametric quasars: seeds 901-903.
+cp -r $D/val_cls $D/val_clsx; cp -r $D/eig_val3 $D/eig_val3x
+i=1
+for s in boss desi lamost; do
+  REDSIFT_TEMPLATES= redsift simulate -n 750 --survey $s --classes QSO:1.0 --grid classifier --seed 23$i -j 2 --append -o $D/val_clsx
+  REDSIFT_TEMPLATES= redsift simulate -n 1050 --survey $s --classes QSO:1.0 --grid boss --seed 73$i -j 2 --append -o $D/eig_val3x
+  REDSIFT_TEMPLATES= redsift simulate -n 2000 --survey $s --classes QSO:1.0 --grid boss --seed 90$i -j 2 -o $D/param_qso_$s
+  i=$((i+1))
+done
+redsift release $R/cls2/best --val $D/val_clsx -o $R/cls4/release
+redsift combine --classifier $R/cls4/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-x \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/redsift-sim-x --val $D/eig_val3x -o src/redsift/models/released/redsift-sim

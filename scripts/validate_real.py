@@ -12,6 +12,7 @@ headers; DESI: Redrock's own outputs where present), one row per spectrum. Write
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 
@@ -108,7 +109,13 @@ def main(argv=None) -> int:
         real = real_rows(model) if not a.no_real else Table(names=["file", "true", "z_true", "SPECTYPE", "SUBTYPE", "Z",
                                                                      "ZERR", "ZWARN"])
         text.append(markdown(name, stars, real))
-    md = "\n".join(text)
+    cmd = "python scripts/validate_real.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    head = ["# Real spectra through " + ", ".join(f"`{m}`" for m in a.models) + " (validation only)", "",
+            f"Written by `{cmd}` ({datetime.date.today().isoformat()}). Stellar libraries resampled to each survey "
+            "with Gaussian noise at the S/N per pixel of `--snr` (`redsift.evaluate.stars`); real survey spectra from "
+            "`../shared/data/real` with their own labels. Never trained or tuned on. For a quasar-or-not model "
+            "(QuasarNET) \"STAR\" means \"not called a quasar\".", ""]
+    md = "\n".join(head + text)
     if a.output:
         Path(a.output).write_text(md)
     sys.stdout.write(md)

@@ -157,6 +157,15 @@ def test_train_release_predict_evaluate(sets, trained, tmp_path, real_dir):
     test.write(out)
     text = write_report(out, str(sets / "test_boss"), tmp_path / "ev", family=get_family("classifier"))
     assert "mean per-class accuracy" in text and "| true type | n | bias | NMAD |" in text
+    # the share with ZWARN == 0 per true type, as the catalog and the truth say
+    from astropy.table import Table
+
+    from redsift.evaluate.report import joined, load_truth
+
+    t = joined(Table.read(out), load_truth(str(sets / "test_boss")))
+    sel = (np.asarray(t["TRUE_CLASS"]) == "STAR") & (np.char.strip(np.asarray(t["SPECTYPE"]).astype(str)) == "STAR")
+    row = next(r for r in text.splitlines() if r.startswith("| STAR (v NMAD"))
+    assert row.split("|")[-3].strip() == f"{np.mean(np.asarray(t['ZWARN'])[sel] == 0):.3f}"
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 10000
 
 
