@@ -12,7 +12,7 @@ anomaly, with the truth column ``ANOMALY`` ("" for normal spectra, else the kind
 
 Blends keep the truth (class and redshift) of their brighter part. Rows are drawn with ``--seed``.
 
-    python scripts/eigen_anomalies.py DATASET -o OUT --per-kind 300 [--seed 7]
+    python scripts/eigen_anomalies.py DATASET -o OUT --per-kind 300 [--seed 7] [--kinds two-redshifts,...]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 from astropy.table import Table
 
 from redsift.data.store import Dataset, DatasetWriter
+
+KINDS = ("two-redshifts", "star+galaxy", "artefact", "absent-class")
 
 
 def _sum(f1, i1, f2, i2):
@@ -38,7 +40,13 @@ def main(argv=None):
     ap.add_argument("--per-kind", type=int, default=300)
     ap.add_argument("--normal", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="kinds to inject (a model with CV templates has no absent class: leave absent-class out)")
     a = ap.parse_args(argv)
+    kinds_wanted = set(a.kinds.split(","))
+    unknown = kinds_wanted - set(KINDS)
+    if unknown:
+        ap.error(f"unknown kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
     ds = Dataset(a.dataset)
     meta = ds.meta
     rng = np.random.default_rng(a.seed)
@@ -53,6 +61,8 @@ def main(argv=None):
     out_flux, out_ivar, out_meta = [], [], []
 
     def add(rows_f, flux, ivar, kind):
+        if kind and kind not in kinds_wanted:
+            return
         m = Table(meta[rows_f][keep])
         m["ANOMALY"] = np.array([kind] * len(m), dtype="U16")
         out_flux.append(flux.astype(np.float32))

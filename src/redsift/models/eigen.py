@@ -67,14 +67,15 @@ from .family import SURVEYS, Family, Prepared, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["EigenConfig", "EigenModel", "EigenFamily", "empca", "scan", "scan_window", "anomaly_score",
-           "RAW_FIELDS"]
+           "anomaly_features", "fit_logistic", "learned_anomaly", "RAW_FIELDS"]
 
 log = logging.getLogger(__name__)
 
 C_KMS = 299792.458
 D = 1e-4  # log10 step of the native grid and of the templates
 #: the raw output of :func:`scan`, one float row per spectrum, then ``COEFF`` (ncomp values)
-RAW_FIELDS = ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "anomaly", "s_int", "cls2", "s2_int")
+RAW_FIELDS = ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "anomaly", "s_int", "cls2", "s2_int",
+              "anom_local", "anom_blend", "snr")
 
 
 def _boss14() -> dict:
@@ -125,6 +126,11 @@ class EigenConfig:
         Per survey (``"lamost"``), the threshold of that survey's validation spectra (each survey's fits
         differ: LAMOST's median score is ~8 where BOSS's is ~5, simulated); other rows take
         ``anomaly_threshold``.
+    anomaly_model : dict or None
+        The learned anomaly score (:func:`anomaly_features`, :func:`fit_logistic`): a logistic regression
+        (standardisation, coefficients, intercept) fitted at release on a validation set with injected
+        anomalies (its ``ANOMALY`` column names the kind, "" for normal spectra); ``ANOMALY`` is then its
+        log-odds. None: the hand-made :func:`anomaly_score`.
     exclude : tuple
         Classes left without templates (``--set exclude=CV``: the anomaly test's absent class).
     """
@@ -154,6 +160,7 @@ class EigenConfig:
     anomaly_threshold: float | None = None
     anomaly_survey: dict | None = None
     anomaly_quantile: float = 0.99
+    anomaly_model: dict | None = None
     exclude: tuple = ()
 
     def __post_init__(self):
@@ -200,7 +207,8 @@ class EigenConfig:
                 "dchi2_min": self.dchi2_min, "dv_excl": self.dv_exclude,
                 "zerr": ("calibrated per spectype/survey, floor" + (", sqrt(rchi2)" if self.zerr_rchi2 else "")
                          if self.zerr_floor else "calibrated per spectype" if self.zerr_scale else "curvature"),
-                "anom_thr": self.anomaly_threshold if self.anomaly_threshold is not None else "none"}
+                "anom_thr": self.anomaly_threshold if self.anomaly_threshold is not None else "none",
+                "anomaly": "learned (logistic)" if self.anomaly_model else "hand-made"}
 
 
 class EigenModel(nn.Module):
@@ -602,14 +610,16 @@ def _refine(model, k, s0, D, ntot, lo, hi, half, H=None, passes: int = 3):
 
 
 def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None):
-    """COEFF and the anomaly score at each spectrum's answer (``k_best < 0``: none; NaN there).
+    """COEFF and ``(B, 4)``: the anomaly score, its two parts (local misfit, joint-fit gain, each as
+    ``log(1 + x)``) and the median S/N per fitted pixel, at each spectrum's answer (``k_best < 0``: none;
+    NaN there).
 
     The score (:func:`anomaly_score`) adds to the largest local misfit the chi-square gained by fitting
     the best and the second-best solution (another redshift or class, ``k2``/``s2``) together:
     ``log(1 + max(0, chi2_best - chi2_joint) / max(1, rchi2))`` — two objects in one fibre."""
     B, npix = flux.shape
     coeff = torch.full((B, model.config.ncomp), float("nan"), device=flux.device)
-    anom = torch.full((B,), float("nan"), device=flux.device)
+    anom = torch.full((B, 4), float("nan"), device=flux.device, dtype=torch.float64)
     rows = _nz(k_best >= 0)
     if not len(rows):
         return coeff, anom
@@ -628,7 +638,11 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None):
             _, _, cj = _lstsq(torch.cat([Tw[has], T2], 1), w[has], flux[r2], ridge)
             n = w[has].gt(0).sum(1).clamp_min(1)
             blend[has] = (c1[has] - cj).clamp_min(0) / (c1[has] / n).clamp_min(1)
-    anom[rows] = (torch.log1p(local.double()) + torch.log1p(blend)).float()
+    loc, bl = torch.log1p(local.double()), torch.log1p(blend.double())
+    # the median S/N per pixel over the pixels fitted (the learned score's brightness: a misfit means
+    # less in a faint spectrum than in a bright one)
+    sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values
+    anom[rows] = torch.stack([loc + bl, loc, bl, sn.double()], 1)
     return coeff, anom
 
 
@@ -754,8 +768,8 @@ def scan(model, X, classes=None, return_curves: bool = False):
     coeff, anom = _final(model, k_best, s_int, flux, ivar, k2, second["si"].nan_to_num(0).long())
     chi2v = f["chi"]  # the native stage's (float64) at the answer
     out = torch.stack([k_best.double(), f["s"], f["sig"], chi2v, dchi2.double(), nmod, zw.double(),
-                       chi2v / (nmod - K).clamp_min(1), anom.double(), s_int.double(), second["k"], second["si"]], 1)
-    raw = torch.cat([out, coeff.double()], 1).cpu().numpy()
+                       chi2v / (nmod - K).clamp_min(1), anom[:, 0], s_int.double(), second["k"], second["si"]], 1)
+    raw = torch.cat([out, anom[:, 1:], coeff.double()], 1).cpu().numpy()
     raw[~found.cpu().numpy(), :] = np.nan
     return (raw, curves) if return_curves else raw
 
@@ -815,8 +829,8 @@ def _window_rows(model, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev) -> np.nd
     chi = chi2.gather(1, j[:, None])[:, 0].double()
     nan = torch.full_like(chi, float("nan"))
     vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
-                        chi / (nm.double() - K).clamp_min(1), an.double(), sj.double(), nan, nan], 1)
-    vals = torch.cat([vals, coeff.double()], 1).cpu().numpy()
+                        chi / (nm.double() - K).clamp_min(1), an[:, 0], sj.double(), nan, nan], 1)
+    vals = torch.cat([vals, an[:, 1:], coeff.double()], 1).cpu().numpy()
     vals[~np.isfinite(y0.cpu().numpy())] = np.nan
     return vals
 
@@ -886,6 +900,65 @@ def fit_zerr_cells(z, zerr, ztrue, spectype, surveys, min_cell: int = 50) -> tup
     return scale, floor, record
 
 
+#: continuous inputs of the learned anomaly score, per row of :func:`scan`'s raw output
+ANOMALY_INPUTS = ("anomaly", "anom_local", "anom_blend", "log_rchi2", "log_dchi2", "log_snr", "log_sigma",
+                  "coeff_shape")
+
+
+def anomaly_features(raw, nclass: int, surveys=None) -> np.ndarray:
+    """The learned anomaly score's features from raw scan rows: :data:`ANOMALY_INPUTS` (the hand-made
+    score and its two parts, log RCHI2, log(1 + DELTACHI2), log S/N, log curvature error, and how far the
+    fit leans on its higher components, sum log(1 + |a_j / a_0|)), their products in pairs (the worth of a
+    misfit depends on the spectrum's brightness and class), the class one-hot, a ZWARN flag and the survey
+    one-hot (:data:`SURVEYS`; zeros where ``surveys`` is None: the same misfit means less in LAMOST, whose
+    pipeline leaves the telluric bands in)."""
+    raw = np.asarray(raw, float)
+    f = {name: raw[:, i] for i, name in enumerate(RAW_FIELDS)}
+    coeff = raw[:, len(RAW_FIELDS):]
+    a0 = np.abs(coeff[:, 0]) + 1e-30
+    cont = np.column_stack([f["anomaly"], f["anom_local"], f["anom_blend"], np.log(np.maximum(f["rchi2"], 1e-6)),
+                            np.log1p(np.clip(np.nan_to_num(f["dchi2"], nan=0.0), 0, 1e12)),
+                            np.log(np.maximum(f["snr"], 1e-3)), np.log(np.maximum(f["sigma_s"], 1e-6)),
+                            np.log1p(np.abs(coeff[:, 1:]) / a0[:, None]).sum(1)])
+    cont = np.nan_to_num(cont, nan=0.0, posinf=50.0, neginf=-50.0)
+    i, j = np.triu_indices(cont.shape[1])
+    cls = np.nan_to_num(f["cls"], nan=-1).astype(np.int64)
+    onehot = (cls[:, None] == np.arange(nclass)[None, :]).astype(float)
+    sv = np.full(len(raw), "") if surveys is None else np.asarray(surveys).astype(str)
+    survey = (sv[:, None] == np.array(SURVEYS)[None, :]).astype(float)
+    return np.hstack([cont, cont[:, i] * cont[:, j], onehot, (np.nan_to_num(f["zwarn"]) > 0)[:, None].astype(float),
+                      survey])
+
+
+def fit_logistic(X, y, l2: float = 1.0, iters: int = 50) -> dict:
+    """L2-regularised logistic regression by Newton's method on standardised features (the intercept not
+    penalised): ``{"mean", "scale", "coef", "intercept", "l2"}``; the log-odds of row ``x`` are
+    ``((x - mean) / scale) @ coef + intercept``."""
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    mean, scale = X.mean(0), X.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    Z = np.hstack([(X - mean) / scale, np.ones((len(X), 1))])
+    w = np.zeros(Z.shape[1])
+    pen = np.full(Z.shape[1], l2)
+    pen[-1] = 0.0
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(Z @ w, -50, 50)))
+        g = Z.T @ (p - y) + pen * w
+        H = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(pen + 1e-9)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": w[:-1].tolist(), "intercept": float(w[-1]),
+            "l2": l2, "inputs": list(ANOMALY_INPUTS)}
+
+
+def learned_anomaly(raw, nclass: int, m: dict, surveys=None) -> np.ndarray:
+    """The learned anomaly score (log-odds of :func:`fit_logistic`'s model ``m``) of raw scan rows."""
+    X = anomaly_features(raw, nclass, surveys)
+    return ((X - np.asarray(m["mean"])) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
+
+
 def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
     """Catalog quantities from raw scan rows (NaN rows: nothing measured); ``surveys`` (row-aligned
     survey names) picks each row's ``ZERR`` calibration cell."""
@@ -898,10 +971,16 @@ def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
     name = np.array(tax.classes)[cls]
     z = np.where(ok, 10 ** (f["s"] * D) - 1, np.nan)
     zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg)
+    anomaly = f["anomaly"]
+    if cfg.anomaly_model:
+        # the learned score where its features exist (a full scan); a refinement window has no DELTACHI2
+        # and keeps the hand-made score
+        full = ok & ~np.isnan(f["dchi2"])
+        anomaly = np.where(full, learned_anomaly(raw, len(tax.classes), cfg.anomaly_model, surveys), anomaly)
     return {"ok": ok, "cls": cls, "spectype": np.where(ok, spectype, ""),
             "subtype": np.where(ok & (name != spectype), name, ""), "z": z, "zerr": zerr,
             "chi2": f["chi2"], "dchi2": f["dchi2"], "npix": np.where(ok, f["npix"], 0).astype(np.int64),
-            "zwarn": np.where(ok, f["zwarn"], 0).astype(np.int64), "rchi2": f["rchi2"], "anomaly": f["anomaly"],
+            "zwarn": np.where(ok, f["zwarn"], 0).astype(np.int64), "rchi2": f["rchi2"], "anomaly": anomaly,
             "coeff": raw[:, len(RAW_FIELDS):]}
 
 
@@ -997,23 +1076,49 @@ class EigenFamily(Family):
         """``ZERR`` calibrated per spectral type and per spectral type / survey (cells of at least
         ``min_cell`` spectra typed right; :func:`fit_zerr_cell` on the pulls, curvature errors inflated by
         ``sqrt(RCHI2)``), and the anomaly threshold at ``anomaly_quantile`` of the validation scores, of
-        all and of each survey's."""
+        all and of each survey's.
+
+        A validation set with injected anomalies (an ``ANOMALY`` column: the kind, "" for normal spectra;
+        ``scripts/eigen_anomalies.py``) also fits the learned anomaly score (:func:`fit_logistic` on
+        :func:`anomaly_features`, normal against injected); the errors and thresholds then come from its
+        normal spectra only."""
+        from ..evaluate.eigen import roc_auc
+
         cfg = dataclasses.replace(model.config, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
-        d = decode(raw, cfg)
+        surveys = survey_names(meta, SURVEYS, len(meta))
+        normal = np.ones(len(meta), bool)
+        record = {}
+        if "ANOMALY" in meta.colnames:
+            kind = np.char.strip(np.asarray(meta["ANOMALY"]).astype(str))
+            normal = kind == ""
+            full = np.isfinite(np.asarray(raw, float)[:, 0])
+            if normal.all() or not normal.any():
+                raise RedsiftError("validation ANOMALY column: need both normal ('') and injected rows to fit "
+                                   f"the anomaly score ({int(normal.sum())} normal of {len(normal)})")
+            X = anomaly_features(raw, len(cfg.tax.classes), surveys)
+            m = fit_logistic(X[full], ~normal[full])
+            cfg = dataclasses.replace(cfg, anomaly_model=m)
+            score = learned_anomaly(raw, len(cfg.tax.classes), m, surveys)
+            hand = np.asarray(raw, float)[full, RAW_FIELDS.index("anomaly")]
+            record["anomaly_model"] = (f"logistic on {X.shape[1]} features, {int((full & ~normal).sum())} injected "
+                                       f"and {int((full & normal).sum())} normal validation spectra; in-sample AUC "
+                                       f"{roc_auc(score[full], ~normal[full]):.3f} (hand-made score "
+                                       f"{roc_auc(hand, ~normal[full]):.3f})")
+        d = decode(raw, cfg, surveys)
         y = cfg.tax.labels(meta, source="validation labels", strict=False)
         z = np.asarray(meta["Z"], float)
         tz = np.array(cfg.tax.spectypes)[np.clip(y, 0, None)]
-        surveys = survey_names(meta, SURVEYS, len(z))
-        right = d["ok"] & (y >= 0) & (d["spectype"] == tz)
-        scale, floor, record = fit_zerr_cells(d["z"], d["zerr"], z, np.where(right, tz, ""), surveys, min_cell)
-        scored = d["ok"] & np.isfinite(d["anomaly"])
+        right = d["ok"] & (y >= 0) & (d["spectype"] == tz) & normal
+        scale, floor, rec = fit_zerr_cells(d["z"], d["zerr"], z, np.where(right, tz, ""), surveys, min_cell)
+        record.update(rec)
+        scored = d["ok"] & np.isfinite(d["anomaly"]) & normal
         thr = float(np.quantile(d["anomaly"][scored], cfg.anomaly_quantile)) if scored.any() else None
         per = {v: float(np.quantile(d["anomaly"][scored & (surveys == v)], cfg.anomaly_quantile))
                for v in SURVEYS if (scored & (surveys == v)).sum() >= min_cell}
         record["anomaly_threshold"] = thr
         record.update({f"anomaly_threshold_{v}": t for v, t in per.items()})
         return {"zerr_scale": scale or None, "zerr_floor": floor or None, "zerr_rchi2": True,
-                "anomaly_threshold": thr, "anomaly_survey": per or None}, record
+                "anomaly_threshold": thr, "anomaly_survey": per or None, "anomaly_model": cfg.anomaly_model}, record
 
     def report(self, t, out, header, overrides, truth_path=""):
         from ..evaluate.eigen import eigen_report
