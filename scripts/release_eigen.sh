@@ -54,3 +54,23 @@ redsift release $R/eigen_k5/best --val $D/eig_val3 -o src/redsift/models/release
 redsift combine --classifier $R/cls2/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-c \
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-c --val $D/eig_val3 -o src/redsift/models/released/redsift-sim
+# the learned anomaly score (docs/eigen.md "A learned anomaly score"): fitted at release on injected anomalies
+# (without CV templates: all four kinds; each kind also left out of the fit), measured on the held-out injections
+redsift release $R/eigen_k5_nocv/best --val $D/eig_anom_val -o $R/anom/nocv_all
+redsift predict $D/eig_anom --model $R/anom/nocv_all -o $R/anom/test_all.fits --overwrite
+redsift evaluate $R/anom/test_all.fits --truth $D/eig_anom -o $R/anom/ev_all \
+  --label "eigen K=5 without CV templates, learned anomaly score, injected anomalies (simulated)"
+for k in two-redshifts star+galaxy artefact absent-class; do
+  keep=$(echo two-redshifts,star+galaxy,artefact,absent-class | tr ',' '\n' | grep -vx -- "$k" | paste -sd,)
+  python scripts/eigen_anomalies.py $D/eig_val -o $R/anom/val_no_$k --per-kind 200 --normal 1000 --seed 8 --kinds $keep
+  redsift release $R/eigen_k5_nocv/best --val $R/anom/val_no_$k -o $R/anom/nocv_no_$k
+  redsift predict $D/eig_anom --model $R/anom/nocv_no_$k -o $R/anom/test_no_$k.fits --overwrite
+done
+# the released model (it has CV templates: no absent class) on the three-survey validation set with injections
+python scripts/eigen_anomalies.py $D/eig_val3 -o $D/eig_anom_val3 --per-kind 600 --normal 9000 --seed 9 \
+  --kinds two-redshifts,star+galaxy,artefact
+python scripts/eigen_anomalies.py $D/eig_test_boss -o $D/eig_anom3 --per-kind 300 --normal 1500 --seed 7 \
+  --kinds two-redshifts,star+galaxy,artefact
+redsift release $R/eigen_k5/best --val $D/eig_anom_val3 -o src/redsift/models/released/eigen-boss-sim \
+  --description "eigenspectra (K=5 per boss14 class) + chi-square scan, learned from simulated BOSS spectra (GaSNet-III style); ZERR and anomaly thresholds per survey (BOSS, DESI, LAMOST validation); learned anomaly score"
+redsift predict $D/eig_anom3 --model eigen-boss-sim -o $R/anom/rel_new_anom3.fits --overwrite
