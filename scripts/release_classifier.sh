@@ -100,3 +100,9 @@ redsift combine --classifier $R/cls5/release --quasarnet quasarnet-multi-sim --e
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-9 --val $D/eig_val3x -o src/redsift/models/released/redsift-sim
 python scripts/validate_real.py redsift-sim quasarnet-multi-sim -o docs/classifier_real.md
+# the same weights released again with the galaxy redshift flag per survey (p_peak_cells: DESI galaxies flagged
+# below a pdf-peak probability of 0.96 so that <= 1% of the unflagged validation galaxies are catastrophic)
+redsift release $R/cls5/best --val $D/val_clsx -o $R/cls6/release
+redsift combine --classifier $R/cls6/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-10 \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/redsift-sim-10 --val $D/eig_val3x -o src/redsift/models/released/redsift-sim

@@ -336,3 +336,29 @@ def test_bal_decision_at_the_release_operating_point(rng):
     assert (cut["cls"][~is_q] == g).all() and (d["cls"][~is_q] == g).all()
     np.testing.assert_array_equal(d["cls"][is_q], np.where(share[is_q] > 0.5, b, q))  # no threshold: argmax
     assert rec["found"] > rec["found_argmax"] and len(non) == 295
+
+
+def test_p_peak_cells_flag_the_unsure_redshifts_down_to_the_catastrophic_limit(rng):
+    """The release raises the pdf-peak threshold of a type / survey cell whose unflagged validation
+    redshifts are catastrophic more often than zcat_max, to the least value that meets it; other cells and
+    other types keep p_peak_min, and predict applies the cell's threshold."""
+    from redsift.models.classifier import ClassifierConfig, ClassifierFamily, p_peak_floor
+
+    cfg = ClassifierConfig(surveys=("boss", "desi"))
+    n = 2000
+    surveys = np.where(np.arange(n) < n // 2, "boss", "desi")
+    z = rng.uniform(0.1, 1.0, n)
+    p_peak = rng.uniform(0.3, 1.0, n)
+    bad = (surveys == "desi") & (p_peak < 0.8) & (rng.uniform(size=n) < 0.2)  # DESI: low peaks go wrong
+    d = {"spectype": np.full(n, "GALAXY"), "p_spectype": np.ones(n), "p_peak": p_peak,
+         "z": np.where(bad, z + 0.3, z + 1e-4)}
+    cells, record = ClassifierFamily._p_peak_cells(cfg, d, np.full(n, "GALAXY"), z, surveys)
+    assert set(cells) == {"GALAXY/desi"} and 0.6 < cells["GALAXY/desi"] <= 0.81
+    assert record["GALAXY/desi"]["catastrophic_before"] > 0.01 >= record["GALAXY/desi"]["catastrophic_after"]
+    assert record["GALAXY/boss"]["catastrophic_before"] == 0
+    assert record["GALAXY/boss"]["kept"] == pytest.approx(np.mean(p_peak[surveys == "boss"] >= cfg.p_peak_min))
+    import dataclasses
+
+    floor = p_peak_floor(dataclasses.replace(cfg, p_peak_cells=cells), ["GALAXY", "GALAXY", "QSO"],
+                         ["desi", "boss", "desi"])
+    np.testing.assert_allclose(floor, [cells["GALAXY/desi"], cfg.p_peak_min, cfg.p_peak_min])

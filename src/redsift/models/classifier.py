@@ -81,6 +81,11 @@ class ClassifierConfig:
     bal_reject: float = 0.97
     p_min: float = 0.9  # LOW_CONFIDENCE when the chosen spectral type's probability is below this
     p_peak_min: float = 0.5  # ... or when the redshift pdf's peak holds less probability than this
+    # per "TYPE/survey" cell, a higher p_peak_min chosen at release so that at most zcat_max of the validation
+    # spectra of each zcat_types type left without a flag are catastrophic (|dz|/(1+z) > 0.01)
+    p_peak_cells: dict | None = None
+    zcat_max: float = 0.01
+    zcat_types: tuple = ("GALAXY",)
     augment_coverage: float = 0.2  # training: fraction of spectra whose red end is cut (see augment)
     grad_clip: float = 2.0  # training: gradient-norm clipping
     preset: str = ""  # a seed system (PRESETS): fills every field left at its default
@@ -133,7 +138,8 @@ class ClassifierConfig:
         return 3 if self.inputs == "flux+noise" else 1
 
     def decisions(self) -> dict:
-        return {"taxonomy": self.tax.name, "p_min": self.p_min, "p_peak": self.p_peak_min, "z_head": self.z_head,
+        return {"taxonomy": self.tax.name, "p_min": self.p_min, "p_peak": self.p_peak_min,
+                "p_peak_cells": self.p_peak_cells or "none", "z_head": self.z_head,
                 "zerr": "calibrated per spectype" if self.zerr_scale else "uncalibrated",
                 "bal_thr": self.bal_threshold if self.bal_threshold is not None else "argmax"}
 
@@ -279,6 +285,17 @@ def bal_share(p: np.ndarray, tax) -> np.ndarray:
     return pb / np.maximum(pb + pq, 1e-300)
 
 
+def p_peak_floor(cfg: ClassifierConfig, spectype, surveys=None) -> np.ndarray:
+    """Per row, the least probability the redshift pdf's peak must hold for no ``LOW_CONFIDENCE``: the
+    release's ``p_peak_cells`` value for the row's spectral type / survey, else ``p_peak_min``."""
+    spectype = np.asarray(spectype)
+    cells = cfg.p_peak_cells or {}
+    if not cells:
+        return np.full(len(spectype), cfg.p_peak_min)
+    surveys = np.full(len(spectype), "") if surveys is None else np.asarray(surveys)
+    return np.array([max(cfg.p_peak_min, cells.get(f"{t}/{v}", cfg.p_peak_min)) for t, v in zip(spectype, surveys)])
+
+
 def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide: int = 25):
     """Redshift, its width and the peak's probability from the binned pdf (logits over ``t = ln(1+z)``).
 
@@ -373,7 +390,8 @@ class ClassifierFamily(Family):
         best = names[d["cls"]] if len(d["cls"]) else np.zeros(0, "U16")
         sub = np.where(best == d["spectype"], "", best)
         # unsure of the type, or of the redshift (the pdf's peak holds less than p_peak_min: another solution)
-        low = ((d["p_spectype"] < cfg.p_min) | (d["p_peak"] < cfg.p_peak_min)) & ~nodata
+        low = ((d["p_spectype"] < cfg.p_min) | (d["p_peak"] < p_peak_floor(cfg, d["spectype"], prepared["survey"])))
+        low &= ~nodata
         zwarn = zwarn | np.where(low, int(ZWarningMask.LOW_CONFIDENCE), 0)
         has_z = cfg.z_head != "none"
         cols = {"Z": np.where(nodata | (not has_z), np.nan, d["z"]),
@@ -525,7 +543,39 @@ class ClassifierFamily(Family):
         bal = self._bal_threshold(cfg, d, true_type, meta)
         if bal is not None:
             updates["bal_threshold"], info["bal"] = bal
+        if cfg.z_head == "pdf":
+            updates["p_peak_cells"], info["p_peak"] = self._p_peak_cells(cfg, d, true_type, z, surveys)
         return updates, info
+
+    @staticmethod
+    def _p_peak_cells(cfg, d, true_type, z, surveys, need: int = 50):
+        """Where more than ``zcat_max`` of a ``zcat_types`` type's validation spectra of one survey (typed
+        right, no flag) are catastrophic, the least ``p_peak`` threshold (0.01 steps up to 0.99) that brings
+        the unflagged ones to ``zcat_max`` or below: the flag DESI's catalogs carry on redshifts they do not
+        vouch for. Cells with fewer than ``need`` rows are left alone."""
+        cells, record = {}, {}
+        cat = np.abs(d["z"] - z) / (1 + z) > 0.01
+        for t in cfg.zcat_types:
+            for v in cfg.surveys:
+                sel = (d["spectype"] == t) & (true_type == t) & (surveys == v) & (d["p_spectype"] >= cfg.p_min)
+                sel &= np.isfinite(d["z"])
+                if sel.sum() < need:
+                    continue
+                pk = d["p_peak"][sel]
+                before = float(np.mean(cat[sel][pk >= cfg.p_peak_min])) if (pk >= cfg.p_peak_min).any() else 0.0
+                chosen = cfg.p_peak_min
+                if before > cfg.zcat_max:
+                    for thr in np.arange(round(cfg.p_peak_min, 2) + 0.01, 0.995, 0.01):
+                        keep = pk >= thr
+                        chosen = float(round(thr, 2))
+                        if keep.sum() >= need and np.mean(cat[sel][keep]) <= cfg.zcat_max:
+                            break
+                    cells[f"{t}/{v}"] = chosen
+                keep = pk >= chosen
+                record[f"{t}/{v}"] = {"n": int(sel.sum()), "p_peak": chosen, "kept": float(np.mean(keep)),
+                                      "catastrophic_before": before,
+                                      "catastrophic_after": float(np.mean(cat[sel][keep])) if keep.any() else 0.0}
+        return cells or None, record
 
     @staticmethod
     def _bal_threshold(cfg, d, true_type, meta):
