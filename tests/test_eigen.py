@@ -216,6 +216,19 @@ def test_combined_with_eigen_refinement(sets, fitted, tmp_path, real_dir):
     used = np.asarray(cat["Z_METHOD"]) == "EIGEN"
     np.testing.assert_array_equal(np.asarray(cat["Z"])[used], np.asarray(cat["Z_EIGEN"])[used])
     np.testing.assert_array_equal(np.asarray(cat["Z"])[~used], np.asarray(cat["Z_CLASSIFIER"])[~used])
+    # Z_FITLIMIT exactly where the classifier's redshift lies outside what the eigen part learnt for its type:
+    # none here; with the galaxies' learnt range cut to z < 0.5 (the untrained classifier says z ~1.2), all
+    assert not np.any(np.asarray(cat["ZWARN"]) & int(ZWarningMask.Z_FITLIMIT))
+    zr = dict(model.eigen.config.zranges)
+    zr.update({t: [-0.005, 0.5] for t in ("GALAXY", "QSO")})
+    model.eigen.config = dataclasses.replace(model.eigen.config, zranges=zr)
+    cut = predict_catalog(model, files, progress=False)
+    beyond = np.asarray(cut["Z_CLASSIFIER"]) > 0.5
+    st = np.char.strip(np.asarray(cut["SPECTYPE"]).astype(str))
+    assert beyond.any() and set(st[beyond]) <= {"GALAXY", "QSO"}
+    got = (np.asarray(cut["ZWARN"]) & int(ZWarningMask.Z_FITLIMIT)) > 0
+    np.testing.assert_array_equal(got, beyond)
+    np.testing.assert_array_equal(np.asarray(cut["Z"])[beyond], np.asarray(cut["Z_CLASSIFIER"])[beyond])
     with pytest.raises(Exception, match="eigen"):
         combine(c, q, eigen=q)
 

@@ -226,12 +226,17 @@ class CombinedFamily(Family):
         disagree = ((is_q & ~found) | (~is_q & found)) & ~nodata
         zwarn = zc | np.where(disagree, int(ZWarningMask.LOW_CONFIDENCE), 0)
         if model.eigen is not None:
-            self._refine(model, cc, cols, prepared, nodata)
+            outside = self._refine(model, cc, cols, prepared, nodata)
+            # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
+            # answer is beyond the models' range, whatever the classifier's confidence
+            zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
         return cols, zwarn
 
     @staticmethod
     def _refine(model, cc, cols, prepared, nodata):
-        """The eigen scan around the classifier's answer (see the module docstring); updates ``cols``."""
+        """The eigen scan around the classifier's answer (see the module docstring); updates ``cols`` and
+        returns the rows whose answer lies outside the eigen class's redshift range (learnt from the
+        training redshifts: no refinement there)."""
         import torch
 
         from ..zwarning import ZWarningMask
@@ -263,6 +268,16 @@ class CombinedFamily(Family):
         cols["Z"] = np.where(use, d["z"], cols["Z"])
         cols["ZERR"] = np.where(use, d["zerr"], cols["ZERR"])
         cols["Z_METHOD"] = np.where(use, "EIGEN", cols["Z_METHOD"])
+        # the spectral type's range: the union of its classes' (a quasar at z 1.15 typed BAL is a doubtful
+        # subtype, not a redshift outside what quasars were learnt on)
+        types = np.array(ecfg.tax.spectypes)
+        span = {}
+        for k, lo, hi in model.eigen.class_shifts():
+            a, b = span.get(types[k], (np.inf, -np.inf))
+            span[types[k]] = (min(a, lo), max(b, hi))
+        s0 = np.log10(1 + np.where(run, z0, 0.0)) / D
+        lims = np.array([span.get(types[k] if k >= 0 else "", (-np.inf, np.inf)) for k in cls], float).reshape(-1, 2)
+        return run & ((s0 < lims[:, 0] - 0.5) | (s0 > lims[:, 1] + 0.5))
 
     def decisions(self, model) -> dict:
         return model.config.decisions()
