@@ -74,3 +74,12 @@ python scripts/eigen_anomalies.py $D/eig_test_boss -o $D/eig_anom3 --per-kind 30
 redsift release $R/eigen_k5/best --val $D/eig_anom_val3 -o src/redsift/models/released/eigen-boss-sim \
   --description "eigenspectra (K=5 per boss14 class) + chi-square scan, learned from simulated BOSS spectra (GaSNet-III style); ZERR and anomaly thresholds per survey (BOSS, DESI, LAMOST validation); learned anomaly score"
 redsift predict $D/eig_anom3 --model eigen-boss-sim -o $R/anom/rel_new_anom3.fits --overwrite
+# an experiment, measured and NOT adopted (docs/classifier.md "Eigenspectra from both quasar generators: tried,
+# not adopted"): the default's eigen part learnt with 10,500 parametric-mode quasars beside the template ones
+cp -r $D/eig_train $D/eig_train2
+REDSIFT_TEMPLATES= redsift simulate -n 10500 --survey boss --classes QSO:1.0 --grid boss --seed 541 -j 2 --append -o $D/eig_train2
+redsift train eigen --data $D/eig_train2 -o $R/eigen_2gen --ncomp 5 --set max_per_class=2000 --set em_iter=20 --threads 2
+redsift release $R/eigen_2gen/best --val $D/eig_anom_val3 -o $R/eigen_2gen/release
+redsift combine --classifier $R/cls6/release --quasarnet quasarnet-multi-sim --eigen $R/eigen_2gen/release -o $R/redsift-sim-11 \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/redsift-sim-11 --val $D/eig_val3x -o $R/redsift-sim-11/release
