@@ -83,3 +83,8 @@ redsift release $R/eigen_2gen/best --val $D/eig_anom_val3 -o $R/eigen_2gen/relea
 redsift combine --classifier $R/cls6/release --quasarnet quasarnet-multi-sim --eigen $R/eigen_2gen/release -o $R/redsift-sim-11 \
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-11 --val $D/eig_val3x -o $R/redsift-sim-11/release
+# the learned score with three times the validation injections (docs/eigen.md: 0.931, no gain)
+redsift simulate -n 6000 --survey boss --classes $MIX --star-mix uniform --grid boss --templates $T --seed 702 -j 2 -o $D/eig_val_big
+python scripts/eigen_anomalies.py $D/eig_val_big -o $R/anom/val_big --per-kind 600 --normal 3000 --seed 10
+redsift release $R/eigen_k5_nocv/best --val $R/anom/val_big -o $R/anom/nocv_big
+redsift predict $D/eig_anom --model $R/anom/nocv_big -o $R/anom/test_big.fits --overwrite
