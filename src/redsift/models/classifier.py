@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import RedsiftError
 from ..grid import LogGrid
 from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
-from .family import SURVEY_ALIASES, Family, Prepared, nodata_rows, survey_names
+from .family import SURVEY_ALIASES, Family, Prepared, cell_values, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["ClassifierConfig", "ClassifierNet", "ClassifierFamily", "SURVEY_ALIASES", "ARCHS"]
@@ -288,12 +288,7 @@ def bal_share(p: np.ndarray, tax) -> np.ndarray:
 def p_peak_floor(cfg: ClassifierConfig, spectype, surveys=None) -> np.ndarray:
     """Per row, the least probability the redshift pdf's peak must hold for no ``LOW_CONFIDENCE``: the
     release's ``p_peak_cells`` value for the row's spectral type / survey, else ``p_peak_min``."""
-    spectype = np.asarray(spectype)
-    cells = cfg.p_peak_cells or {}
-    if not cells:
-        return np.full(len(spectype), cfg.p_peak_min)
-    surveys = np.full(len(spectype), "") if surveys is None else np.asarray(surveys)
-    return np.array([max(cfg.p_peak_min, cells.get(f"{t}/{v}", cfg.p_peak_min)) for t, v in zip(spectype, surveys)])
+    return np.maximum(cfg.p_peak_min, cell_values(cfg.p_peak_cells, spectype, surveys, cfg.p_peak_min))
 
 
 def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide: int = 25):

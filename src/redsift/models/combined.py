@@ -268,15 +268,12 @@ class CombinedFamily(Family):
         cols["Z"] = np.where(use, d["z"], cols["Z"])
         cols["ZERR"] = np.where(use, d["zerr"], cols["ZERR"])
         cols["Z_METHOD"] = np.where(use, "EIGEN", cols["Z_METHOD"])
-        # the spectral type's range: the union of its classes' (a quasar at z 1.15 typed BAL is a doubtful
-        # subtype, not a redshift outside what quasars were learnt on)
-        types = np.array(ecfg.tax.spectypes)
-        span = {}
-        for k, lo, hi in model.eigen.class_shifts():
-            a, b = span.get(types[k], (np.inf, -np.inf))
-            span[types[k]] = (min(a, lo), max(b, hi))
+        # the spectral type's range, not the class's (a quasar at z 1.15 typed BAL is a doubtful subtype, not
+        # a redshift outside what quasars were learnt on)
+        span = model.eigen.spectype_shifts()
+        types = np.where(cls >= 0, np.array(ecfg.tax.spectypes)[np.clip(cls, 0, None)], "")
+        lims = np.array([span.get(t, (-np.inf, np.inf)) for t in types], float).reshape(-1, 2)
         s0 = np.log10(1 + np.where(run, z0, 0.0)) / D
-        lims = np.array([span.get(types[k] if k >= 0 else "", (-np.inf, np.inf)) for k in cls], float).reshape(-1, 2)
         return run & ((s0 < lims[:, 0] - 0.5) | (s0 > lims[:, 1] + 0.5))
 
     def decisions(self, model) -> dict:

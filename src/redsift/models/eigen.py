@@ -63,7 +63,7 @@ from ..errors import RedsiftError
 from ..grid import LogGrid
 from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
 from ..zwarning import ZWarningMask
-from .family import SURVEYS, Family, Prepared, nodata_rows, survey_names
+from .family import SURVEYS, Family, Prepared, cell_values, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["EigenConfig", "EigenModel", "EigenFamily", "empca", "scan", "scan_window", "anomaly_score",
@@ -232,6 +232,16 @@ class EigenModel(nn.Module):
         return super().load_state_dict(*args, **kwargs)
 
     # ------------------------------------------------------------------
+    def spectype_shifts(self) -> dict:
+        """Spectral type -> ``(s_lo, s_hi)``: the union of its classes' :meth:`class_shifts` (the redshifts
+        its templates were learnt on)."""
+        types = self.config.tax.spectypes
+        span = {}
+        for k, lo, hi in self.class_shifts():
+            a, b = span.get(types[k], (lo, hi))
+            span[types[k]] = (min(a, lo), max(b, hi))
+        return span
+
     def class_shifts(self) -> list[tuple[int, int, int]]:
         """``(class index, s_lo, s_hi)`` of every class with templates and a redshift range."""
         cfg = self.config
@@ -609,10 +619,11 @@ def _refine(model, k, s0, D, ntot, lo, hi, half, H=None, passes: int = 3):
     return cmp, chi2, n, s
 
 
-def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None):
+def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True):
     """COEFF and ``(B, 4)``: the anomaly score, its two parts (local misfit, joint-fit gain, each as
-    ``log(1 + x)``) and the median S/N per fitted pixel, at each spectrum's answer (``k_best < 0``: none;
-    NaN there).
+    ``log(1 + x)``) and the median S/N per fitted pixel (``snr``; NaN without: only the learned score of a
+    full scan reads it, and the median costs ~0.2 ms per spectrum), at each spectrum's answer (``k_best <
+    0``: none; NaN there).
 
     The score (:func:`anomaly_score`) adds to the largest local misfit the chi-square gained by fitting
     the best and the second-best solution (another redshift or class, ``k2``/``s2``) together:
@@ -641,7 +652,8 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None):
     loc, bl = torch.log1p(local.double()), torch.log1p(blend.double())
     # the median S/N per pixel over the pixels fitted (the learned score's brightness: a misfit means
     # less in a faint spectrum than in a bright one)
-    sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values
+    sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values \
+        if snr else torch.full_like(loc, float("nan"))
     anom[rows] = torch.stack([loc + bl, loc, bl, sn.double()], 1)
     return coeff, anom
 
@@ -825,7 +837,7 @@ def _window_rows(model, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev) -> np.nd
     zw |= torch.where((j == 0) | (j == cmp.shape[1] - 1) | (sj <= lo) | (sj >= hi) | outside,
                       int(ZWarningMask.Z_FITLIMIT), 0)
     zw |= torch.where(nm < ntot, int(ZWarningMask.LITTLE_COVERAGE), 0)
-    coeff, an = _final(model, kk, sj, flux, ivar)
+    coeff, an = _final(model, kk, sj, flux, ivar, snr=False)  # a window's rows keep the hand-made score
     chi = chi2.gather(1, j[:, None])[:, 0].double()
     nan = torch.full_like(chi, float("nan"))
     vals = torch.stack([kk.double(), sv.double(), sig.double(), chi, nan, nm.double(), zw.double(),
@@ -833,16 +845,6 @@ def _window_rows(model, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev) -> np.nd
     vals = torch.cat([vals, an[:, 1:], coeff.double()], 1).cpu().numpy()
     vals[~np.isfinite(y0.cpu().numpy())] = np.nan
     return vals
-
-
-def _cell(table: dict | None, spectype, surveys, default: float) -> np.ndarray:
-    """Per row: the table's value for its spectral type / survey cell (``"QSO/desi"``), else for its
-    spectral type, else ``default``."""
-    spectype = np.asarray(spectype)
-    if not table:
-        return np.full(len(spectype), default, float)
-    surveys = np.full(len(spectype), "") if surveys is None else np.asarray(surveys)
-    return np.array([table.get(f"{t}/{v}", table.get(t, default)) for t, v in zip(spectype, surveys)], float)
 
 
 def calibrated_zerr(sigma, rchi2, spectype, surveys, cfg: EigenConfig) -> np.ndarray:
@@ -854,8 +856,8 @@ def calibrated_zerr(sigma, rchi2, spectype, surveys, cfg: EigenConfig) -> np.nda
     e = np.asarray(sigma, float)
     if cfg.zerr_rchi2:
         e = e * np.sqrt(np.maximum(np.nan_to_num(np.asarray(rchi2, float), nan=1.0), 1.0))
-    k = _cell(cfg.zerr_scale, spectype, surveys, 1.0)
-    f = _cell(cfg.zerr_floor, spectype, surveys, 0.0)
+    k = cell_values(cfg.zerr_scale, spectype, surveys, 1.0)
+    f = cell_values(cfg.zerr_floor, spectype, surveys, 0.0)
     return np.hypot(k * e, f)
 
 
@@ -1096,15 +1098,14 @@ class EigenFamily(Family):
                 raise RedsiftError("validation ANOMALY column: need both normal ('') and injected rows to fit "
                                    f"the anomaly score ({int(normal.sum())} normal of {len(normal)})")
             X = anomaly_features(raw, len(cfg.tax.classes), surveys)
-            m = fit_logistic(X[full], ~normal[full])
-            cfg = dataclasses.replace(cfg, anomaly_model=m)
-            score = learned_anomaly(raw, len(cfg.tax.classes), m, surveys)
+            cfg = dataclasses.replace(cfg, anomaly_model=fit_logistic(X[full], ~normal[full]))
+        d = decode(raw, cfg, surveys)  # with the learned score, when fitted
+        if cfg.anomaly_model:
             hand = np.asarray(raw, float)[full, RAW_FIELDS.index("anomaly")]
             record["anomaly_model"] = (f"logistic on {X.shape[1]} features, {int((full & ~normal).sum())} injected "
                                        f"and {int((full & normal).sum())} normal validation spectra; in-sample AUC "
-                                       f"{roc_auc(score[full], ~normal[full]):.3f} (hand-made score "
+                                       f"{roc_auc(d['anomaly'][full], ~normal[full]):.3f} (hand-made score "
                                        f"{roc_auc(hand, ~normal[full]):.3f})")
-        d = decode(raw, cfg, surveys)
         y = cfg.tax.labels(meta, source="validation labels", strict=False)
         z = np.asarray(meta["Z"], float)
         tz = np.array(cfg.tax.spectypes)[np.clip(y, 0, None)]

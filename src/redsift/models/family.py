@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import RedsiftError
 from ..zwarning import ZWarningMask
 
-__all__ = ["Family", "Prepared", "SURVEY_ALIASES", "SURVEYS", "survey_names"]
+__all__ = ["Family", "Prepared", "SURVEY_ALIASES", "SURVEYS", "survey_names", "cell_values"]
 
 #: Survey names of the readers -> the surveys models know (inputs, calibration cells).
 SURVEY_ALIASES = {"boss": "boss", "sdss": "boss", "eboss": "boss", "desi": "desi", "lamost": "lamost"}
@@ -48,6 +48,16 @@ def survey_names(meta, surveys: tuple = SURVEYS, n: int = 0) -> np.ndarray:
         return np.full(n, "", "U8")
     names = np.array([SURVEY_ALIASES.get(str(v).strip().lower(), "") for v in np.asarray(meta["SURVEY"])], "U8")
     return np.where(np.isin(names, surveys), names, "")
+
+
+def cell_values(table: dict | None, spectype, surveys, default: float) -> np.ndarray:
+    """Per row, a release table's value for the row's spectral type / survey cell (``"QSO/desi"``), else
+    for its spectral type (``"QSO"``), else ``default``: the lookup of every per-cell decision."""
+    spectype = np.asarray(spectype)
+    if not table:
+        return np.full(len(spectype), default, float)
+    surveys = np.full(len(spectype), "") if surveys is None else np.asarray(surveys)
+    return np.array([table.get(f"{t}/{v}", table.get(t, default)) for t, v in zip(spectype, surveys)], float)
 
 
 class Prepared(dict):
