@@ -394,3 +394,32 @@ def test_release_learns_the_anomaly_score_from_injected_validation(sets, fitted,
     inject([str(sets / "val"), "-o", str(only), "--per-kind", "10", "--normal", "0", "--kinds", "artefact"])
     with pytest.raises(RedsiftError, match="need both normal"):
         release(fitted / "best", str(only), tmp_path / "rel2")
+
+
+def test_residual_shape_sees_what_each_statistic_is_for(rng):
+    """Each residual statistic of the learned score moves for the misfit it is meant for and stays put on
+    pure noise: a continuum offset (neighbour correlation), spikes (outlier fraction), an unfitted
+    emission line (peak), an absorption (trough), blue excess (tilt); the anomaly rows of an old release
+    (eight inputs) still score with their own feature list."""
+    from redsift.models.eigen import ANOMALY_INPUTS, RESIDUAL_FIELDS, anomaly_features, residual_shape
+
+    B, n = 6, 3000
+    ivar = torch.full((B, n), 4.0)
+    ivar[:, 100:140] = 0.0  # a masked run
+    model = torch.ones(B, n)
+    flux = model + torch.as_tensor(rng.normal(0, 0.5, (B, n)), dtype=torch.float32)
+    flux[1] += 1.0 * torch.sin(torch.arange(n) / 200.0)  # smooth misfit
+    flux[2, ::300] += 6.0  # spikes (12 sigma)
+    flux[3, 2000:2006] += 2.0  # an unfitted line
+    flux[4, 2000:2006] -= 2.0  # an unfitted absorption
+    flux[5, : n // 3] += torch.as_tensor(rng.normal(0, 1.0, n // 3), dtype=torch.float32)  # blue excess
+    f = dict(zip(RESIDUAL_FIELDS, residual_shape(flux, ivar, model).T.numpy()))
+    assert abs(f["res_lag1"][0]) < 0.05 and f["res_lag1"][1] > 0.3
+    assert f["res_out"][0] < -2.5 and f["res_out"][2] > f["res_out"][0] + 1
+    assert f["res_peak"][3] > f["res_peak"][0] + 5 and f["res_trough"][4] > f["res_trough"][0] + 5
+    assert abs(f["res_tilt"][0]) < 0.15 and f["res_tilt"][5] > 1.0
+    raw = np.zeros((3, len(RAW_FIELDS) + 5))
+    raw[:, RAW_FIELDS.index("rchi2")] = 1.0
+    assert anomaly_features(raw, 14).shape[1] > anomaly_features(raw, 14, inputs=ANOMALY_INPUTS[:8]).shape[1]
+    with pytest.raises(ValueError, match="unknown input"):
+        anomaly_features(raw, 14, inputs=("no_such_input",))

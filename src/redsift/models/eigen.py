@@ -75,7 +75,9 @@ C_KMS = 299792.458
 D = 1e-4  # log10 step of the native grid and of the templates
 #: the raw output of :func:`scan`, one float row per spectrum, then ``COEFF`` (ncomp values)
 RAW_FIELDS = ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "anomaly", "s_int", "cls2", "s2_int",
-              "anom_local", "anom_blend", "snr")
+              "anom_local", "anom_blend", "snr", "res_lag1", "res_out", "res_peak", "res_trough", "res_tilt")
+#: the residual-shape statistics of :func:`residual_shape`, in the order of ``RAW_FIELDS``
+RESIDUAL_FIELDS = ("res_lag1", "res_out", "res_peak", "res_trough", "res_tilt")
 
 
 def _boss14() -> dict:
@@ -620,17 +622,17 @@ def _refine(model, k, s0, D, ntot, lo, hi, half, H=None, passes: int = 3):
 
 
 def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True):
-    """COEFF and ``(B, 4)``: the anomaly score, its two parts (local misfit, joint-fit gain, each as
-    ``log(1 + x)``) and the median S/N per fitted pixel (``snr``; NaN without: only the learned score of a
-    full scan reads it, and the median costs ~0.2 ms per spectrum), at each spectrum's answer (``k_best <
-    0``: none; NaN there).
+    """COEFF and ``(B, 9)``: the anomaly score, its two parts (local misfit, joint-fit gain, each as
+    ``log(1 + x)``), the median S/N per fitted pixel and the residuals' shape (:func:`residual_shape`;
+    these six NaN without ``snr``: only the learned score of a full scan reads them), at each spectrum's
+    answer (``k_best < 0``: none; NaN there).
 
     The score (:func:`anomaly_score`) adds to the largest local misfit the chi-square gained by fitting
     the best and the second-best solution (another redshift or class, ``k2``/``s2``) together:
     ``log(1 + max(0, chi2_best - chi2_joint) / max(1, rchi2))`` — two objects in one fibre."""
     B, npix = flux.shape
     coeff = torch.full((B, model.config.ncomp), float("nan"), device=flux.device)
-    anom = torch.full((B, 4), float("nan"), device=flux.device, dtype=torch.float64)
+    anom = torch.full((B, 4 + len(RESIDUAL_FIELDS)), float("nan"), device=flux.device, dtype=torch.float64)
     rows = _nz(k_best >= 0)
     if not len(rows):
         return coeff, anom
@@ -652,10 +654,51 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True)
     loc, bl = torch.log1p(local.double()), torch.log1p(blend.double())
     # the median S/N per pixel over the pixels fitted (the learned score's brightness: a misfit means
     # less in a faint spectrum than in a bright one)
-    sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values \
-        if snr else torch.full_like(loc, float("nan"))
-    anom[rows] = torch.stack([loc + bl, loc, bl, sn.double()], 1)
+    anom[rows, :3] = torch.stack([loc + bl, loc, bl], 1)
+    if snr:
+        sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values
+        anom[rows, 3] = sn.double()
+        anom[rows, 4:] = residual_shape(flux[rows], w, mflux.float())
     return coeff, anom
+
+
+def residual_shape(flux, ivar, model_flux, smooth: int = 5) -> torch.Tensor:
+    """The shape of a best fit's residuals ``r = (f - m) sqrt(ivar)`` over the fitted pixels (``ivar > 0``;
+    ``flux`` finite), ``(B, 5)`` float64, for the learned anomaly score (issue 19: what the windowed misfit
+    of :func:`anomaly_score` does not see):
+
+    ``res_lag1``
+        the residuals' correlation between neighbouring pixels, ``sum r_i r_(i+1) / sum r_i^2`` (noise:
+        ~0; a continuum the templates cannot follow, a second object's continuum, a scattered-light bump:
+        towards 1);
+    ``res_out``
+        ``log10(1e-4 + fraction of fitted pixels with |r| > 5)`` (cosmic-ray spikes, sky residuals);
+    ``res_peak``, ``res_trough``
+        the largest and the most negative sum of ``r`` over ``smooth`` adjacent pixels, over
+        ``sqrt(smooth)`` (a second object's emission line; an absorption feature the fit lacks), each
+        divided by ``sqrt(max(1, RCHI2))``;
+    ``res_tilt``
+        ``log`` of the reduced chi-square of the bluest third of the pixels over the reddest third's (a
+        star's continuum under a galaxy's, a flux step between the cameras).
+
+    Six passes over the pixels (~0.1 ms per BOSS spectrum on one core).
+    """
+    r = (flux - model_flux) * ivar.clamp_min(0).sqrt()
+    r2 = r * r
+    good = ivar > 0
+    n = good.sum(1).clamp_min(1).to(r.dtype)
+    s2 = r2.sum(1).clamp_min(1e-30)
+    lag1 = (r[:, 1:] * r[:, :-1]).sum(1) / s2
+    out = torch.log10(1e-4 + (r2 > 25).sum(1) / n)
+    rchi = (s2 / n).clamp_min(1.0).sqrt()
+    c = torch.cumsum(r, 1)
+    box = (c[:, smooth:] - c[:, :-smooth]) / math.sqrt(smooth)
+    peak, trough = box.amax(1) / rchi, -box.amin(1) / rchi
+    third = r.shape[1] // 3
+    cb = r2[:, :third].sum(1) / good[:, :third].sum(1).clamp_min(1)
+    cr = r2[:, -third:].sum(1) / good[:, -third:].sum(1).clamp_min(1)
+    tilt = torch.log(cb.clamp_min(1e-6) / cr.clamp_min(1e-6))
+    return torch.stack([lag1, out, peak, trough, tilt], 1).double()
 
 
 def _setup(model, X):
@@ -904,13 +947,14 @@ def fit_zerr_cells(z, zerr, ztrue, spectype, surveys, min_cell: int = 50) -> tup
 
 #: continuous inputs of the learned anomaly score, per row of :func:`scan`'s raw output
 ANOMALY_INPUTS = ("anomaly", "anom_local", "anom_blend", "log_rchi2", "log_dchi2", "log_snr", "log_sigma",
-                  "coeff_shape")
+                  "coeff_shape") + RESIDUAL_FIELDS
 
 
-def anomaly_features(raw, nclass: int, surveys=None) -> np.ndarray:
-    """The learned anomaly score's features from raw scan rows: :data:`ANOMALY_INPUTS` (the hand-made
-    score and its two parts, log RCHI2, log(1 + DELTACHI2), log S/N, log curvature error, and how far the
-    fit leans on its higher components, sum log(1 + |a_j / a_0|)), their products in pairs (the worth of a
+def anomaly_features(raw, nclass: int, surveys=None, inputs=ANOMALY_INPUTS) -> np.ndarray:
+    """The learned anomaly score's features from raw scan rows: ``inputs`` (default :data:`ANOMALY_INPUTS`;
+    a released model keeps the list it was fitted on: the hand-made score and its two parts, log RCHI2,
+    log(1 + DELTACHI2), log S/N, log curvature error, how far the fit leans on its higher components,
+    sum log(1 + |a_j / a_0|), and the residuals' shape, :func:`residual_shape`), their products in pairs (the worth of a
     misfit depends on the spectrum's brightness and class), the class one-hot, a ZWARN flag and the survey
     one-hot (:data:`SURVEYS`; zeros where ``surveys`` is None: the same misfit means less in LAMOST, whose
     pipeline leaves the telluric bands in)."""
@@ -918,10 +962,15 @@ def anomaly_features(raw, nclass: int, surveys=None) -> np.ndarray:
     f = {name: raw[:, i] for i, name in enumerate(RAW_FIELDS)}
     coeff = raw[:, len(RAW_FIELDS):]
     a0 = np.abs(coeff[:, 0]) + 1e-30
-    cont = np.column_stack([f["anomaly"], f["anom_local"], f["anom_blend"], np.log(np.maximum(f["rchi2"], 1e-6)),
-                            np.log1p(np.clip(np.nan_to_num(f["dchi2"], nan=0.0), 0, 1e12)),
-                            np.log(np.maximum(f["snr"], 1e-3)), np.log(np.maximum(f["sigma_s"], 1e-6)),
-                            np.log1p(np.abs(coeff[:, 1:]) / a0[:, None]).sum(1)])
+    derived = {"log_rchi2": lambda: np.log(np.maximum(f["rchi2"], 1e-6)),
+               "log_dchi2": lambda: np.log1p(np.clip(np.nan_to_num(f["dchi2"], nan=0.0), 0, 1e12)),
+               "log_snr": lambda: np.log(np.maximum(f["snr"], 1e-3)),
+               "log_sigma": lambda: np.log(np.maximum(f["sigma_s"], 1e-6)),
+               "coeff_shape": lambda: np.log1p(np.abs(coeff[:, 1:]) / a0[:, None]).sum(1)}
+    unknown = [name for name in inputs if name not in derived and name not in f]
+    if unknown:
+        raise ValueError(f"learned anomaly score: unknown input(s) {', '.join(unknown)}")
+    cont = np.column_stack([derived[name]() if name in derived else f[name] for name in inputs])
     cont = np.nan_to_num(cont, nan=0.0, posinf=50.0, neginf=-50.0)
     i, j = np.triu_indices(cont.shape[1])
     cls = np.nan_to_num(f["cls"], nan=-1).astype(np.int64)
@@ -957,7 +1006,7 @@ def fit_logistic(X, y, l2: float = 1.0, iters: int = 50) -> dict:
 
 def learned_anomaly(raw, nclass: int, m: dict, surveys=None) -> np.ndarray:
     """The learned anomaly score (log-odds of :func:`fit_logistic`'s model ``m``) of raw scan rows."""
-    X = anomaly_features(raw, nclass, surveys)
+    X = anomaly_features(raw, nclass, surveys, m.get("inputs", ANOMALY_INPUTS[:8]))
     return ((X - np.asarray(m["mean"])) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
 
 
