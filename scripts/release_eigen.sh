@@ -88,3 +88,17 @@ redsift simulate -n 6000 --survey boss --classes $MIX --star-mix uniform --grid 
 python scripts/eigen_anomalies.py $D/eig_val_big -o $R/anom/val_big --per-kind 600 --normal 3000 --seed 10
 redsift release $R/eigen_k5_nocv/best --val $R/anom/val_big -o $R/anom/nocv_big
 redsift predict $D/eig_anom --model $R/anom/nocv_big -o $R/anom/test_big.fits --overwrite
+# the residuals' shape in the learned score (docs/eigen.md "The residuals' shape"): the same fits and held-out
+# sets as above with five more inputs (neighbour correlation, outlier fraction, 5-pixel peak and trough, blue/red
+# tilt); the model without CV templates, every kind and each kind left out; then the released model
+redsift release $R/eigen_k5_nocv/best --val $D/eig_anom_val -o $R/anom/nocv_res
+redsift predict $D/eig_anom --model $R/anom/nocv_res -o $R/anom/test_res.fits --overwrite
+redsift evaluate $R/anom/test_res.fits --truth $D/eig_anom -o $R/anom/ev_res \
+  --label "eigen K=5 without CV templates, learned anomaly score with residual shape, injected anomalies (simulated)"
+for k in two-redshifts star+galaxy artefact absent-class; do
+  redsift release $R/eigen_k5_nocv/best --val $R/anom/val_no_$k -o $R/anom/nocvres_no_$k
+  redsift predict $D/eig_anom --model $R/anom/nocvres_no_$k -o $R/anom/testres_no_$k.fits --overwrite
+done
+redsift release $R/eigen_k5/best --val $D/eig_anom_val3 -o src/redsift/models/released/eigen-boss-sim \
+  --description "eigenspectra (K=5 per boss14 class) + chi-square scan, learned from simulated BOSS spectra (GaSNet-III style); ZERR and anomaly thresholds per survey (BOSS, DESI, LAMOST validation); learned anomaly score"
+redsift predict $D/eig_anom3 --model eigen-boss-sim -o $R/anom/rel_res_anom3.fits --overwrite

@@ -338,44 +338,6 @@ def test_bal_decision_at_the_release_operating_point(rng):
     assert rec["found"] > rec["found_argmax"] and len(non) == 295
 
 
-def test_bal_threshold_per_survey(rng):
-    """A survey whose non-BAL quasars lean more towards BAL (noisier spectra) gets its own threshold at the
-    same operating point (``bal_cells``), chosen on its own validation quasars; rows of a survey without a
-    cell (or without a survey) keep the pooled threshold."""
-    import dataclasses
-
-    from redsift.models import get_family
-    from redsift.models.classifier import bal_share
-
-    cfg = ClassifierConfig(z_head="none")
-    tax = cfg.tax
-    b, q = tax.classes.index("BAL"), tax.classes.index("QSO")
-    n = 800
-    survey = np.where(np.arange(n) % 2 == 0, "boss", "desi")
-    flag = np.where(np.arange(n) < 200, 1, 0)
-    lean = np.where(survey == "desi", 0.25, 0.0)  # DESI's non-BAL quasars: shares up to 0.45
-    share = np.where(flag == 1, rng.uniform(0.5, 0.95, n), rng.uniform(0.0, 0.2, n) + lean)
-    logits = np.full((n, len(tax)), -9.0)
-    logits[:, b], logits[:, q] = np.log(share), np.log(1 - share)
-    logits = np.concatenate([logits, np.zeros((n, cfg.n_z))], 1)
-    meta = Table({"CLASS": np.full(n, "QSO"), "SUBCLASS": np.full(n, ""), "BAL_FLAG": flag, "Z": np.full(n, 2.0)})
-    fam = get_family(create_model("classifier", z_head="none"))
-    d = decode(logits, cfg)
-    true_type = np.full(n, "QSO")
-    pooled, _ = fam._bal_threshold(cfg, d, true_type, meta)
-    cells = {f"QSO/{v}": fam._bal_threshold(cfg, d, true_type, meta, survey == v)[0] for v in ("boss", "desi")}
-    assert cells["QSO/boss"] < pooled < cells["QSO/desi"]
-    s = bal_share(d["prob"], tax)
-    for v in ("boss", "desi"):
-        non = s[(survey == v) & (flag == 0)]
-        assert np.mean(non <= cells[f"QSO/{v}"]) == pytest.approx(0.97, abs=0.01)
-    cut = decode(logits, dataclasses.replace(cfg, bal_threshold=pooled, bal_cells=cells), survey)
-    want = np.where(s > np.where(survey == "boss", cells["QSO/boss"], cells["QSO/desi"]), b, q)
-    np.testing.assert_array_equal(cut["cls"], want)
-    blind = decode(logits, dataclasses.replace(cfg, bal_threshold=pooled, bal_cells=cells))  # no survey
-    np.testing.assert_array_equal(blind["cls"], np.where(s > pooled, b, q))
-
-
 def test_p_peak_cells_flag_the_unsure_redshifts_down_to_the_catastrophic_limit(rng):
     """The release raises the pdf-peak threshold of a type / survey cell whose unflagged validation
     redshifts are catastrophic more often than zcat_max, to the least value that meets it; other cells and

@@ -79,9 +79,6 @@ class ClassifierConfig:
     # bal_reject of the validation non-BAL quasars stay QSO (QuasarNET's operating point: 97.0% rejected)
     bal_threshold: float | None = None
     bal_reject: float = 0.97
-    # per "QSO/survey" cell, the same operating point on that survey's validation quasars (set at release where
-    # a survey has 20 BAL and 20 non-BAL quasars): a noisier survey's quasars lean more towards BAL
-    bal_cells: dict | None = None
     p_min: float = 0.9  # LOW_CONFIDENCE when the chosen spectral type's probability is below this
     p_peak_min: float = 0.5  # ... or when the redshift pdf's peak holds less probability than this
     # per "TYPE/survey" cell, a higher p_peak_min chosen at release so that at most zcat_max of the validation
@@ -144,8 +141,7 @@ class ClassifierConfig:
         return {"taxonomy": self.tax.name, "p_min": self.p_min, "p_peak": self.p_peak_min,
                 "p_peak_cells": self.p_peak_cells or "none", "z_head": self.z_head,
                 "zerr": "calibrated per spectype" if self.zerr_scale else "uncalibrated",
-                "bal_thr": self.bal_threshold if self.bal_threshold is not None else "argmax",
-                "bal_cells": self.bal_cells or "none"}
+                "bal_thr": self.bal_threshold if self.bal_threshold is not None else "argmax"}
 
 
 #: Seed-system presets: ``redsift train classifier --set arch=sdss12`` starts from these.
@@ -251,9 +247,8 @@ def make_inputs(flux, ivar, cfg: ClassifierConfig, onehot=None) -> np.ndarray:
     return X
 
 
-def decode(raw: np.ndarray, cfg: ClassifierConfig, surveys=None) -> dict:
-    """Probabilities, spectral types, classes, Z and the uncalibrated sigma of raw outputs; ``surveys``
-    (row-aligned names) picks each row's BAL threshold cell (``bal_cells``)."""
+def decode(raw: np.ndarray, cfg: ClassifierConfig) -> dict:
+    """Probabilities, spectral types, classes, Z and the uncalibrated sigma of raw outputs."""
     tax = cfg.tax
     k = len(tax)
     raw = np.asarray(raw, np.float64).reshape(-1, k + cfg.n_z)
@@ -268,8 +263,7 @@ def decode(raw: np.ndarray, cfg: ClassifierConfig, surveys=None) -> dict:
     if cfg.bal_threshold is not None and {"BAL", "QSO"} <= set(tax.classes):
         b, q = tax.classes.index("BAL"), tax.classes.index("QSO")
         pair = (cls == b) | (cls == q)
-        thr = cell_values(cfg.bal_cells, np.full(len(cls), "QSO"), surveys, cfg.bal_threshold)
-        cls = np.where(pair, np.where(bal_share(p, tax) > thr, b, q), cls)
+        cls = np.where(pair, np.where(bal_share(p, tax) > cfg.bal_threshold, b, q), cls)
     if cfg.z_head == "pdf":
         mu, sig_t, p_peak = pdf_estimate(raw[:, k:], cfg)
         z = np.expm1(mu)
@@ -386,7 +380,7 @@ class ClassifierFamily(Family):
         tax = cfg.tax
         zwarn = np.asarray(prepared["zwarn"], np.int64)
         nodata = nodata_rows(zwarn)
-        d = decode(raw, cfg, prepared["survey"])
+        d = decode(raw, cfg)
         names = np.array(tax.classes)
         best = names[d["cls"]] if len(d["cls"]) else np.zeros(0, "U16")
         sub = np.where(best == d["spectype"], "", best)
@@ -494,7 +488,7 @@ class ClassifierFamily(Family):
         from ..metrics import classifier_metrics
 
         cfg = model.config
-        d = decode(raw, cfg, labels["SURVEY"])
+        d = decode(raw, cfg)
         return classifier_metrics(d, labels["Y"], labels["Z"], cfg, zerr(d, cfg, labels["SURVEY"]))
 
     def summary_line(self, m: dict) -> str:
@@ -544,12 +538,6 @@ class ClassifierFamily(Family):
         bal = self._bal_threshold(cfg, d, true_type, meta)
         if bal is not None:
             updates["bal_threshold"], info["bal"] = bal
-            cells = {}
-            for v in cfg.surveys:
-                one = self._bal_threshold(cfg, d, true_type, meta, surveys == v)
-                if one is not None:
-                    cells[f"QSO/{v}"], info[f"bal/{v}"] = one
-            updates["bal_cells"] = cells or None
         if cfg.z_head == "pdf":
             updates["p_peak_cells"], info["p_peak"] = self._p_peak_cells(cfg, d, true_type, z, surveys)
         return updates, info
@@ -585,18 +573,16 @@ class ClassifierFamily(Family):
         return cells or None, record
 
     @staticmethod
-    def _bal_threshold(cfg, d, true_type, meta, rows=None):
+    def _bal_threshold(cfg, d, true_type, meta):
         """The BAL decision at QuasarNET's operating point: the threshold on :func:`bal_share` that keeps
         ``bal_reject`` of the validation quasars without a BAL (``BAL_FLAG == 0``, typed QSO) as QSO; the
-        fraction of BALs (``BAL_FLAG == 1``) found at it is recorded. ``rows``: a boolean selection (one
-        survey's quasars). None without BAL and QSO classes or without 20 of each."""
+        fraction of BALs (``BAL_FLAG == 1``) found at it is recorded. None without BAL and QSO classes or
+        without 20 of each."""
         tax = cfg.tax
         if not {"BAL", "QSO"} <= set(tax.classes) or "BAL_FLAG" not in meta.colnames:
             return None
         flag = np.asarray(meta["BAL_FLAG"])
         q = (d["spectype"] == "QSO") & (true_type == "QSO")
-        if rows is not None:
-            q &= rows
         share = bal_share(d["prob"], tax)
         bal, non = share[q & (flag == 1)], share[q & (flag == 0)]
         if len(bal) < 20 or len(non) < 20:
