@@ -301,7 +301,9 @@ class CombinedFamily(Family):
         truth = np.where(y >= 0, np.array(tax.spectypes)[np.clip(y, 0, None)], "")
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
-        scale, floor, record = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell)
+        by_class = np.asarray(cols["CLASS_BEST"]).astype(str) if ecfg.zerr_by_class else None
+        scale, floor, record = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell,
+                                              by_class)
         new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
         record["eigen_zerr_rows"] = int((cell != "").sum())
         return {"eigen": dataclasses.asdict(new)}, record

@@ -50,14 +50,23 @@ def survey_names(meta, surveys: tuple = SURVEYS, n: int = 0) -> np.ndarray:
     return np.where(np.isin(names, surveys), names, "")
 
 
-def cell_values(table: dict | None, spectype, surveys, default: float) -> np.ndarray:
-    """Per row, a release table's value for the row's spectral type / survey cell (``"QSO/desi"``), else
-    for its spectral type (``"QSO"``), else ``default``: the lookup of every per-cell decision."""
+def cell_values(table: dict | None, spectype, surveys, default: float, classes=None) -> np.ndarray:
+    """Per row, a release table's value: the most specific cell the table has among the row's class /
+    survey (``"WD/boss"``, with ``classes``), class (``"WD"``), spectral type / survey (``"STAR/boss"``)
+    and spectral type (``"STAR"``), else ``default``: the lookup of every per-cell decision."""
     spectype = np.asarray(spectype)
     if not table:
         return np.full(len(spectype), default, float)
     surveys = np.full(len(spectype), "") if surveys is None else np.asarray(surveys)
-    return np.array([table.get(f"{t}/{v}", table.get(t, default)) for t, v in zip(spectype, surveys)], float)
+    classes = np.full(len(spectype), "") if classes is None else np.asarray(classes)
+
+    def one(c, t, v):
+        for key in (f"{c}/{v}", c, f"{t}/{v}", t) if c else (f"{t}/{v}", t):
+            if key in table:
+                return table[key]
+        return default
+
+    return np.array([one(c, t, v) for c, t, v in zip(classes, spectype, surveys)], float)
 
 
 class Prepared(dict):
