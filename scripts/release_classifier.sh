@@ -106,3 +106,19 @@ redsift release $R/cls5/best --val $D/val_clsx -o $R/cls6/release
 redsift combine --classifier $R/cls6/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-10 \
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-10 --val $D/eig_val3x -o src/redsift/models/released/redsift-sim
+# tried, not adopted (docs/classifier.md "Galaxies from z 0.002 in the classifier's training"): 10,000 galaxies
+# per survey from today's simulator appended to training and 750 to validation, 2 epochs from the release
+cp -r $D/train_clsx $D/train_clsg; cp -r $D/val_clsx $D/val_clsg
+i=1
+for s in boss desi lamost; do
+  redsift simulate -n 10000 --survey $s --classes GALAXY:1.0 --grid classifier --templates $T --seed 14$i -j 2 --append -o $D/train_clsg
+  redsift simulate -n 750 --survey $s --classes GALAXY:1.0 --grid classifier --templates $T --seed 24$i -j 2 --append -o $D/val_clsg
+  redsift simulate -n 2000 --survey $s --classes GALAXY:1.0 --grid boss --templates $T --seed 95$i -j 2 -o $D/test_gal_$s
+  i=$((i+1))
+done
+redsift train classifier --data $D/train_clsg --val $D/val_clsg -o $R/cls7 --init $R/cls6/release --epochs 2 \
+  --batch-size 256 --lr 3e-4 --lr-schedule cosine --threads 2 --checkpoint-every 300
+redsift release $R/cls7/best --val $D/val_clsg -o $R/cls7/release
+redsift combine --classifier $R/cls7/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-12 \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/redsift-sim-12 --val $D/eig_val3x -o $R/redsift-sim-12/release

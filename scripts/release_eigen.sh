@@ -90,7 +90,8 @@ redsift release $R/eigen_k5_nocv/best --val $R/anom/val_big -o $R/anom/nocv_big
 redsift predict $D/eig_anom --model $R/anom/nocv_big -o $R/anom/test_big.fits --overwrite
 # the residuals' shape in the learned score (docs/eigen.md "The residuals' shape"): the same fits and held-out
 # sets as above with five more inputs (neighbour correlation, outlier fraction, 5-pixel peak and trough, blue/red
-# tilt); the model without CV templates, every kind and each kind left out; then the released model
+# tilt); the model without CV templates, every kind and each kind left out; then the released model (its ZERR
+# cells per class and class / survey since zerr_by_class: the same command, run again)
 redsift release $R/eigen_k5_nocv/best --val $D/eig_anom_val -o $R/anom/nocv_res
 redsift predict $D/eig_anom --model $R/anom/nocv_res -o $R/anom/test_res.fits --overwrite
 redsift evaluate $R/anom/test_res.fits --truth $D/eig_anom -o $R/anom/ev_res \
@@ -102,3 +103,8 @@ done
 redsift release $R/eigen_k5/best --val $D/eig_anom_val3 -o src/redsift/models/released/eigen-boss-sim \
   --description "eigenspectra (K=5 per boss14 class) + chi-square scan, learned from simulated BOSS spectra (GaSNet-III style); ZERR and anomaly thresholds per survey (BOSS, DESI, LAMOST validation); learned anomaly score"
 redsift predict $D/eig_anom3 --model eigen-boss-sim -o $R/anom/rel_res_anom3.fits --overwrite
+# the default's eigen ZERR cells per class and class / survey (docs/classifier.md "Star errors per class"): the
+# same classifier release, the eigen release above, released again on the same validation set
+redsift combine --classifier $R/cls6/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-13 \
+  --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/redsift-sim-13 --val $D/eig_val3x -o src/redsift/models/released/redsift-sim
