@@ -122,3 +122,8 @@ redsift release $R/cls7/best --val $D/val_clsg -o $R/cls7/release
 redsift combine --classifier $R/cls7/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-12 \
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-12 --val $D/eig_val3x -o $R/redsift-sim-12/release
+# second try, not adopted (docs/classifier.md): the new galaxies in place of the old ones, as many per survey
+# (train_clsr, written by selecting rows of train_clsg), one epoch at lr 2e-4
+redsift train classifier --data $D/train_clsr --val $D/val_clsg -o $R/cls8 --init $R/cls6/release --epochs 1 \
+  --batch-size 256 --lr 2e-4 --lr-schedule cosine --threads 2 --checkpoint-every 300
+redsift release $R/cls8/best --val $D/val_clsg -o $R/cls8/release
