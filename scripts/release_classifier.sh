@@ -123,7 +123,8 @@ redsift combine --classifier $R/cls7/release --quasarnet quasarnet-multi-sim --e
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-12 --val $D/eig_val3x -o $R/redsift-sim-12/release
 # second try, not adopted (docs/classifier.md): the new galaxies in place of the old ones, as many per survey
-# (train_clsr, written by selecting rows of train_clsg), one epoch at lr 2e-4
+# (train_clsr), one epoch at lr 2e-4
+python scripts/replace_class_rows.py $D/train_clsg --first-new 150000 --cls GALAXY -o $D/train_clsr
 redsift train classifier --data $D/train_clsr --val $D/val_clsg -o $R/cls8 --init $R/cls6/release --epochs 1 \
   --batch-size 256 --lr 2e-4 --lr-schedule cosine --threads 2 --checkpoint-every 300
 redsift release $R/cls8/best --val $D/val_clsg -o $R/cls8/release
