@@ -374,12 +374,9 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
     sig = np.asarray(c0["ZERR"])[used] / (1 + np.asarray(c0["Z"])[used])  # before: the curvature alone
     scaled = sig * np.sqrt(np.maximum(np.asarray(c0["RCHI2"])[used], 1))
     k = after.eigen.config
-    assert k.zerr_snr_power  # the S/N dependence, fitted per type / survey before the cells
     want = (1 + np.asarray(c1["Z"])[used]) * calibrated_zerr(scaled, np.ones(used.sum()),
                                                             np.char.strip(np.asarray(c1["SPECTYPE"], str))[used],
-                                                            np.full(used.sum(), "boss"), dataclasses.replace(k, zerr_rchi2=False),
-                                                            np.asarray(c1["CLASS_BEST"], str)[used],
-                                                            np.asarray(c1["SNR_MODEL"], float)[used])
+                                                            np.full(used.sum(), "boss"), dataclasses.replace(k, zerr_rchi2=False))
     np.testing.assert_allclose(np.asarray(c1["ZERR"])[used], want, rtol=1e-6)
     assert len(c1) == len(meta)
 
@@ -460,23 +457,3 @@ def test_residual_shape_sees_what_each_statistic_is_for(rng):
     assert anomaly_features(raw, 14).shape[1] > anomaly_features(raw, 14, inputs=ANOMALY_INPUTS[:8]).shape[1]
     with pytest.raises(ValueError, match="unknown input"):
         anomaly_features(raw, 14, inputs=("no_such_input",))
-
-
-def test_snr_power_flattens_the_coverage_in_snr(rng):
-    """fit_snr_power: errors right at every S/N give a power near 0; errors too small for faint spectra by
-    (S/N / 5)^-0.5 give ~0.5 back, and with it the 68% point is the same in every S/N quartile."""
-    from redsift.models.eigen import fit_snr_power, snr_factor
-
-    n = 20000
-    snr = 10 ** rng.uniform(-0.3, 1.7, n)
-    e = rng.uniform(1e-5, 1e-4, n)
-    assert abs(fit_snr_power(rng.normal(0, e), e, snr)) <= 0.1
-    g = fit_snr_power(rng.normal(0, e * (snr / 5) ** -0.5), e, snr)
-    assert abs(g - 0.5) <= 0.1
-    dz = rng.normal(0, e * (snr / 5) ** -0.5)
-    pull = np.abs(dz) / (e * snr_factor(snr, g))
-    q = np.quantile(snr, [0.25, 0.5, 0.75])
-    bins = np.digitize(snr, q)
-    p68 = [np.quantile(pull[bins == b], 0.683) for b in range(4)]
-    assert max(p68) / min(p68) < 1.15
-    np.testing.assert_allclose(snr_factor([np.nan, 5.0, 0.01], 0.5), [1.0, 1.0, (0.3 / 5) ** -0.5])

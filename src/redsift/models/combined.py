@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import RedsiftError
 from ..grid import LogGrid
 from .classifier import ClassifierConfig, ClassifierNet
-from .family import Family, Prepared, cell_values, nodata_rows
+from .family import Family, Prepared, nodata_rows
 from .quasarnet import QuasarNet, QuasarNetConfig
 from .registry import config_from_dict, get_family, register_family
 
@@ -255,7 +255,7 @@ class CombinedFamily(Family):
         if run.any():
             with torch.inference_mode():
                 raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
-        d = decode(raw, ecfg, prepared["survey"], prepared["snr"])
+        d = decode(raw, ecfg, prepared["survey"])
         bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
         use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
         use &= (np.asarray(cc["SPECTYPE"]) != "QSO") | (z0 < cfg.refine_qso_zmax)
@@ -286,13 +286,12 @@ class CombinedFamily(Family):
         own release calibrates its full scan, whose rows differ: there the scan also picks the class (a
         wrong star subclass widens the curvature), and quasars reach z 6 where the refinement stops at
         ``refine_qso_zmax``. The classifier's and QuasarNET's decisions are theirs, kept."""
-        from .eigen import fit_snr_power, fit_zerr_cells, snr_factor
+        from .eigen import fit_zerr_cells
 
         if model.eigen is None:
             return {}, {"eigen": "no eigen part: nothing to choose"}
         ecfg = model.eigen.config
-        model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True,
-                                                 zerr_snr_power=None)
+        model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
         try:
             cols, _ = self.columns(model, raw, prepared)
         finally:
@@ -303,20 +302,9 @@ class CombinedFamily(Family):
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
         by_class = np.asarray(cols["CLASS_BEST"]).astype(str) if ecfg.zerr_by_class else None
-        # first the S/N dependence per spectral type / survey (the classifier's S/N, SNR_MODEL), then the cells
-        surveys, snr = np.asarray(prepared["survey"]), np.asarray(prepared["snr"], float)
-        z, zt, zerr = np.asarray(cols["Z"], float), np.asarray(meta["Z"], float), np.asarray(cols["ZERR"], float)
-        power = {}
-        for t in np.unique(cell[cell != ""]):
-            for v in np.unique(surveys):
-                sel = (cell == t) & (surveys == v)
-                if v and sel.sum() >= 4 * min_cell:
-                    power[f"{t}/{v}"] = fit_snr_power((z - zt)[sel] / (1 + zt[sel]), zerr[sel] / (1 + z[sel]), snr[sel])
-        zerr = zerr * snr_factor(snr, cell_values(power, cell, surveys, 0.0))
-        scale, floor, record = fit_zerr_cells(z, zerr, zt, cell, surveys, min_cell, by_class)
-        record.update({f"zerr_snr_power_{k}": g for k, g in power.items()})
-        new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True,
-                                  zerr_snr_power=power or None)
+        scale, floor, record = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell,
+                                              by_class)
+        new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
         record["eigen_zerr_rows"] = int((cell != "").sum())
         return {"eigen": dataclasses.asdict(new)}, record
 

@@ -126,11 +126,6 @@ class EigenConfig:
         The release also fits cells per class and class / survey (``"WD/boss"``; looked up first), where
         the validation set has enough rows (:func:`fit_zerr_cells`). Releases made before it have no such
         cells and are unchanged.
-    zerr_snr_power : dict or None
-        Per spectral type / survey, ``g`` in the curvature error's factor ``(S/N / 5)^-g`` (S/N clipped
-        to 0.3-300), applied before the cells where the caller passes each row's S/N (the default passes
-        its classifier's ``SNR_MODEL``): set by the default's release so that the errors' coverage does
-        not move with S/N (:func:`fit_snr_power`); None: no factor.
     anomaly_threshold : float or None
         ``OUT_OF_DISTRIBUTION`` above this :func:`anomaly_score` (release: ``anomaly_quantile`` of validation).
     anomaly_survey : dict or None
@@ -169,7 +164,6 @@ class EigenConfig:
     zerr_floor: dict | None = None
     zerr_rchi2: bool = False
     zerr_by_class: bool = True
-    zerr_snr_power: dict | None = None
     anomaly_threshold: float | None = None
     anomaly_survey: dict | None = None
     anomaly_quantile: float = 0.99
@@ -901,19 +895,16 @@ def _window_rows(model, k, lo, hi, h, z0, flux, ivar, D4, ntot, K, dev) -> np.nd
     return vals
 
 
-def calibrated_zerr(sigma, rchi2, spectype, surveys, cfg: EigenConfig, classes=None, snr=None) -> np.ndarray:
+def calibrated_zerr(sigma, rchi2, spectype, surveys, cfg: EigenConfig, classes=None) -> np.ndarray:
     """``ZERR / (1 + z) = sqrt((k e)^2 + f^2)`` with ``e`` the curvature error in dz/(1+z) (``Delta chi2 =
     1``), times ``sqrt(max(RCHI2, 1))`` when ``zerr_rchi2``, and ``k``, ``f`` of the row's cell (``k = 1``,
     ``f = 0`` before release). The floor carries what the curvature cannot see (template mismatch: the
     pulls of bright stars are not Gaussian without it); the inflation carries a survey's poorer fits
     (LAMOST's uncorrected telluric bands: median RCHI2 2.0 against 1.1 on BOSS, simulated). ``classes``:
-    each row's class, for cells per class (:func:`redsift.models.family.cell_values`); ``snr``: each
-    row's S/N, for ``zerr_snr_power``."""
+    each row's class, for cells per class (:func:`redsift.models.family.cell_values`)."""
     e = np.asarray(sigma, float)
     if cfg.zerr_rchi2:
         e = e * np.sqrt(np.maximum(np.nan_to_num(np.asarray(rchi2, float), nan=1.0), 1.0))
-    if cfg.zerr_snr_power and snr is not None:
-        e = e * snr_factor(snr, cell_values(cfg.zerr_snr_power, spectype, surveys, 0.0))
     k = cell_values(cfg.zerr_scale, spectype, surveys, 1.0, classes)
     f = cell_values(cfg.zerr_floor, spectype, surveys, 0.0, classes)
     return np.hypot(k * e, f)
@@ -941,33 +932,6 @@ def fit_zerr_cell(dz, e, q1: float = 0.683, q2: float = 0.95, lim2: float = 1.96
         if miss < best[0]:
             best = (miss, hi, float(f))
     return float(best[1]), best[2]
-
-
-def snr_factor(snr, power) -> np.ndarray:
-    """``(S/N / 5)^-power`` with S/N clipped to 0.3-300; 1 where S/N is not finite."""
-    s = np.clip(np.asarray(snr, float), 0.3, 300.0)
-    return np.where(np.isfinite(s), (np.nan_to_num(s, nan=5.0) / 5.0) ** -np.asarray(power, float), 1.0)
-
-
-def fit_snr_power(dz, e, snr, nbins: int = 4, powers=None) -> float:
-    """The power ``g`` of :func:`snr_factor` that makes the errors' coverage flat in S/N: the 68.3% and 95%
-    quantiles of ``|dz| / (e (S/N / 5)^-g)`` in ``nbins`` S/N quantile bins as equal as they can be (least
-    variance of their logarithms), over ``g`` from -1 to 1 by 0.05. A curvature error that is right for
-    bright spectra and too small for faint ones (the chi-square near its minimum is not a parabola when
-    the noise dominates) needs ``g > 0``."""
-    dz, e, snr = (np.asarray(a, float) for a in (dz, e, snr))
-    ok = np.isfinite(dz) & np.isfinite(e) & (e > 0) & np.isfinite(snr)
-    dz, e, snr = np.abs(dz[ok]), e[ok], snr[ok]
-    edges = np.quantile(snr, np.linspace(0, 1, nbins + 1)[1:-1])
-    b = np.digitize(snr, edges)
-    best, best_g = np.inf, 0.0
-    for g in (np.round(np.arange(-1.0, 1.001, 0.05), 2) if powers is None else powers):
-        p = dz / (e * snr_factor(snr, g))
-        q = np.array([[np.quantile(p[b == k], qq) for qq in (0.683, 0.95)] for k in range(nbins) if (b == k).sum() > 5])
-        spread = float(np.var(np.log(np.maximum(q, 1e-30)), axis=0).sum()) if len(q) > 1 else 0.0
-        if spread < best - 1e-12:
-            best, best_g = spread, float(g)
-    return best_g
 
 
 def fit_zerr_cells(z, zerr, ztrue, spectype, surveys, min_cell: int = 50, classes=None) -> tuple[dict, dict, dict]:
@@ -1061,10 +1025,9 @@ def learned_anomaly(raw, nclass: int, m: dict, surveys=None) -> np.ndarray:
     return ((X - np.asarray(m["mean"])) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
 
 
-def decode(raw, cfg: EigenConfig, surveys=None, snr=None) -> dict:
+def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
     """Catalog quantities from raw scan rows (NaN rows: nothing measured); ``surveys`` (row-aligned
-    survey names) picks each row's ``ZERR`` calibration cell, ``snr`` (row-aligned) feeds
-    ``zerr_snr_power`` where the release set it."""
+    survey names) picks each row's ``ZERR`` calibration cell."""
     raw = np.asarray(raw, float)
     f = {name: raw[:, i] for i, name in enumerate(RAW_FIELDS)}
     ok = np.isfinite(f["cls"])
@@ -1073,7 +1036,7 @@ def decode(raw, cfg: EigenConfig, surveys=None, snr=None) -> dict:
     spectype = np.array(tax.spectypes)[cls]
     name = np.array(tax.classes)[cls]
     z = np.where(ok, 10 ** (f["s"] * D) - 1, np.nan)
-    zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg, name, snr)
+    zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg, name)
     anomaly = f["anomaly"]
     if cfg.anomaly_model:
         # the learned score where its features exist (a full scan); a refinement window has no DELTACHI2
