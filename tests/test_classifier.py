@@ -362,3 +362,25 @@ def test_p_peak_cells_flag_the_unsure_redshifts_down_to_the_catastrophic_limit(r
     floor = p_peak_floor(dataclasses.replace(cfg, p_peak_cells=cells), ["GALAXY", "GALAXY", "QSO"],
                          ["desi", "boss", "desi"])
     np.testing.assert_allclose(floor, [cells["GALAXY/desi"], cfg.p_peak_min, cfg.p_peak_min])
+
+
+def test_evaluate_reports_zerr_coverage_per_true_class(rng, tmp_path):
+    """The redshift section adds each true class's coverage under its type (the type's own line can be right
+    on average while its classes are not): numbers as computed from the rows, classes under 20 rows left out."""
+    from astropy.table import Table
+
+    from redsift.evaluate.classifier import _redshifts
+
+    n = 300
+    cls = np.array(["WD"] * 150 + ["G"] * 140 + ["K"] * 10)
+    zt = rng.normal(0, 1e-4, n)
+    ze = np.full(n, 1e-5)
+    z = zt + rng.normal(0, np.where(cls == "WD", 3e-5, 1e-5))  # white dwarfs' errors three times too small
+    t = Table({"Z": z, "TRUE_Z": zt, "ZERR": ze, "SPECTYPE": np.full(n, "STAR"), "ZWARN": np.zeros(n, int)})
+    text = "\n".join(_redshifts(t, np.full(n, "STAR"), str(tmp_path), "", "simulated", cls))
+    assert "ZERR coverage per true class" in text and "| K (STAR)" not in text
+    for c in ("WD", "G"):
+        p = np.abs(z - zt)[cls == c] / 1e-5
+        row = next(r for r in text.splitlines() if r.startswith(f"| {c} (STAR) |"))
+        assert row.split("|")[3].strip() == f"{np.mean(p < 1):.3f}" and row.split("|")[4].strip() == f"{np.mean(p < 1.96):.3f}"
+    assert float(next(r for r in text.splitlines() if r.startswith("| WD (STAR)")).split("|")[3]) < 0.45

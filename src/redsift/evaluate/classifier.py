@@ -161,7 +161,7 @@ def _section(t, tax, y, out, tag: str):
     return lines, true_st
 
 
-def _redshifts(t, true_st, out, tag, what) -> list[str]:
+def _redshifts(t, true_st, out, tag, what, true_cls=None) -> list[str]:
     z = np.asarray(t["Z"], float)
     zt = np.asarray(t["TRUE_Z"], float)
     ze = np.asarray(t["ZERR"], float) if "ZERR" in t.colnames else np.full(len(t), np.nan)
@@ -173,7 +173,7 @@ def _redshifts(t, true_st, out, tag, what) -> list[str]:
              "| true type | n | bias | NMAD | MAD | catastrophic | 68% cov | 95% cov | pull NMAD | ZWARN == 0 "
              "| catastrophic, ZWARN == 0 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    pulls, snr_rows = {}, {}
+    pulls, snr_rows, per_class = {}, {}, []
     snr = np.asarray(t["TRUE_SNR"], float) if "TRUE_SNR" in t.colnames else None
     for s in SPECTYPES:
         sel = (true_st == s) & (st == s) & np.isfinite(z)
@@ -187,6 +187,12 @@ def _redshifts(t, true_st, out, tag, what) -> list[str]:
                      f"{np.mean(zw0[sel]):.3f} | {redshift_metrics(z[sel & zw0], zt[sel & zw0])['catastrophic']:.4f} |")
         good = sel & np.isfinite(ze) & (ze > 0)
         pulls[s] = (z[good] - zt[good]) / ze[good]
+        for c in ([] if true_cls is None else sorted(set(true_cls[sel]) - {s, ""})):
+            cs = sel & (true_cls == c)
+            if cs.sum() >= 20:
+                cc = coverage(z[cs], ze[cs], zt[cs])
+                per_class.append(f"| {c} ({s}) | {int(cs.sum())} | {cc['cov68']:.3f} | {cc['cov95']:.3f} | "
+                                 f"{cc['pull_nmad']:.2f} |")
         if snr is not None and good.sum() > 50:
             edges = np.quantile(snr[good], np.linspace(0, 1, 6))
             mid, med, spread = [], [], []
@@ -197,6 +203,9 @@ def _redshifts(t, true_st, out, tag, what) -> list[str]:
                     med.append(np.median(ze[b] / (1 + zt[b])))
                     spread.append(nmad((z[b] - zt[b]) / (1 + zt[b])))
             snr_rows[s] = (mid, med, spread)
+    if per_class:  # a type's coverage can be right on average and wrong for each of its classes
+        lines += ["", "ZERR coverage per true class (typed right; classes with 20 rows or more):", "",
+                  "| class | n | 68% cov | 95% cov | pull NMAD |", "|---|---:|---:|---:|---:|"] + per_class
     if pulls:
         _plot_pulls(pulls, os.path.join(out, f"pulls{tag and '_' + tag}.png"), what)
     if snr_rows:
@@ -264,7 +273,9 @@ def classifier_report(t, out, header, overrides, truth_path="", combined: bool =
             if not tag:
                 return lines
             continue
-        lines += _redshifts(sub, true_st, out, tag, what)
+        names = np.array(list(tax.classes) + [""])
+        true_cls = names[np.where(y[sel] >= 0, y[sel], len(tax.classes))]
+        lines += _redshifts(sub, true_st, out, tag, what, true_cls)
         if combined and "IS_QSO" in t.colnames:
             lines += _combined(sub, true_st)
     return lines
