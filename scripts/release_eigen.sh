@@ -108,3 +108,9 @@ redsift predict $D/eig_anom3 --model eigen-boss-sim -o $R/anom/rel_res_anom3.fit
 redsift combine --classifier $R/cls6/release --quasarnet quasarnet-multi-sim --eigen eigen-boss-sim -o $R/redsift-sim-13 \
   --description "redsift default: classifier + QuasarNET + eigen refinement, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/redsift-sim-13 --val $D/eig_val3x -o src/redsift/models/released/redsift-sim
+# the released model's score on injections into the DESI and LAMOST held-out sets (docs/eigen.md)
+for s in desi lamost; do
+  python scripts/eigen_anomalies.py $D/test_$s -o $R/anom/anom3_$s --per-kind 300 --normal 1500 --seed 7 \
+    --kinds two-redshifts,star+galaxy,artefact
+  redsift predict $R/anom/anom3_$s --model eigen-boss-sim -o $R/anom/rel_cls_anom3_$s.fits --overwrite
+done
