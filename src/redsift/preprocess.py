@@ -198,9 +198,9 @@ def _bin_runs(spectra: Spectra, grid: LogGrid, idx: np.ndarray) -> Binned:
     if cols.size:
         sl = slice(int(cols[0]), int(cols[-1]) + 1)
         bins = idx[sl]
-        # bins x pixels; indices sorted within each row, so each bin adds its pixels in pixel order
-        onehot = sparse.csr_matrix((np.ones(bins.size), bins, np.arange(bins.size + 1)),
-                                   shape=(bins.size, grid.npix)).T.tocsr()
+        # bins x pixels: one entry per pixel (column), made row-major with each row's pixels in order
+        onehot = sparse.csc_matrix((np.ones(bins.size), bins, np.arange(bins.size + 1)),
+                                   shape=(grid.npix, bins.size)).tocsr()
         onehot.sort_indices()
         w = spectra.weights[:, sl].astype(np.float64)
         wf = np.where(w > 0, w * spectra.flux[:, sl], 0.0)

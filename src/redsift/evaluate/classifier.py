@@ -263,6 +263,8 @@ def classifier_report(t, out, header, overrides, truth_path="", combined: bool =
     parts = [("", np.ones(len(t), bool))]
     if len(set(survey)) > 1:  # then each survey on its own
         parts += [(s, survey == s) for s in sorted(set(survey))]
+    names = np.array(list(tax.classes) + [""])  # the true class per row ("" where the taxonomy has none)
+    true_cls_all = names[np.where(y >= 0, y, len(tax.classes))]
     for tag, sel in parts:
         sub = t[sel] if tag else t
         if tag:
@@ -273,9 +275,7 @@ def classifier_report(t, out, header, overrides, truth_path="", combined: bool =
             if not tag:
                 return lines
             continue
-        names = np.array(list(tax.classes) + [""])
-        true_cls = names[np.where(y[sel] >= 0, y[sel], len(tax.classes))]
-        lines += _redshifts(sub, true_st, out, tag, what, true_cls)
+        lines += _redshifts(sub, true_st, out, tag, what, true_cls_all[sel])
         if combined and "IS_QSO" in t.colnames:
             lines += _combined(sub, true_st)
     return lines

@@ -657,10 +657,10 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True)
             n = w[has].gt(0).sum(1).clamp_min(1)
             blend[has] = (c1[has] - cj).clamp_min(0) / (c1[has] / n).clamp_min(1)
     loc, bl = torch.log1p(local.double()), torch.log1p(blend.double())
-    # the median S/N per pixel over the pixels fitted (the learned score's brightness: a misfit means
-    # less in a faint spectrum than in a bright one)
     anom[rows, :3] = torch.stack([loc + bl, loc, bl], 1)
     if snr:
+        # the median S/N per pixel over the pixels fitted (the learned score's brightness: a misfit means
+        # less in a faint spectrum than in a bright one)
         sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values
         anom[rows, 3] = sn.double()
         anom[rows, 4:] = residual_shape(flux[rows], w, mflux.float())
@@ -1038,11 +1038,13 @@ def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
     z = np.where(ok, 10 ** (f["s"] * D) - 1, np.nan)
     zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg, name)
     anomaly = f["anomaly"]
-    if cfg.anomaly_model:
+    full = ok & ~np.isnan(f["dchi2"])
+    if cfg.anomaly_model and full.any():
         # the learned score where its features exist (a full scan); a refinement window has no DELTACHI2
-        # and keeps the hand-made score
-        full = ok & ~np.isnan(f["dchi2"])
-        anomaly = np.where(full, learned_anomaly(raw, len(tax.classes), cfg.anomaly_model, surveys), anomaly)
+        # and keeps the hand-made score (the default's rows: no features computed for them)
+        anomaly = anomaly.copy()
+        anomaly[full] = learned_anomaly(raw[full], len(tax.classes), cfg.anomaly_model,
+                                        None if surveys is None else np.asarray(surveys)[full])
     return {"ok": ok, "cls": cls, "spectype": np.where(ok, spectype, ""),
             "subtype": np.where(ok & (name != spectype), name, ""), "z": z, "zerr": zerr,
             "chi2": f["chi2"], "dchi2": f["dchi2"], "npix": np.where(ok, f["npix"], 0).astype(np.int64),
@@ -1175,7 +1177,7 @@ class EigenFamily(Family):
         tz = np.array(cfg.tax.spectypes)[np.clip(y, 0, None)]
         right = d["ok"] & (y >= 0) & (d["spectype"] == tz) & normal
         scale, floor, rec = fit_zerr_cells(d["z"], d["zerr"], z, np.where(right, tz, ""), surveys, min_cell,
-                                           np.where(right, np.array(cfg.tax.classes)[d["cls"]], "") if cfg.zerr_by_class else None)
+                                           d["subtype"] if cfg.zerr_by_class else None)
         record.update(rec)
         scored = d["ok"] & np.isfinite(d["anomaly"]) & normal
         thr = float(np.quantile(d["anomaly"][scored], cfg.anomaly_quantile)) if scored.any() else None

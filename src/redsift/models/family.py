@@ -57,8 +57,9 @@ def cell_values(table: dict | None, spectype, surveys, default: float, classes=N
     spectype = np.asarray(spectype)
     if not table:
         return np.full(len(spectype), default, float)
-    surveys = np.full(len(spectype), "") if surveys is None else np.asarray(surveys)
-    classes = np.full(len(spectype), "") if classes is None else np.asarray(classes)
+    n = len(spectype)
+    surveys = np.full(n, "") if surveys is None else np.asarray(surveys)
+    classes = np.full(n, "") if classes is None else np.asarray(classes)
 
     def one(c, t, v):
         for key in (f"{c}/{v}", c, f"{t}/{v}", t) if c else (f"{t}/{v}", t):
@@ -66,7 +67,10 @@ def cell_values(table: dict | None, spectype, surveys, default: float, classes=N
                 return table[key]
         return default
 
-    return np.array([one(c, t, v) for c, t, v in zip(classes, spectype, surveys)], float)
+    # one lookup per distinct (class, type, survey), not per row: a catalog has a few dozen of them
+    keys = np.stack([classes.astype(str), spectype.astype(str), surveys.astype(str)], 1).reshape(n, 3)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    return np.array([one(*u) for u in uniq], float).reshape(-1)[inverse.reshape(-1)] if n else np.zeros(0)
 
 
 class Prepared(dict):
