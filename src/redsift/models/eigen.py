@@ -498,6 +498,23 @@ def _hankel(D, half: int, dtype=torch.float64):
     return torch.nn.functional.pad(D.to(dtype), (S - 1, S - 1)).unfold(2, L, 1).flip(2).contiguous()  # (B, 4, S, L)
 
 
+def _kernel_ok(D) -> bool:
+    """Whether the native stage's sums run in the compiled CPU kernel (:mod:`.eigen_kernels`)."""
+    from . import eigen_kernels
+
+    return eigen_kernels.AVAILABLE and D.device.type == "cpu"
+
+
+def _kernel_templates(model):
+    """Every class's eigenspectra times their validity ``(nclass, K, R)`` and the validity ``(nclass, R)``,
+    float32 numpy (cached on the model), for :func:`redsift.models.eigen_kernels.window_sums`."""
+    if "kern" not in model._cache:
+        V = (model.valid > 0).float()
+        model._cache["kern"] = ((model.templates.float() * V[:, None]).contiguous().cpu().numpy(),
+                                V.contiguous().cpu().numpy())
+    return model._cache["kern"]
+
+
 def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
     """Native chi2 at shifts ``s0 - half .. s0 + half`` (per spectrum), pixel by pixel.
 
@@ -514,17 +531,25 @@ def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
     npair = K * (K + 1) // 2
     S = 2 * half + 1
     L = npix + S - 1
-    if H is None:
-        H = _hankel(D, half)
     top = (s0 + half).clamp(cfg.s_min + 2 * half, cfg.s_max)  # the window's largest shift
-    o_lo = (cfg.s_max - top).tolist()
-    # precision: chi2 = F - b^T M^-1 b cancels ~(S/N)^2 per pixel (float64 for bright spectra, see scan)
-    key = "P64" if H.dtype == torch.float64 else "P"
-    seg = torch.stack([packs[kk][key][:, o:o + L] for kk, o in zip(ks, o_lo)]).transpose(1, 2)  # (B, L, nP)
-    b = torch.bmm(H[:, 0], seg[:, :, :K])
-    M = torch.bmm(H[:, 1], seg[:, :, K:K + npair])
-    Fn = torch.bmm(H[:, 2:4].reshape(B, 2 * S, L), seg[:, :, -1:]).reshape(B, 2, S)
-    c = torch.cat([b.transpose(1, 2), M.transpose(1, 2), Fn], 1).flip(-1)  # (B, nP + 1, S), increasing shift
+    if H is None and _kernel_ok(D):
+        # one spectrum at a time in the core's cache, float64 sums (:mod:`.eigen_kernels`)
+        from .eigen_kernels import window_sums
+
+        T, V = _kernel_templates(model)
+        c = torch.from_numpy(window_sums(D.contiguous().numpy(), T, V, np.asarray(ks, np.int64),
+                                         (cfg.s_max - top).numpy(), S))
+    else:
+        if H is None:
+            H = _hankel(D, half)
+        o_lo = (cfg.s_max - top).tolist()
+        # precision: chi2 = F - b^T M^-1 b cancels ~(S/N)^2 per pixel (float64 for bright spectra, see scan)
+        key = "P64" if H.dtype == torch.float64 else "P"
+        seg = torch.stack([packs[kk][key][:, o:o + L] for kk, o in zip(ks, o_lo)]).transpose(1, 2)  # (B, L, nP)
+        b = torch.bmm(H[:, 0], seg[:, :, :K])
+        M = torch.bmm(H[:, 1], seg[:, :, K:K + npair])
+        Fn = torch.bmm(H[:, 2:4].reshape(B, 2 * S, L), seg[:, :, -1:]).reshape(B, 2, S)
+        c = torch.cat([b.transpose(1, 2), M.transpose(1, 2), Fn], 1).flip(-1)  # (B, nP + 1, S), increasing shift
     s = (top - 2 * half)[:, None] + torch.arange(S, device=D.device)[None]
     cmp, chi2, n = _solve_curve(c, K, ntot.to(c.dtype), cfg)
     lo = lo[:, None] if torch.is_tensor(lo) else lo
@@ -776,11 +801,16 @@ def scan(model, X, classes=None, return_curves: bool = False):
     # precision by brightness: float32 sums lose ~4e-6 sqrt(npix) npix <(S/N)^2> of chi2 (about 0.5 at
     # S/N 5 per pixel); brighter spectra take the float64 path
     bright = D4[:, 2].sum(1) / ntot.clamp_min(1) > cfg.f64_snr2
-    for grp, dt in ((_nz(~bright), torch.float32), (_nz(bright), torch.float64)):
+    groups = ((_nz(~bright), torch.float32), (_nz(bright), torch.float64))
+    Dn = D4
+    if _kernel_ok(D4):  # the compiled kernel sums in float64 for every spectrum (its data in float64: vectorised)
+        groups = ((torch.arange(B, device=dev), torch.float64),)
+        Dn = D4.double()
+    for grp, dt in groups:
         if not len(grp):
             continue
         whole = len(grp) == B
-        Hg = _hankel(D4 if whole else D4[grp], cfg.fine_halfwidth, dt)
+        Hg = None if len(groups) == 1 else _hankel(D4 if whole else D4[grp], cfg.fine_halfwidth, dt)
         for m in range(cfg.refine):
             cm = chosen[grp, m]
             has = cm >= 0
@@ -792,8 +822,9 @@ def scan(model, X, classes=None, return_curves: bool = False):
             sub = (lambda x: x) if allrows and whole else (lambda x: x[rows])
             ci = cm[pos]
             k, lo, hi = kk[ci], klo[ci], khi[ci]
-            cmp, chi2, n, s = _refine(model, k, Sc[rows, ci], sub(D4), sub(ntot), lo, hi, cfg.fine_halfwidth,
-                                      Hg if allrows else Hg[pos], passes=3 if m == 0 else 1)  # alternatives: chi2 only
+            cmp, chi2, n, s = _refine(model, k, Sc[rows, ci], sub(Dn), sub(ntot), lo, hi, cfg.fine_halfwidth,
+                                      Hg if allrows or Hg is None else Hg[pos],
+                                      passes=3 if m == 0 else 1)  # alternatives: chi2 only
             j, y0, sv, sig, ok = _parabola(cmp, s)
             sj = s.gather(1, j[:, None])[:, 0]
             best[rows, m] = y0.double()
