@@ -114,3 +114,8 @@ for s in desi lamost; do
     --kinds two-redshifts,star+galaxy,artefact
   redsift predict $R/anom/anom3_$s --model eigen-boss-sim -o $R/anom/rel_cls_anom3_$s.fits --overwrite
 done
+# the default released again with the chi-square arbitration (docs/classifier.md "Chi-square arbitration"): the
+# same weights; the release chooses, per type / survey on the validation set, the chi-square gain above which
+# the eigen scan of the answered class over its whole range replaces the classifier's redshift (2026-11-30)
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim17
+cp $R/redsift-sim17/config.json src/redsift/models/released/redsift-sim/config.json

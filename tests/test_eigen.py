@@ -414,6 +414,7 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
     rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5)
     before, after = load_model(tmp_path / "comb"), load_model(tmp_path / "rel")
     assert rec["eigen_zerr_rows"] > 0 and after.eigen.config.zerr_rchi2
+    assert after.config.arbitrate is None and "arbitrate_GALAXY/boss" in rec  # right answers: nothing to fix
     assert after.eigen.config.zerr_scale and after.eigen.config.zerr_floor is not None
     assert after.config.classifier == before.config.classifier and after.config.quasarnet == before.config.quasarnet
     c0 = predict_catalog(before, [str(sets / "val")], progress=False)
@@ -507,3 +508,64 @@ def test_residual_shape_sees_what_each_statistic_is_for(rng):
     assert anomaly_features(raw, 14).shape[1] > anomaly_features(raw, 14, inputs=ANOMALY_INPUTS[:8]).shape[1]
     with pytest.raises(ValueError, match="unknown input"):
         anomaly_features(raw, 14, inputs=("no_such_input",))
+
+
+def test_arbitration_threshold_is_chosen_per_cell_on_what_it_fixes_and_breaks():
+    """``choose_arbitration``: per type / survey, the threshold whose replacements fix the most catastrophic
+    answers net of those they break (the largest on a tie), and no cell where every threshold breaks more."""
+    from redsift.models.combined import choose_arbitration
+
+    n = len(RAW_FIELDS) + 1
+    rows = [  # (survey, z answered, z true, z of the whole-range scan, chi2 gain of the scan)
+        ("desi", 0.5, 0.1, 0.1, 30.0), ("desi", 0.6, 0.2, 0.2, 30.0), ("desi", 0.7, 0.3, 0.3, 40.0),
+        ("desi", 0.3, 0.3, 0.7, 60.0),  # right answer, the scan elsewhere: broken below 60
+        ("desi", 0.4, 0.4, 0.4005, 90.0),  # the scan agrees (within 0.01): never replaced
+        ("lamost", 0.2, 0.2, 0.9, 20.0), ("lamost", 0.25, 0.25, 0.8, 300.0),  # only breaks: off
+    ]
+    w, f = np.zeros((len(rows), n)), np.zeros((len(rows), n))
+    for i, (_, _, _, zs, g) in enumerate(rows):
+        w[i, RAW_FIELDS.index("chi2")], f[i, RAW_FIELDS.index("chi2")] = 1000.0 + g, 1000.0
+        w[i, RAW_FIELDS.index("npix")] = f[i, RAW_FIELDS.index("npix")] = 4000
+        f[i, RAW_FIELDS.index("s")] = math.log10(1 + zs) / D
+    cells, rec = choose_arbitration(w, f, [r[1] for r in rows], [r[2] for r in rows], np.full(len(rows), "GALAXY"),
+                                    [r[0] for r in rows])
+    assert cells == {"GALAXY/desi": 25.0}  # +3 -1 up to 25 (ties: the largest), +0 -1 at 50
+    assert rec["arbitrate_GALAXY/lamost"].startswith("off")
+
+
+def test_combined_arbitration_replaces_wrong_redshifts_the_chi2_refutes(sets, fitted, tmp_path, monkeypatch):
+    """The release turns the chi-square arbitration on where it fixes validation answers: galaxies answered at a
+    wrong redshift (the prior moved by +0.15 for a third of them) are scanned over the whole range, the scan's
+    redshift replaces the answer (``Z_METHOD = EIGEN_SCAN``) and lands at the truth; right answers stay."""
+    from redsift.data.store import Dataset
+    from redsift.models.classifier import ClassifierFamily
+    from redsift.models.combined import combine
+    from redsift.train.release import release
+
+    meta = Dataset(sets / "val").meta
+    plain = ClassifierFamily.columns
+    t = np.asarray(meta["CLASS"], str)
+    zt = np.asarray(meta["Z"], float)
+    moved = (t == "GALAXY") & (np.arange(len(t)) % 3 == 0)
+
+    def prior(self, model, raw, prepared):
+        cols, zwarn = plain(self, model, raw, prepared)
+        if len(cols["Z"]) == len(meta):
+            cols.update(CLASS_BEST=t, SPECTYPE=t, Z=np.where(moved, zt + 0.15, zt + 100 / 3e5 * (1 + zt)),
+                        ZERR=np.full(len(t), 1e-3))
+        return cols, zwarn
+
+    monkeypatch.setattr(ClassifierFamily, "columns", prior)
+    torch.manual_seed(0)
+    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
+    save_model(combine(c, load_model("quasarnet-boss-sim"), eigen=load_model(fitted / "best")), tmp_path / "comb")
+    rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5)
+    after = load_model(tmp_path / "rel")
+    assert "GALAXY/boss" in (after.config.arbitrate or {}), rec
+    cat = predict_catalog(after, [str(sets / "val")], progress=False)
+    z, method = np.asarray(cat["Z"], float), np.asarray(cat["Z_METHOD"]).astype(str)
+    scanned = method == "EIGEN_SCAN"
+    assert scanned.sum() >= 0.5 * moved.sum() and scanned[~moved].mean() <= 0.02
+    assert np.mean(np.abs(z[scanned] - zt[scanned]) / (1 + zt[scanned]) < 0.01) > 0.9
+    np.testing.assert_array_equal(np.asarray(cat["Z_CLASSIFIER"])[scanned], (zt + 0.15)[scanned])
+    assert len(cat) == len(meta)

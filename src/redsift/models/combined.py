@@ -26,6 +26,13 @@ measured in ``docs/classifier.md``):
   galaxies and quasars below ``refine_qso_zmax`` (1.5): on the simulated validation set the scan's
   quasar redshifts are better than the classifier's below z 1.5 (MAD 7e-5 against 5.5e-4 at z < 0.8) and
   worse above, where blueshifted C IV drives the fit (docs/eigen.md).
+* **Chi-square arbitration** (``arbitrate``, chosen at release): for rows whose type and survey have a cell,
+  the eigen scan of the answered class over its whole range is compared with the refinement window; where
+  its best fit lies beyond the catastrophic limit (``|dz|/(1+z) > 0.01``) from the answer and is better by
+  more than the cell's chi-square gain, its redshift replaces the answer (``Z_METHOD = "EIGEN_SCAN"``;
+  ``Z_CLASSIFIER`` keeps the classifier's). The release turns on a cell only where the replacements fix
+  more validation answers than they break: galaxies on BOSS and DESI (DESI's held-out galaxies 2.6% ->
+  1.4% catastrophic, simulated), not LAMOST's galaxies nor any quasars (docs/classifier.md).
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ class CombinedConfig:
     refine_min_px: int = 4
     refine_max_px: int = 150
     refine_qso_zmax: float = 1.5  # quasars above: the classifier's Z kept (measured, docs/eigen.md)
+    # chi-square arbitration: "TYPE/survey" -> least chi-square gain of the answered class's whole-range scan
+    # over its refinement window for the scan's redshift to replace the answer (chosen at release; None: off)
+    arbitrate: dict | None = None
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -84,6 +94,8 @@ class CombinedConfig:
             out.update({"refine": f"eigen K={e.ncomp}, +-{self.refine_nsigma} ZERR ({self.refine_min_px}-"
                                   f"{self.refine_max_px} px), QSO z < {self.refine_qso_zmax}",
                         "zerr_eig": e.decisions()["zerr"]})
+            if self.arbitrate:
+                out["arbitrate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.arbitrate.items()))
         return out
 
 
@@ -131,6 +143,47 @@ def combine(classifier, quasarnet, rule: str = "classifier", eigen=None) -> Comb
     if eigen is not None:
         model.eigen.load_state_dict(eigen.state_dict())
     return model.eval()
+
+
+#: the spectral types whose redshifts the chi-square arbitration may replace (stars: +-1,000 km/s, nothing to arbitrate)
+ARBITRATE_TYPES = ("GALAXY", "QSO")
+#: the thresholds (chi-square gain) the release tries per cell
+ARBITRATE_GRID = (0.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0)
+
+
+def choose_arbitration(wraw, fraw, z, ztrue, spectype, surveys, grid=ARBITRATE_GRID) -> tuple[dict, dict]:
+    """The arbitration's threshold per ``TYPE/survey`` cell (:meth:`CombinedFamily._arbitrate`), chosen on
+    validation rows (``spectype``: the type of rows typed right, '' to leave a row out): the threshold whose
+    replacements fix the most catastrophic answers (``|dz|/(1+z) > 0.01``) net of those they make, the largest
+    such threshold on a tie; no cell where no threshold has a positive net. Returns the cells and a record."""
+    from .family import SURVEYS
+
+    gain, zf, far = CombinedFamily.arbitration(wraw, fraw, np.asarray(z, float))
+    z, ztrue = np.asarray(z, float), np.asarray(ztrue, float)
+    with np.errstate(invalid="ignore"):
+        bad0 = np.abs(z - ztrue) / (1 + ztrue) > 0.01
+        bad1 = np.abs(zf - ztrue) / (1 + ztrue) > 0.01
+    spectype, surveys = np.asarray(spectype).astype(str), np.asarray(surveys).astype(str)
+    cells, record = {}, {}
+    for t in ARBITRATE_TYPES:
+        for v in SURVEYS:
+            m = (spectype == t) & (surveys == v) & far
+            if not (spectype[surveys == v] == t).any():
+                continue
+            best, tried = None, []
+            for T in grid:
+                rep = m & (gain > T)
+                fixed, broken = int((rep & bad0 & ~bad1).sum()), int((rep & ~bad0 & bad1).sum())
+                tried.append(f"{T:g}: +{fixed} -{broken}")
+                if fixed - broken > 0 and (best is None or fixed - broken >= best[1]):
+                    best = (T, fixed - broken)
+            if best is not None:
+                cells[f"{t}/{v}"] = float(best[0])
+            n = int(((spectype == t) & (surveys == v)).sum())
+            record[f"arbitrate_{t}/{v}"] = (f"{'threshold %g' % best[0] if best else 'off'} (n {n}, "
+                                            f"catastrophic {int((bad0 & (spectype == t) & (surveys == v)).sum())}; "
+                                            + ", ".join(tried) + ")")
+    return cells, record
 
 
 @register_family
@@ -226,7 +279,10 @@ class CombinedFamily(Family):
         disagree = ((is_q & ~found) | (~is_q & found)) & ~nodata
         zwarn = zc | np.where(disagree, int(ZWarningMask.LOW_CONFIDENCE), 0)
         if model.eigen is not None:
-            outside = self._refine(model, cc, cols, prepared, nodata)
+            outside, wraw = self._refine(model, cc, cols, prepared, nodata)
+            self._wraw = wraw  # the refinement windows' raw rows, for release (one process, one call at a time)
+            if model.config.arbitrate:
+                outside &= ~self._arbitrate(model, cc, cols, prepared, nodata, wraw, model.config.arbitrate)
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
             # answer is beyond the models' range, whatever the classifier's confidence
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
@@ -274,7 +330,68 @@ class CombinedFamily(Family):
         types = np.where(cls >= 0, np.array(ecfg.tax.spectypes)[np.clip(cls, 0, None)], "")
         lims = np.array([span.get(t, (-np.inf, np.inf)) for t in types], float).reshape(-1, 2)
         s0 = np.log10(1 + np.where(run, z0, 0.0)) / D
-        return run & ((s0 < lims[:, 0] - 0.5) | (s0 > lims[:, 1] + 0.5))
+        return run & ((s0 < lims[:, 0] - 0.5) | (s0 > lims[:, 1] + 0.5)), raw
+
+    @staticmethod
+    def _class_scan(model, cc, prepared, rows):
+        """The eigen scan of each row's answered class over the class's whole redshift range (raw rows of
+        :func:`redsift.models.eigen.scan`, NaN where not scanned), for the rows ``rows`` (bool)."""
+        import torch
+
+        from .eigen import RAW_FIELDS, scan
+
+        names = list(model.eigen.config.tax.classes)
+        cls = np.array([names.index(b) if b in names else -1 for b in np.asarray(cc["CLASS_BEST"])], np.int64)
+        full = np.full((len(cls), len(RAW_FIELDS) + model.eigen.config.ncomp), np.nan)
+        X = prepared["X_eig"]
+        with torch.inference_mode():
+            for k in np.unique(cls[rows & (cls >= 0)]):
+                idx = np.flatnonzero(rows & (cls == k))
+                for a in range(0, len(idx), 256):
+                    full[idx[a:a + 256]] = scan(model.eigen, X[idx[a:a + 256]], classes=[int(k)])
+        return full
+
+    @staticmethod
+    def arbitration(wraw, fraw, z):
+        """The chi-square gain of the whole-range scan ``fraw`` over the refinement window ``wraw`` (both raw
+        eigen rows of the answered class; trials compared as the scan compares them, ``chi2 + unmodelled
+        pixels``) and the scan's redshift, and whether it lies elsewhere (``|dz|/(1+z) > 0.01``, the
+        catastrophic limit) than the answer ``z``."""
+        from .eigen import RAW_FIELDS, D
+
+        i = {n: RAW_FIELDS.index(n) for n in ("chi2", "npix", "s")}
+        gain = (wraw[:, i["chi2"]] - wraw[:, i["npix"]]) - (fraw[:, i["chi2"]] - fraw[:, i["npix"]])
+        zf = 10 ** (fraw[:, i["s"]] * D) - 1
+        with np.errstate(invalid="ignore"):
+            far = np.abs(zf - z) / (1 + z) > 0.01
+        return np.nan_to_num(gain, nan=-np.inf), zf, far & np.isfinite(zf)
+
+    def _arbitrate(self, model, cc, cols, prepared, nodata, wraw, cells) -> np.ndarray:
+        """Chi-square arbitration between the classifier's redshift and the eigen scan's (issue 18): for rows
+        whose type and survey have a cell in ``cells``, the answered class is scanned over its whole range;
+        where its best fit lies elsewhere (beyond the catastrophic limit) and beats the refinement window's
+        chi-square by more than the cell's threshold, ``Z`` and ``ZERR`` become the scan's and ``Z_METHOD``
+        ``EIGEN_SCAN``. The thresholds are chosen at release on the validation set, cell by cell, where the
+        replacements there fix more answers than they break (LAMOST's galaxies, whose uncorrected telluric
+        bands mislead a chi-square of BOSS-learnt templates, and quasars, whose templates fit a wrong
+        redshift better than the right one too often, are left off by that choice; docs/classifier.md).
+        Returns the rows replaced."""
+        from .eigen import decode
+
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
+        surveys = np.asarray(prepared["survey"]).astype(str)
+        thr = np.array([cells.get(f"{t}/{v}", np.nan) for t, v in zip(spectype, surveys)], float)
+        cand = np.isfinite(thr) & ~nodata & np.isfinite(np.asarray(cols["Z"], float))
+        if not cand.any():
+            return cand
+        fraw = self._class_scan(model, cc, prepared, cand)
+        gain, zf, far = self.arbitration(wraw, fraw, np.asarray(cols["Z"], float))
+        d = decode(fraw, model.eigen.config, surveys)
+        rep = cand & far & (gain > np.nan_to_num(thr, nan=np.inf)) & d["ok"] & np.isfinite(d["zerr"])
+        cols["Z"] = np.where(rep, zf, cols["Z"])
+        cols["ZERR"] = np.where(rep, d["zerr"], cols["ZERR"])
+        cols["Z_METHOD"] = np.where(rep, "EIGEN_SCAN", cols["Z_METHOD"])
+        return rep
 
     def decisions(self, model) -> dict:
         return model.config.decisions()
@@ -290,12 +407,13 @@ class CombinedFamily(Family):
 
         if model.eigen is None:
             return {}, {"eigen": "no eigen part: nothing to choose"}
-        ecfg = model.eigen.config
+        ecfg, ccfg = model.eigen.config, model.config
         model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
+        model.config = dataclasses.replace(ccfg, arbitrate=None)
         try:
             cols, _ = self.columns(model, raw, prepared)
         finally:
-            model.eigen.config = ecfg
+            model.eigen.config, model.config = ecfg, ccfg
         tax = model.classifier.config.tax
         y = tax.labels(meta, source="validation labels", strict=False)
         truth = np.where(y >= 0, np.array(tax.spectypes)[np.clip(y, 0, None)], "")
@@ -306,7 +424,13 @@ class CombinedFamily(Family):
                                               by_class)
         new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
         record["eigen_zerr_rows"] = int((cell != "").sum())
-        return {"eigen": dataclasses.asdict(new)}, record
+        # the chi-square arbitration's thresholds, cell by cell (type / survey), on the same validation rows
+        cand = np.isin(spectype, ARBITRATE_TYPES) & (spectype == truth) & np.isfinite(np.asarray(cols["Z"], float))
+        fraw = self._class_scan(model, cols, prepared, cand)
+        cells, rec = choose_arbitration(self._wraw, fraw, cols["Z"], meta["Z"], np.where(cand, spectype, ""),
+                                        prepared["survey"])
+        record.update(rec)
+        return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None}, record
 
     def plot(self, model, spectra, i, row, ax=None):
         return get_family("quasarnet").plot(model.quasarnet, spectra, i, row, ax=ax) if row["SPECTYPE"] == "QSO" \
