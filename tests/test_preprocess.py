@@ -162,15 +162,27 @@ def test_bin_quasarnet_needs_left_grid():
         bin_quasarnet(s, LogGrid.boss())
 
 
-def test_binning_by_runs_is_the_general_binning(real_dir):
-    """The shared-grid path of bin_quasarnet (runs of columns) and the general one (per-spectrum grids,
-    bincount) give the same bits, including pixels with no weight."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_binning_by_runs_is_the_general_binning(real_dir, compiled, monkeypatch, rng):
+    """The shared-grid paths of bin_quasarnet (the compiled pass of ``redsift.kernels``, and without numba
+    the sparse product) and the general one (per-spectrum grids, bincount) give the same bits, on real
+    spectra and on random ones with masked pixels, zero and negative weights."""
     import redsift
+    from redsift import kernels
     from redsift.preprocess import bin_quasarnet
 
+    if compiled and not kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install redsift[fast])")
+    monkeypatch.setattr(kernels, "AVAILABLE", compiled)
     s = redsift.read(sorted(str(p) for p in (real_dir / "boss").glob("spec-*.fits")))  # one union grid
-    assert s.wave.ndim == 1
-    per_row = redsift.Spectra(np.broadcast_to(s.wave, s.flux.shape).copy(), s.flux, s.ivar, s.mask, s.meta)
-    a, b = bin_quasarnet(s), bin_quasarnet(per_row)
-    assert np.array_equal(a.flux.view(np.uint32), b.flux.view(np.uint32))
-    assert np.array_equal(a.ivar.view(np.uint32), b.ivar.view(np.uint32))
+    wave = 10 ** (3.55 + 1e-4 * np.arange(4000))
+    flux = rng.normal(1, 2, (7, 4000)).astype(np.float32)
+    ivar = np.where(rng.uniform(size=(7, 4000)) < 0.1, 0, rng.uniform(0, 3, (7, 4000))).astype(np.float32)
+    ivar[0, :50] = -1  # negative: masked on construction
+    synth = redsift.Spectra(wave, flux, ivar, rng.uniform(size=(7, 4000)) < 0.05)
+    for sp in (s, synth):
+        assert sp.wave.ndim == 1
+        per_row = redsift.Spectra(np.broadcast_to(sp.wave, sp.flux.shape).copy(), sp.flux, sp.ivar, sp.mask, sp.meta)
+        a, b = bin_quasarnet(sp), bin_quasarnet(per_row)
+        assert np.array_equal(a.flux.view(np.uint32), b.flux.view(np.uint32))
+        assert np.array_equal(a.ivar.view(np.uint32), b.ivar.view(np.uint32))

@@ -81,3 +81,30 @@ def test_placeholder_row():
     assert p.nspec == 1
     assert set(describe(p.meta["ZWARN"][0])) == {"NODATA", "BAD_INPUT"}
     assert p.meta["ERROR"][0] == "no such file" and p.meta["INDEX"][0] == -1
+
+
+def test_construction_checks_compiled_and_numpy_agree(monkeypatch, rng):
+    """The construction's value checks (``redsift.kernels.check_values`` when numba is installed, numpy
+    otherwise) give the same spectra, masks and ZWARN bits: NaN and inf flux, NaN and negative ivar, rows
+    with every pixel masked or zero-weighted, and clean rows."""
+    from redsift import kernels
+
+    if not kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install redsift[fast])")
+    flux = rng.normal(size=(6, 50)).astype(np.float32)
+    ivar = rng.uniform(0.5, 2, (6, 50)).astype(np.float32)
+    mask = np.zeros((6, 50), bool)
+    flux[1, 3], flux[2, 7], ivar[3, 9], ivar[4, 1] = np.nan, np.inf, np.nan, -1.0
+    mask[5] = True  # every pixel masked: NODATA
+    ivar[0, :] = 0  # no weight anywhere: NODATA
+    out = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+        s = Spectra(np.linspace(4000, 5000, 50), flux, ivar, mask)
+        out[compiled] = s
+    a, b = out[True], out[False]
+    assert np.array_equal(np.asarray(a.meta["ZWARN"]), np.asarray(b.meta["ZWARN"]))
+    assert np.array_equal(a.flux, b.flux) and np.array_equal(a.ivar, b.ivar) and np.array_equal(a.mask, b.mask)
+    zw = np.asarray(a.meta["ZWARN"])
+    assert [bool(z & int(ZWarningMask.BAD_VALUES)) for z in zw] == [False, True, True, True, True, False]
+    assert [bool(z & int(ZWarningMask.NODATA)) for z in zw] == [True, False, False, False, False, True]

@@ -166,6 +166,10 @@ def bin_quasarnet(spectra: Spectra, grid: LogGrid | None = None) -> Binned:
     loglam = np.log10(spectra.wave)
     idx = np.floor((loglam - grid.loglam0) / grid.dloglam).astype(np.int64)
     if idx.ndim == 1 and nspec and np.all(np.diff(idx) >= 0):
+        from . import kernels
+
+        if kernels.AVAILABLE:  # one compiled pass per spectrum, the same bits (redsift.kernels.bin_shared)
+            return Binned(grid, *kernels.bin_shared(spectra.flux, spectra.ivar, spectra.mask, idx, grid.npix))
         return _bin_runs(spectra, grid, idx)
     idx = np.broadcast_to(idx, (nspec, npix))
     w = spectra.weights.astype(np.float64)

@@ -87,12 +87,18 @@ class Spectra:
         if mask.shape != flux.shape:
             raise ValueError(f"mask {mask.shape} and flux {flux.shape} differ in shape")
 
-        bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
-        nonfinite_rows = bad.any(axis=1)
-        if bad.any():
+        from . import kernels
+
+        if kernels.AVAILABLE and flux.ndim == 2:  # one compiled pass, no temporaries (redsift.kernels)
+            nonfinite_rows, data_rows = kernels.check_values(flux, ivar, mask)
+        else:
+            nonfinite_rows, data_rows = (~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)).any(axis=1), None
+        if nonfinite_rows.any():
+            bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
             flux = np.where(bad, np.float32(0), flux)
             ivar = np.where(bad, np.float32(0), ivar)
             mask |= bad
+            data_rows = None
         badwave = None
         if not np.all(np.isfinite(wave)):
             if wave.ndim == 1:
@@ -108,7 +114,7 @@ class Spectra:
             self.meta["ZWARN"][nonfinite_rows] |= int(ZWarningMask.BAD_VALUES)
         if badwave is not None:
             self.flag_bad(badwave, "non-finite wavelengths")
-        nodata = ~(self.weights > 0).any(axis=1)
+        nodata = ~(self.weights > 0).any(axis=1) if data_rows is None else ~data_rows
         self.meta["ZWARN"][nodata] |= int(ZWarningMask.NODATA)
 
     def flag_bad(self, rows, reason: str) -> None:

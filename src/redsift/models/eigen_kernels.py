@@ -22,23 +22,11 @@ runs on a GPU).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ..kernels import AVAILABLE, njit
+
 __all__ = ["AVAILABLE", "window_sums"]
-
-try:  # pragma: no cover - the import itself is what is tested
-    if os.environ.get("REDSIFT_NO_NUMBA"):
-        raise ImportError("REDSIFT_NO_NUMBA is set")
-    from numba import njit
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover
-    AVAILABLE = False
-
-    def njit(*args, **kwargs):  # noqa: D103 - a stand-in decorator so that the module imports
-        return (lambda f: f) if not (len(args) == 1 and callable(args[0])) else args[0]
 
 
 def _source(K: int, group: int = 9) -> str:

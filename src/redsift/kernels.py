@@ -1,0 +1,101 @@
+"""Compiled CPU kernels for the hot paths no library does without copies (numba, optional: ``pip install
+redsift[fast]``).
+
+Each kernel has a pure numpy/torch twin that runs without numba (``REDSIFT_NO_NUMBA=1``, or numba missing,
+or a GPU); :data:`AVAILABLE` says which runs. The eigen scan's native stage is in
+:mod:`redsift.models.eigen_kernels`; the QuasarNET binning of spectra sharing one wavelength array is here
+(:func:`bin_shared`), and the checks every batch of spectra gets on construction (:func:`check_values`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["AVAILABLE", "njit", "bin_shared", "check_values"]
+
+try:  # pragma: no cover - which branch runs depends on the install
+    if os.environ.get("REDSIFT_NO_NUMBA"):
+        raise ImportError("REDSIFT_NO_NUMBA is set")
+    from numba import njit
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover
+    AVAILABLE = False
+
+    def njit(*args, **kwargs):  # noqa: D103 - a stand-in decorator so that the modules import
+        return (lambda f: f) if not (len(args) == 1 and callable(args[0])) else args[0]
+
+
+@njit(cache=True, nogil=True)  # no fastmath: the sums must be the general path's, in its order
+def _bin_shared(flux, ivar, mask, idx, nbin, flux_out, ivar_out):  # pragma: no cover - compiled
+    nspec, npix = flux.shape
+    for i in range(nspec):
+        cur = -1
+        sw = 0.0
+        swf = 0.0
+        for p in range(npix + 1):  # idx is non-decreasing: a bin's pixels are consecutive (one more step flushes)
+            b = idx[p] if p < npix else -2
+            if b != cur:
+                if cur >= 0 and cur < nbin and sw > 0:
+                    flux_out[i, cur] = swf / sw
+                    ivar_out[i, cur] = sw
+                cur = b
+                sw = 0.0
+                swf = 0.0
+            if p == npix or b < 0 or b >= nbin or mask[i, p]:
+                continue
+            w = np.float64(ivar[i, p])
+            if w > 0:
+                sw += w
+                swf += w * np.float64(flux[i, p])
+
+
+def bin_shared(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, idx: np.ndarray, nbin: int):
+    """QuasarNET's binning (:func:`redsift.preprocess.bin_quasarnet`) of spectra sharing one wavelength
+    array: native pixel ``p`` with weight ``ivar * ~mask > 0`` goes to bin ``idx[p]`` (non-decreasing;
+    dropped outside ``0 .. nbin - 1``); per bin the float64 sums of ``w`` and ``w f`` in pixel order, as ``numpy.bincount``
+    adds them in the general path (so the same bits), then ``sum w f / sum w`` and ``sum w`` in float32.
+
+    One pass over each spectrum's pixels, the weights formed on the fly: a 1,000-fibre spPlate in ~10 ms on
+    one core, where the general path's float64 copies of the weights and ``w f`` and the sparse product took
+    ~0.1 s (``docs/benchmarks.md``)."""
+    nspec = flux.shape[0]
+    if np.any(np.diff(idx) < 0):
+        raise ValueError("bin_shared needs non-decreasing bin indices")
+    flux_out = np.zeros((nspec, nbin), np.float32)
+    ivar_out = np.zeros((nspec, nbin), np.float32)
+    if nspec:
+        _bin_shared(np.ascontiguousarray(flux), np.ascontiguousarray(ivar), np.ascontiguousarray(mask, bool),
+                    np.ascontiguousarray(idx, np.int64), int(nbin), flux_out, ivar_out)
+    return flux_out, ivar_out
+
+
+@njit(cache=True, nogil=True)
+def _check_values(flux, ivar, mask, bad_rows, data_rows):  # pragma: no cover - compiled
+    nspec, npix = flux.shape
+    for i in range(nspec):
+        bad = False
+        data = False
+        for p in range(npix):
+            f = flux[i, p]
+            w = ivar[i, p]
+            if not (np.isfinite(f) and np.isfinite(w) and w >= 0):
+                bad = True
+            elif w > 0 and not mask[i, p]:
+                data = True
+        bad_rows[i] = bad
+        data_rows[i] = data
+
+
+def check_values(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray):
+    """Per spectrum: whether any pixel has a non-finite flux or ivar or a negative ivar, and whether any
+    pixel has data (``ivar > 0``, unmasked, finite): the checks of :class:`redsift.Spectra`'s construction in
+    one pass without temporaries (a 1,000-fibre spPlate: the numpy expressions wrote ~6 arrays of its size)."""
+    nspec = flux.shape[0]
+    bad_rows = np.zeros(nspec, bool)
+    data_rows = np.zeros(nspec, bool)
+    if nspec:
+        _check_values(flux, ivar, mask, bad_rows, data_rows)
+    return bad_rows, data_rows
