@@ -253,11 +253,18 @@ def test_directory_is_expanded(real_dir):
     assert s.nspec == 2
 
 
-def test_merge_arms_is_the_inverse_variance_mean(rng):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_merge_arms_is_the_inverse_variance_mean(rng, compiled, monkeypatch):
     """DESI arms merged: one arm's pixels as they are, shared pixels the ivar-weighted mean (the plain mean,
     masked, where no arm has weight); NaN, negative or masked inputs carry no weight. Checked against the
-    definition computed in float64 on overlapping arms with every kind of bad pixel."""
+    definition computed in float64 on overlapping arms with every kind of bad pixel, through the compiled
+    pass (``redsift.kernels.merge_arms``, numba) and the numpy path."""
+    from redsift import kernels
     from redsift.io.desi import merge_arms
+
+    if compiled and not kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install redsift[fast])")
+    monkeypatch.setattr(kernels, "AVAILABLE", compiled)
 
     step = 0.8
     waves = [3600 + step * np.arange(0, 300), 3600 + step * np.arange(250, 600), 3600 + step * np.arange(560, 800)]

@@ -4,7 +4,8 @@ redsift[fast]``).
 Each kernel has a pure numpy/torch twin that runs without numba (``REDSIFT_NO_NUMBA=1``, or numba missing,
 or a GPU); :data:`AVAILABLE` says which runs. The eigen scan's native stage is in
 :mod:`redsift.models.eigen_kernels`; the QuasarNET binning of spectra sharing one wavelength array is here
-(:func:`bin_shared`), and the checks every batch of spectra gets on construction (:func:`check_values`).
+(:func:`bin_shared`), the checks every batch of spectra gets on construction (:func:`check_values`) and the
+merge of camera arms (:func:`merge_arms`, DESI).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "njit", "bin_shared", "check_values"]
+__all__ = ["AVAILABLE", "njit", "bin_shared", "check_values", "merge_arms"]
 
 try:  # pragma: no cover - which branch runs depends on the install
     if os.environ.get("REDSIFT_NO_NUMBA"):
@@ -99,3 +100,64 @@ def check_values(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray):
     if nspec:
         _check_values(flux, ivar, mask, bad_rows, data_rows)
     return bad_rows, data_rows
+
+
+@njit(cache=True, nogil=True)
+def _merge_arm(f, iv, m, has_mask, place, shared_idx, flux, den, num, sw, raw):  # pragma: no cover - compiled
+    nspec, npix = f.shape
+    for i in range(nspec):
+        for p in range(npix):
+            x = f[i, p]
+            w = iv[i, p]
+            if not np.isfinite(x):
+                x = np.float32(0)
+            if not (np.isfinite(w) and w > 0):
+                w = np.float32(0)
+            if has_mask and m[i, p]:
+                w = np.float32(0)
+            q = place[p]
+            j = shared_idx[q]
+            if j >= 0:
+                num[i, j] += np.float64(w) * np.float64(x)
+                sw[i, j] += np.float64(w)
+                raw[i, j] += np.float64(x)
+            else:
+                flux[i, q] = x + np.float32(0)  # -0.0 becomes +0.0, as the numpy path's sum gives it
+                den[i, q] = w
+
+
+@njit(cache=True, nogil=True)
+def _merge_shared(shared, cnt, num, sw, raw, flux, den):  # pragma: no cover - compiled
+    nspec, ns = num.shape
+    for i in range(nspec):
+        for j in range(ns):
+            q = shared[j]
+            if sw[i, j] > 0:
+                flux[i, q] = np.float32(num[i, j] / sw[i, j])
+            else:
+                flux[i, q] = np.float32(raw[i, j] / cnt[q])
+            den[i, q] = np.float32(sw[i, j])
+
+
+def merge_arms(fluxes, ivars, masks, places, cnt, nwave):
+    """The merge of :func:`redsift.io.desi.merge_arms` for float32 arms (native byte order): each arm's
+    pixels cleaned (non-finite flux -> 0; non-finite, non-positive or masked ivar -> 0) and either copied
+    (pixels one arm sees) or summed in float64 in arm order (pixels several see), one pass per arm; the same
+    bits as the numpy path (``tests/test_readers.py``). Returns ``flux, ivar`` (nspec, nwave) float32."""
+    nspec = fluxes[0].shape[0]
+    shared = np.flatnonzero(cnt > 1)
+    shared_idx = np.full(nwave, -1, np.int64)
+    shared_idx[shared] = np.arange(shared.size)
+    flux = np.zeros((nspec, nwave), np.float32)
+    den = np.zeros((nspec, nwave), np.float32)
+    num = np.zeros((nspec, shared.size))
+    sw = np.zeros((nspec, shared.size))
+    raw = np.zeros((nspec, shared.size))
+    for f, iv, m, idx in zip(fluxes, ivars, masks, places):
+        has = m is not None
+        _merge_arm(np.ascontiguousarray(f), np.ascontiguousarray(iv),
+                   np.ascontiguousarray(m, bool) if has else np.zeros((1, 1), bool), has,
+                   np.ascontiguousarray(idx, np.int64), shared_idx, flux, den, num, sw, raw)
+    if shared.size:
+        _merge_shared(shared, np.asarray(cnt, np.int64), num, sw, raw, flux, den)
+    return flux, den

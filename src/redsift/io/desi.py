@@ -67,6 +67,15 @@ def merge_arms(waves, fluxes, ivars, masks):
     cnt = np.zeros(wave.size, np.int64)
     for idx in places:
         cnt[idx] += 1
+    from .. import kernels
+
+    if kernels.AVAILABLE and all(a.dtype.kind == "f" and a.dtype.itemsize == 4 and a.ndim == 2
+                                 for a in (*fluxes, *ivars)):
+        # one compiled pass per arm, the same bits as below (redsift.kernels.merge_arms; FITS's big-endian
+        # floats in native order first: the same values)
+        native = [[np.asarray(a, np.float32) for a in arrs] for arrs in (fluxes, ivars)]
+        flux, den = kernels.merge_arms(native[0], native[1], masks, places, cnt, wave.size)
+        return wave, flux, den, ~(den > 0)
     cleaned = []
     for f, iv, m in zip(fluxes, ivars, masks):
         with np.errstate(invalid="ignore"):
