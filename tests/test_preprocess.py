@@ -174,6 +174,7 @@ def test_binning_by_runs_is_the_general_binning(real_dir, compiled, monkeypatch,
     if compiled and not kernels.AVAILABLE:
         pytest.skip("numba is not installed (pip install redsift[fast])")
     monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+    monkeypatch.setattr(kernels, "MIN_PIXELS", 0)  # small test batches through the compiled path too
     s = redsift.read(sorted(str(p) for p in (real_dir / "boss").glob("spec-*.fits")))  # one union grid
     wave = 10 ** (3.55 + 1e-4 * np.arange(4000))
     flux = rng.normal(1, 2, (7, 4000)).astype(np.float32)

@@ -265,6 +265,7 @@ def test_merge_arms_is_the_inverse_variance_mean(rng, compiled, monkeypatch):
     if compiled and not kernels.AVAILABLE:
         pytest.skip("numba is not installed (pip install redsift[fast])")
     monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+    monkeypatch.setattr(kernels, "MIN_PIXELS", 0)  # small test batches through the compiled path too
 
     step = 0.8
     waves = [3600 + step * np.arange(0, 300), 3600 + step * np.arange(250, 600), 3600 + step * np.arange(560, 800)]

@@ -2,7 +2,8 @@
 redsift[fast]``).
 
 Each kernel has a pure numpy/torch twin that runs without numba (``REDSIFT_NO_NUMBA=1``, or numba missing,
-or a GPU); :data:`AVAILABLE` says which runs. The eigen scan's native stage is in
+or a GPU, or a batch under :data:`MIN_PIXELS`); :data:`AVAILABLE` says whether numba can run. numba is
+imported, and each kernel compiled (or loaded from numba's cache), at the kernel's first call. The eigen scan's native stage is in
 :mod:`redsift.models.eigen_kernels`; the QuasarNET binning of spectra sharing one wavelength array is here
 (:func:`bin_shared`), the checks every batch of spectra gets on construction (:func:`check_values`) and the
 merge of camera arms (:func:`merge_arms`, DESI).
@@ -10,23 +11,42 @@ merge of camera arms (:func:`merge_arms`, DESI).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "njit", "bin_shared", "check_values", "merge_arms"]
+__all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "check_values", "merge_arms"]
 
-try:  # pragma: no cover - which branch runs depends on the install
-    if os.environ.get("REDSIFT_NO_NUMBA"):
-        raise ImportError("REDSIFT_NO_NUMBA is set")
-    from numba import njit
+#: Batches smaller than this (spectra x pixels) keep the numpy paths: numba's import and first call cost ~1 s
+#: of start-up once per process, ~30 ms per 1,000 spectra saved (a spPlate has 4.6 million pixels)
+MIN_PIXELS = 1_000_000
 
-    AVAILABLE = True
-except ImportError:  # pragma: no cover
-    AVAILABLE = False
+AVAILABLE = not os.environ.get("REDSIFT_NO_NUMBA") and importlib.util.find_spec("numba") is not None
 
-    def njit(*args, **kwargs):  # noqa: D103 - a stand-in decorator so that the modules import
-        return (lambda f: f) if not (len(args) == 1 and callable(args[0])) else args[0]
+
+def loaded() -> bool:
+    """Whether numba is already imported in this process (its import and first call cost ~1 s)."""
+    return AVAILABLE and "numba" in sys.modules
+
+
+def njit(**options):
+    """numba's ``njit``, applied at the function's first call (so that importing redsift never imports numba)."""
+    def wrap(fn):
+        compiled = []
+
+        def call(*args):
+            if not compiled:
+                from numba import njit as _njit
+
+                compiled.append(_njit(**options)(fn))
+            return compiled[0](*args)
+
+        call.__name__ = call.__qualname__ = fn.__name__
+        call.py_func = fn
+        return call
+    return wrap
 
 
 @njit(cache=True, nogil=True)  # no fastmath: the sums must be the general path's, in its order

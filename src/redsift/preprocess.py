@@ -168,7 +168,8 @@ def bin_quasarnet(spectra: Spectra, grid: LogGrid | None = None) -> Binned:
     if idx.ndim == 1 and nspec and np.all(np.diff(idx) >= 0):
         from . import kernels
 
-        if kernels.AVAILABLE:  # one compiled pass per spectrum, the same bits (redsift.kernels.bin_shared)
+        # one compiled pass per spectrum, the same bits (redsift.kernels.bin_shared); small batches: the product
+        if kernels.AVAILABLE and spectra.flux.size >= kernels.MIN_PIXELS:
             return Binned(grid, *kernels.bin_shared(spectra.flux, spectra.ivar, spectra.mask, idx, grid.npix))
         return _bin_runs(spectra, grid, idx)
     idx = np.broadcast_to(idx, (nspec, npix))

@@ -69,8 +69,8 @@ def merge_arms(waves, fluxes, ivars, masks):
         cnt[idx] += 1
     from .. import kernels
 
-    if kernels.AVAILABLE and all(a.dtype.kind == "f" and a.dtype.itemsize == 4 and a.ndim == 2
-                                 for a in (*fluxes, *ivars)):
+    if kernels.AVAILABLE and nspec * wave.size >= kernels.MIN_PIXELS and all(
+            a.dtype.kind == "f" and a.dtype.itemsize == 4 and a.ndim == 2 for a in (*fluxes, *ivars)):
         # one compiled pass per arm, the same bits as below (redsift.kernels.merge_arms; FITS's big-endian
         # floats in native order first: the same values)
         native = [[np.asarray(a, np.float32) for a in arrs] for arrs in (fluxes, ivars)]
