@@ -119,3 +119,7 @@ done
 # the eigen scan of the answered class over its whole range replaces the classifier's redshift (2026-11-30)
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim17
 cp $R/redsift-sim17/config.json src/redsift/models/released/redsift-sim/config.json
+# and with the BAL decision of both parts (mean of the classifier's BAL share and QuasarNET's C_BAL, threshold at
+# QuasarNET's operating point on the same validation set; docs/classifier.md "The BAL decision of both parts")
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim18
+cp $R/redsift-sim18/config.json src/redsift/models/released/redsift-sim/config.json

@@ -415,6 +415,7 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
     before, after = load_model(tmp_path / "comb"), load_model(tmp_path / "rel")
     assert rec["eigen_zerr_rows"] > 0 and after.eigen.config.zerr_rchi2
     assert after.config.arbitrate is None and "arbitrate_GALAXY/boss" in rec  # right answers: nothing to fix
+    assert after.config.bal_mean_threshold is None  # no BAL class in this taxonomy: the classifier decides
     assert after.eigen.config.zerr_scale and after.eigen.config.zerr_floor is not None
     assert after.config.classifier == before.config.classifier and after.config.quasarnet == before.config.quasarnet
     c0 = predict_catalog(before, [str(sets / "val")], progress=False)
@@ -569,3 +570,47 @@ def test_combined_arbitration_replaces_wrong_redshifts_the_chi2_refutes(sets, fi
     assert np.mean(np.abs(z[scanned] - zt[scanned]) / (1 + zt[scanned]) < 0.01) > 0.9
     np.testing.assert_array_equal(np.asarray(cat["Z_CLASSIFIER"])[scanned], (zt + 0.15)[scanned])
     assert len(cat) == len(meta)
+
+
+def test_bal_rule_of_both_parts_is_chosen_at_quasarnets_operating_point(rng):
+    """The default's BAL decision from both parts (the mean of the classifier's BAL share and QuasarNET's C_BAL):
+    the release's threshold has a larger margin over QuasarNET's operating point (98% found, 97% kept) than
+    either part alone where each sees BALs noisily, and the decision rewrites exactly the quasars' class."""
+    from astropy.table import Table
+
+    from redsift.metrics import bal_threshold
+    from redsift.models.combined import CombinedFamily, combine
+
+    torch.manual_seed(0)
+    c = create_model("classifier", taxonomy="boss14", channels=[4, 4, 4, 4], fc=8)
+    model = combine(c, load_model("quasarnet-boss-sim"))
+    tax = c.config.tax
+    n, N = len(tax), 3000
+    bal = rng.uniform(size=N) < 0.2
+    s1 = np.clip(np.where(bal, 0.75, 0.25) + rng.normal(0, 0.2, N), 1e-4, 1 - 1e-4)  # the classifier's share
+    cb = np.clip(np.where(bal, 0.75, 0.25) + rng.normal(0, 0.2, N), 0, 1)  # QuasarNET's C_BAL, independent noise
+    logits = np.full((N, n), -30.0)
+    logits[:, tax.classes.index("BAL")], logits[:, tax.classes.index("QSO")] = np.log(s1), np.log(1 - s1)
+    meta = Table({"BAL_FLAG": bal.astype(int), "BI_CIV": np.where(bal, 1500.0, 0.0), "Z": np.full(N, 2.5)})
+    cols = {"SPECTYPE": np.full(N, "QSO"), "C_BAL": cb, "SUBTYPE": np.where(s1 > 0.5, "BAL", "")}
+    fam = CombinedFamily()
+    thr, rec = fam._choose_bal(model, logits, cols, meta, np.full(N, "QSO"))
+    score = fam.bal_score(model, logits, cb)
+    np.testing.assert_allclose(score, 0.5 * (s1 + cb), rtol=1e-6)
+
+    def margin(x, t):
+        return min(np.mean(x[bal] > t) - 0.98, np.mean(x[~bal] <= t) - 0.97)
+
+    grid = np.round(np.arange(0.05, 0.995, 0.0025), 4)
+    alone = [bal_threshold(x, np.ones(N, bool), meta["BAL_FLAG"], np.ones(N, bool), meta["Z"], grid=grid,
+                           bi_civ=meta["BI_CIV"], targets=(0.98, 0.97))[0] for x in (s1, cb)]
+    assert margin(score, thr) > max(margin(s1, alone[0]), margin(cb, alone[1])) + 0.05
+    assert "bal_rule" in rec
+    # the decision: quasars' CLASS_BEST and SUBTYPE follow the score; other types are left alone
+    st = np.where(np.arange(N) % 10 == 0, "STAR", "QSO")
+    cc = {"CLASS_BEST": np.where(st == "QSO", "QSO", "K"), "SUBTYPE": np.where(st == "QSO", "", "K"), "SPECTYPE": st}
+    fam._bal_decision(model, logits, cc, {"C_BAL": cb}, thr)
+    q = st == "QSO"
+    assert np.array_equal(cc["SUBTYPE"][q] == "BAL", score[q] > thr)
+    assert np.array_equal(cc["CLASS_BEST"][q], np.where(score[q] > thr, "BAL", "QSO"))
+    assert set(cc["SUBTYPE"][~q]) == {"K"} and set(cc["CLASS_BEST"][~q]) == {"K"}

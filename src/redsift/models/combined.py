@@ -33,6 +33,9 @@ measured in ``docs/classifier.md``):
   ``Z_CLASSIFIER`` keeps the classifier's). The release turns on a cell only where the replacements fix
   more validation answers than they break: galaxies on BOSS and DESI (DESI's held-out galaxies 2.6% ->
   1.4% catastrophic, simulated), not LAMOST's galaxies nor any quasars (docs/classifier.md).
+* **The BAL decision of both parts** (``bal_mean_threshold``, chosen at release at QuasarNET's operating point):
+  a quasar is typed BAL where the mean of the classifier's BAL share and QuasarNET's ``C_BAL`` exceeds it
+  (BOSS quasar targets, simulated: 98.0% / 97.0% met, 0.996 / 0.973 as QuasarNET's paper counts BALs).
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ class CombinedConfig:
     # chi-square arbitration: "TYPE/survey" -> least chi-square gain of the answered class's whole-range scan
     # over its refinement window for the scan's redshift to replace the answer (chosen at release; None: off)
     arbitrate: dict | None = None
+    # the BAL decision of both parts: a quasar is a BAL where the mean of the classifier's P(BAL) / (P(BAL) +
+    # P(QSO)) and QuasarNET's C_BAL exceeds this (chosen at release at QuasarNET's operating point; None: the
+    # classifier's own decision)
+    bal_mean_threshold: float | None = None
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -96,6 +103,8 @@ class CombinedConfig:
                         "zerr_eig": e.decisions()["zerr"]})
             if self.arbitrate:
                 out["arbitrate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.arbitrate.items()))
+        if self.bal_mean_threshold is not None:
+            out["bal_rule"] = f"mean(P_BAL share, C_BAL) > {self.bal_mean_threshold:g}"
         return out
 
 
@@ -264,6 +273,8 @@ class CombinedFamily(Family):
         cq, _ = fq.columns(model.quasarnet, raw[:, k:].reshape(n, cfg_q.nfinders, 2 * cfg_q.nboxes),
                            Prepared(X=Xq, zwarn=prepared["zwarn_qn"], snr=prepared["snr_qn"]))
         nodata = nodata_rows(zc)
+        if model.config.bal_mean_threshold is not None:
+            self._bal_decision(model, raw[:, :len(model.classifier.config.tax)], cc, cq, model.config.bal_mean_threshold)
         is_q = cc["SPECTYPE"] == "QSO"
         found = np.asarray(cq["IS_QSO"], bool)
         use_qn = is_q & found & (model.config.rule == "qn-z")
@@ -331,6 +342,32 @@ class CombinedFamily(Family):
         lims = np.array([span.get(t, (-np.inf, np.inf)) for t in types], float).reshape(-1, 2)
         s0 = np.log10(1 + np.where(run, z0, 0.0)) / D
         return run & ((s0 < lims[:, 0] - 0.5) | (s0 > lims[:, 1] + 0.5)), raw
+
+    @staticmethod
+    def bal_score(model, probs, c_bal) -> np.ndarray:
+        """The BAL score of both parts: the mean of the classifier's ``P(BAL) / (P(BAL) + P(QSO))``
+        (:func:`redsift.models.classifier.bal_share`) and QuasarNET's ``C_BAL`` (0 where it has none)."""
+        from .classifier import bal_share
+
+        p = CombinedFamily._class_probs(model, probs)
+        return 0.5 * (bal_share(p, model.classifier.config.tax) + np.nan_to_num(np.asarray(c_bal, float)))
+
+    @staticmethod
+    def _class_probs(model, probs):
+        """The classifier's class probabilities from its raw outputs (softmax of the class logits)."""
+        x = np.asarray(probs, float)
+        x = np.exp(x - x.max(1, keepdims=True))
+        return x / x.sum(1, keepdims=True)
+
+    def _bal_decision(self, model, logits, cc, cq, threshold) -> None:
+        """Quasars (typed QSO by the classifier, of class QSO or BAL) become BAL where :meth:`bal_score`
+        exceeds ``threshold``, QSO elsewhere (``CLASS_BEST``, ``SUBTYPE``; in place)."""
+        best = np.asarray(cc["CLASS_BEST"]).astype("U16")
+        q = np.isin(best, ["QSO", "BAL"]) & (np.char.strip(np.asarray(cc["SPECTYPE"]).astype(str)) == "QSO")
+        bal = self.bal_score(model, logits, cq["C_BAL"]) > threshold
+        best = np.where(q, np.where(bal, "BAL", "QSO"), best)
+        cc["CLASS_BEST"] = best
+        cc["SUBTYPE"] = np.where(q, np.where(bal, "BAL", ""), cc["SUBTYPE"])
 
     @staticmethod
     def _class_scan(model, cc, prepared, rows):
@@ -409,7 +446,7 @@ class CombinedFamily(Family):
             return {}, {"eigen": "no eigen part: nothing to choose"}
         ecfg, ccfg = model.eigen.config, model.config
         model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
-        model.config = dataclasses.replace(ccfg, arbitrate=None)
+        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None)
         try:
             cols, _ = self.columns(model, raw, prepared)
         finally:
@@ -430,7 +467,30 @@ class CombinedFamily(Family):
         cells, rec = choose_arbitration(self._wraw, fraw, cols["Z"], meta["Z"], np.where(cand, spectype, ""),
                                         prepared["survey"])
         record.update(rec)
-        return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None}, record
+        bal_thr, bal_rec = self._choose_bal(model, raw, cols, meta, truth)
+        record.update(bal_rec)
+        return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None, "bal_mean_threshold": bal_thr}, record
+
+    def _choose_bal(self, model, raw, cols, meta, truth) -> tuple[float | None, dict]:
+        """The BAL threshold of :meth:`bal_score` at QuasarNET's operating point (98% of BALs found, 97% of
+        non-BAL quasars kept; :func:`redsift.metrics.bal_threshold` with the largest margin over both, BALs
+        counted as the paper counts them: ``BAL_FLAG`` and ``BI_CIV`` agreeing, z >= 1.57) on the validation
+        rows. None (the classifier's own decision) without BAL truth in the validation set."""
+        from ..metrics import bal_metrics, bal_threshold
+
+        if not {"BAL_FLAG", "BI_CIV"} <= set(meta.colnames) or not {"BAL", "QSO"} <= set(model.classifier.config.tax.classes):
+            return None, {"bal_rule": "no BAL truth in the validation set: the classifier's own decision"}
+        n = len(model.classifier.config.tax)
+        score = self.bal_score(model, np.asarray(raw)[:, :n], cols["C_BAL"])
+        qp = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str)) == "QSO"
+        args = (np.asarray(meta["BAL_FLAG"]), truth == "QSO", np.asarray(meta["Z"], float))
+        bi = np.asarray(meta["BI_CIV"], float)
+        grid = np.round(np.arange(0.05, 0.995, 0.0025), 4)
+        thr, m = bal_threshold(score, qp, *args, grid=grid, bi_civ=bi, targets=(0.98, 0.97))
+        own = bal_metrics(qp & (np.asarray(cols["SUBTYPE"]).astype(str) == "BAL"), *args, bi_civ=bi)
+        return thr, {"bal_rule": (f"mean(P_BAL share, C_BAL) > {thr:g}: validation BALs found {m['bal_completeness']:.4f}, "
+                                  f"non-BAL kept {m['nonbal_rejection']:.4f} (n {m['n_bal']} / {m['n_nonbal']}); the "
+                                  f"classifier's own decision {own['bal_completeness']:.4f} / {own['nonbal_rejection']:.4f}")}
 
     def plot(self, model, spectra, i, row, ax=None):
         return get_family("quasarnet").plot(model.quasarnet, spectra, i, row, ax=ax) if row["SPECTYPE"] == "QSO" \
