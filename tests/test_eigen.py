@@ -152,6 +152,11 @@ def test_compiled_native_sums_equal_the_batched_torch_path(rng, monkeypatch):
     assert torch.equal(fast[3], ref[3]) and torch.equal(fast[2], ref[2])
     assert torch.allclose(fast[1], ref[1], rtol=1e-5)
     raw_fast = scan(m, X)
+    # without the final stage: the same answer and chi-square, no coefficients or anomaly statistics
+    lean = scan(m, X, final=False)
+    keep = [RAW_FIELDS.index(n) for n in ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "s_int")]
+    np.testing.assert_array_equal(lean[:, keep], raw_fast[:, keep])
+    assert np.isnan(lean[:, RAW_FIELDS.index("anomaly")]).all() and np.isnan(lean[:, len(RAW_FIELDS):]).all()
     monkeypatch.setattr(eigen_kernels, "AVAILABLE", False)
     raw_ref = scan(m, X)
     i = {n: RAW_FIELDS.index(n) for n in ("cls", "s_int", "chi2", "s")}

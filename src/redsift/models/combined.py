@@ -385,7 +385,7 @@ class CombinedFamily(Family):
             for k in np.unique(cls[rows & (cls >= 0)]):
                 idx = np.flatnonzero(rows & (cls == k))
                 for a in range(0, len(idx), 256):
-                    full[idx[a:a + 256]] = scan(model.eigen, X[idx[a:a + 256]], classes=[int(k)])
+                    full[idx[a:a + 256]] = scan(model.eigen, X[idx[a:a + 256]], classes=[int(k)], final=False)
         return full
 
     @staticmethod
