@@ -187,3 +187,27 @@ def test_binning_by_runs_is_the_general_binning(real_dir, compiled, monkeypatch,
         a, b = bin_quasarnet(sp), bin_quasarnet(per_row)
         assert np.array_equal(a.flux.view(np.uint32), b.flux.view(np.uint32))
         assert np.array_equal(a.ivar.view(np.uint32), b.ivar.view(np.uint32))
+
+
+def test_compiled_flux_conserving_rebin_is_the_sparse_product(rng, monkeypatch):
+    """The flux-conserving rebin of spectra on one shared grid: the compiled pass (``redsift.kernels.rebin_shared``)
+    gives the bits of the sparse products it replaces, with masked pixels, zero weights and bins without data."""
+    import redsift
+    from redsift import kernels
+    from redsift.preprocess import rebin
+
+    if not kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install redsift[fast])")
+    wave = 10 ** (3.58 + 1e-4 * np.arange(3000))
+    flux = rng.normal(1, 2, (9, 3000)).astype(np.float32)
+    ivar = np.where(rng.uniform(size=(9, 3000)) < 0.1, 0, rng.uniform(0, 3, (9, 3000))).astype(np.float32)
+    ivar[2, 1000:1400] = 0  # a gap: bins without data
+    s = redsift.Spectra(wave, flux, ivar, rng.uniform(size=(9, 3000)) < 0.05)
+    out = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "AVAILABLE", compiled)
+        monkeypatch.setattr(kernels, "MIN_PIXELS", 0)
+        out[compiled] = rebin(s, LogGrid.boss())
+    for a, b in zip(out[True], out[False]):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    assert (out[True][1][2] == 0).any()
