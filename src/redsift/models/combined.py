@@ -361,7 +361,9 @@ class CombinedFamily(Family):
 
     def _bal_decision(self, model, logits, cc, cq, threshold) -> None:
         """Quasars (typed QSO by the classifier, of class QSO or BAL) become BAL where :meth:`bal_score`
-        exceeds ``threshold``, QSO elsewhere (``CLASS_BEST``, ``SUBTYPE``; in place)."""
+        exceeds ``threshold``, QSO elsewhere (``CLASS_BEST``, ``SUBTYPE``; in place). Nothing without both classes."""
+        if not {"BAL", "QSO"} <= set(model.classifier.config.tax.classes):
+            return
         best = np.asarray(cc["CLASS_BEST"]).astype("U16")
         q = np.isin(best, ["QSO", "BAL"]) & (np.char.strip(np.asarray(cc["SPECTYPE"]).astype(str)) == "QSO")
         bal = self.bal_score(model, logits, cq["C_BAL"]) > threshold
