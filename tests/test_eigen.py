@@ -157,6 +157,21 @@ def test_compiled_native_sums_equal_the_batched_torch_path(rng, monkeypatch):
     keep = [RAW_FIELDS.index(n) for n in ("cls", "s", "sigma_s", "chi2", "dchi2", "npix", "zwarn", "rchi2", "s_int")]
     np.testing.assert_array_equal(lean[:, keep], raw_fast[:, keep])
     assert np.isnan(lean[:, RAW_FIELDS.index("anomaly")]).all() and np.isnan(lean[:, len(RAW_FIELDS):]).all()
+    # the joint fit of two solutions (the anomaly score's two objects in one fibre): the kernel's chi-squares
+    # against explicit float64 least squares on the first solution's coverage
+    k1, s1 = torch.tensor([0, 0]), torch.tensor([int(round(math.log10(1 + z) / D)) for z in (0.4, 2.1)])
+    k2, s2 = torch.tensor([0, 0]), torch.tensor([int(round(math.log10(1 + z) / D)) for z in (1.3, 0.9)])
+    c1, cj = eig._joint_chi2(m, k1, s1, k2, s2, flux[:2], ivar[:2])
+    for r in range(2):
+        o1, o2 = m.config.s_max - int(s1[r]), m.config.s_max - int(s2[r])
+        T1 = (T[0][:, o1:o1 + npix]).astype(float)
+        T2 = (T[0][:, o2:o2 + npix]).astype(float)
+        w = ivar[r].double().numpy() * (V[0][o1:o1 + npix] > 0)
+        f = flux[r].double().numpy()
+        for Tm, got in ((T1, c1[r]), (np.vstack([T1, T2]), cj[r])):
+            M, b = (Tm * w) @ Tm.T, (Tm * w) @ f
+            a = np.linalg.solve(M + m.config.ridge * np.diag(M).mean() * np.eye(len(M)), b)  # _ridge_solve's ridge
+            assert float(got) == pytest.approx(float(np.sum(w * f * f) - a @ b), rel=1e-9)
     monkeypatch.setattr(eigen_kernels, "AVAILABLE", False)
     raw_ref = scan(m, X)
     i = {n: RAW_FIELDS.index(n) for n in ("cls", "s_int", "chi2", "s")}

@@ -105,3 +105,67 @@ def window_sums(D: np.ndarray, T: np.ndarray, V: np.ndarray, krow: np.ndarray, o
         _kernel(K)(np.ascontiguousarray(D, np.float64), T, V, np.ascontiguousarray(krow, np.int64),
               np.ascontiguousarray(olo, np.int64), int(S), out)
     return out
+
+
+def _joint_source(K: int, group: int = 9) -> str:
+    """The joint fit's kernel for ``K`` eigenspectra per solution: the sums of the weighted least squares of
+    the best solution's ``K`` templates and the second's ``K`` together (``T0 .. T{2K-1}``), with the weights
+    of the best solution's coverage: ``b`` (2K), packed ``M`` and ``F = sum w f^2``, in passes of at most
+    ``group`` sums (as :func:`_source`)."""
+    J = 2 * K
+    pairs = [(a, c) for a in range(J) for c in range(a, J)]
+    L = ["def kern(flux, ivar, T, V, k1, o1, k2, o2, out):",
+         "    B = flux.shape[0]",
+         "    npix = flux.shape[1]",
+         "    for b in range(B):",
+         "        if k2[b] < 0:",
+         "            continue",
+         "        f = flux[b]",
+         "        iv = ivar[b]",
+         "        V1 = V[k1[b], o1[b]:o1[b] + npix]",
+         *[f"        T{a} = T[k1[b], {a}, o1[b]:o1[b] + npix]" for a in range(K)],
+         *[f"        T{K + a} = T[k2[b], {a}, o2[b]:o2[b] + npix]" for a in range(K)],
+         *[f"        b{a} = 0.0" for a in range(J)],
+         "        aF = 0.0",
+         "        for n in range(npix):",
+         "            w = np.float64(iv[n]) if V1[n] > 0 else 0.0",
+         "            x = w * np.float64(f[n])",
+         *[f"            b{a} += x * T{a}[n]" for a in range(J)],
+         "            aF += x * np.float64(f[n])",
+         *[f"        out[b, {a}] = b{a}" for a in range(J)],
+         f"        out[b, {J + len(pairs)}] = aF"]
+    for g0 in range(0, len(pairs), group):
+        grp = pairs[g0:g0 + group]
+        L += [f"        m{a}_{c} = 0.0" for a, c in grp]
+        L += ["        for n in range(npix):", "            w = np.float64(iv[n]) if V1[n] > 0 else 0.0"]
+        L += [f"            y{a} = w * T{a}[n]" for a in sorted({a for a, _ in grp})]
+        L += [f"            m{a}_{c} += y{a} * T{c}[n]" for a, c in grp]
+        L += [f"        out[b, {J + pairs.index((a, c))}] = m{a}_{c}" for a, c in grp]
+    return "\n".join(L) + "\n"
+
+
+def _joint_kernel(K: int):
+    key = ("joint", K)
+    if key not in _KERNELS:
+        ns: dict = {"np": np}
+        exec(compile(_joint_source(K), f"<redsift eigen joint kernel K={K}>", "exec"), ns)  # noqa: S102 - our own source
+        _KERNELS[key] = njit(fastmath=True, boundscheck=False, nogil=True)(ns["kern"])
+    return _KERNELS[key]
+
+
+def joint_sums(flux, ivar, T, V, k1, o1, k2, o2) -> np.ndarray:
+    """The sums of the joint fit of two solutions (:func:`redsift.models.eigen._final`'s two objects in one
+    fibre) ``(B, 2K + 2K(2K+1)/2 + 1)``: ``b``, packed ``M`` (pairs ``a <= c`` in row order) and ``F``, with
+    the weights ``ivar`` on the first solution's coverage; rows with ``k2 < 0`` are left zero. ``o1``, ``o2``:
+    the rest-grid offsets of the two windows (``s_max - shift``)."""
+    B, K = flux.shape[0], T.shape[1]
+    J = 2 * K
+    out = np.zeros((B, J + J * (J + 1) // 2 + 1))
+    if B:
+        npix = flux.shape[1]
+        for o in (o1, o2):
+            if int(np.min(o)) < 0 or int(np.max(o)) + npix > T.shape[2]:
+                raise ValueError("a window reaches beyond the rest grid")
+        _joint_kernel(K)(np.ascontiguousarray(flux, np.float32), np.ascontiguousarray(ivar, np.float32), T, V,
+                         *(np.ascontiguousarray(x, np.int64) for x in (k1, o1, k2, o2)), out)
+    return out
