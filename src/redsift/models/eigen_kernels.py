@@ -35,10 +35,7 @@ def _source(K: int, group: int = 9) -> str:
     that the compiler keeps them in vector registers: 2x faster than loops over ``a, b`` with one sum
     each, measured on the 2-core VM: 0.17 against 0.31 ms per spectrum for K = 5 and 7 shifts)."""
     pairs = [(a, c) for a in range(K) for c in range(a, K)]
-    L = ["def kern(D, T, V, krow, olo, S, out):",
-         "    B = D.shape[0]",
-         "    npix = D.shape[2]",
-         "    for b in range(B):",
+    L = [*_head("D, T, V, krow, olo, S, out", "D.shape[2]"),
          "        k = krow[b]",
          "        wf = D[b, 0]",
          "        w = D[b, 1]",
@@ -59,14 +56,29 @@ def _source(K: int, group: int = 9) -> str:
          *[f"            out[b, {a}, t] = b{a}" for a in range(K)],
          f"            out[b, {K + len(pairs)}, t] = aF",
          f"            out[b, {K + len(pairs) + 1}, t] = aN"]
+    L += _pair_passes(pairs, group, " " * 12, "x = w[n]", lambda i: f"out[b, {K + i}, t]")
+    return "\n".join(L) + "\n"
+
+
+def _head(args: str, npix: str) -> list[str]:
+    """A kernel's first lines: its signature and the loop over the batch's rows (``b``; the first argument's)."""
+    first = args.split(",")[0]
+    return [f"def kern({args}):", f"    B = {first}.shape[0]", f"    npix = {npix}", "    for b in range(B):"]
+
+
+def _pair_passes(pairs, group: int, indent: str, weight: str, target) -> list[str]:
+    """Source lines summing ``x T_a T_c`` over the pixels for every template pair, in passes of at most
+    ``group`` sums (``weight``: the line that sets ``x`` for pixel ``n``; ``target(i)``: where pair ``i``'s sum
+    is stored)."""
+    L = []
     for g0 in range(0, len(pairs), group):
         grp = pairs[g0:g0 + group]
-        L += [f"            m{a}_{c} = 0.0" for a, c in grp]
-        L += ["            for n in range(npix):", "                x = w[n]"]
-        L += [f"                y{a} = x * T{a}[n]" for a in sorted({a for a, _ in grp})]
-        L += [f"                m{a}_{c} += y{a} * T{c}[n]" for a, c in grp]
-        L += [f"            out[b, {K + pairs.index((a, c))}, t] = m{a}_{c}" for a, c in grp]
-    return "\n".join(L) + "\n"
+        L += [f"{indent}m{a}_{c} = 0.0" for a, c in grp]
+        L += [f"{indent}for n in range(npix):", f"{indent}    {weight}"]
+        L += [f"{indent}    y{a} = x * T{a}[n]" for a in sorted({a for a, _ in grp})]
+        L += [f"{indent}    m{a}_{c} += y{a} * T{c}[n]" for a, c in grp]
+        L += [f"{indent}{target(pairs.index((a, c)))} = m{a}_{c}" for a, c in grp]
+    return L
 
 
 _KERNELS: dict = {}
@@ -114,10 +126,7 @@ def _joint_source(K: int, group: int = 9) -> str:
     ``group`` sums (as :func:`_source`)."""
     J = 2 * K
     pairs = [(a, c) for a in range(J) for c in range(a, J)]
-    L = ["def kern(flux, ivar, T, V, k1, o1, k2, o2, out):",
-         "    B = flux.shape[0]",
-         "    npix = flux.shape[1]",
-         "    for b in range(B):",
+    L = [*_head("flux, ivar, T, V, k1, o1, k2, o2, out", "flux.shape[1]"),
          "        if k2[b] < 0:",
          "            continue",
          "        f = flux[b]",
@@ -134,13 +143,7 @@ def _joint_source(K: int, group: int = 9) -> str:
          "            aF += x * np.float64(f[n])",
          *[f"        out[b, {a}] = b{a}" for a in range(J)],
          f"        out[b, {J + len(pairs)}] = aF"]
-    for g0 in range(0, len(pairs), group):
-        grp = pairs[g0:g0 + group]
-        L += [f"        m{a}_{c} = 0.0" for a, c in grp]
-        L += ["        for n in range(npix):", "            w = np.float64(iv[n]) if V1[n] > 0 else 0.0"]
-        L += [f"            y{a} = w * T{a}[n]" for a in sorted({a for a, _ in grp})]
-        L += [f"            m{a}_{c} += y{a} * T{c}[n]" for a, c in grp]
-        L += [f"        out[b, {J + pairs.index((a, c))}] = m{a}_{c}" for a, c in grp]
+    L += _pair_passes(pairs, group, " " * 8, "x = np.float64(iv[n]) if V1[n] > 0 else 0.0", lambda i: f"out[b, {J + i}]")
     return "\n".join(L) + "\n"
 
 
