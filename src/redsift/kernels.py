@@ -45,7 +45,6 @@ def njit(**options):
             return compiled[0](*args)
 
         call.__name__ = call.__qualname__ = fn.__name__
-        call.py_func = fn
         return call
     return wrap
 

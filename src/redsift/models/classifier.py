@@ -247,14 +247,19 @@ def make_inputs(flux, ivar, cfg: ClassifierConfig, onehot=None) -> np.ndarray:
     return X
 
 
+def class_probs(logits) -> np.ndarray:
+    """Class probabilities (float64) from the classifier's class logits ``(n, nclass)``: their softmax."""
+    x = np.asarray(logits, np.float64)
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
 def decode(raw: np.ndarray, cfg: ClassifierConfig) -> dict:
     """Probabilities, spectral types, classes, Z and the uncalibrated sigma of raw outputs."""
     tax = cfg.tax
     k = len(tax)
     raw = np.asarray(raw, np.float64).reshape(-1, k + cfg.n_z)
-    logits = raw[:, :k]
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
+    p = class_probs(raw[:, :k])
     ptype = tax.spectype_probs(p)
     st = ptype.argmax(axis=1)
     idx = tax.spectype_index()

@@ -259,6 +259,11 @@ class CombinedFamily(Family):
                    ("ZERR_QUASARNET", "float64"), ("Z_METHOD", "U10")] + eig)
 
     def columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray]:
+        cols, zwarn, _ = self._columns(model, raw, prepared)
+        return cols, zwarn
+
+    def _columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray, np.ndarray | None]:
+        """:meth:`columns` and the refinement windows' raw eigen rows (None without an eigen part)."""
         from ..zwarning import ZWarningMask
 
         fc, fq = self._fams()
@@ -289,15 +294,15 @@ class CombinedFamily(Family):
         cols["Z_METHOD"] = np.where(nodata, "", np.where(use_qn, "QUASARNET", "CLASSIFIER"))
         disagree = ((is_q & ~found) | (~is_q & found)) & ~nodata
         zwarn = zc | np.where(disagree, int(ZWarningMask.LOW_CONFIDENCE), 0)
+        wraw = None
         if model.eigen is not None:
             outside, wraw = self._refine(model, cc, cols, prepared, nodata)
-            self._wraw = wraw  # the refinement windows' raw rows, for release (one process, one call at a time)
             if model.config.arbitrate:
                 outside &= ~self._arbitrate(model, cc, cols, prepared, nodata, wraw, model.config.arbitrate)
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
             # answer is beyond the models' range, whatever the classifier's confidence
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
-        return cols, zwarn
+        return cols, zwarn, wraw
 
     @staticmethod
     def _refine(model, cc, cols, prepared, nodata):
@@ -344,20 +349,12 @@ class CombinedFamily(Family):
         return run & ((s0 < lims[:, 0] - 0.5) | (s0 > lims[:, 1] + 0.5)), raw
 
     @staticmethod
-    def bal_score(model, probs, c_bal) -> np.ndarray:
+    def bal_score(model, logits, c_bal) -> np.ndarray:
         """The BAL score of both parts: the mean of the classifier's ``P(BAL) / (P(BAL) + P(QSO))``
         (:func:`redsift.models.classifier.bal_share`) and QuasarNET's ``C_BAL`` (0 where it has none)."""
-        from .classifier import bal_share
+        from .classifier import bal_share, class_probs
 
-        p = CombinedFamily._class_probs(model, probs)
-        return 0.5 * (bal_share(p, model.classifier.config.tax) + np.nan_to_num(np.asarray(c_bal, float)))
-
-    @staticmethod
-    def _class_probs(model, probs):
-        """The classifier's class probabilities from its raw outputs (softmax of the class logits)."""
-        x = np.asarray(probs, float)
-        x = np.exp(x - x.max(1, keepdims=True))
-        return x / x.sum(1, keepdims=True)
+        return 0.5 * (bal_share(class_probs(logits), model.classifier.config.tax) + np.nan_to_num(np.asarray(c_bal, float)))
 
     def _bal_decision(self, model, logits, cc, cq, threshold) -> None:
         """Quasars (typed QSO by the classifier, of class QSO or BAL) become BAL where :meth:`bal_score`
@@ -450,7 +447,7 @@ class CombinedFamily(Family):
         model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
         model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None)
         try:
-            cols, _ = self.columns(model, raw, prepared)
+            cols, _, wraw = self._columns(model, raw, prepared)
         finally:
             model.eigen.config, model.config = ecfg, ccfg
         tax = model.classifier.config.tax
@@ -466,7 +463,7 @@ class CombinedFamily(Family):
         # the chi-square arbitration's thresholds, cell by cell (type / survey), on the same validation rows
         cand = np.isin(spectype, ARBITRATE_TYPES) & (spectype == truth) & np.isfinite(np.asarray(cols["Z"], float))
         fraw = self._class_scan(model, cols, prepared, cand)
-        cells, rec = choose_arbitration(self._wraw, fraw, cols["Z"], meta["Z"], np.where(cand, spectype, ""),
+        cells, rec = choose_arbitration(wraw, fraw, cols["Z"], meta["Z"], np.where(cand, spectype, ""),
                                         prepared["survey"])
         record.update(rec)
         bal_thr, bal_rec = self._choose_bal(model, raw, cols, meta, truth)

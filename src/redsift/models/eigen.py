@@ -1105,7 +1105,7 @@ def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
     z = np.where(ok, 10 ** (f["s"] * D) - 1, np.nan)
     zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg, name)
     anomaly = f["anomaly"]
-    full = ok & ~np.isnan(f["dchi2"])
+    full = ok & ~np.isnan(f["dchi2"]) & np.isfinite(f["anomaly"])  # rows scanned without the final stage: none
     if cfg.anomaly_model and full.any():
         # the learned score where its features exist (a full scan); a refinement window has no DELTACHI2
         # and keeps the hand-made score (the default's rows: no features computed for them)
