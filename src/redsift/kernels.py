@@ -7,7 +7,7 @@ imported, and each kernel compiled (or loaded from numba's cache), at the kernel
 :mod:`redsift.models.eigen_kernels`; the QuasarNET binning of spectra sharing one wavelength array is here
 (:func:`bin_shared`), the flux-conserving rebin of spectra sharing one wavelength array (:func:`rebin_shared`),
 the checks every batch of spectra gets on construction (:func:`check_values`) and the
-merge of camera arms (:func:`merge_arms`, DESI).
+merge of camera arms (:func:`merge_arms_alone`, DESI).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "rebin_shared", "check_values", "merge_arms"]
+__all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "rebin_shared", "check_values", "merge_arms_alone"]
 
 #: Batches smaller than this (spectra x pixels) keep the numpy paths: numba's import and first call cost ~1 s
 #: of start-up once per process, ~30 ms per 1,000 spectra saved (a spPlate has 4.6 million pixels)
@@ -123,63 +123,97 @@ def check_values(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray):
 
 
 @njit(cache=True, nogil=True)
-def _merge_arm(f, iv, m, has_mask, place, shared_idx, flux, den, num, sw, raw):  # pragma: no cover - compiled
-    nspec, npix = f.shape
+def _merge_runs(f, iv, m, has_mask, swap, runs, flux, den):  # pragma: no cover - compiled
+    """Copy runs of pixels that one arm alone sees, cleaned, working on the float32 values' bits (no float
+    is formed, so FITS's big-endian words are swapped here rather than copied to native order first). Flux:
+    NaN or +-inf (exponent bits all set) -> 0, -0.0 -> +0.0 (what x + 0 gives); ivar kept only where finite
+    and > 0 (1 <= bits <= 0x7F7FFFFF) and unmasked. Branch-free loops over row slices, one per case, so that
+    they vectorise (a loop with branches was 6x slower)."""
+    nspec = f.shape[0]
+    expo = np.uint32(0x7F800000)
+    negz = np.uint32(0x80000000)
+    zero = np.uint32(0)
+    one = np.uint32(1)
+    top = np.uint32(0x7F7FFFFF)
     for i in range(nspec):
-        for p in range(npix):
-            x = f[i, p]
-            w = iv[i, p]
-            if not np.isfinite(x):
-                x = np.float32(0)
-            if not (np.isfinite(w) and w > 0):
-                w = np.float32(0)
-            if has_mask and m[i, p]:
-                w = np.float32(0)
-            q = place[p]
-            j = shared_idx[q]
-            if j >= 0:
-                num[i, j] += np.float64(w) * np.float64(x)
-                sw[i, j] += np.float64(w)
-                raw[i, j] += np.float64(x)
+        for r in range(runs.shape[0]):
+            src, dst, n = runs[r, 0], runs[r, 1], runs[r, 2]
+            fr, wr = f[i, src:src + n], iv[i, src:src + n]
+            fo, wo = flux[i, dst:dst + n], den[i, dst:dst + n]
+            if swap:
+                for k in range(n):
+                    x = fr[k]  # bytes reversed (numba widens shifts: the cast keeps 32 bits)
+                    x = np.uint32(((x & np.uint32(0xFF)) << np.uint32(24)) | ((x & np.uint32(0xFF00)) << np.uint32(8))
+                                  | ((x >> np.uint32(8)) & np.uint32(0xFF00)) | (x >> np.uint32(24)))
+                    fo[k] = zero if ((x & expo) == expo) | (x == negz) else x
+                    w = wr[k]
+                    w = np.uint32(((w & np.uint32(0xFF)) << np.uint32(24)) | ((w & np.uint32(0xFF00)) << np.uint32(8))
+                                  | ((w >> np.uint32(8)) & np.uint32(0xFF00)) | (w >> np.uint32(24)))
+                    wo[k] = zero if (w - one) >= top else w
             else:
-                flux[i, q] = x + np.float32(0)  # -0.0 becomes +0.0, as the numpy path's sum gives it
-                den[i, q] = w
+                for k in range(n):
+                    x = fr[k]
+                    fo[k] = zero if ((x & expo) == expo) | (x == negz) else x
+                    w = wr[k]
+                    wo[k] = zero if (w - one) >= top else w
+            if has_mask:
+                mr = m[i, src:src + n]
+                for k in range(n):
+                    wo[k] = zero if mr[k] != 0 else wo[k]
 
 
-@njit(cache=True, nogil=True)
-def _merge_shared(shared, cnt, num, sw, raw, flux, den):  # pragma: no cover - compiled
-    nspec, ns = num.shape
-    for i in range(nspec):
-        for j in range(ns):
-            q = shared[j]
-            if sw[i, j] > 0:
-                flux[i, q] = np.float32(num[i, j] / sw[i, j])
-            else:
-                flux[i, q] = np.float32(raw[i, j] / cnt[q])
-            den[i, q] = np.float32(sw[i, j])
+def _runs(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``(start_src, start_dst, length)`` rows of the maximal runs where both indices step by one."""
+    if not src.size:
+        return np.zeros((0, 3), np.int64)
+    brk = np.flatnonzero((np.diff(src) != 1) | (np.diff(dst) != 1)) + 1
+    starts = np.concatenate(([0], brk))
+    lengths = np.diff(np.concatenate((starts, [src.size])))
+    return np.stack([src[starts], dst[starts], lengths], axis=1).astype(np.int64)
 
 
-def merge_arms(fluxes, ivars, masks, places, cnt, nwave):
-    """The merge of :func:`redsift.io.desi.merge_arms` for float32 arms (native byte order): each arm's
-    pixels cleaned (non-finite flux -> 0; non-finite, non-positive or masked ivar -> 0) and either copied
-    (pixels one arm sees) or summed in float64 in arm order (pixels several see), one pass per arm; the same
-    bits as the numpy path (``tests/test_readers.py``). Returns ``flux, ivar`` (nspec, nwave) float32."""
+def _bits(a: np.ndarray):
+    """A float32 or integer array's words as native unsigned integers (a view, no copy) and whether their
+    bytes need swapping, or None where the array is not one of those."""
+    a = np.asarray(a)
+    if a.ndim != 2 or not a.flags.c_contiguous or a.dtype.kind not in "fiub" \
+            or (a.dtype.kind == "f" and a.dtype.itemsize != 4):
+        return None
+    swap = a.dtype.byteorder == (">" if sys.byteorder == "little" else "<")
+    return a.view(f"u{a.dtype.itemsize}"), swap
+
+
+def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
+    """The pixels that one arm alone sees (``alone[k]``: a boolean per pixel of arm ``k``), merged as
+    :func:`redsift.io.desi.merge_arms` merges them (the arm's value, cleaned: non-finite flux -> 0,
+    non-finite, non-positive or masked ivar -> 0), in one compiled pass per arm over the float32 values'
+    bits: FITS's big-endian arrays are read where they lie (a view of the file) with no native-order copy,
+    and masks of any integer type are tested for non-zero as they are. Returns ``flux, ivar`` (nspec, nwave)
+    float32, zero elsewhere, or None where an array is not float32 (the numpy path takes it).
+
+    The same bits as the numpy path (``tests/test_readers.py``): a DESI coadd of 500 spectra in ~8 ms
+    against ~35 ms for the byte-swapping copies and the float pass."""
+    views = [_bits(a) for a in (*fluxes, *ivars)]
+    if any(v is None or v[0].dtype != np.uint32 for v in views):
+        return None
     nspec = fluxes[0].shape[0]
-    shared = np.flatnonzero(cnt > 1)
-    shared_idx = np.full(nwave, -1, np.int64)
-    shared_idx[shared] = np.arange(shared.size)
     flux = np.zeros((nspec, nwave), np.float32)
     den = np.zeros((nspec, nwave), np.float32)
-    num = np.zeros((nspec, shared.size))
-    sw = np.zeros((nspec, shared.size))
-    raw = np.zeros((nspec, shared.size))
-    for f, iv, m, idx in zip(fluxes, ivars, masks, places):
-        has = m is not None
-        _merge_arm(np.ascontiguousarray(f), np.ascontiguousarray(iv),
-                   np.ascontiguousarray(m, bool) if has else np.zeros((1, 1), bool), has,
-                   np.ascontiguousarray(idx, np.int64), shared_idx, flux, den, num, sw, raw)
-    if shared.size:
-        _merge_shared(shared, np.asarray(cnt, np.int64), num, sw, raw, flux, den)
+    fb, db = flux.view(np.uint32), den.view(np.uint32)
+    narm = len(fluxes)
+    for k in range(narm):
+        (f, sf), (iv, si) = views[k], views[narm + k]
+        m = masks[k]
+        mv = None
+        if m is not None:  # integer or boolean words tested for non-zero as they lie; anything else as booleans
+            mv = _bits(m) if np.asarray(m).dtype.kind in "iub" else None
+            mv = mv if mv is not None else (np.ascontiguousarray(np.asarray(m) != 0).view(np.uint8), False)
+        if sf != si:  # one arm's flux and ivar in different byte orders: rare, made alike
+            iv = iv.byteswap()
+        cols = np.flatnonzero(alone[k])
+        runs = _runs(cols, np.asarray(places[k])[cols])
+        _merge_runs(f, iv, mv[0] if mv is not None else np.zeros((1, 1), np.uint8), mv is not None, sf, runs,
+                    fb, db)
     return flux, den
 
 

@@ -32,7 +32,7 @@ from astropy.table import Table, vstack
 
 from .zwarning import ZWarningMask
 
-__all__ = ["Spectra", "CORE_COLUMNS", "sdss_targetid", "stack_meta", "loglinear_params", "placeholder_wave"]
+__all__ = ["Spectra", "MetaColumns", "CORE_COLUMNS", "sdss_targetid", "stack_meta", "loglinear_params", "placeholder_wave"]
 
 CORE_COLUMNS = ("TARGETID", "SURVEY", "FORMAT", "SOURCE", "INDEX", "AIRTOVAC", "ZWARN", "ERROR")
 
@@ -53,6 +53,25 @@ def sdss_targetid(plate, mjd, fiberid) -> np.ndarray:
     return plate * 1_000_000_000 + mjd * 10_000 + fiberid
 
 
+class MetaColumns(dict):
+    """A batch's metadata handed over as columns (name -> 1-D array, in order) with the table's ``meta``
+    dict: readers that build many columns (a DESI FIBERMAP: ~90) pass them this way, and :class:`Spectra`
+    builds its table from them once, without copying (the columns are the batch's from then on). Building
+    astropy tables column by column, then copying them, was ~12 ms of a 500-spectrum coadd's ~40 ms read."""
+
+    def __init__(self, columns=(), meta: dict | None = None):
+        super().__init__(columns)
+        self.meta = dict(meta or {})
+
+    @property
+    def colnames(self) -> list[str]:
+        return list(self)
+
+    @property
+    def nrows(self) -> int:
+        return len(next(iter(self.values()))) if self else 0
+
+
 class Spectra:
     """A batch of spectra (see the module docstring).
 
@@ -66,8 +85,9 @@ class Spectra:
         True where a pixel is bad. Non-finite flux or ivar and negative ivar
         are masked (and set to zero) on construction, and flagged
         ``BAD_VALUES`` in ``meta["ZWARN"]``.
-    meta : Table, optional
-        One row per spectrum; missing core columns are added with defaults.
+    meta : Table or MetaColumns, optional
+        One row per spectrum; missing core columns are added with defaults. A table is copied; the arrays
+        of a :class:`MetaColumns` are taken over as they are.
     """
 
     def __init__(self, wave, flux, ivar, mask=None, meta: Table | None = None):
@@ -308,8 +328,10 @@ def _complete_meta(meta: Table | None, nspec: int) -> Table:
     column was a quarter of the time of reading a one-spectrum file.
     """
     meta = Table() if meta is None else meta
-    if len(meta.colnames) and len(meta) != nspec:
-        raise ValueError(f"meta has {len(meta)} rows for {nspec} spectra")
+    owned = isinstance(meta, MetaColumns)  # arrays handed over: no copies
+    nrows = meta.nrows if owned else len(meta)
+    if len(meta.colnames) and nrows != nspec:
+        raise ValueError(f"meta has {nrows} rows for {nspec} spectra")
     cols = {}
     for name in CORE_COLUMNS:
         if name not in meta.colnames:
@@ -331,7 +353,7 @@ def _complete_meta(meta: Table | None, nspec: int) -> Table:
     for name in meta.colnames:
         if name not in cols:
             cols[name] = meta[name]
-    out = Table(cols, copy=True)
+    out = Table(cols, copy=not owned)
     out.meta.update(meta.meta)
     return out
 

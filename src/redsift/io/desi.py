@@ -18,7 +18,7 @@ import os
 import numpy as np
 from astropy.table import Table
 
-from ..spectra import Spectra
+from ..spectra import MetaColumns, Spectra
 from ._util import float_column, header_value, int_column, numeric, order_pixels
 from .fastspec import _TFORM, _TFORM_RE, _blocks, _data_size, _Fallback, _get, _value, parse_header
 from .registry import FileInfo, register
@@ -48,8 +48,9 @@ def merge_arms(waves, fluxes, ivars, masks):
     Parameters
     ----------
     waves : list of (npix_arm,) arrays
-    fluxes, ivars : list of (nspec, npix_arm) arrays
-    masks : list of (nspec, npix_arm) bool arrays or None (True = bad)
+    fluxes, ivars : list of (nspec, npix_arm) arrays (any byte order)
+    masks : list of (nspec, npix_arm) arrays or None (non-zero = bad: DESI's integer bitmasks as they are,
+        or booleans)
 
     Returns
     -------
@@ -69,53 +70,68 @@ def merge_arms(waves, fluxes, ivars, masks):
         cnt[idx] += 1
     from .. import kernels
 
-    if kernels.AVAILABLE and nspec * wave.size >= kernels.MIN_PIXELS and all(
-            a.dtype.kind == "f" and a.dtype.itemsize == 4 and a.ndim == 2 for a in (*fluxes, *ivars)):
-        # one compiled pass per arm, the same bits as below (redsift.kernels.merge_arms; FITS's big-endian
-        # floats in native order first: the same values)
-        native = [[np.asarray(a, np.float32) for a in arrs] for arrs in (fluxes, ivars)]
-        flux, den = kernels.merge_arms(native[0], native[1], masks, places, cnt, wave.size)
-        return wave, flux, den, ~(den > 0)
-    cleaned = []
-    for f, iv, m in zip(fluxes, ivars, masks):
-        with np.errstate(invalid="ignore"):
-            iv = np.where(np.isfinite(iv) & (iv > 0), iv, 0)
-        if m is not None:
-            iv = np.where(m, 0, iv)
-        cleaned.append((np.where(np.isfinite(f), f, f.dtype.type(0)) if f.dtype.kind == "f" else f, iv))  # NaN, inf -> 0
-    # pixels seen by one arm: that arm's values as they are (what the weighted mean of one value gives,
-    # exactly: float32 products and quotients are exact in float64); pixels seen by several: the mean
-    flux = np.zeros((nspec, wave.size), np.float32)
-    den = np.zeros((nspec, wave.size), np.float32)
-    general = cnt > 1
-    for idx, (f, iv) in zip(places, cleaned):
-        if not all(a.dtype.kind == "f" and a.dtype.itemsize == 4 for a in (f, iv)):
-            general[idx] = True  # the exactness argument is for float32 values only (either byte order)
-            continue
-        cols = np.flatnonzero(~general[idx])
-        if not cols.size:
-            continue
-        src, dst = cols, idx[cols]
-        if cols[-1] - cols[0] + 1 == cols.size and dst[-1] - dst[0] + 1 == dst.size:  # runs: slices, no gather
-            src, dst = slice(int(cols[0]), int(cols[-1]) + 1), slice(int(dst[0]), int(dst[-1]) + 1)
-        flux[:, dst] = f[:, src] + np.float32(0)  # + 0: -0.0 becomes +0.0, as the sum gives it
-        den[:, dst] = iv[:, src]
+    merged = None
+    if kernels.AVAILABLE and nspec * wave.size >= kernels.MIN_PIXELS:
+        # the pixels one arm sees in one compiled pass per arm on the values' bits, FITS's big-endian arrays
+        # read where they lie (redsift.kernels.merge_arms_alone; the same bits as below)
+        merged = kernels.merge_arms_alone(fluxes, ivars, masks, places, [cnt[idx] == 1 for idx in places],
+                                          wave.size)
+    if merged is not None:
+        flux, den = merged
+        general = cnt > 1
+    else:
+        # pixels seen by one arm: that arm's values as they are (what the weighted mean of one value gives,
+        # exactly: float32 products and quotients are exact in float64); pixels seen by several: the mean
+        flux = np.zeros((nspec, wave.size), np.float32)
+        den = np.zeros((nspec, wave.size), np.float32)
+        general = cnt > 1
+        for idx, f, iv, m in zip(places, fluxes, ivars, masks):
+            if not all(a.dtype.kind == "f" and a.dtype.itemsize == 4 for a in (f, iv)):
+                general[idx] = True  # the exactness argument is for float32 values only (either byte order)
+        for idx, f, iv, m in zip(places, fluxes, ivars, masks):
+            cols = np.flatnonzero(~general[idx])
+            if not cols.size:
+                continue
+            f, iv = _cleaned(f, iv, m, cols)
+            dst = idx[cols]
+            if dst[-1] - dst[0] + 1 == dst.size:  # one run: a slice, no scatter
+                dst = slice(int(dst[0]), int(dst[-1]) + 1)
+            flux[:, dst] = f + np.float32(0)  # + 0: -0.0 becomes +0.0, as the sum gives it
+            den[:, dst] = iv
     shared = np.flatnonzero(general)
     if shared.size:
         num = np.zeros((nspec, shared.size))
         sw = np.zeros((nspec, shared.size))
         raw = np.zeros((nspec, shared.size))
-        for idx, (f, iv) in zip(places, cleaned):
+        for idx, f, iv, m in zip(places, fluxes, ivars, masks):
             where = np.searchsorted(shared, idx)
             hit = (where < shared.size) & (shared[np.minimum(where, shared.size - 1)] == idx)
-            f64, iv64 = np.asarray(f[:, hit], np.float64), np.asarray(iv[:, hit], np.float64)
-            num[:, where[hit]] += iv64 * f64
-            sw[:, where[hit]] += iv64
-            raw[:, where[hit]] += f64
+            cols = np.flatnonzero(hit)
+            if not cols.size:
+                continue
+            f, iv = _cleaned(f, iv, m, cols)
+            f64, iv64 = np.asarray(f, np.float64), np.asarray(iv, np.float64)
+            num[:, where[cols]] += iv64 * f64
+            sw[:, where[cols]] += iv64
+            raw[:, where[cols]] += f64
         ok = sw > 0
         flux[:, shared] = np.where(ok, num / np.where(ok, sw, 1.0), raw / cnt[shared])
         den[:, shared] = sw
     return wave, flux, den, ~(den > 0)
+
+
+def _cleaned(f, iv, m, cols):
+    """Columns ``cols`` of one arm: flux with NaN and inf as 0, ivar with non-finite, non-positive or masked
+    values as 0 (a slice where the columns are one run: no gather)."""
+    if cols[-1] - cols[0] + 1 == cols.size:
+        cols = slice(int(cols[0]), int(cols[-1]) + 1)
+    f, iv = f[:, cols], iv[:, cols]
+    with np.errstate(invalid="ignore"):
+        iv = np.where(np.isfinite(iv) & (iv > 0), iv, iv.dtype.type(0))
+    if m is not None:
+        iv = np.where(m[:, cols] != 0, iv.dtype.type(0), iv)
+    f = np.where(np.isfinite(f), f, f.dtype.type(0)) if f.dtype.kind == "f" else f
+    return f, iv
 
 
 class _Astropy:
@@ -131,7 +147,7 @@ class _Astropy:
     def image(self, name: str):
         return _image_data(self.info.hdul, name)
 
-    def fibermap(self) -> Table:
+    def fibermap(self) -> dict:
         fmhdu = self.info.hdul["FIBERMAP"]
         if fmhdu.is_image or fmhdu.data is None:
             raise ValueError("FIBERMAP is not a table")
@@ -139,7 +155,8 @@ class _Astropy:
         dupc = sorted({c for c in cols if cols.count(c) > 1} & {"TARGETID", "TARGET_RA", "TARGET_DEC"})
         if dupc:
             raise ValueError(f"FIBERMAP has duplicated columns {', '.join(dupc)}")
-        return Table(fmhdu.data)
+        table = Table(fmhdu.data)
+        return {name: table[name] for name in table.colnames}
 
     def header_value(self, key: str):
         return header_value(self.info.header, key)
@@ -167,7 +184,9 @@ def _read(src) -> Spectra:
             raise ValueError(f"arm {a}: wavelength {w.shape}, flux {f.shape} and ivar {iv.shape} disagree")
         m = None
         if f"{a}_MASK" in names:
-            m = np.atleast_2d(numeric(src.image(f"{a}_MASK"), f"{a}_MASK", ndim=(1, 2))) != 0
+            m = np.atleast_2d(numeric(src.image(f"{a}_MASK"), f"{a}_MASK", ndim=(1, 2)))
+            if m.dtype.kind == "f":  # integer bitmasks go to the merge as they are (non-zero = bad)
+                m = m != 0
             if m.shape != f.shape:
                 raise ValueError(f"arm {a}: mask {m.shape} and flux {f.shape} disagree")
         # each arm must be a proper grid before arms are merged (pixels closer than 1e-3 A would collapse)
@@ -187,29 +206,27 @@ def _read(src) -> Spectra:
     wave, flux, ivar, mask = merge_arms(waves, fluxes, ivars, masks)
 
     if "FIBERMAP" in names:
-        fm = src.fibermap()
-        if len(fm) != nspec:
-            raise ValueError(f"FIBERMAP has {len(fm)} rows for {nspec} spectra")
-        keep = [c for c in fm.colnames if fm[c].ndim == 1]
-        meta = fm[keep]
-        # the FIBERMAP's own columns, in file order (a Redrock-format FIBERMAP is rebuilt from them exactly)
-        meta.meta["FIBERMAP_COLUMNS"] = list(keep)
-        if "TARGET_RA" in meta.colnames and "TARGET_DEC" in meta.colnames:
+        fm = src.fibermap()  # name -> column, in file order
+        nrows = len(next(iter(fm.values()))) if fm else 0
+        if nrows != nspec:
+            raise ValueError(f"FIBERMAP has {nrows} rows for {nspec} spectra")
+        keep = [c for c in fm if fm[c].ndim == 1]
+        # the FIBERMAP's own columns, in file order (a Redrock-format FIBERMAP is rebuilt from them exactly);
+        # its SURVEY-like names must not clash with redsift's core columns
+        clash = ("SURVEY", "FORMAT", "SOURCE", "INDEX", "ZWARN", "ERROR", "AIRTOVAC")
+        meta = MetaColumns({f"FM_{c}" if c in clash else c: fm[c] for c in keep}, {"FIBERMAP_COLUMNS": list(keep)})
+        if "TARGET_RA" in meta and "TARGET_DEC" in meta:
             meta["RA"] = float_column(meta["TARGET_RA"], nspec)
             meta["DEC"] = float_column(meta["TARGET_DEC"], nspec)
-        # the FIBERMAP's SURVEY-like names must not clash with redsift's core columns
-        for clash in ("SURVEY", "FORMAT", "SOURCE", "INDEX", "ZWARN", "ERROR", "AIRTOVAC"):
-            if clash in meta.colnames:
-                meta.rename_column(clash, f"FM_{clash}")
-        if "TARGETID" in meta.colnames:  # text or NaN ids become -1 rather than failing the file
+        if "TARGETID" in meta:  # text or NaN ids become -1 rather than failing the file
             meta["TARGETID"] = int_column(meta["TARGETID"], nspec)
     else:
-        meta = Table({"TARGETID": np.full(nspec, -1, np.int64)})
+        meta = MetaColumns({"TARGETID": np.full(nspec, -1, np.int64)})
     for key, col in _HEADER_META:
         value = src.header_value(key)
-        if value is not None and col not in meta.colnames:
-            meta[col] = [value] * nspec
-    meta["SURVEY"] = ["desi"] * nspec
+        if value is not None and col not in meta:
+            meta[col] = np.array([value] * nspec)
+    meta["SURVEY"] = np.full(nspec, "desi")
     meta["INDEX"] = np.arange(nspec, dtype=np.int64)
     return Spectra(wave, flux, ivar, mask, meta)
 
@@ -303,9 +320,10 @@ class _Strict:
         if min(shape) < 1:
             raise _Fallback(f"{name} is empty")
         count = int(np.prod(shape))
-        return np.frombuffer(self.buf, _BITPIX[bitpix], count, self.hdus[i][1]).reshape(shape).copy()
+        # a read-only view of the file's bytes (the arm merge reads them where they lie; nothing keeps them)
+        return np.frombuffer(self.buf, _BITPIX[bitpix], count, self.hdus[i][1]).reshape(shape)
 
-    def fibermap(self) -> Table:
+    def fibermap(self) -> dict:
         """The FIBERMAP from its bytes: one structured dtype from the TFORM cards (astropy builds a Column
         object per column, ~0.14 s for DESI's 81 columns); equal to ``Table(hdu.data)``, strings decoded
         and right-stripped as astropy gives them."""
@@ -342,7 +360,7 @@ class _Strict:
             else:
                 col = col.copy()
             cols[name] = col
-        return Table(cols, copy=False)
+        return cols
 
     def header_value(self, key: str):
         cards = self.hdus[0][0]
