@@ -50,27 +50,23 @@ def njit(**options):
 
 
 @njit(cache=True, nogil=True)  # no fastmath: the sums must be the general path's, in its order
-def _bin_shared(flux, ivar, mask, idx, nbin, flux_out, ivar_out):  # pragma: no cover - compiled
-    nspec, npix = flux.shape
+def _bin_shared(flux, ivar, mask, start, stop, flux_out, ivar_out):  # pragma: no cover - compiled
+    nspec = flux.shape[0]
     for i in range(nspec):
-        cur = -1
-        sw = 0.0
-        swf = 0.0
-        for p in range(npix + 1):  # idx is non-decreasing: a bin's pixels are consecutive (one more step flushes)
-            b = idx[p] if p < npix else -2
-            if b != cur:
-                if cur >= 0 and cur < nbin and sw > 0:
-                    flux_out[i, cur] = swf / sw
-                    ivar_out[i, cur] = sw
-                cur = b
-                sw = 0.0
-                swf = 0.0
-            if p == npix or b < 0 or b >= nbin or mask[i, p]:
-                continue
-            w = np.float64(ivar[i, p])
-            if w > 0:
-                sw += w
-                swf += w * np.float64(flux[i, p])
+        fr, wr, mr = flux[i], ivar[i], mask[i]
+        for b in range(start.size):  # bin b's pixels: start[b] .. stop[b] - 1 (consecutive)
+            sw = 0.0
+            swf = 0.0
+            for p in range(start[b], stop[b]):
+                # branch-free: a pixel without weight adds +0.0 to sums that start at +0.0 and never become
+                # -0.0, so the same bits as adding only the pixels with weight (the general path's bincount)
+                w = np.float64(wr[p])
+                keep = (w > 0) & (not mr[p])
+                sw += w if keep else 0.0
+                swf += w * np.float64(fr[p]) if keep else 0.0
+            if sw > 0:
+                flux_out[i, b] = swf / sw
+                ivar_out[i, b] = sw
 
 
 def bin_shared(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, idx: np.ndarray, nbin: int):
@@ -79,17 +75,19 @@ def bin_shared(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, idx: np.nda
     dropped outside ``0 .. nbin - 1``); per bin the float64 sums of ``w`` and ``w f`` in pixel order, as ``numpy.bincount``
     adds them in the general path (so the same bits), then ``sum w f / sum w`` and ``sum w`` in float32.
 
-    One pass over each spectrum's pixels, the weights formed on the fly: a 1,000-fibre spPlate in ~10 ms on
-    one core, where the general path's float64 copies of the weights and ``w f`` and the sparse product took
-    ~0.1 s (``docs/benchmarks.md``)."""
+    One pass over each spectrum's pixels, bin by bin, the weights formed on the fly and without branches
+    (DESI's 500 x 7,781 pixels: 9.4 -> 6.3 ms against the branching loop; a 1,000-fibre spPlate in ~10 ms on
+    one core, where the general path's float64 copies and sparse product took ~0.1 s, docs/benchmarks.md)."""
     nspec = flux.shape[0]
     if np.any(np.diff(idx) < 0):
         raise ValueError("bin_shared needs non-decreasing bin indices")
     flux_out = np.zeros((nspec, nbin), np.float32)
     ivar_out = np.zeros((nspec, nbin), np.float32)
     if nspec:
+        bins = np.arange(int(nbin))
+        start, stop = np.searchsorted(idx, bins, "left"), np.searchsorted(idx, bins, "right")
         _bin_shared(np.ascontiguousarray(flux), np.ascontiguousarray(ivar), np.ascontiguousarray(mask, bool),
-                    np.ascontiguousarray(idx, np.int64), int(nbin), flux_out, ivar_out)
+                    start.astype(np.int64), stop.astype(np.int64), flux_out, ivar_out)
     return flux_out, ivar_out
 
 
@@ -97,15 +95,15 @@ def bin_shared(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, idx: np.nda
 def _check_values(flux, ivar, mask, bad_rows, data_rows):  # pragma: no cover - compiled
     nspec, npix = flux.shape
     for i in range(nspec):
+        fr, wr, mr = flux[i], ivar[i], mask[i]
         bad = False
         data = False
-        for p in range(npix):
-            f = flux[i, p]
-            w = ivar[i, p]
-            if not (np.isfinite(f) and np.isfinite(w) and w >= 0):
-                bad = True
-            elif w > 0 and not mask[i, p]:
-                data = True
+        for p in range(npix):  # branch-free, so that it vectorises (the branching loop was 3x slower)
+            x = fr[p]
+            w = wr[p]
+            ok = (x - x == 0) & (w - w == 0) & (w >= 0)  # x - x is 0 for finite values only (NaN otherwise)
+            bad |= not ok
+            data |= ok & (w > 0) & (not mr[p])
         bad_rows[i] = bad
         data_rows[i] = data
 
