@@ -11,13 +11,15 @@ rate from arrays, side by side in one process (issue 20).
 * ``--copies`` of each file in one run, serial (``jobs=1``) and with two reader processes (``jobs=2``).
 
 The files are written to a temporary directory (nothing real is kept). Prints a Markdown table: spectra/s,
-medians of ``--repeat`` rounds, and the ratio to the model's rate from arrays.
+medians of ``--repeat`` rounds, and the ratio to the model's rate from arrays, measured round by round (the
+model timed just before and after each case; the machine is shared and its speed drifts by ~20% between runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -79,7 +81,7 @@ def main():
     X = fam.prepare(model, specs)["X"]
     X = np.tile(X, (int(np.ceil(5000 / len(X))),) + (1,) * (X.ndim - 1))[:5000]
     infer(model, X[:256])
-    rows = [("the model from arrays (prepared inputs, 5,000 rows)", _timed(lambda: len(infer(model, X)), a.repeat))]
+    cases = []  # (name, callable returning the number of spectra)
     with tempfile.TemporaryDirectory() as tmp:
         plate = os.path.join(tmp, "spPlate-9999-60000.fits")
         write_spplate(tiled_plate(specs), plate)
@@ -87,8 +89,8 @@ def main():
         _desi_coadd(REAL / "desi" / "coadd-4-80613-thru20210324.fits", a.desi_rows, coadd)
         for name, path in (("spPlate, 1,000 fibres", plate), (f"DESI coadd, {a.desi_rows} spectra", coadd)):
             predict_catalog(model, [path], progress=False)
-            rows.append((f"{name}: end to end (read, grid, model, columns)",
-                         _timed(lambda p=path: len(predict_catalog(model, [p], progress=False)), a.repeat)))
+            cases.append((f"{name}: end to end (read, grid, model, columns)",
+                          lambda p=path: len(predict_catalog(model, [p], progress=False))))
             # a survey's worth: several such files, read in reader processes while the model runs
             copies = []
             for c in range(a.copies):
@@ -96,13 +98,27 @@ def main():
                 copies.append(os.path.join(tmp, f"copy{c}", os.path.basename(path)))
                 os.symlink(path, copies[-1])
             for jobs in (1, 2):
-                rows.append((f"{a.copies} x {name}: end to end, -j {jobs}", _timed(
-                    lambda j=jobs: len(predict_catalog(model, copies, progress=False, jobs=j)), a.repeat)))
-    base = rows[0][1]
-    print(f"model {a.model}, {os.cpu_count()} cores, medians of {a.repeat}\n")
+                cases.append((f"{a.copies} x {name}: end to end, -j {jobs}",
+                              lambda j=jobs, c=copies: len(predict_catalog(model, c, progress=False, jobs=j))))
+        # rounds: the model from arrays timed next to every case in each round, so that a drift of the shared
+        # machine's speed moves both sides of each ratio (the ratio is the median of the rounds' ratios)
+        base, rates = [], {name: [] for name, _ in cases}
+        ratios = {name: [] for name, _ in cases}
+        for _ in range(a.repeat):
+            for name, fn in cases:
+                m0 = _timed(lambda: len(infer(model, X)), 1)
+                r = _timed(fn, 1)
+                m1 = _timed(lambda: len(infer(model, X)), 1)
+                base += [m0, m1]
+                rates[name].append(r)
+                ratios[name].append(r / (0.5 * (m0 + m1)))
+    rows = [("the model from arrays (prepared inputs, 5,000 rows)", statistics.median(base), 1.0)]
+    rows += [(name, statistics.median(rates[name]), statistics.median(ratios[name])) for name, _ in cases]
+    print(f"model {a.model}, {os.cpu_count()} cores, medians of {a.repeat} rounds (each case timed between two "
+          "runs of the model from arrays; ratio: the median of the rounds' ratios)\n")
     print("| what | spectra/s | ratio to the model from arrays |\n|---|---:|---:|")
-    for name, rate in rows:
-        print(f"| {name} | {rate:,.0f} | {rate / base:.2f} |")
+    for name, rate, ratio in rows:
+        print(f"| {name} | {rate:,.0f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
