@@ -109,3 +109,60 @@ def test_construction_checks_compiled_and_numpy_agree(monkeypatch, rng):
     zw = np.asarray(a.meta["ZWARN"])
     assert [bool(z & int(ZWarningMask.BAD_VALUES)) for z in zw] == [False, True, True, True, True, False]
     assert [bool(z & int(ZWarningMask.NODATA)) for z in zw] == [True, False, False, False, False, True]
+
+
+def test_handed_over_columns_build_the_table_only_when_asked(rng):
+    """A reader's columns (``MetaColumns``) are taken over without copies; the metadata table is built on
+    first use, equal to the one built from a table, and columns read, changed or added before that are in it."""
+    from redsift.spectra import MetaColumns
+
+    n = 4
+    cols = {"TARGETID": np.arange(n) + 10, "SURVEY": np.full(n, "desi"), "FLUX_G": rng.normal(size=n),
+            "ZWARN": np.array([0, 4, 0, 0])}
+    flux = np.ones((n, 6))
+    flux[1, 2] = np.nan
+    eager = Spectra(np.arange(6.0) + 4000, flux, np.ones((n, 6)), meta=Table({k: v.copy() for k, v in cols.items()}))
+    handed = MetaColumns({k: v.copy() for k, v in cols.items()}, {"FIBERMAP_COLUMNS": ["TARGETID", "FLUX_G"]})
+    lazy = Spectra(np.arange(6.0) + 4000, flux, np.ones((n, 6)), meta=handed)
+    assert lazy.__dict__["_meta"] is None  # nothing built yet
+    assert lazy.column("FLUX_G") is handed["FLUX_G"]  # taken over, not copied
+    assert list(lazy.column("ZWARN")) == list(eager.meta["ZWARN"])  # BAD_VALUES set on the columns
+    assert lazy.meta_rows() == n and lazy.has_column("SURVEY") and not lazy.has_column("RA")
+    view = lazy.columns
+    assert view.nrows == n and list(view)[:8] == list(eager.meta.colnames)[:8]
+    lazy.set_column("SOURCE", np.full(n, "f.fits"))
+    with pytest.raises(ValueError, match="rows"):
+        lazy.set_column("BAD", np.zeros(n + 1))
+    assert lazy.__dict__["_meta"] is None
+    table = lazy.meta  # built now, once
+    assert lazy.meta is table and table.meta["FIBERMAP_COLUMNS"] == ["TARGETID", "FLUX_G"]
+    assert list(table["SOURCE"]) == ["f.fits"] * n
+    for name in eager.meta.colnames:
+        if name != "SOURCE":
+            assert np.array_equal(np.asarray(table[name]), np.asarray(eager.meta[name])), name
+    lazy.set_column("RA", np.zeros(n))  # after: into the table
+    assert "RA" in table.colnames and lazy.column("RA") is table["RA"]
+    # a copy of handed-over columns is not handed over again: the table copies them
+    again = Spectra(np.arange(6.0) + 4000, np.ones((n, 6)), np.ones((n, 6)), meta=handed.copy())
+    assert again.meta["FLUX_G"] is not handed["FLUX_G"] and not np.shares_memory(again.meta["FLUX_G"], handed["FLUX_G"])
+
+
+def test_desi_predict_path_reads_columns_without_the_table(real_dir, monkeypatch):
+    """The predict pipeline's per-file work (ids, errors, ZWARN, the family's inputs) on a DESI coadd reads
+    the handed-over columns only; the table built afterwards equals the astropy reader's."""
+    from redsift.catalog import id_columns
+    from redsift.io import registry
+    from redsift.io.registry import read_file
+    from redsift.models import get_family, load_model
+
+    path = real_dir / "desi" / "coadd-4-80613-thru20210324.fits"
+    s = read_file(path)
+    model = load_model("quasarnet-boss-sim")
+    get_family(model).prepare(model, s)
+    ids = id_columns(s.columns)
+    assert s.__dict__["_meta"] is None and len(ids["TARGETID"]) == s.nspec and (ids["TARGETID"] > 0).all()
+    monkeypatch.setattr(registry, "FAST_PATH", False)  # the astropy reader
+    ref = read_file(path)
+    assert s.meta.colnames == ref.meta.colnames
+    for name in ref.meta.colnames:
+        assert np.array_equal(np.asarray(s.meta[name]), np.asarray(ref.meta[name])), name

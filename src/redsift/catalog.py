@@ -77,8 +77,9 @@ def empty_columns(cols, n: int) -> dict:
 
 
 def id_columns(meta: Table) -> dict:
-    """The id and location columns of a batch's metadata, sentinels where the input has none."""
-    n = len(meta)
+    """The id and location columns of a batch's metadata (a table or a :class:`redsift.spectra.MetaColumns`),
+    sentinels where the input has none."""
+    n = meta.nrows if hasattr(meta, "nrows") else len(meta)
     out = {}
     for name, dt in (HEAD[0],) + IDS + LOCATION:
         if name in meta.colnames:

@@ -340,5 +340,5 @@ def prepare(spectra: Spectra, grid: LogGrid | None = None, mode: str = "quasarne
     b = to_grid(spectra, grid or LogGrid.quasarnet(), mode)
     flux, ivar = b.flux, b.ivar
     X = normalize_mean_rms(flux, ivar)
-    zwarn = np.asarray(spectra.meta["ZWARN"], np.int64) | coverage_zwarn(ivar, min_coverage)
+    zwarn = np.asarray(spectra.column("ZWARN"), np.int64) | coverage_zwarn(ivar, min_coverage)
     return X, ivar, zwarn

@@ -541,9 +541,8 @@ def _read_fast(path, format: str | None):
             spectra = _conform(spectra)
     except Exception:  # whatever the general path would say about it, it says better
         return None
-    meta = spectra.meta
-    meta["SOURCE"] = np.array([p] * len(meta), dtype=str)
-    meta["FORMAT"] = np.array([name] * len(meta), dtype=str)
+    spectra.set_column("SOURCE", np.full(len(spectra), p))
+    spectra.set_column("FORMAT", np.full(len(spectra), name))
     return spectra
 
 
@@ -565,8 +564,8 @@ def _conform(s: Spectra) -> Spectra:
         raise ValueError("no spectra in the file")
     if s.npix == 0:
         raise ValueError("the spectra have no pixels")
-    if len(s.meta) != s.nspec:
-        raise ValueError(f"{len(s.meta)} metadata rows for {s.nspec} spectra")
+    if s.meta_rows() != s.nspec:
+        raise ValueError(f"{s.meta_rows()} metadata rows for {s.nspec} spectra")
     wave = s.wave
     if wave.ndim == 1:
         problem = wavelength_problem(wave)

@@ -136,8 +136,8 @@ class Family:
         from ..preprocess import to_grid
 
         b = to_grid(spectra, self.grid(model), self.binning(model))
-        return self.prepare_gridded(model, b.flux, b.ivar, np.asarray(spectra.meta["ZWARN"], np.int64),
-                                    meta=spectra.meta)
+        return self.prepare_gridded(model, b.flux, b.ivar, np.asarray(spectra.column("ZWARN"), np.int64),
+                                    meta=spectra.columns)
 
     def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         """Model inputs of spectra already on the model grid (datasets; the default normalises as

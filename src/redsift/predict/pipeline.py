@@ -206,9 +206,10 @@ def _split(parts: list[dict], counts: list[int]):
 
 def _prepare(builder, spectra: Spectra):
     """Prepare one file's spectra; on failure, spectrum by spectrum (the grid stage's isolation)."""
-    ids = contract.id_columns(spectra.meta)
-    errors = np.asarray(spectra.meta["ERROR"]).astype(str) if "ERROR" in spectra.meta.colnames else np.full(len(spectra), "")
-    zwarn = np.asarray(spectra.meta["ZWARN"], np.int64)
+    # the few columns needed, without building the metadata table where a reader handed columns over
+    ids = contract.id_columns(spectra.columns)
+    errors = np.asarray(spectra.column("ERROR")).astype(str) if spectra.has_column("ERROR") else np.full(len(spectra), "")
+    zwarn = np.asarray(spectra.column("ZWARN"), np.int64)
     unreadable = (zwarn & int(ZWarningMask.BAD_INPUT)) > 0
     if unreadable.all():
         builder.add_failed(ids, zwarn, errors)
