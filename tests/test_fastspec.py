@@ -286,3 +286,82 @@ def test_strict_desi_reader_equals_astropy(real_dir, tmp_path, monkeypatch, rng)
         if name in ("coadd-text.fits", "coadd-extra.fits", "coadd-cut.fits", "coadd-negative.fits"):
             assert used == [False], name
     assert "coadd-cut.fits" in _both_paths(tmp_path / "coadd-cut.fits", monkeypatch)[0]
+
+
+def test_strict_spplate_reader_equals_astropy(boss_files, tmp_path, monkeypatch, rng):
+    """spPlates read without astropy (primary cards parsed, images viewed where they lie, the plug map's
+    columns copied out) give the astropy reader's Spectra bit for bit: a plate built from the real spec files
+    of plate 3655, a plate written from the SDSS data model, edited copies (NaN and inf pixels, air
+    wavelengths, a SKY fibre, lower-case plug-map names, no FIBERID, unparseable ids); files it must not read
+    itself (BZERO on the AND mask, a scaled plug-map column, duplicated cards, a LAMOST telescope card, bytes
+    after the last HDU, a truncated file, gzip, damaged header bytes) give what astropy gives."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    import redsift
+    import redsift.io.sdss as sdss
+
+    used = []
+    orig = sdss.read_spplate_strict
+    monkeypatch.setattr(sdss, "read_spplate_strict", lambda p: (lambda r: used.append(r is not None) or r)(orig(p)))
+    real = tmp_path / "spPlate-3655-55240.fits"
+    sdss.write_spplate(redsift.read([f for f in boss_files if f.name.startswith("spec-3655-")]), real)
+    a, b = _both_paths(real, monkeypatch)
+    _assert_same(a, b)
+    assert used == [True] and a.meta["FORMAT"][0] == "sdss-spplate" and a.nspec > 10
+
+    def edited(name, edit):
+        out = tmp_path / name
+        with fits.open(real) as h:
+            edit(h)
+            h.writeto(out)
+        return out
+
+    def pixels(h):
+        h[0].data[0, :3] = [np.nan, np.inf, -np.inf]
+        h[1].data[1, :2] = [-1, np.nan]
+        h[5].data["OBJTYPE"][2] = "SKY"
+
+    def lower_names(h):
+        t = Table(h[5].data)
+        t.rename_columns(list(t.colnames), [c.lower() for c in t.colnames])
+        h[5] = fits.BinTableHDU(t, name="PLUGMAP")
+
+    def no_fiberid(h):
+        t = Table(h[5].data)
+        t.remove_column("FIBERID")
+        t["THING_ID"] = np.array([str(v) for v in t["THING_ID"]])  # ids as text: -1 where not whole numbers
+        t["THING_ID"][0] = "x"
+        h[5] = fits.BinTableHDU(t, name="PLUGMAP")
+
+    cases = {"spPlate-1-edited.fits": pixels,
+             "spPlate-2-air.fits": lambda h: h[0].header.set("VACUUM", False),
+             "spPlate-3-lower.fits": lower_names,
+             "spPlate-4-nofiber.fits": no_fiberid,
+             "spPlate-5-bzero.fits": lambda h: h[2].header.set("BZERO", 0),
+             "spPlate-6-tzero.fits": lambda h: h[5].header.set("TZERO1", 0),
+             "spPlate-7-lamost.fits": lambda h: h[0].header.set("TELESCOP", "LAMOST")}
+    for name, edit in cases.items():
+        used.clear()
+        _assert_same(*_both_paths(edited(name, edit), monkeypatch))
+        assert used[0] == (name[8] in "1234"), name
+    raw = real.read_bytes()
+    with fits.open(real) as h:
+        plug = h.fileinfo(5)["datLoc"]
+    card = raw.index(b"MJD     =")
+    dup = raw[:card + 80] + raw[card:card + 80] + raw[card + 160:]  # MJD twice (a blank card dropped)
+    damaged = {"spPlate-8-extra.fits": raw + b"\0" * 2880, "spPlate-8-cut.fits": raw[:plug + 100],
+               "spPlate-8-gz.fits.gz": gzip.compress(raw)}
+    if raw[card + 80:card + 160].strip() == b"":
+        damaged["spPlate-8-dup.fits"] = dup
+    for k in range(8):  # bytes of the primary header changed at random
+        b = bytearray(raw)
+        for pos in rng.integers(0, 2880, 3):
+            b[pos] = int(rng.integers(32, 127))
+        damaged[f"spPlate-9-fuzz{k}.fits"] = bytes(b)
+    for name, data in damaged.items():
+        used.clear()
+        (tmp_path / name).write_bytes(data)
+        _assert_same(*_both_paths(tmp_path / name, monkeypatch))
+        if name.startswith("spPlate-8"):
+            assert used in ([], [False]), name

@@ -187,7 +187,8 @@ def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
     non-finite, non-positive or masked ivar -> 0), in one compiled pass per arm over the float32 values'
     bits: FITS's big-endian arrays are read where they lie (a view of the file) with no native-order copy,
     and masks of any integer type are tested for non-zero as they are. Returns ``flux, ivar`` (nspec, nwave)
-    float32, zero elsewhere, or None where an array is not float32 (the numpy path takes it).
+    float32, **unset** at the pixels no arm sees alone (the caller writes them), or None where an array is not
+    float32 (the numpy path takes it).
 
     The same bits as the numpy path (``tests/test_readers.py``): a DESI coadd of 500 spectra in ~8 ms
     against ~35 ms for the byte-swapping copies and the float pass."""
@@ -195,8 +196,10 @@ def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
     if any(v is None or v[0].dtype != np.uint32 for v in views):
         return None
     nspec = fluxes[0].shape[0]
-    flux = np.zeros((nspec, nwave), np.float32)
-    den = np.zeros((nspec, nwave), np.float32)
+    # every pixel of the union is seen by one arm (written here) or by several (written by the caller): no
+    # zeroing pass over the ~31 MB of a 500-spectrum coadd
+    flux = np.empty((nspec, nwave), np.float32)
+    den = np.empty((nspec, nwave), np.float32)
     fb, db = flux.view(np.uint32), den.view(np.uint32)
     narm = len(fluxes)
     for k in range(narm):

@@ -20,7 +20,7 @@ from astropy.table import Table
 
 from ..spectra import MetaColumns, Spectra
 from ._util import float_column, header_value, int_column, numeric, order_pixels
-from .fastspec import _TFORM, _TFORM_RE, _blocks, _data_size, _Fallback, _get, _value, parse_header
+from .fastspec import StrictFits, _Fallback
 from .registry import FileInfo, register
 
 __all__ = ["read_desi", "merge_arms"]
@@ -231,74 +231,16 @@ def _read(src) -> Spectra:
     return Spectra(wave, flux, ivar, mask, meta)
 
 
-#: fastspec's plain TFORM letters but L (astropy turns logical columns into booleans)
-_PLAIN = {k: v for k, v in _TFORM.items() if k != "L"}
-#: image BITPIX -> the numpy type astropy gives (unscaled)
-_BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-#: cards that make astropy scale, blank, reshape or move data: the strict reader leaves such files to it
-_SCALING = ("TSCAL", "TZERO", "TNULL", "TDIM", "THEAP", "BSCALE", "BZERO", "BLANK", "EXTVER", "ZIMAGE")
 #: the primary-header cards the reader uses (duplicated: ambiguous, astropy decides)
 _USED = tuple(k for k, _ in _HEADER_META)
 
 
-class _Strict:
-    """A DESI file read without astropy: every HDU's header parsed only for the cards used (a 25-HDU coadd:
-    ~2 ms against ~0.1 s through astropy), images and the FIBERMAP viewed with numpy at their byte offsets
-    and copied out. Strict: a compressed file, a header without END, data past the end of the file or bytes
-    after the last HDU, duplicated cards, any scaling/blank/EXTVER card, an HDU type or TFORM other than the
-    plain ones, non-ASCII text, a value it cannot parse raise :class:`_Fallback`, and the caller reads the
-    file through astropy (:func:`read_desi`), which also words any error. Same :class:`Spectra` either way
-    (tests: the real coadds, edited and damaged copies)."""
+class _Strict(StrictFits):
+    """A DESI file read without astropy (:class:`redsift.io.fastspec.StrictFits`): the arm images are viewed
+    where they lie in the file (the arm merge reads them there), the FIBERMAP's columns copied out."""
 
     def __init__(self, path: str):
-        import mmap
-
-        self.path = path
-        with open(path, "rb") as fh:
-            if fh.read(6) != b"SIMPLE":
-                raise _Fallback("not a plain FITS file")
-            fh.seek(0)
-            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self.buf, self.hdus = buf, []
-        try:
-            self._walk(buf)
-        except BaseException:
-            buf.close()
-            raise
-
-    def _walk(self, buf):
-        """The HDU directory: each header's cards and data offset (see the class docstring). Every HDU it
-        keeps has PCOUNT 0 and GCOUNT 1 and its data inside the file."""
-        start = 0
-        while start < len(buf):
-            cards, data, dup = parse_header(buf, start)
-            if any(k in _USED + ("EXTNAME", "XTENSION", "BITPIX", "PCOUNT", "GCOUNT")
-                   or k.startswith(("NAXIS", "TFORM", "TTYPE", "TFIELDS")) for k in dup) \
-                    or any(k.startswith(_SCALING) for k in cards):
-                raise _Fallback("cards astropy must interpret")
-            naxis = _get(cards, "NAXIS", int)
-            if not 0 <= naxis <= 999 or any(_get(cards, f"NAXIS{k}", int) < 0 for k in range(1, naxis + 1)) \
-                    or _value(cards.get("PCOUNT", "0")) != 0 or _value(cards.get("GCOUNT", "1")) != 1:
-                raise _Fallback("axes")  # a negative axis would walk backwards (forever); heaps: astropy's
-            size = _data_size(cards)
-            if data + size > len(buf):
-                raise _Fallback("truncated")
-            self.hdus.append((cards, data))
-            start = data + _blocks(size)
-        if start != len(buf) or not self.hdus:
-            raise _Fallback("bytes after the last HDU")
-        self.names = [self._name(i) for i in range(len(self.hdus))]
-
-    def close(self):
-        self.buf.close()
-
-    def _get(self, i: int, key: str, kind=None):
-        return _get(self.hdus[i][0], key, kind)
-
-    def _name(self, i: int) -> str:
-        if i == 0:
-            return "PRIMARY"
-        return str(self._get(i, "EXTNAME", str)).strip().upper() if "EXTNAME" in self.hdus[i][0] else ""
+        super().__init__(path, _USED)
 
     def arms(self) -> list[str]:
         if len(self.names) < 2 or not any(self.names[1].startswith(p) for p in ("FIBERMAP", "B_", "R_", "Z_")):
@@ -309,62 +251,8 @@ class _Strict:
             raise _Fallback("no arms")
         return arms
 
-    def image(self, name: str):
-        i = self.names.index(name)
-        if self._get(i, "XTENSION", str) != "IMAGE":
-            raise _Fallback(f"{name} is not an image")
-        bitpix, naxis = self._get(i, "BITPIX", int), self._get(i, "NAXIS", int)
-        if bitpix not in _BITPIX or naxis not in (1, 2):
-            raise _Fallback(f"{name}: BITPIX {bitpix}, NAXIS {naxis}")
-        shape = tuple(self._get(i, f"NAXIS{k}", int) for k in range(naxis, 0, -1))
-        if min(shape) < 1:
-            raise _Fallback(f"{name} is empty")
-        count = int(np.prod(shape))
-        # a read-only view of the file's bytes (the arm merge reads them where they lie; nothing keeps them)
-        return np.frombuffer(self.buf, _BITPIX[bitpix], count, self.hdus[i][1]).reshape(shape)
-
     def fibermap(self) -> dict:
-        """The FIBERMAP from its bytes: one structured dtype from the TFORM cards (astropy builds a Column
-        object per column, ~0.14 s for DESI's 81 columns); equal to ``Table(hdu.data)``, strings decoded
-        and right-stripped as astropy gives them."""
-        i = self.names.index("FIBERMAP")
-        if self._get(i, "XTENSION", str) != "BINTABLE" or self._get(i, "NAXIS", int) != 2:
-            raise _Fallback("FIBERMAP is not a plain binary table")
-        nfield, width, nrow = self._get(i, "TFIELDS", int), self._get(i, "NAXIS1", int), self._get(i, "NAXIS2", int)
-        if nrow < 1:
-            raise _Fallback("FIBERMAP has no rows")
-        fields = []
-        for k in range(1, nfield + 1):
-            form, name = str(self._get(i, f"TFORM{k}", str)).strip(), str(self._get(i, f"TTYPE{k}", str)).strip()
-            m = _TFORM_RE.match(form)
-            count, letter = (int(m.group(1) or 1), m.group(2)) if m else (0, "")
-            if count < 1 or letter not in _PLAIN and letter != "A":
-                raise _Fallback(f"TFORM{k} {form}")
-            if letter == "A":
-                fields.append((name, f"S{count}"))
-            else:
-                fields.append((name, _PLAIN[letter]) if count == 1 else (name, _PLAIN[letter], (count,)))
-        if len({f[0].upper() for f in fields}) < len(fields):
-            raise _Fallback("FIBERMAP has a column name twice")
-        dtype = np.dtype(fields)
-        if dtype.itemsize != width:
-            raise _Fallback("FIBERMAP row width")
-        rec = np.frombuffer(self.buf, dtype, nrow, self.hdus[i][1])
-        cols = {}
-        for name in dtype.names:
-            col = rec[name]
-            if col.dtype.kind == "S":
-                if np.frombuffer(col.tobytes(), np.uint8).max(initial=0) >= 128:
-                    raise _Fallback("non-ASCII text")
-                col = np.char.rstrip(col.astype(f"U{col.dtype.itemsize}"))
-            else:
-                col = col.copy()
-            cols[name] = col
-        return cols
-
-    def header_value(self, key: str):
-        cards = self.hdus[0][0]
-        return _value(cards[key]) if key in cards else None
+        return self.table("FIBERMAP")
 
 
 def read_desi_strict(path) -> Spectra | None:
@@ -378,10 +266,7 @@ def read_desi_strict(path) -> Spectra | None:
     except Exception:  # noqa: BLE001 - whatever it is, the general path reads the file and words it
         return None
     finally:
-        try:
-            src.close()
-        except BufferError:  # a view still alive somewhere: the map goes when it does
-            pass
+        src.close()
 
 
 def _image_data(hdul, name: str):

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-__all__ = ["read_spec_fast", "read_spec_raw", "parse_header"]
+__all__ = ["read_spec_fast", "read_spec_raw", "parse_header", "StrictFits"]
 
 _BLOCK = 2880
 _VALUE = re.compile(r"^\s*(?:'((?:[^']|'')*)'|([^/]*?))\s*(?:/.*)?$")
@@ -28,6 +28,8 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
 #: FITS binary-table TFORM letter -> numpy big-endian dtype (the plain fixed-width ones only)
 _TFORM = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
 _TFORM_RE = re.compile(r"^(\d*)([A-Z])$")
+#: a FITS keyword as the standard writes it (left-justified upper-case letters, digits, '-' and '_')
+_KEYWORD = re.compile(r"[A-Z0-9_-]+")
 #: the cards of the primary header read_spec uses (their duplicates would be ambiguous: fall back)
 _USED = ("PLATEID", "PLATE", "MJD", "FIBERID", "FIBER", "PLUG_RA", "RA", "PLUG_DEC", "DEC", "VACUUM")
 
@@ -77,16 +79,21 @@ def parse_header(buf: bytes, start: int) -> tuple[dict, int, set]:
     end = _end_card(buf, start)
     if end < 0:
         raise _Fallback("no END card")
+    data = start + _blocks(end + 80 - start)
+    if buf[end + 3:data].strip(b" "):
+        raise _Fallback("bytes after END")  # astropy calls such a header corrupt: its words
     text = buf[start:end].decode("ascii", "replace")
     for c in range(0, len(text), 80):
         card = text[c:c + 80]
+        k = card[:8].rstrip()
+        if k and _KEYWORD.fullmatch(k) is None:
+            raise _Fallback("keyword")  # astropy may call the file corrupt: its words
         if card[8:10] != "= ":
             continue  # COMMENT, HISTORY, blank, CONTINUE...: nothing read_spec needs
-        k = card[:8].rstrip()
         if k in cards:
             dup.add(k)
         cards[k] = card[10:]
-    return cards, start + _blocks(end + 80 - start), dup
+    return cards, data, dup
 
 
 def _get(cards: dict, key: str, kind=None):
@@ -237,3 +244,145 @@ def _parse(buf: bytes):
         raise _Fallback("AND_MASK")
     header = {k: _value(h0[k]) for k in _USED if k in h0}
     return loglam, flux, ivar, and_mask, header, _thing_id(buf, end1)
+
+
+#: fastspec's plain TFORM letters but L (astropy turns logical columns into booleans)
+_PLAIN = {k: v for k, v in _TFORM.items() if k != "L"}
+#: image BITPIX -> the numpy type astropy gives (unscaled)
+_BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+#: cards that make astropy scale, blank, reshape or move data: the strict readers leave such files to it
+_SCALING = ("TSCAL", "TZERO", "TNULL", "TDIM", "THEAP", "BSCALE", "BZERO", "BLANK", "EXTVER", "ZIMAGE")
+
+
+class StrictFits:
+    """A multi-HDU FITS file read without astropy (DESI coadds, spPlates): every HDU's header parsed only
+    for its cards (a 25-HDU coadd: ~2 ms against ~0.1 s through astropy), images viewed with numpy where
+    they lie in the memory-mapped file (read-only views), binary tables viewed at their byte offsets and
+    their columns copied out. Strict: a compressed file, a header without END, data past the end of the
+    file or bytes after the last HDU, duplicated structural cards (or duplicates of the ``used`` primary
+    cards), any scaling/blank/EXTVER card, an HDU type or TFORM other than the plain ones, non-ASCII
+    text, a value it cannot parse raise :class:`_Fallback`, and the caller reads the file through astropy,
+    which also words any error. Readers built on it give the astropy reader's :class:`Spectra` bit for
+    bit (tests: real files, edited and damaged copies)."""
+
+    def __init__(self, path: str, used: tuple = ()):
+        import mmap
+
+        self.path, self.used = path, tuple(used)
+        with open(path, "rb") as fh:
+            if fh.read(30) != b"SIMPLE  =                    T":
+                raise _Fallback("not a plain FITS file")
+            fh.seek(0)
+            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.buf, self.hdus = buf, []
+        try:
+            self._walk(buf)
+        except BaseException:
+            buf.close()
+            raise
+
+    def _walk(self, buf):
+        """The HDU directory: each header's cards and data offset (see the class docstring). Every HDU it
+        keeps has PCOUNT 0 and GCOUNT 1 and its data inside the file."""
+        start = 0
+        while start < len(buf):
+            cards, data, dup = parse_header(buf, start)
+            if any(k in self.used + ("EXTNAME", "XTENSION", "BITPIX", "PCOUNT", "GCOUNT")
+                   or k.startswith(("NAXIS", "TFORM", "TTYPE", "TFIELDS")) for k in dup) \
+                    or any(k.startswith(_SCALING) for k in cards):
+                raise _Fallback("cards astropy must interpret")
+            naxis = _get(cards, "NAXIS", int)
+            if not 0 <= naxis <= 999 or any(_get(cards, f"NAXIS{k}", int) < 0 for k in range(1, naxis + 1)) \
+                    or _value(cards.get("PCOUNT", "0")) != 0 or _value(cards.get("GCOUNT", "1")) != 1:
+                raise _Fallback("axes")  # a negative axis would walk backwards (forever); heaps: astropy's
+            size = _data_size(cards)
+            if data + size > len(buf):
+                raise _Fallback("truncated")
+            self.hdus.append((cards, data))
+            start = data + _blocks(size)
+        if start != len(buf) or not self.hdus:
+            raise _Fallback("bytes after the last HDU")
+        self.names = [self._name(i) for i in range(len(self.hdus))]
+
+    def close(self):
+        try:
+            self.buf.close()
+        except BufferError:  # a view still alive somewhere: the map goes when it does
+            pass
+
+    def _get(self, i: int, key: str, kind=None):
+        return _get(self.hdus[i][0], key, kind)
+
+    def _name(self, i: int) -> str:
+        if i == 0:
+            return "PRIMARY"
+        return str(self._get(i, "EXTNAME", str)).strip().upper() if "EXTNAME" in self.hdus[i][0] else ""
+
+    def _index(self, hdu) -> int:
+        i = self.names.index(hdu) if isinstance(hdu, str) else int(hdu)
+        if not 0 <= i < len(self.hdus):
+            raise _Fallback(f"no HDU {hdu}")
+        return i
+
+    def header_value(self, key: str, hdu=0):
+        """A card's value as astropy gives it, or None where the header lacks it."""
+        cards = self.hdus[self._index(hdu)][0]
+        return _value(cards[key]) if key in cards else None
+
+    def is_table(self, hdu) -> bool:
+        i = self._index(hdu)
+        return i > 0 and self._get(i, "XTENSION", str) == "BINTABLE"
+
+    def image(self, hdu):
+        """Image HDU ``hdu`` (index or EXTNAME) as a read-only view of the file's bytes (big-endian, as
+        astropy gives it unscaled)."""
+        i = self._index(hdu)
+        if i > 0 and self._get(i, "XTENSION", str) != "IMAGE":
+            raise _Fallback(f"{hdu} is not an image")
+        bitpix, naxis = self._get(i, "BITPIX", int), self._get(i, "NAXIS", int)
+        if bitpix not in _BITPIX or naxis not in (1, 2):
+            raise _Fallback(f"{hdu}: BITPIX {bitpix}, NAXIS {naxis}")
+        shape = tuple(self._get(i, f"NAXIS{k}", int) for k in range(naxis, 0, -1))
+        if min(shape) < 1:
+            raise _Fallback(f"{hdu} is empty")
+        count = int(np.prod(shape))
+        return np.frombuffer(self.buf, _BITPIX[bitpix], count, self.hdus[i][1]).reshape(shape)
+
+    def table(self, hdu) -> dict:
+        """Binary table ``hdu`` from its bytes: ``{name: column}`` in file order, one structured dtype from the
+        TFORM cards (astropy builds a Column object per column, ~0.14 s for DESI's 81), columns copied out,
+        strings decoded and right-stripped as ``Table(hdu.data)`` gives them."""
+        i = self._index(hdu)
+        if i == 0 or self._get(i, "XTENSION", str) != "BINTABLE" or self._get(i, "NAXIS", int) != 2:
+            raise _Fallback(f"{hdu} is not a plain binary table")
+        nfield, width, nrow = self._get(i, "TFIELDS", int), self._get(i, "NAXIS1", int), self._get(i, "NAXIS2", int)
+        if nrow < 1:
+            raise _Fallback(f"{hdu} has no rows")
+        fields = []
+        for k in range(1, nfield + 1):
+            form, name = str(self._get(i, f"TFORM{k}", str)).strip(), str(self._get(i, f"TTYPE{k}", str)).strip()
+            m = _TFORM_RE.match(form)
+            count, letter = (int(m.group(1) or 1), m.group(2)) if m else (0, "")
+            if count < 1 or letter not in _PLAIN and letter != "A":
+                raise _Fallback(f"TFORM{k} {form}")
+            if letter == "A":
+                fields.append((name, f"S{count}"))
+            else:
+                fields.append((name, _PLAIN[letter]) if count == 1 else (name, _PLAIN[letter], (count,)))
+        if len({f[0].upper() for f in fields}) < len(fields):
+            raise _Fallback(f"{hdu} has a column name twice")
+        dtype = np.dtype(fields)
+        if dtype.itemsize != width:
+            raise _Fallback(f"{hdu} row width")
+        rec = np.frombuffer(self.buf, dtype, nrow, self.hdus[i][1])
+        cols = {}
+        for name in dtype.names:
+            col = rec[name]
+            if col.dtype.kind == "S":
+                if np.frombuffer(col.tobytes(), np.uint8).max(initial=0) >= 128:
+                    raise _Fallback("non-ASCII text")
+                col = np.char.rstrip(col.astype(f"U{col.dtype.itemsize}"))
+            else:
+                col = col.copy()
+            cols[name] = col
+        return cols

@@ -518,15 +518,25 @@ def desi_name(p: str) -> str | None:
     return "desi-coadd" if base.startswith("coadd-") else "desi-spectra" if base.startswith("spectra-") else None
 
 
+def spplate_name(p: str) -> bool:
+    """Whether file ``p`` is named as a BOSS spPlate (``spPlate-*.fits``), the files the strict reader tries."""
+    return p.endswith(".fits") and os.path.basename(p).startswith("spPlate-")
+
+
 def _read_fast(path, format: str | None):
     """SDSS/BOSS spec files through :mod:`redsift.io.fastspec`, DESI coadd and spectra files through the
-    strict DESI reader (:func:`redsift.io.desi.read_desi_strict`); ``None``: use the general path."""
+    strict DESI reader (:func:`redsift.io.desi.read_desi_strict`), spPlates through the strict spPlate
+    reader (:func:`redsift.io.sdss.read_spplate_strict`); ``None``: use the general path."""
     p = os.fspath(path)
     desi = desi_name(p)
     if desi is not None and format in (None, desi) and fast_path_on():
         from .desi import read_desi_strict
 
         spectra, name = read_desi_strict(p), desi
+    elif format in (None, "sdss-spplate") and spplate_name(p) and fast_path_on():
+        from .sdss import read_spplate_strict
+
+        spectra, name = read_spplate_strict(p), "sdss-spplate"
     elif format in (None, "sdss-spec") and fast_name(p) and fast_path_on():
         from .fastspec import read_spec_fast
 

@@ -25,7 +25,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ..spectra import Spectra, sdss_targetid
-from ._util import atomic_path, colmap, float_column, getcol, int_column, numeric, safe_float, safe_int, scalar, to_vacuum
+from ._util import atomic_path, float_column, getcol, int_column, numeric, safe_float, safe_int, scalar, to_vacuum
 from .registry import FileInfo, register
 
 __all__ = ["read_spec", "read_spplate", "write_spplate", "snap_loglam", "spec_spectra", "spec_batch", "spec_wave",
@@ -300,12 +300,97 @@ def _image(info: FileInfo, n: int, what: str) -> np.ndarray:
     return numeric(hdu.data, f"HDU{n} ({what})", ndim=2)
 
 
+class _PlateAstropy:
+    """An spPlate as astropy opened it (the general path and the reference of the strict one)."""
+
+    def __init__(self, info: FileInfo):
+        self.info, self.header = info, info.header
+
+    def image(self, n: int, what: str) -> np.ndarray:
+        return _image(self.info, n, what)
+
+    def plug(self) -> dict | None:
+        plug = self.info.hdul[5].data
+        if plug is None:
+            return None
+        _unique_columns(plug, "HDU5 (plug map)", _PLUG_USED)
+        return {name: plug[name] for name in plug.columns.names}
+
+
+#: the plug map's columns the reader uses (two of one name, whatever the case: which one is unknown)
+_PLUG_USED = ("FIBERID", "THING_ID", "RA", "DEC", "OBJTYPE")
+#: the primary-header cards the reader uses (duplicated: ambiguous, astropy decides)
+_PLATE_CARDS = ("COEFF0", "COEFF1", "PLATEID", "PLATE", "MJD", "VACUUM")
+
+
+class _PlateHeader(dict):
+    """The primary header's used cards as astropy gives their values (what :func:`_read_spplate` reads)."""
+
+
+class _PlateStrict:
+    """An spPlate read without astropy (:class:`redsift.io.fastspec.StrictFits`): the primary header parsed for
+    the cards used, the three images viewed where they lie, the plug map's columns copied out. Anything
+    unusual goes to the astropy reader (:class:`redsift.io.fastspec._Fallback`)."""
+
+    def __init__(self, path: str):
+        from .fastspec import StrictFits, _Fallback
+
+        self.fits = f = StrictFits(path, _PLATE_CARDS + ("TELESCOP",))
+        try:
+            if len(f.hdus) < 6 or f.header_value("NAXIS") != 2 or not f.is_table(5) \
+                    or "LAMOST" in str(f.header_value("TELESCOP") or "").upper():
+                raise _Fallback("not an spPlate layout")  # (a LAMOST file: its reader comes first)
+        except BaseException:
+            f.close()
+            raise
+        self.header = _PlateHeader({k: f.header_value(k) for k in _PLATE_CARDS if f.header_value(k) is not None})
+
+    def image(self, n: int, what: str) -> np.ndarray:
+        return numeric(self.fits.image(n), f"HDU{n} ({what})", ndim=2)
+
+    def plug(self) -> dict:
+        cols = self.fits.table(5)
+        names = [c.upper() for c in cols]
+        if any(names.count(u) > 1 for u in _PLUG_USED):
+            raise ValueError("duplicated plug-map columns")  # the astropy path words it
+        return cols
+
+    def close(self):
+        self.fits.close()
+
+
 def read_spplate(info: FileInfo) -> Spectra:
     """Load every fiber of a BOSS spPlate file."""
-    hdr = info.header
-    flux = _image(info, 0, "flux")
-    ivar = _image(info, 1, "inverse variance")
-    and_mask = _image(info, 2, "AND mask")
+    return _read_spplate(_PlateAstropy(info))
+
+
+def read_spplate_strict(path) -> Spectra | None:
+    """An spPlate through :class:`_PlateStrict`, or ``None`` where astropy must read it (the same
+    :class:`Spectra` either way, ``tests/test_fastspec.py``)."""
+    import os
+
+    try:
+        src = _PlateStrict(os.fspath(path))
+    except Exception:  # noqa: BLE001 - _Fallback or anything unexpected: the general path
+        return None
+    try:
+        return _read_spplate(src)
+    except Exception:  # noqa: BLE001 - whatever it is, the general path reads the file and words it
+        return None
+    finally:
+        src.close()
+
+
+def _read_spplate(src) -> Spectra:
+    """The reader proper, on an spPlate seen through ``src`` (:class:`_PlateAstropy` or :class:`_PlateStrict`).
+    The images go to :class:`Spectra` in native byte order (one pass each, as Spectra would make them) and
+    the metadata as columns (the table is built when asked for)."""
+    from ..spectra import MetaColumns
+
+    hdr = src.header
+    flux = src.image(0, "flux")
+    ivar = src.image(1, "inverse variance")
+    and_mask = src.image(2, "AND mask")
     if ivar.shape != flux.shape or and_mask.shape != flux.shape:
         raise ValueError(f"flux {flux.shape}, ivar {ivar.shape} and AND mask {and_mask.shape} disagree")
     nfiber, npix = flux.shape
@@ -315,19 +400,19 @@ def read_spplate(info: FileInfo) -> Spectra:
                          f"define no wavelength grid")
     with np.errstate(over="ignore", invalid="ignore"):
         wave, converted = to_vacuum(10.0 ** (coeff0 + coeff1 * np.arange(npix)), hdr)
-    plug = info.hdul[5].data
-    if plug is None or len(plug) != nfiber:
-        raise ValueError(f"plug map has {0 if plug is None else len(plug)} rows for {nfiber} fibers")
-    _unique_columns(plug, "HDU5 (plug map)", ("FIBERID", "THING_ID", "RA", "DEC", "OBJTYPE"))
+    plug = src.plug()
+    nplug = 0 if plug is None else len(next(iter(plug.values()))) if plug else 0
+    if nplug != nfiber:
+        raise ValueError(f"plug map has {nplug} rows for {nfiber} fibers")
     plate = safe_int(scalar(hdr, "PLATEID", "PLATE", default=-1))
     mjd = safe_int(scalar(hdr, "MJD", default=-1))
-    cm = colmap(plug)
+    cm = {name.upper(): name for name in plug}
     # ids that cannot be parsed are unknown (-1): the spectra are still read
     fiber = (int_column(plug[cm["FIBERID"]], nfiber) if "FIBERID" in cm
              else np.arange(1, nfiber + 1, dtype=np.int64))
-    meta = Table({
+    meta = MetaColumns({
         "TARGETID": _targetids(np.full(nfiber, plate), np.full(nfiber, mjd), fiber),
-        "SURVEY": [_survey(plate)] * nfiber,
+        "SURVEY": np.full(nfiber, _survey(plate)),
         "INDEX": np.arange(nfiber, dtype=np.int64),
         "AIRTOVAC": np.full(nfiber, converted),
         "PLATE": np.full(nfiber, plate, np.int64),
@@ -336,16 +421,18 @@ def read_spplate(info: FileInfo) -> Spectra:
     })
     if "THING_ID" in cm:
         meta["THING_ID"] = int_column(plug[cm["THING_ID"]], nfiber)
-    for src, dst in (("RA", "RA"), ("DEC", "DEC")):
-        if src in cm:
-            meta[dst] = float_column(plug[cm[src]], nfiber)
+    for src_name, dst in (("RA", "RA"), ("DEC", "DEC")):
+        if src_name in cm:
+            meta[dst] = float_column(plug[cm[src_name]], nfiber)
     if "OBJTYPE" in cm and np.ndim(plug[cm["OBJTYPE"]]) == 1:
         objtype = np.char.strip(np.asarray(plug[cm["OBJTYPE"]]).astype(str))
         meta["OBJTYPE"] = objtype
         from ..zwarning import ZWarningMask
 
         meta["ZWARN"] = np.where(np.char.upper(objtype) == "SKY", int(ZWarningMask.SKY), 0).astype(np.int64)
-    return Spectra(wave, flux, ivar, and_mask != 0, meta)
+    native = [np.asarray(a, a.dtype.newbyteorder("=")) if a.dtype.kind == "f" and a.dtype.itemsize == 4 else a
+              for a in (flux, ivar)]
+    return Spectra(wave, native[0], native[1], and_mask != 0, meta)
 
 
 def write_spplate(spectra: Spectra, path, plate: int | None = None, mjd: int | None = None,
