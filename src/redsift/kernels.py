@@ -18,7 +18,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "rebin_shared", "check_values", "merge_arms_alone"]
+__all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "rebin_shared", "check_values", "merge_arms_alone",
+           "snr_median", "normalize_mean_rms"]
 
 #: Batches smaller than this (spectra x pixels) keep the numpy paths: numba's import and first call cost ~1 s
 #: of start-up once per process, ~30 ms per 1,000 spectra saved (a spPlate has 4.6 million pixels)
@@ -33,18 +34,35 @@ def loaded() -> bool:
 
 
 def njit(**options):
-    """numba's ``njit``, applied at the function's first call (so that importing redsift never imports numba)."""
+    """numba's ``njit``, applied at the function's first call (so that importing redsift never imports numba).
+
+    Kernels may call other kernels of this module (and themselves, recursively): at compilation the names
+    they use that are such lazy kernels are bound to the compiled dispatchers."""
     def wrap(fn):
         compiled = []
 
-        def call(*args):
+        def dispatcher():
             if not compiled:
+                import types
+
                 from numba import njit as _njit
 
-                compiled.append(_njit(**options)(fn))
-            return compiled[0](*args)
+                env = dict(fn.__globals__)
+                f = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
+                f.__qualname__, f.__module__ = fn.__qualname__, fn.__module__
+                compiled.append(_njit(**options)(f))
+                env[fn.__name__] = compiled[0]  # recursion: the dispatcher itself
+                for name in fn.__code__.co_names:
+                    dep = fn.__globals__.get(name)
+                    if name != fn.__name__ and callable(getattr(dep, "dispatcher", None)):
+                        env[name] = dep.dispatcher()
+            return compiled[0]
+
+        def call(*args):
+            return dispatcher()(*args)
 
         call.__name__ = call.__qualname__ = fn.__name__
+        call.dispatcher = dispatcher
         return call
     return wrap
 
@@ -121,7 +139,7 @@ def check_values(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray):
 
 
 @njit(cache=True, nogil=True)
-def _merge_runs(f, iv, m, has_mask, swap, runs, flux, den):  # pragma: no cover - compiled
+def _merge_runs(f, iv, m, has_mask, swap, runs, flux, den, bad):  # pragma: no cover - compiled
     """Copy runs of pixels that one arm alone sees, cleaned, working on the float32 values' bits (no float
     is formed, so FITS's big-endian words are swapped here rather than copied to native order first). Flux:
     NaN or +-inf (exponent bits all set) -> 0, -0.0 -> +0.0 (what x + 0 gives); ivar kept only where finite
@@ -158,6 +176,9 @@ def _merge_runs(f, iv, m, has_mask, swap, runs, flux, den):  # pragma: no cover 
                 mr = m[i, src:src + n]
                 for k in range(n):
                     wo[k] = zero if mr[k] != 0 else wo[k]
+            bo = bad[i, dst:dst + n]
+            for k in range(n):
+                bo[k] = wo[k] == zero  # no weight: the merged mask
 
 
 def _runs(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -187,8 +208,8 @@ def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
     non-finite, non-positive or masked ivar -> 0), in one compiled pass per arm over the float32 values'
     bits: FITS's big-endian arrays are read where they lie (a view of the file) with no native-order copy,
     and masks of any integer type are tested for non-zero as they are. Returns ``flux, ivar`` (nspec, nwave)
-    float32, **unset** at the pixels no arm sees alone (the caller writes them), or None where an array is not
-    float32 (the numpy path takes it).
+    float32 and the mask (``ivar == 0``), **unset** at the pixels no arm sees alone (the caller writes them),
+    or None where an array is not float32 (the numpy path takes it).
 
     The same bits as the numpy path (``tests/test_readers.py``): a DESI coadd of 500 spectra in ~8 ms
     against ~35 ms for the byte-swapping copies and the float pass."""
@@ -200,6 +221,7 @@ def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
     # zeroing pass over the ~31 MB of a 500-spectrum coadd
     flux = np.empty((nspec, nwave), np.float32)
     den = np.empty((nspec, nwave), np.float32)
+    bad = np.empty((nspec, nwave), bool)
     fb, db = flux.view(np.uint32), den.view(np.uint32)
     narm = len(fluxes)
     for k in range(narm):
@@ -214,8 +236,125 @@ def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
         cols = np.flatnonzero(alone[k])
         runs = _runs(cols, np.asarray(places[k])[cols])
         _merge_runs(f, iv, mv[0] if mv is not None else np.zeros((1, 1), np.uint8), mv is not None, sf, runs,
-                    fb, db)
-    return flux, den
+                    fb, db, bad)
+    return flux, den, bad
+
+
+@njit(cache=True, nogil=True)
+def _pairwise(a, lo, n):  # pragma: no cover - compiled
+    """numpy's pairwise sum of ``a[lo:lo + n]`` (``pairwise_sum`` in its ``loops_utils.h``: sequential below 8
+    values, 8 running sums up to 128, halves on multiples of 8 above, left + right), so the same bits as
+    ``ndarray.sum`` over a contiguous row (checked for every length up to 300, QuasarNET's 443 and the real
+    spectra). The halving is walked with an explicit stack (numba's cache mishandles recursion)."""
+    seg_lo = np.empty(256, np.int64)
+    seg_n = np.empty(256, np.int64)
+    vals = np.empty(256)
+    ns, nv = 1, 0
+    seg_lo[0], seg_n[0] = lo, n
+    while ns > 0:
+        ns -= 1
+        start, m = seg_lo[ns], seg_n[ns]
+        if m < 0:  # both halves done: left + right
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+        elif m < 8:
+            res = 0.0
+            for i in range(m):
+                res += a[start + i]
+            vals[nv] = res
+            nv += 1
+        elif m <= 128:
+            r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+            r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+            i = 8
+            while i < m - (m % 8):
+                r0 += a[start + i]
+                r1 += a[start + i + 1]
+                r2 += a[start + i + 2]
+                r3 += a[start + i + 3]
+                r4 += a[start + i + 4]
+                r5 += a[start + i + 5]
+                r6 += a[start + i + 6]
+                r7 += a[start + i + 7]
+                i += 8
+            res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+            while i < m:
+                res += a[start + i]
+                i += 1
+            vals[nv] = res
+            nv += 1
+        else:
+            m2 = m // 2
+            m2 -= m2 % 8
+            seg_lo[ns], seg_n[ns] = 0, -1  # then combine
+            seg_lo[ns + 1], seg_n[ns + 1] = start + m2, m - m2  # right, second
+            seg_lo[ns + 2], seg_n[ns + 2] = start, m2  # left, first
+            ns += 3
+    return vals[0]
+
+
+@njit(cache=True, nogil=True)
+def _normalize_mean_rms(flux, ivar, out):  # pragma: no cover - compiled
+    nspec, npix = flux.shape
+    w = np.empty(npix)
+    t = np.empty(npix)
+    for i in range(nspec):
+        for p in range(npix):
+            w[p] = np.float64(ivar[i, p])
+        sw = 0.0 + _pairwise(w, 0, npix)
+        safe = sw if sw > 0 else 1.0
+        for p in range(npix):
+            t[p] = w[p] * np.float64(flux[i, p])
+        mean = (0.0 + _pairwise(t, 0, npix)) / safe
+        for p in range(npix):
+            d = np.float64(flux[i, p]) - mean
+            t[p] = w[p] * (d * d)
+        rms = np.sqrt((0.0 + _pairwise(t, 0, npix)) / safe)
+        if sw > 0 and rms > 0:
+            for p in range(npix):
+                out[i, p] = np.float32((np.float64(flux[i, p]) - mean) / rms)
+        else:
+            for p in range(npix):
+                out[i, p] = np.float32(0.0)
+
+
+def normalize_mean_rms(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """:func:`redsift.preprocess.normalize_mean_rms` row by row with numpy's own summation order (the same
+    bits, ``tests/test_preprocess.py``), without its five float64 temporaries of the batch."""
+    out = np.empty(flux.shape, np.float32)
+    if flux.shape[0] and flux.shape[1]:
+        _normalize_mean_rms(np.ascontiguousarray(flux), np.ascontiguousarray(ivar), out)
+    else:
+        out[:] = 0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _snr_median(flux, ivar, out):  # pragma: no cover - compiled
+    nspec, npix = flux.shape
+    buf = np.empty(npix)
+    for i in range(nspec):
+        n = 0
+        for p in range(npix):
+            w = np.float64(ivar[i, p])
+            if w > 0:
+                buf[n] = np.float64(flux[i, p]) * np.sqrt(w)
+                n += 1
+        if n == 0:
+            out[i] = np.nan
+            continue
+        s = np.sort(buf[:n])
+        out[i] = 0.5 * (s[(n - 1) // 2] + s[n // 2])
+
+
+def snr_median(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """:func:`redsift.preprocess.snr_median` row by row: the valid pixels' ``flux * sqrt(ivar)`` (float64, the
+    same products) sorted and their middle one or two averaged, as the numpy path's sort of the whole rows
+    gives them (the same bits, ``tests/test_preprocess.py``), without its float64 copies of the batch."""
+    out = np.empty(flux.shape[0])
+    if flux.shape[0]:
+        _snr_median(np.ascontiguousarray(flux), np.ascontiguousarray(ivar), out)
+    return out
 
 
 @njit(cache=True, nogil=True)  # no fastmath: scipy's CSR product's operations, in its order

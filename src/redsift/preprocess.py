@@ -255,6 +255,11 @@ def normalize_mean_rms(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     and scaled (zero-weight pixels too, as in QuasarNET). Spectra without
     weight or with zero rms are returned as zeros.
     """
+    from . import kernels
+
+    if kernels.AVAILABLE and np.ndim(flux) == 2 and np.shape(flux) == np.shape(ivar) \
+            and (kernels.loaded() or np.size(flux) >= kernels.MIN_PIXELS):
+        return kernels.normalize_mean_rms(flux, ivar)  # one compiled pass per row, the same bits
     flux = np.asarray(flux, np.float64)
     ivar = np.asarray(ivar, np.float64)
     sw = ivar.sum(axis=1, keepdims=True)
@@ -292,6 +297,10 @@ def snr_median(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
 
     Spectra without valid pixels get NaN.
     """
+    from . import kernels
+
+    if kernels.AVAILABLE and np.ndim(flux) == 2 and (kernels.loaded() or np.size(flux) >= kernels.MIN_PIXELS):
+        return kernels.snr_median(flux, ivar)  # one compiled pass per row, the same bits
     flux = np.asarray(flux, np.float64)
     ivar = np.asarray(ivar, np.float64)
     good = ivar > 0

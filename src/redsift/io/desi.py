@@ -76,8 +76,9 @@ def merge_arms(waves, fluxes, ivars, masks):
         # read where they lie (redsift.kernels.merge_arms_alone; the same bits as below)
         merged = kernels.merge_arms_alone(fluxes, ivars, masks, places, [cnt[idx] == 1 for idx in places],
                                           wave.size)
+    mask = None
     if merged is not None:
-        flux, den = merged
+        flux, den, mask = merged
         general = cnt > 1
     else:
         # pixels seen by one arm: that arm's values as they are (what the weighted mean of one value gives,
@@ -117,7 +118,9 @@ def merge_arms(waves, fluxes, ivars, masks):
         ok = sw > 0
         flux[:, shared] = np.where(ok, num / np.where(ok, sw, 1.0), raw / cnt[shared])
         den[:, shared] = sw
-    return wave, flux, den, ~(den > 0)
+        if mask is not None:
+            mask[:, shared] = ~(den[:, shared] > 0)
+    return wave, flux, den, ~(den > 0) if mask is None else mask
 
 
 def _cleaned(f, iv, m, cols):
