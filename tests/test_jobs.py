@@ -26,3 +26,22 @@ def test_reader_processes_give_the_serial_catalog(real_dir, tmp_path):
     assert len(s1) == len(s2) == len(one)
     assert list(s1["SOURCE"]) == list(s2["SOURCE"]) == list(one["SOURCE"])
     assert int(np.sum(np.asarray(two["ZWARN"]) & 2**20 > 0)) == 1
+
+
+def test_reuse_freed_memory_once_and_opt_out(monkeypatch):
+    """The allocator setting of predict runs: applied once per process (the answer is remembered), never
+    with REDSIFT_NO_MALLOPT=1, and a plain False where the C library has no mallopt."""
+    import platform
+    import sys
+
+    from redsift.predict import pipeline
+
+    monkeypatch.setattr(pipeline, "_MALLOPT", [])
+    monkeypatch.setenv("REDSIFT_NO_MALLOPT", "1")
+    assert pipeline.reuse_freed_memory() is False and pipeline._MALLOPT == [False]
+    monkeypatch.delenv("REDSIFT_NO_MALLOPT")
+    assert pipeline.reuse_freed_memory() is False  # remembered: not asked again
+    monkeypatch.setattr(pipeline, "_MALLOPT", [])
+    ok = pipeline.reuse_freed_memory()
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert ok is glibc and pipeline._MALLOPT == [ok]
