@@ -229,6 +229,8 @@ def test_snr_median_compiled_equals_numpy(rng, monkeypatch):
     ivar[3, :10] = -1                # negative ivar: not valid
     ivar[4, :] = 1
     ivar[4, 0] = 0                   # an even count
+    flux[5, 3] = np.nan              # a NaN among the valid values (sorted last)
+    flux[6, :] = 2.0                 # ties
     out = {}
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "AVAILABLE", compiled)
