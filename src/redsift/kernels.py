@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 __all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "rebin_shared", "check_values", "merge_arms_alone",
-           "snr_median", "normalize_mean_rms"]
+           "snr_median", "normalize_mean_rms", "merge_overlap"]
 
 #: Batches smaller than this (spectra x pixels) keep the numpy paths: numba's import and first call cost ~1 s
 #: of start-up once per process, ~30 ms per 1,000 spectra saved (a spPlate has 4.6 million pixels)
@@ -179,6 +179,49 @@ def _merge_runs(f, iv, m, has_mask, swap, runs, flux, den, bad):  # pragma: no c
             bo = bad[i, dst:dst + n]
             for k in range(n):
                 bo[k] = wo[k] == zero  # no weight: the merged mask
+
+
+@njit(cache=True, nogil=True)
+def _merge_overlap(f, iv, m, has_mask, jdx, num, sw, raw):  # pragma: no cover - compiled
+    """One arm's pixels that other arms see too (``f``, ``iv``: their float32 values gathered, native order;
+    ``jdx``: each one's overlap column), cleaned as the numpy path cleans them and added in float64 to the
+    overlap sums, in the caller's arm order: the numpy path's operations."""
+    nspec, ncol = f.shape
+    for i in range(nspec):
+        for c in range(ncol):
+            x = np.float64(f[i, c])
+            w = np.float64(iv[i, c])
+            if not np.isfinite(x):
+                x = 0.0
+            if not (np.isfinite(w) and w > 0) or (has_mask and m[i, c] != 0):
+                w = 0.0
+            j = jdx[c]
+            num[i, j] += w * x
+            sw[i, j] += w
+            raw[i, j] += x
+
+
+def merge_overlap(fluxes, ivars, masks, places, shared, nspec):
+    """The float64 sums ``sum w f``, ``sum w`` and ``sum f`` over the arms, at the pixels several arms see
+    (``shared``), for :func:`redsift.io.desi.merge_arms`: each arm's columns there gathered in native order
+    (a few hundred columns) and added by one compiled pass, in arm order (the numpy path's sums, bit for bit)."""
+    num = np.zeros((nspec, shared.size))
+    sw = np.zeros((nspec, shared.size))
+    raw = np.zeros((nspec, shared.size))
+    for idx, f, iv, m in zip(places, fluxes, ivars, masks):
+        where = np.searchsorted(shared, idx)
+        hit = (where < shared.size) & (shared[np.minimum(where, shared.size - 1)] == idx)
+        cols = np.flatnonzero(hit)
+        if not cols.size:
+            continue
+        take = slice(int(cols[0]), int(cols[-1]) + 1) if cols[-1] - cols[0] + 1 == cols.size else cols
+        mm = np.zeros((1, 1), np.uint8) if m is None else np.ascontiguousarray(np.asarray(m)[:, take])
+        # non-zero = bad, whatever the byte order: integer words as native unsigned ones, anything else as bools
+        mm = mm.view(f"u{mm.dtype.itemsize}") if mm.dtype.kind in "iu" else (mm != 0).view(np.uint8)
+        _merge_overlap(np.ascontiguousarray(np.asarray(f)[:, take], np.float32),
+                       np.ascontiguousarray(np.asarray(iv)[:, take], np.float32), mm, m is not None,
+                       where[cols].astype(np.int64), num, sw, raw)
+    return num, sw, raw
 
 
 def _runs(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
