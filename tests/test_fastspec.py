@@ -224,6 +224,16 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(np.asarray(a.meta[c]), np.asarray(b.meta[c]), err_msg=c)
 
 
+def _edited(src, out, edit):
+    """A copy of FITS file ``src`` at ``out`` with ``edit(hdul)`` applied."""
+    from astropy.io import fits
+
+    with fits.open(src) as h:
+        edit(h)
+        h.writeto(out)
+    return out
+
+
 def test_strict_desi_reader_equals_astropy(real_dir, tmp_path, monkeypatch, rng):
     """DESI coadds read without astropy (headers parsed for the cards used, images and FIBERMAP viewed
     at their byte offsets) give the same Spectra as the astropy reader, bit for bit: the real coadds
@@ -244,11 +254,7 @@ def test_strict_desi_reader_equals_astropy(real_dir, tmp_path, monkeypatch, rng)
     real = real_dir / "desi" / "coadd-4-80613-thru20210324.fits"
 
     def edited(name, edit):
-        out = tmp_path / name
-        with fits.open(real) as h:
-            edit(h)
-            h.writeto(out)
-        return out
+        return _edited(real, tmp_path / name, edit)
 
     def strings(h):
         h["FIBERMAP"].data["BRICKNAME"][0] = "ab "
@@ -311,11 +317,7 @@ def test_strict_spplate_reader_equals_astropy(boss_files, tmp_path, monkeypatch,
     assert used == [True] and a.meta["FORMAT"][0] == "sdss-spplate" and a.nspec > 10
 
     def edited(name, edit):
-        out = tmp_path / name
-        with fits.open(real) as h:
-            edit(h)
-            h.writeto(out)
-        return out
+        return _edited(real, tmp_path / name, edit)
 
     def pixels(h):
         h[0].data[0, :3] = [np.nan, np.inf, -np.inf]

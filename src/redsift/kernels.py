@@ -209,9 +209,7 @@ def merge_overlap(fluxes, ivars, masks, places, shared, nspec):
     sw = np.zeros((nspec, shared.size))
     raw = np.zeros((nspec, shared.size))
     for idx, f, iv, m in zip(places, fluxes, ivars, masks):
-        where = np.searchsorted(shared, idx)
-        hit = (where < shared.size) & (shared[np.minimum(where, shared.size - 1)] == idx)
-        cols = np.flatnonzero(hit)
+        cols, jdx = overlap_columns(shared, idx)
         if not cols.size:
             continue
         take = slice(int(cols[0]), int(cols[-1]) + 1) if cols[-1] - cols[0] + 1 == cols.size else cols
@@ -220,8 +218,17 @@ def merge_overlap(fluxes, ivars, masks, places, shared, nspec):
         mm = mm.view(f"u{mm.dtype.itemsize}") if mm.dtype.kind in "iu" else (mm != 0).view(np.uint8)
         _merge_overlap(np.ascontiguousarray(np.asarray(f)[:, take], np.float32),
                        np.ascontiguousarray(np.asarray(iv)[:, take], np.float32), mm, m is not None,
-                       where[cols].astype(np.int64), num, sw, raw)
+                       jdx.astype(np.int64), num, sw, raw)
     return num, sw, raw
+
+
+def overlap_columns(shared: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An arm's pixels that land on ``shared`` merged pixels (``idx``: each arm pixel's merged index; ``shared``
+    sorted): their positions in the arm and their columns among ``shared`` (pure numpy)."""
+    where = np.searchsorted(shared, idx)
+    hit = (where < shared.size) & (shared[np.minimum(where, shared.size - 1)] == idx)
+    cols = np.flatnonzero(hit)
+    return cols, where[cols]
 
 
 def _runs(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

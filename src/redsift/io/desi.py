@@ -13,14 +13,12 @@ rows get ``TARGETID = -1`` and are identified by ``SOURCE`` and ``INDEX``.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from astropy.table import Table
 
 from ..spectra import MetaColumns, Spectra
 from ._util import float_column, header_value, int_column, numeric, order_pixels
-from .fastspec import StrictFits, _Fallback
+from .fastspec import StrictFits, _Fallback, read_strict
 from .registry import FileInfo, register
 
 __all__ = ["read_desi", "merge_arms"]
@@ -107,16 +105,14 @@ def merge_arms(waves, fluxes, ivars, masks):
         sw = np.zeros((nspec, shared.size))
         raw = np.zeros((nspec, shared.size))
         for idx, f, iv, m in zip(places, fluxes, ivars, masks):
-            where = np.searchsorted(shared, idx)
-            hit = (where < shared.size) & (shared[np.minimum(where, shared.size - 1)] == idx)
-            cols = np.flatnonzero(hit)
+            cols, jdx = kernels.overlap_columns(shared, idx)
             if not cols.size:
                 continue
             f, iv = _cleaned(f, iv, m, cols)
             f64, iv64 = np.asarray(f, np.float64), np.asarray(iv, np.float64)
-            num[:, where[cols]] += iv64 * f64
-            sw[:, where[cols]] += iv64
-            raw[:, where[cols]] += f64
+            num[:, jdx] += iv64 * f64
+            sw[:, jdx] += iv64
+            raw[:, jdx] += f64
     if shared.size:
         ok = sw > 0
         flux[:, shared] = np.where(ok, num / np.where(ok, sw, 1.0), raw / cnt[shared])
@@ -263,16 +259,7 @@ class _Strict(StrictFits):
 
 def read_desi_strict(path) -> Spectra | None:
     """A DESI coadd or spectra file through :class:`_Strict`, or ``None`` where astropy must read it."""
-    try:
-        src = _Strict(os.fspath(path))
-    except Exception:  # noqa: BLE001 - _Fallback or anything unexpected: the general path
-        return None
-    try:
-        return _read(src)
-    except Exception:  # noqa: BLE001 - whatever it is, the general path reads the file and words it
-        return None
-    finally:
-        src.close()
+    return read_strict(_Strict, _read, path)
 
 
 def _image_data(hdul, name: str):

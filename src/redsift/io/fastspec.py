@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-__all__ = ["read_spec_fast", "read_spec_raw", "parse_header", "StrictFits"]
+__all__ = ["read_spec_fast", "read_spec_raw", "parse_header", "StrictFits", "read_strict"]
 
 _BLOCK = 2880
 _VALUE = re.compile(r"^\s*(?:'((?:[^']|'')*)'|([^/]*?))\s*(?:/.*)?$")
@@ -393,3 +393,21 @@ class StrictFits:
                 col = col.copy()
             cols[name] = col
         return cols
+
+
+def read_strict(source, reader, path):
+    """``reader(source(path))`` for the strict multi-HDU readers, or ``None`` where opening or reading raises
+    anything (:class:`_Fallback` or a surprise): the caller then reads the file through astropy, which also
+    words any error. The source is closed either way."""
+    import os
+
+    try:
+        src = source(os.fspath(path))
+    except Exception:  # noqa: BLE001 - the general path decides
+        return None
+    try:
+        return reader(src)
+    except Exception:  # noqa: BLE001 - whatever it is, the general path reads the file and words it
+        return None
+    finally:
+        src.close()

@@ -367,18 +367,9 @@ def read_spplate(info: FileInfo) -> Spectra:
 def read_spplate_strict(path) -> Spectra | None:
     """An spPlate through :class:`_PlateStrict`, or ``None`` where astropy must read it (the same
     :class:`Spectra` either way, ``tests/test_fastspec.py``)."""
-    import os
+    from .fastspec import read_strict
 
-    try:
-        src = _PlateStrict(os.fspath(path))
-    except Exception:  # noqa: BLE001 - _Fallback or anything unexpected: the general path
-        return None
-    try:
-        return _read_spplate(src)
-    except Exception:  # noqa: BLE001 - whatever it is, the general path reads the file and words it
-        return None
-    finally:
-        src.close()
+    return read_strict(_PlateStrict, _read_spplate, path)
 
 
 def _read_spplate(src) -> Spectra:
