@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "rebin_shared", "check_values", "merge_arms_alone",
+__all__ = ["AVAILABLE", "MIN_PIXELS", "wanted", "loaded", "njit", "bin_shared", "rebin_shared", "check_values", "merge_arms_alone",
            "snr_median", "normalize_mean_rms", "merge_overlap"]
 
 #: Batches smaller than this (spectra x pixels) keep the numpy paths: numba's import and first call cost ~1 s
@@ -26,6 +26,12 @@ __all__ = ["AVAILABLE", "MIN_PIXELS", "loaded", "njit", "bin_shared", "rebin_sha
 MIN_PIXELS = 1_000_000
 
 AVAILABLE = not os.environ.get("REDSIFT_NO_NUMBA") and importlib.util.find_spec("numba") is not None
+
+
+def wanted(size: int) -> bool:
+    """Whether a kernel should take a batch of ``size`` values: numba installed, and either already imported
+    (its start-up paid) or the batch large enough to pay for it (:data:`MIN_PIXELS`)."""
+    return AVAILABLE and (loaded() or size >= MIN_PIXELS)
 
 
 def loaded() -> bool:
@@ -213,12 +219,9 @@ def merge_overlap(fluxes, ivars, masks, places, shared, nspec):
         if not cols.size:
             continue
         take = slice(int(cols[0]), int(cols[-1]) + 1) if cols[-1] - cols[0] + 1 == cols.size else cols
-        mm = np.zeros((1, 1), np.uint8) if m is None else np.ascontiguousarray(np.asarray(m)[:, take])
-        # non-zero = bad, whatever the byte order: integer words as native unsigned ones, anything else as bools
-        mm = mm.view(f"u{mm.dtype.itemsize}") if mm.dtype.kind in "iu" else (mm != 0).view(np.uint8)
         _merge_overlap(np.ascontiguousarray(np.asarray(f)[:, take], np.float32),
-                       np.ascontiguousarray(np.asarray(iv)[:, take], np.float32), mm, m is not None,
-                       jdx.astype(np.int64), num, sw, raw)
+                       np.ascontiguousarray(np.asarray(iv)[:, take], np.float32),
+                       *_mask_words(None if m is None else np.asarray(m)[:, take]), jdx.astype(np.int64), num, sw, raw)
     return num, sw, raw
 
 
@@ -252,6 +255,15 @@ def _bits(a: np.ndarray):
     return a.view(f"u{a.dtype.itemsize}"), swap
 
 
+def _mask_words(m):
+    """A mask (non-zero = bad) as native unsigned words to test for non-zero, and whether there is one:
+    integer and boolean arrays as they lie (byte order does not change zero), anything else as booleans."""
+    if m is None:
+        return np.zeros((1, 1), np.uint8), False
+    m = np.ascontiguousarray(m)
+    return (m.view(f"u{m.dtype.itemsize}") if m.dtype.kind in "iub" else (m != 0).view(np.uint8)), True
+
+
 def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
     """The pixels that one arm alone sees (``alone[k]``: a boolean per pixel of arm ``k``), merged as
     :func:`redsift.io.desi.merge_arms` merges them (the arm's value, cleaned: non-finite flux -> 0,
@@ -276,17 +288,11 @@ def merge_arms_alone(fluxes, ivars, masks, places, alone, nwave):
     narm = len(fluxes)
     for k in range(narm):
         (f, sf), (iv, si) = views[k], views[narm + k]
-        m = masks[k]
-        mv = None
-        if m is not None:  # integer or boolean words tested for non-zero as they lie; anything else as booleans
-            mv = _bits(m) if np.asarray(m).dtype.kind in "iub" else None
-            mv = mv if mv is not None else (np.ascontiguousarray(np.asarray(m) != 0).view(np.uint8), False)
         if sf != si:  # one arm's flux and ivar in different byte orders: rare, made alike
             iv = iv.byteswap()
         cols = np.flatnonzero(alone[k])
         runs = _runs(cols, np.asarray(places[k])[cols])
-        _merge_runs(f, iv, mv[0] if mv is not None else np.zeros((1, 1), np.uint8), mv is not None, sf, runs,
-                    fb, db, bad)
+        _merge_runs(f, iv, *_mask_words(masks[k]), sf, runs, fb, db, bad)
     return flux, den, bad
 
 

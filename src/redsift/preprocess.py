@@ -257,8 +257,7 @@ def normalize_mean_rms(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     """
     from . import kernels
 
-    if kernels.AVAILABLE and np.ndim(flux) == 2 and np.shape(flux) == np.shape(ivar) \
-            and (kernels.loaded() or np.size(flux) >= kernels.MIN_PIXELS):
+    if np.ndim(flux) == 2 and np.shape(flux) == np.shape(ivar) and kernels.wanted(np.size(flux)):
         return kernels.normalize_mean_rms(flux, ivar)  # one compiled pass per row, the same bits
     flux = np.asarray(flux, np.float64)
     ivar = np.asarray(ivar, np.float64)
@@ -299,7 +298,7 @@ def snr_median(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     """
     from . import kernels
 
-    if kernels.AVAILABLE and np.ndim(flux) == 2 and (kernels.loaded() or np.size(flux) >= kernels.MIN_PIXELS):
+    if np.ndim(flux) == 2 and kernels.wanted(np.size(flux)):
         return kernels.snr_median(flux, ivar)  # one compiled pass per row, the same bits
     flux = np.asarray(flux, np.float64)
     ivar = np.asarray(ivar, np.float64)

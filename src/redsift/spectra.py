@@ -76,6 +76,12 @@ class MetaColumns(dict):
     def nrows(self) -> int:
         return len(next(iter(self.values()))) if self else 0
 
+    def table(self) -> Table:
+        """The astropy table of these columns (the arrays themselves where handed over, copies otherwise)."""
+        out = Table(dict(self), copy=not self.owned)
+        out.meta.update(self.meta)
+        return out
+
 
 class Spectra:
     """A batch of spectra (see the module docstring).
@@ -157,10 +163,7 @@ class Spectra:
     def meta(self) -> Table:
         """The per-spectrum metadata table (built on first use where a reader handed columns over)."""
         if self.__dict__.get("_meta") is None and self.__dict__.get("_cols") is not None:
-            cols = self._cols
-            table = Table(dict(cols), copy=False)
-            table.meta.update(cols.meta)
-            self._meta, self._cols = table, None
+            self._meta, self._cols = self._cols.table(), None
         return self._meta
 
     @meta.setter
@@ -386,10 +389,7 @@ def _as_int64(col, name: str) -> np.ndarray:
 def _complete_meta(meta: Table | None, nspec: int) -> Table:
     """A new table with the core columns first (added with defaults where missing), then the rest (see
     :func:`_complete_columns`)."""
-    cols = _complete_columns(meta, nspec)
-    out = Table(dict(cols), copy=not (isinstance(meta, MetaColumns) and meta.owned))
-    out.meta.update(cols.meta)
-    return out
+    return _complete_columns(meta, nspec).table()
 
 
 def _complete_columns(meta, nspec: int) -> MetaColumns:

@@ -323,10 +323,6 @@ _PLUG_USED = ("FIBERID", "THING_ID", "RA", "DEC", "OBJTYPE")
 _PLATE_CARDS = ("COEFF0", "COEFF1", "PLATEID", "PLATE", "MJD", "VACUUM")
 
 
-class _PlateHeader(dict):
-    """The primary header's used cards as astropy gives their values (what :func:`_read_spplate` reads)."""
-
-
 class _PlateStrict:
     """An spPlate read without astropy (:class:`redsift.io.fastspec.StrictFits`): the primary header parsed for
     the cards used, the three images viewed where they lie, the plug map's columns copied out. Anything
@@ -343,7 +339,8 @@ class _PlateStrict:
         except BaseException:
             f.close()
             raise
-        self.header = _PlateHeader({k: f.header_value(k) for k in _PLATE_CARDS if f.header_value(k) is not None})
+        # the used cards' values as astropy gives them (what _read_spplate reads of a header)
+        self.header = {k: v for k in _PLATE_CARDS if (v := f.header_value(k)) is not None}
 
     def image(self, n: int, what: str) -> np.ndarray:
         return numeric(self.fits.image(n), f"HDU{n} ({what})", ndim=2)
@@ -374,8 +371,7 @@ def read_spplate_strict(path) -> Spectra | None:
 
 def _read_spplate(src) -> Spectra:
     """The reader proper, on an spPlate seen through ``src`` (:class:`_PlateAstropy` or :class:`_PlateStrict`).
-    The images go to :class:`Spectra` in native byte order (one pass each, as Spectra would make them) and
-    the metadata as columns (the table is built when asked for)."""
+    The metadata goes to :class:`Spectra` as columns (the table is built when asked for)."""
     from ..spectra import MetaColumns
 
     hdr = src.header
@@ -392,7 +388,7 @@ def _read_spplate(src) -> Spectra:
     with np.errstate(over="ignore", invalid="ignore"):
         wave, converted = to_vacuum(10.0 ** (coeff0 + coeff1 * np.arange(npix)), hdr)
     plug = src.plug()
-    nplug = 0 if plug is None else len(next(iter(plug.values()))) if plug else 0
+    nplug = len(next(iter(plug.values()))) if plug else 0
     if nplug != nfiber:
         raise ValueError(f"plug map has {nplug} rows for {nfiber} fibers")
     plate = safe_int(scalar(hdr, "PLATEID", "PLATE", default=-1))
@@ -421,9 +417,7 @@ def _read_spplate(src) -> Spectra:
         from ..zwarning import ZWarningMask
 
         meta["ZWARN"] = np.where(np.char.upper(objtype) == "SKY", int(ZWarningMask.SKY), 0).astype(np.int64)
-    native = [np.asarray(a, a.dtype.newbyteorder("=")) if a.dtype.kind == "f" and a.dtype.itemsize == 4 else a
-              for a in (flux, ivar)]
-    return Spectra(wave, native[0], native[1], and_mask != 0, meta)
+    return Spectra(wave, flux, ivar, and_mask != 0, meta)
 
 
 def write_spplate(spectra: Spectra, path, plate: int | None = None, mjd: int | None = None,
