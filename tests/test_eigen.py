@@ -111,6 +111,33 @@ def test_scan_finds_the_shift_and_equals_a_brute_force_chi2(rng):
     assert 0 < d["zerr"][0] < 1e-3
 
 
+def test_coarse_correlations_by_fft_equal_a_direct_sum(rng):
+    """The coarse stage's FFTs span only the block templates its shifts reach (``U + nb - 1`` points): equal to
+    the direct float64 sums over every shift, the short-range product path and ranges ending at the rest grid's
+    edge (zero padding beyond it) included."""
+    from redsift.models.eigen import _blocks, _class_pack, _correlations, _data, _kinds, _q, _tidx
+
+    m = _toy_model(ncomp=2)
+    cfg = m.config
+    npix = cfg.logrid.npix
+    X = np.concatenate([rng.normal(1, 0.3, (3, npix)), rng.uniform(0.5, 2, (3, npix))], 1).astype(np.float32)
+    X[1, npix + 100:npix + 900] = 0  # a masked run
+    q = _q(cfg, 0)
+    D4 = _blocks(_data(torch.as_tensor(X), npix)[2], q)
+    pk = _class_pack(m, 0)
+    Pb, nb, K = pk["Pb"].double().numpy(), pk["nb"], pk["kc"]
+    Pb = np.pad(Pb, ((0, 0), (0, nb)))
+    kinds, tidx = _kinds(K), _tidx(K)
+    u_end = (pk["Pb"].shape[1] - 1)  # the last shift at which the first block still meets a template block
+    for u_lo, u_hi in ((5, 40), (10, 400), (u_end - 300, u_end)):
+        c = _correlations(m, 0, u_lo, u_hi, D4).double().numpy()
+        assert c.shape == (3, len(tidx), u_hi - u_lo + 1)
+        D = D4.double().numpy()
+        for p, (kind, t) in enumerate(zip(kinds, tidx)):
+            ref = np.stack([D[:, kind] @ Pb[t, u:u + nb] for u in range(u_lo, u_hi + 1)], 1)
+            np.testing.assert_allclose(c[:, p], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
 def test_compiled_native_sums_equal_the_batched_torch_path(rng, monkeypatch):
     """The native stage's compiled CPU kernel (numba) against the torch path (Hankel rows, batched products,
     float64): numpy's sums to 1e-10 at every shift of a window, with masked pixels; a whole scan gives the same

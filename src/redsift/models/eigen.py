@@ -433,13 +433,31 @@ def _class_pack(model, k: int):
     # the template constant over a block (its block mean); block products are products of the means
     Tb = torch.nn.functional.pad(T[:kc], (0, rb * q - R)).reshape(kc, rb, q).mean(2) * Vb
     Pb = torch.cat([Tb, torch.stack([Tb[a] * Tb[b] for a, b in _pairs(kc)]), Vb[None]])
-    from scipy.fft import next_fast_len
-
-    L = next_fast_len(rb + nb, real=True)
-    pack = {"P": P.contiguous(), "P64": P.double().contiguous(), "Pb": Pb.contiguous(), "K": K, "kc": kc, "nb": nb, "L": L,
-            "Phat": torch.fft.rfft(Pb, n=L)}
+    pack = {"P": P.contiguous(), "P64": P.double().contiguous(), "Pb": Pb.contiguous(), "K": K, "kc": kc, "nb": nb}
     model._cache[key] = pack
     return pack
+
+
+def _coarse_fft(model, k: int, u_lo: int, u_hi: int):
+    """FFT length and the block templates' FFTs (the correlation products in :func:`_tidx` order) for the
+    coarse shifts ``u_lo .. u_hi`` of class ``k``: only the segment those shifts reach,
+    ``Pb[:, u_lo : u_hi + nb]``, so the transforms are ``U + nb - 1`` long rather than the whole rest grid's
+    (quasars: 800 points rather than 1,120; BALs, whose range is shorter, 560). Cached per range."""
+    key = ("fft", k, u_lo, u_hi)
+    if key not in model._cache:
+        from scipy.fft import next_fast_len
+
+        pk = _class_pack(model, k)
+        seg = _segment(pk, u_lo, u_hi)
+        L = next_fast_len(seg.shape[1], real=True)
+        model._cache[key] = (L, torch.fft.rfft(seg[_tidx(pk["kc"])], n=L))
+    return model._cache[key]
+
+
+def _segment(pk, u_lo: int, u_hi: int):
+    """The block templates that the coarse shifts ``u_lo .. u_hi`` meet: ``(nP, U + nb - 1)``."""
+    Pb, nb = pk["Pb"], pk["nb"]
+    return torch.nn.functional.pad(Pb, (0, max(0, u_hi + nb - Pb.shape[1])))[:, u_lo:u_hi + nb]
 
 
 #: which data vector each template product meets: b_k <- w f, M_kl <- w, F <- w f^2, n <- [w > 0]
@@ -467,27 +485,37 @@ def _solve_curve(c, K: int, ntot, cfg):
 def _coarse(model, k: int, lo: int, hi: int, D4, ntot):
     """Coarse-stage comparison chi2 ``(B, U)`` of class ``k`` at shifts ``s_max - coarse * u``.
 
-    ``D4``: the block sums of w f, w, w f^2 and [w > 0], ``(B, 4, nb)``. Short ranges (stars) are done
-    as one matrix product against the Hankel windows of the block templates, long ones by FFT."""
+    ``D4``: the block sums of w f, w, w f^2 and [w > 0], ``(B, 4, nb)`` (:func:`_correlations`)."""
     cfg = model.config
     q = _q(cfg, k)
-    pk = _class_pack(model, k)
-    K, nb, L = pk["kc"], pk["nb"], pk["L"]
     u_lo = max(0, -(-(cfg.s_max - hi) // q))
     u_hi = (cfg.s_max - lo) // q
-    U = u_hi - u_lo + 1
-    kinds = torch.tensor(_kinds(K), device=D4.device)
-    if U <= 64:
-        Pb = pk["Pb"]
-        seg = torch.nn.functional.pad(Pb, (0, max(0, u_hi + nb - Pb.shape[1])))[:, u_lo:u_hi + nb]
-        H = seg.unfold(1, nb, 1)  # (nP, U, nb): window u -> block templates u .. u + nb - 1
-        c = torch.einsum("pun,bpn->bpu", H[_tidx(K)], D4[:, kinds])
-    else:
-        Dhat = torch.fft.rfft(D4, n=L)
-        c = torch.fft.irfft(Dhat[:, kinds].conj() * pk["Phat"][None, _tidx(K)], n=L)[:, :, u_lo:u_hi + 1]
-    cmp, _, _ = _solve_curve(c, K, ntot, cfg)
+    cmp, _, _ = _solve_curve(_correlations(model, k, u_lo, u_hi, D4), _class_pack(model, k)["kc"], ntot, cfg)
     s = cfg.s_max - q * torch.arange(u_lo, u_hi + 1, device=D4.device)
     return cmp, s
+
+
+def _correlations(model, k: int, u_lo: int, u_hi: int, D4):
+    """``c[b, p, u] = sum_n D4[b, kind(p), n] Pb[p, u_lo + u + n]`` for the coarse shifts ``u_lo .. u_hi`` of
+    class ``k`` ``(B, nP + 1, U)``: each template product against the data vector it meets (:func:`_kinds`).
+    Short ranges (stars) as one matrix product against the windows of the block templates, long ones by FFT."""
+    pk = _class_pack(model, k)
+    K, nb = pk["kc"], pk["nb"]
+    U = u_hi - u_lo + 1
+    if U <= 64:
+        kinds = torch.tensor(_kinds(K), device=D4.device)
+        H = _segment(pk, u_lo, u_hi).unfold(1, nb, 1)  # (nP, U, nb): window u -> block templates u .. u + nb - 1
+        c = torch.einsum("pun,bpn->bpu", H[_tidx(K)], D4[:, kinds])
+    else:  # c[u] = sum_n D[n] P[u + n] = irfft(conj(D^) P^)[u], u < U: no wrap-around at L >= U + nb - 1
+        L, Phat = _coarse_fft(model, k, u_lo, u_hi)
+        Dhat = torch.fft.rfft(D4, n=L).conj()
+        prod = torch.empty((D4.shape[0],) + Phat.shape, dtype=Phat.dtype, device=D4.device)
+        a = 0
+        for kind, n in enumerate((K, K * (K + 1) // 2, 1, 1)):  # each data vector times its products, no gather
+            torch.mul(Dhat[:, kind:kind + 1], Phat[None, a:a + n], out=prod[:, a:a + n])
+            a += n
+        c = torch.fft.irfft(prod, n=L)[:, :, :U]
+    return c
 
 
 def _hankel(D, half: int, dtype=torch.float64):
