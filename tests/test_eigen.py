@@ -208,6 +208,49 @@ def test_compiled_native_sums_equal_the_batched_torch_path(rng, monkeypatch):
     np.testing.assert_allclose(raw_fast[:, i["s"]], raw_ref[:, i["s"]], atol=1e-3)
 
 
+def test_compiled_final_stage_equals_the_torch_path(rng, monkeypatch):
+    """The final stage through the compiled kernels (the answer's float64 sums, then every statistic in one pass
+    per spectrum) against the torch path (stacked windows, batched products): coefficients, anomaly score and
+    its parts, the S/N median and the residuals' shape, with masked pixels, cosmic-ray spikes, an answer
+    partly off the templates' coverage, a spectrum without data and rows without an answer or a second one."""
+    pytest.importorskip("numba")
+    import redsift.models.eigen as eig
+    from redsift.models import eigen_kernels
+
+    m = _toy_model(ncomp=3)
+    cfg = m.config
+    npix = cfg.logrid.npix
+    rows, shifts = [], []
+    for z, amps, noise in ((0.4, [1.0, 2.0, 0.3], 0.5), (2.1, [2.0, 1.5, -0.2], 0.05), (3.3, [0.5, 4.0, 0.1], 0.02),
+                           (1.0, [1.0, 1.0, 0.0], 0.1), (0.8, [1.0, 1.0, 0.0], 0.1)):
+        s = int(round(math.log10(1 + z) / D))
+        f, iv = _spectrum_at(m, s, amps, noise=noise, rng=rng)
+        iv[rng.uniform(size=npix) < 0.1] = 0
+        f[rng.choice(npix, 20, replace=False)] += 30 * noise  # spikes: |r| > 5
+        rows.append(np.concatenate([f, iv]))
+        shifts.append(s)
+    rows[4][npix:] = 0  # no data at all
+    X = np.array(rows)
+    flux, ivar, _, _ = eig._data(torch.as_tensor(X), npix)
+    k = torch.tensor([0, 0, 0, -1, 0])  # row 3: no answer
+    s = torch.tensor(shifts)
+    s[2] = cfg.s_max  # the largest shift: part of the spectrum lies beyond the templates' coverage
+    k2 = torch.tensor([0, -1, 0, 0, 0])  # row 1: no second solution
+    s2 = torch.tensor([shifts[1], 0, shifts[0], 0, shifts[0]])
+    fast = eig._final(m, k, s, flux, ivar, k2, s2)
+    monkeypatch.setattr(eigen_kernels, "AVAILABLE", False)
+    ref = eig._final(m, k, s, flux, ivar, k2, s2)
+    for got, want in zip(fast, ref):
+        got, want = got.double().numpy(), want.double().numpy()
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        for j in range(got.shape[1]):  # the joint-fit gain and the score adding it: float64 against float32 chi2
+            rtol = 2e-3 if got.shape[1] > cfg.ncomp and j in (0, 2) else 1e-4
+            np.testing.assert_allclose(got[:, j], want[:, j], rtol=rtol, atol=1e-4, err_msg=f"column {j}")
+    anom = fast[1].numpy()
+    assert np.isnan(anom[3]).all() and np.isnan(anom[4, 3])  # no answer; no fitted pixel for the S/N
+    assert anom[0, 2] > 0 and (anom[[0, 1, 2], 5] > -4).all()  # a joint-fit gain; spikes counted
+
+
 def test_scan_window_refines_around_a_prior(rng):
     m = _toy_model()
     s_true = int(round(math.log10(1 + 0.8) / D))

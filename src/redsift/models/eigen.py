@@ -687,7 +687,11 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True)
 
     The score (:func:`anomaly_score`) adds to the largest local misfit the chi-square gained by fitting
     the best and the second-best solution (another redshift or class, ``k2``/``s2``) together:
-    ``log(1 + max(0, chi2_best - chi2_joint) / max(1, rchi2))`` — two objects in one fibre."""
+    ``log(1 + max(0, chi2_best - chi2_joint) / max(1, rchi2))`` — two objects in one fibre.
+
+    On the CPU with the compiled kernels (:mod:`.eigen_kernels`) the amplitudes come from float64 sums and
+    every statistic from one pass per spectrum (:func:`.eigen_kernels.residual_stats`); otherwise from the
+    stacked template windows and batched torch products (float32 sums, a float64 solve)."""
     B, npix = flux.shape
     coeff = torch.full((B, model.config.ncomp), float("nan"), device=flux.device)
     anom = torch.full((B, 4 + len(RESIDUAL_FIELDS)), float("nan"), device=flux.device, dtype=torch.float64)
@@ -695,18 +699,31 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True)
     if not len(rows):
         return coeff, anom
     ridge = model.config.ridge
-    Tw, cov = _windows(model, k_best[rows], s_int[rows], npix)
-    w = ivar[rows] * cov
-    a, mflux, c1 = _lstsq(Tw, w, flux[rows], ridge)
+    w = None
+    if _kernel_ok(flux):
+        from .eigen_kernels import joint_sums, residual_stats
+
+        T, V = _kernel_templates(model)
+        K = T.shape[1]
+        f, iv, k1, o1 = flux[rows].numpy(), ivar[rows].numpy(), k_best[rows].numpy(), _offsets(model, s_int[rows])
+        fit = torch.from_numpy(joint_sums(f, iv, T, V, k1, o1))  # b, packed M, F of the answer alone
+        a = _ridge_solve(_unpack(fit[:, K:-1], K), fit[:, :K], ridge)
+        st = torch.from_numpy(residual_stats(f, iv, T, V, k1, o1, a.numpy()))
+        local, sn, shape, nfit = st[:, 0], st[:, 1], st[:, 2:7], st[:, 7]
+    else:
+        Tw, cov = _windows(model, k_best[rows], s_int[rows], npix)
+        w = ivar[rows] * cov
+        a, mflux, c1 = _lstsq(Tw, w, flux[rows], ridge)
+        local = anomaly_score(flux[rows], w, mflux.float())
+        nfit = w.gt(0).sum(1)
     coeff[rows] = a.float()
-    local = anomaly_score(flux[rows], w, mflux.float())
-    blend = torch.zeros_like(c1)
+    blend = torch.zeros_like(local, dtype=torch.float64)
     if k2 is not None:
         has = (k2[rows] >= 0)
         if bool(has.any()):
             r2 = rows[has]
-            n = w[has].gt(0).sum(1).clamp_min(1)
-            if _kernel_ok(flux):
+            n = nfit[has].clamp_min(1)
+            if w is None:
                 c1j, cj = _joint_chi2(model, k_best[r2], s_int[r2], k2[r2], s2[r2], flux[r2], ivar[r2])
                 blend[has] = (c1j - cj).clamp_min(0) / (c1j / n).clamp_min(1)
             else:
@@ -718,10 +735,26 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True)
     if snr:
         # the median S/N per pixel over the pixels fitted (the learned score's brightness: a misfit means
         # less in a faint spectrum than in a bright one)
-        sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values
+        if w is not None:
+            sn = torch.where(w > 0, flux[rows].abs() * w.sqrt(), torch.full_like(w, float("nan"))).nanmedian(1).values
+            shape = residual_shape(flux[rows], w, mflux.float())
         anom[rows, 3] = sn.double()
-        anom[rows, 4:] = residual_shape(flux[rows], w, mflux.float())
+        anom[rows, 4:] = shape
     return coeff, anom
+
+
+def _offsets(model, s):
+    """Rest-grid offsets ``s_max - s`` of integer shifts ``s`` (clamped to the scanned range), numpy int64."""
+    cfg = model.config
+    return (cfg.s_max - s.clamp(cfg.s_min, cfg.s_max)).cpu().numpy()
+
+
+def _unpack(packed, J: int):
+    """Symmetric ``(B, J, J)`` from the packed upper triangles ``(B, J(J+1)/2)`` (pairs ``a <= c`` in row order)."""
+    M = torch.zeros((len(packed), J, J), dtype=packed.dtype)
+    for i, (a, c) in enumerate(_pairs(J)):
+        M[:, a, c] = M[:, c, a] = packed[:, i]
+    return M
 
 
 def _joint_chi2(model, k1, s1, k2, s2, flux, ivar):
@@ -731,22 +764,15 @@ def _joint_chi2(model, k1, s1, k2, s2, flux, ivar):
     ``chi2 = F - b^T (M + lam I)^-1 b``, the ridge of :func:`_ridge_solve`."""
     from .eigen_kernels import joint_sums
 
-    cfg = model.config
     T, V = _kernel_templates(model)
     K = T.shape[1]
     J = 2 * K
-
-    def off(s):
-        return (cfg.s_max - s.clamp(cfg.s_min, cfg.s_max)).cpu().numpy()
-
-    out = torch.from_numpy(joint_sums(flux.cpu().numpy(), ivar.cpu().numpy(), T, V, k1.clamp_min(0).cpu().numpy(), off(s1),
-                                      k2.cpu().numpy(), off(s2)))
+    out = torch.from_numpy(joint_sums(flux.cpu().numpy(), ivar.cpu().numpy(), T, V, k1.clamp_min(0).cpu().numpy(),
+                                      _offsets(model, s1), k2.cpu().numpy(), _offsets(model, s2)))
     b, F = out[:, :J], out[:, -1]
-    M = torch.zeros((len(out), J, J), dtype=out.dtype)
-    for i, (a, c) in enumerate(_pairs(J)):
-        M[:, a, c] = M[:, c, a] = out[:, J + i]
-    aj = _ridge_solve(M, b, cfg.ridge)
-    a1 = _ridge_solve(M[:, :K, :K], b[:, :K], cfg.ridge)
+    M = _unpack(out[:, J:-1], J)
+    aj = _ridge_solve(M, b, model.config.ridge)
+    a1 = _ridge_solve(M[:, :K, :K], b[:, :K], model.config.ridge)
     return F - (b[:, :K] * a1).sum(1), F - (b * aj).sum(1)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..kernels import AVAILABLE, njit
 
-__all__ = ["AVAILABLE", "window_sums"]
+__all__ = ["AVAILABLE", "window_sums", "joint_sums", "residual_stats"]
 
 
 def _source(K: int, group: int = 9) -> str:
@@ -119,21 +119,21 @@ def window_sums(D: np.ndarray, T: np.ndarray, V: np.ndarray, krow: np.ndarray, o
     return out
 
 
-def _joint_source(K: int, group: int = 9) -> str:
+def _joint_source(K: int, group: int = 9, two: bool = True) -> str:
     """The joint fit's kernel for ``K`` eigenspectra per solution: the sums of the weighted least squares of
     the best solution's ``K`` templates and the second's ``K`` together (``T0 .. T{2K-1}``), with the weights
     of the best solution's coverage: ``b`` (2K), packed ``M`` and ``F = sum w f^2``, in passes of at most
-    ``group`` sums (as :func:`_source`)."""
-    J = 2 * K
+    ``group`` sums (as :func:`_source`). ``two=False``: the best solution's ``K`` templates alone (its fit)."""
+    J = 2 * K if two else K
     pairs = [(a, c) for a in range(J) for c in range(a, J)]
     L = [*_head("flux, ivar, T, V, k1, o1, k2, o2, out", "flux.shape[1]"),
-         "        if k2[b] < 0:",
+         "        if k1[b] < 0 or k2[b] < 0:",
          "            continue",
          "        f = flux[b]",
          "        iv = ivar[b]",
          "        V1 = V[k1[b], o1[b]:o1[b] + npix]",
          *[f"        T{a} = T[k1[b], {a}, o1[b]:o1[b] + npix]" for a in range(K)],
-         *[f"        T{K + a} = T[k2[b], {a}, o2[b]:o2[b] + npix]" for a in range(K)],
+         *[f"        T{K + a} = T[k2[b], {a}, o2[b]:o2[b] + npix]" for a in range(J - K)],
          *[f"        b{a} = 0.0" for a in range(J)],
          "        aF = 0.0",
          "        for n in range(npix):",
@@ -147,28 +147,128 @@ def _joint_source(K: int, group: int = 9) -> str:
     return "\n".join(L) + "\n"
 
 
-def _joint_kernel(K: int):
-    key = ("joint", K)
+def _joint_kernel(K: int, two: bool = True):
+    key = ("joint", K, two)
     if key not in _KERNELS:
         ns: dict = {"np": np}
-        exec(compile(_joint_source(K), f"<redsift eigen joint kernel K={K}>", "exec"), ns)  # noqa: S102 - our own source
+        name = f"<redsift eigen {'joint' if two else 'fit'} kernel K={K}>"
+        exec(compile(_joint_source(K, two=two), name, "exec"), ns)  # noqa: S102 - our own source
         _KERNELS[key] = njit(fastmath=True, boundscheck=False, nogil=True)(ns["kern"])
     return _KERNELS[key]
 
 
-def joint_sums(flux, ivar, T, V, k1, o1, k2, o2) -> np.ndarray:
+def joint_sums(flux, ivar, T, V, k1, o1, k2=None, o2=None) -> np.ndarray:
     """The sums of the joint fit of two solutions (:func:`redsift.models.eigen._final`'s two objects in one
     fibre) ``(B, 2K + 2K(2K+1)/2 + 1)``: ``b``, packed ``M`` (pairs ``a <= c`` in row order) and ``F``, with
-    the weights ``ivar`` on the first solution's coverage; rows with ``k2 < 0`` are left zero. ``o1``, ``o2``:
-    the rest-grid offsets of the two windows (``s_max - shift``)."""
+    the weights ``ivar`` on the first solution's coverage; rows with ``k1 < 0`` or ``k2 < 0`` are left zero.
+    ``o1``, ``o2``: the rest-grid offsets of the two windows (``s_max - shift``). Without ``k2``: the first
+    solution's own fit, ``(B, K + K(K+1)/2 + 1)``."""
     B, K = flux.shape[0], T.shape[1]
-    J = 2 * K
+    two = k2 is not None
+    J = 2 * K if two else K
     out = np.zeros((B, J + J * (J + 1) // 2 + 1))
+    if not two:
+        k2, o2 = np.zeros(B, np.int64), np.asarray(o1)
     if B:
         npix = flux.shape[1]
         for o in (o1, o2):
             if int(np.min(o)) < 0 or int(np.max(o)) + npix > T.shape[2]:
                 raise ValueError("a window reaches beyond the rest grid")
-        _joint_kernel(K)(np.ascontiguousarray(flux, np.float32), np.ascontiguousarray(ivar, np.float32), T, V,
-                         *(np.ascontiguousarray(x, np.int64) for x in (k1, o1, k2, o2)), out)
+        _joint_kernel(K, two)(np.ascontiguousarray(flux, np.float32), np.ascontiguousarray(ivar, np.float32), T, V,
+                              *(np.ascontiguousarray(x, np.int64) for x in (k1, o1, k2, o2)), out)
+    return out
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract", "nsz"})
+def _residual_stats(flux, ivar, T, V, k1, o1, a, window, step, smooth, r, c2, cn, vals, out):  # pragma: no cover - compiled
+    B, npix = flux.shape
+    K = T.shape[1]
+    third = npix // 3
+    for b in range(B):
+        k = k1[b]
+        if k < 0:
+            continue
+        o = o1[b]
+        Tk = T[k]
+        Vk = V[k, o:o + npix]
+        fb = flux[b]
+        ib = ivar[b]
+        r[:] = 0.0
+        for c in range(K):  # the model, template by template (contiguous rows)
+            ac = a[b, c]
+            Tc = Tk[c, o:o + npix]
+            for n in range(npix):
+                r[n] -= ac * Tc[n]
+        nsn = 0
+        c2[0] = 0.0
+        cn[0] = 0.0
+        for n in range(npix):  # residuals on the answer's coverage, prefix sums, the fitted pixels' S/N
+            x = np.float64(fb[n])
+            w = np.float64(ib[n]) if Vk[n] > 0 else 0.0
+            g = w > 0
+            rn = (x + r[n]) * np.sqrt(w) if g else 0.0
+            r[n] = rn
+            c2[n + 1] = c2[n] + rn * rn
+            cn[n + 1] = cn[n] + g
+            if g:
+                vals[nsn] = abs(x) * np.sqrt(w)
+                nsn += 1
+        ng = cn[npix]
+        n1 = max(ng, 1.0)
+        s2 = c2[npix]
+        rchi2 = max(s2 / n1, 1.0)
+        best = -np.inf  # the largest excess chi-square over windows of `window` pixels every `step` (anomaly_score)
+        for start in range(0, npix - window + 1, step):
+            wn = cn[start + window] - cn[start]
+            if wn >= window / 2:
+                best = max(best, ((c2[start + window] - c2[start]) / rchi2 - wn) / np.sqrt(2.0 * max(wn, 1.0)))
+        out[b, 0] = max(best, 0.0)
+        out[b, 1] = np.partition(vals[:nsn], (nsn - 1) // 2)[(nsn - 1) // 2] if nsn else np.nan  # lower median
+        # the residuals' shape (residual_shape)
+        ss = max(s2, 1e-30)
+        lag = 0.0
+        nout = 0
+        for n in range(npix - 1):
+            lag += r[n + 1] * r[n]
+        for n in range(npix):
+            nout += r[n] * r[n] > 25
+        out[b, 2] = lag / ss
+        out[b, 3] = np.log10(1e-4 + nout / n1)
+        rchi = np.sqrt(max(ss / n1, 1.0))
+        box = 0.0
+        for n in range(1, smooth + 1):
+            box += r[n]
+        hi = box
+        lo = box
+        for n in range(smooth + 1, npix):  # windows r[j + 1 .. j + smooth], as cumsum differences take them
+            box += r[n] - r[n - smooth]
+            hi = max(hi, box)
+            lo = min(lo, box)
+        out[b, 4] = hi / np.sqrt(smooth) / rchi
+        out[b, 5] = -lo / np.sqrt(smooth) / rchi
+        cb = c2[third] / max(cn[third], 1.0)
+        cr = (c2[npix] - c2[npix - third]) / max(cn[npix] - cn[npix - third], 1.0)
+        out[b, 6] = np.log(max(cb, 1e-6) / max(cr, 1e-6))
+        out[b, 7] = ng
+
+
+def residual_stats(flux, ivar, T, V, k1, o1, a, window: int = 64, step: int = 16, smooth: int = 5) -> np.ndarray:
+    """The final stage's statistics of each answer's residuals in one compiled pass per spectrum, instead
+    of a stacked template window, batched products and ~12 passes over whole-batch tensors
+    (:func:`redsift.models.eigen._final`'s torch path): the model ``m = sum_c a_c T_c`` on the answer's
+    coverage (``V > 0``; ``T`` times ``V`` as for :func:`window_sums`), ``r = (f - m) sqrt(w)``, then
+    ``(B, 8)``: :func:`redsift.models.eigen.anomaly_score` (``window``, ``step``), the lower median of
+    ``|f| sqrt(w)`` over the fitted pixels, :func:`redsift.models.eigen.residual_shape`'s five statistics
+    (``smooth``) and the number of fitted pixels, in float64 (the torch path's to ~1e-4: its sums are
+    float32). Rows with ``k1 < 0`` are NaN. ``o1``: rest-grid offsets ``s_max - shift``; ``a``: the answer's
+    coefficients ``(B, K)``."""
+    B, npix = flux.shape
+    out = np.full((B, 8), np.nan)
+    if B:
+        if int(np.min(o1)) < 0 or int(np.max(o1)) + npix > T.shape[2]:
+            raise ValueError("a window reaches beyond the rest grid")
+        _residual_stats(np.ascontiguousarray(flux, np.float32), np.ascontiguousarray(ivar, np.float32), T, V,
+                        np.ascontiguousarray(k1, np.int64), np.ascontiguousarray(o1, np.int64),
+                        np.ascontiguousarray(a, np.float64), int(window), int(step), int(smooth), np.empty(npix),
+                        np.empty(npix + 1), np.empty(npix + 1), np.empty(npix), out)
     return out
