@@ -888,10 +888,8 @@ def scan(model, X, classes=None, return_curves: bool = False, final: bool = True
     # S/N 5 per pixel); brighter spectra take the float64 path
     bright = D4[:, 2].sum(1) / ntot.clamp_min(1) > cfg.f64_snr2
     groups = ((_nz(~bright), torch.float32), (_nz(bright), torch.float64))
-    Dn = D4
-    if _kernel_ok(D4):  # the compiled kernel sums in float64 for every spectrum (its data in float64: vectorised)
+    if _kernel_ok(D4):  # the compiled kernel sums in float64 for every spectrum (its float32 data widened as read)
         groups = ((torch.arange(B, device=dev), torch.float64),)
-        Dn = D4.double()
     for grp, dt in groups:
         if not len(grp):
             continue
@@ -908,7 +906,7 @@ def scan(model, X, classes=None, return_curves: bool = False, final: bool = True
             sub = (lambda x: x) if allrows and whole else (lambda x: x[rows])
             ci = cm[pos]
             k, lo, hi = kk[ci], klo[ci], khi[ci]
-            cmp, chi2, n, s = _refine(model, k, Sc[rows, ci], sub(Dn), sub(ntot), lo, hi, cfg.fine_halfwidth,
+            cmp, chi2, n, s = _refine(model, k, Sc[rows, ci], sub(D4), sub(ntot), lo, hi, cfg.fine_halfwidth,
                                       Hg if allrows or Hg is None else Hg[pos],
                                       passes=3 if m == 0 else 1)  # alternatives: chi2 only
             j, y0, sv, sig, ok = _parabola(cmp, s)

@@ -49,14 +49,14 @@ def _source(K: int, group: int = 9) -> str:
          "            aF = 0.0",
          "            aN = 0.0",
          "            for n in range(npix):",
-         "                x = wf[n]",
+         "                x = np.float64(wf[n])",
          *[f"                b{a} += x * T{a}[n]" for a in range(K)],
-         "                aF += wf2[n] * Vk[n]",
-         "                aN += g[n] * Vk[n]",
+         "                aF += np.float64(wf2[n]) * Vk[n]",
+         "                aN += np.float64(g[n]) * Vk[n]",
          *[f"            out[b, {a}, t] = b{a}" for a in range(K)],
          f"            out[b, {K + len(pairs)}, t] = aF",
          f"            out[b, {K + len(pairs) + 1}, t] = aN"]
-    L += _pair_passes(pairs, group, " " * 12, "x = w[n]", lambda i: f"out[b, {K + i}, t]")
+    L += _pair_passes(pairs, group, " " * 12, "x = np.float64(w[n])", lambda i: f"out[b, {K + i}, t]")
     return "\n".join(L) + "\n"
 
 
@@ -87,7 +87,7 @@ _KERNELS: dict = {}
 def _kernel(K: int):
     """The compiled kernel for ``K`` eigenspectra (compiled once per process: ~1 s)."""
     if K not in _KERNELS:
-        ns: dict = {}
+        ns: dict = {"np": np}
         exec(compile(_source(K), f"<redsift eigen kernel K={K}>", "exec"), ns)  # noqa: S102 - our own source
         _KERNELS[K] = njit(fastmath=True, boundscheck=False, nogil=True)(ns["kern"])
     return _KERNELS[K]
@@ -99,8 +99,9 @@ def window_sums(D: np.ndarray, T: np.ndarray, V: np.ndarray, krow: np.ndarray, o
 
     Parameters
     ----------
-    D : (B, 4, npix) float64
-        ``w f``, ``w``, ``w f^2`` and ``[w > 0]`` of each spectrum (every product is taken in float64).
+    D : (B, 4, npix) float32 or float64
+        ``w f``, ``w``, ``w f^2`` and ``[w > 0]`` of each spectrum (every product is taken in float64; float32
+        data are widened as they are read: the same sums as from a float64 copy, without writing one).
     T : (nclass, K, R) float32
         Every class's eigenspectra on the rest grid, times their validity.
     V : (nclass, R) float32
@@ -114,7 +115,7 @@ def window_sums(D: np.ndarray, T: np.ndarray, V: np.ndarray, krow: np.ndarray, o
     if B:
         if int(np.min(olo)) < 0 or int(np.max(olo)) + S - 1 + D.shape[2] > T.shape[2]:
             raise ValueError("a window reaches beyond the rest grid")
-        _kernel(K)(np.ascontiguousarray(D, np.float64), T, V, np.ascontiguousarray(krow, np.int64),
+        _kernel(K)(np.ascontiguousarray(D, np.float64 if D.dtype != np.float32 else np.float32), T, V, np.ascontiguousarray(krow, np.int64),
               np.ascontiguousarray(olo, np.int64), int(S), out)
     return out
 
