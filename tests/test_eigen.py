@@ -251,6 +251,29 @@ def test_compiled_final_stage_equals_the_torch_path(rng, monkeypatch):
     assert anom[0, 2] > 0 and (anom[[0, 1, 2], 5] > -4).all()  # a joint-fit gain; spikes counted
 
 
+def test_compiled_scan_inputs_equal_the_torch_path(rng, monkeypatch):
+    """The scan's inputs (cleaned flux and ivar, data vectors, pixel counts) from the compiled pass equal the
+    torch path's, for float32 and float64 inputs with NaN, infinite and negative values."""
+    pytest.importorskip("numba")
+    import redsift.models.eigen as eig
+    from redsift.models import eigen_kernels
+
+    npix = 300
+    X = np.concatenate([rng.normal(1, 2, (6, npix)), rng.uniform(-0.5, 3, (6, npix))], 1)
+    X[0, 5] = X[3, 11] = np.nan
+    X[1, npix + 7], X[2, 9], X[4, npix + 13] = np.inf, -np.inf, np.nan
+    X[5, npix:] = 0  # no data
+    for dt in (np.float32, np.float64):
+        Xt = torch.as_tensor(X.astype(dt))
+        fast = eig._data(Xt, npix)
+        monkeypatch.setattr(eigen_kernels, "AVAILABLE", False)
+        ref = eig._data(Xt, npix)
+        monkeypatch.setattr(eigen_kernels, "AVAILABLE", True)
+        for got, want in zip(fast, ref):
+            assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
+    assert fast[3][5] == 0 and fast[0][0, 5] == 0 and fast[1][1, 7] == 0
+
+
 def test_scan_window_refines_around_a_prior(rng):
     m = _toy_model()
     s_true = int(round(math.log10(1 + 0.8) / D))

@@ -631,7 +631,11 @@ def anomaly_score(flux, ivar, model_flux, window: int = 64, step: int = 16):
 
 def _data(X, npix: int):
     """flux, ivar, the data vectors of the scan ``(B, 4, npix)`` (w f, w, w f^2, [w > 0]) and the good
-    pixels' count."""
+    pixels' count (on the CPU with the compiled kernels: :func:`.eigen_kernels.scan_data`, the same values)."""
+    if _kernel_ok(X) and X.dtype in (torch.float32, torch.float64) and X.shape[1] >= 2 * npix:
+        from .eigen_kernels import scan_data
+
+        return tuple(torch.from_numpy(a) for a in scan_data(X.numpy(), npix))
     flux = X[:, :npix].float()
     ivar = X[:, npix:2 * npix].float().clamp_min(0)
     bad = ~torch.isfinite(flux) | ~torch.isfinite(ivar)
