@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from redsift.errors import RedsiftError
 from redsift.evaluate.eigen import eigen_metrics, roc_auc
 from redsift.models import create_model, load_model, save_model
 from redsift.models.eigen import RAW_FIELDS, D, decode, empca, scan, scan_window
@@ -544,6 +545,25 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
                                                             np.full(used.sum(), "boss"), dataclasses.replace(k, zerr_rchi2=False))
     np.testing.assert_allclose(np.asarray(c1["ZERR"])[used], want, rtol=1e-6)
     assert len(c1) == len(meta)
+    # the classifier's ZERR where the default gives its Z (quasars above refine_qso_zmax here): two-parameter
+    # cells fitted on those rows; ZERR_CLASSIFIER and the refinement windows drawn from it unchanged
+    cls_rows = np.asarray(c1["Z_METHOD"]) == "CLASSIFIER"
+    assert rec["classifier_zerr_rows"] >= 5 and after.config.zerr_scale and "QSO" in after.config.zerr_scale
+    z1 = np.asarray(c1["Z"])[cls_rows]
+    st = np.char.strip(np.asarray(c1["SPECTYPE"], str))[cls_rows]
+    kq = np.array([after.config.zerr_scale.get(f"{t}/boss", after.config.zerr_scale.get(t, 1.0)) for t in st])
+    fq = np.array([after.config.zerr_floor.get(f"{t}/boss", after.config.zerr_floor.get(t, 0.0)) for t in st])
+    want = np.hypot(kq * np.asarray(c0["ZERR"])[cls_rows] / (1 + z1), fq) * (1 + z1)
+    np.testing.assert_allclose(np.asarray(c1["ZERR"])[cls_rows], want, rtol=1e-9)
+    np.testing.assert_array_equal(np.asarray(c1["ZERR_CLASSIFIER"]), np.asarray(c0["ZERR_CLASSIFIER"]))
+    # the cells' rows restricted by a truth column (the template-mode quasars of a two-generator set), and a
+    # filter no row matches refused with the values it could have named
+    rec2 = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel2", min_cell=5, zerr_rows="CLASS=QSO")
+    assert rec2["classifier_zerr_rule"] == "rows with CLASS = QSO"
+    assert 0 < rec2["classifier_zerr_rows"] < rec["classifier_zerr_rows"]  # the quasars among them
+    with pytest.raises(RedsiftError, match="no validation row has CLASS = 'quasar'.*GALAXY, QSO, STAR"):
+        release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, zerr_rows="CLASS=quasar")
+    assert not (tmp_path / "rel3").exists()
 
 
 def test_fit_logistic_recovers_a_known_model(rng):

@@ -76,6 +76,11 @@ class CombinedConfig:
     # P(QSO)) and QuasarNET's C_BAL exceeds this (chosen at release at QuasarNET's operating point; None: the
     # classifier's own decision)
     bal_mean_threshold: float | None = None
+    # ZERR where the classifier gives Z (Z_METHOD = CLASSIFIER): ZERR / (1 + z) = sqrt((k e)^2 + f^2), e the
+    # classifier's ZERR / (1 + z), k and f per "TYPE" or "TYPE/survey" (chosen at release on the rows where the
+    # default uses the classifier's Z; None: the classifier's ZERR as it is)
+    zerr_scale: dict | None = None
+    zerr_floor: dict | None = None
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -92,6 +97,8 @@ class CombinedConfig:
         out = {"rule": self.rule}
         for key, value in c.decisions().items():
             out["zerr_cls" if key == "zerr" else key] = value
+        if self.zerr_scale or self.zerr_floor:
+            out["zerr_cls"] = f"{out.get('zerr_cls', '')}; recalibrated where Z_METHOD=CLASSIFIER (scale, floor)"
         for key, value in q.decisions().items():
             out["zerr_qn" if key == "zerr" else key] = value
         if self.eigen:
@@ -302,7 +309,22 @@ class CombinedFamily(Family):
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
             # answer is beyond the models' range, whatever the classifier's confidence
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
+        if model.config.zerr_scale or model.config.zerr_floor:
+            cols["ZERR"] = self._classifier_zerr(model.config, cols, prepared["survey"])
         return cols, zwarn, wraw
+
+    @staticmethod
+    def _classifier_zerr(cfg, cols, surveys) -> np.ndarray:
+        """``ZERR`` of the rows whose ``Z`` is the classifier's, recalibrated with the release's cells
+        (``ZERR_CLASSIFIER`` keeps the classifier's own, and the refinement windows are drawn from it)."""
+        from .family import cell_values
+
+        z = np.asarray(cols["Z"], float)
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
+        k = cell_values(cfg.zerr_scale, spectype, surveys, 1.0)
+        f = cell_values(cfg.zerr_floor, spectype, surveys, 0.0)
+        new = np.hypot(k * np.asarray(cols["ZERR"], float) / (1 + z), f) * (1 + z)
+        return np.where(np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER", new, cols["ZERR"])
 
     @staticmethod
     def _refine(model, cc, cols, prepared, nodata):
@@ -432,10 +454,13 @@ class CombinedFamily(Family):
     def decisions(self, model) -> dict:
         return model.config.decisions()
 
-    def release(self, model, raw, prepared, meta, min_cell: int = 50) -> tuple[dict, dict]:
+    def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "") -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
-        and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`). The eigen model's
+        and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
+        classifier's ``ZERR`` on the rows whose ``Z`` is the classifier's (``zerr_scale``, ``zerr_floor``),
+        those rows restricted by ``zerr_rows`` (``"COLUMN=value"`` of the validation truth, e.g.
+        ``SIM_MODE=templates``: ``redsift release --set zerr_rows=SIM_MODE=templates``) where given. The eigen model's
         own release calibrates its full scan, whose rows differ: there the scan also picks the class (a
         wrong star subclass widens the curvature), and quasars reach z 6 where the refinement stops at
         ``refine_qso_zmax``. The classifier's and QuasarNET's decisions are theirs, kept."""
@@ -445,7 +470,7 @@ class CombinedFamily(Family):
             return {}, {"eigen": "no eigen part: nothing to choose"}
         ecfg, ccfg = model.eigen.config, model.config
         model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
-        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None)
+        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None, zerr_scale=None, zerr_floor=None)
         try:
             cols, _, wraw = self._columns(model, raw, prepared)
         finally:
@@ -460,6 +485,23 @@ class CombinedFamily(Family):
                                               by_class)
         new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
         record["eigen_zerr_rows"] = int((cell != "").sum())
+        # the classifier's ZERR where the default gives its Z, the same two-parameter cells (heavy tails: one
+        # factor fitted at 68% left the 95% coverage at 0.84-0.90 on the held-out quasars, docs/classifier.md)
+        keep = np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER"
+        if zerr_rows:
+            col, _, value = zerr_rows.partition("=")
+            if col not in meta.colnames:
+                raise RedsiftError(f"release: zerr_rows={zerr_rows}: the validation set has no column {col!r}")
+            have = np.char.strip(np.asarray(meta[col]).astype(str))
+            if not (have == value).any():
+                raise RedsiftError(f"release: zerr_rows={zerr_rows}: no validation row has {col} = {value!r} "
+                                   f"(values: {', '.join(sorted(set(have.tolist()))[:10])})")
+            keep &= have == value
+            record["classifier_zerr_rule"] = f"rows with {col} = {value}"
+        ccell = np.where(keep & (spectype == truth), spectype, "")
+        cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell)
+        record.update({f"classifier_{k}": v for k, v in crec.items()})
+        record["classifier_zerr_rows"] = int((ccell != "").sum())
         # the chi-square arbitration's thresholds, cell by cell (type / survey), on the same validation rows
         cand = np.isin(spectype, ARBITRATE_TYPES) & (spectype == truth) & np.isfinite(np.asarray(cols["Z"], float))
         fraw = self._class_scan(model, cols, prepared, cand)
@@ -468,7 +510,8 @@ class CombinedFamily(Family):
         record.update(rec)
         bal_thr, bal_rec = self._choose_bal(model, raw, cols, meta, truth)
         record.update(bal_rec)
-        return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None, "bal_mean_threshold": bal_thr}, record
+        return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None, "bal_mean_threshold": bal_thr,
+                "zerr_scale": cscale or None, "zerr_floor": cfloor or None}, record
 
     def _choose_bal(self, model, raw, cols, meta, truth) -> tuple[float | None, dict]:
         """The BAL threshold of :meth:`bal_score` at QuasarNET's operating point (98% of BALs found, 97% of
