@@ -439,6 +439,32 @@ def test_zerr_calibration_recovers_scale_and_floor(rng):
     assert abs(np.mean(pull < 1) - 0.683) < 0.015 and abs(np.mean(pull < 1.96) - 0.95) < 0.01
 
 
+def test_zerr_bands_trade_the_68_point_for_the_95_point_of_heavy_tails(rng):
+    """fit_zerr_cell with bands: on Gaussian pulls the same answer as the exact-68% rule; on heavy-tailed pulls
+    (Student t, 3 degrees of freedom) the exact rule leaves the 95% coverage far below its band, the bands rule
+    puts both coverages nearer the middle of their bands (the larger distance in band half-widths smaller)."""
+    from redsift.models.combined import ZERR_BANDS
+    from redsift.models.eigen import fit_zerr_cell
+
+    e = rng.uniform(1e-5, 1e-4, 20000)
+    dz = rng.normal(0, 1.5 * e)
+    k0, f0 = fit_zerr_cell(dz, e)
+    k1, f1 = fit_zerr_cell(dz, e, bands=ZERR_BANDS)
+    assert abs(k1 / k0 - 1) < 0.03 and f1 < 1e-5
+
+    def miss(k, f, dz):
+        p = np.abs(dz) / np.hypot(k * e, f)
+        (a1, b1), (a2, b2) = ZERR_BANDS
+        c1, c2 = np.mean(p < 1), np.mean(p < 1.96)
+        return c1, c2, max(abs(c1 - (a1 + b1) / 2) / ((b1 - a1) / 2), abs(c2 - (a2 + b2) / 2) / ((b2 - a2) / 2))
+
+    dz = rng.standard_t(3, 20000) * 1.5 * e
+    c68, c95, m0 = miss(*fit_zerr_cell(dz, e), dz)
+    assert abs(c68 - 0.683) < 0.01 and c95 < 0.93
+    b68, b95, m1 = miss(*fit_zerr_cell(dz, e, bands=ZERR_BANDS), dz)
+    assert m1 < m0 and b95 > c95 and 0.65 <= b68
+
+
 def test_zerr_cells_per_class_undo_the_heavy_tails_of_a_mixed_type(rng):
     """Two classes of one type whose curvature errors are off by different factors (a white dwarf's
     broad lines against a G star's many narrow ones): one factor per type leaves heavy tails (95% coverage

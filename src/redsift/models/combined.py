@@ -115,6 +115,10 @@ class CombinedConfig:
         return out
 
 
+#: The coverage bands of ``ZERR`` (within 1 and 1.96 ZERR) that ``zerr_bands=True`` aims a release's cells at
+ZERR_BANDS = ((0.65, 0.71), (0.93, 0.97))
+
+
 class CombinedModel(nn.Module):
     """A classifier and a QuasarNET as one module (see the module docstring)."""
 
@@ -454,7 +458,8 @@ class CombinedFamily(Family):
     def decisions(self, model) -> dict:
         return model.config.decisions()
 
-    def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "") -> tuple[dict, dict]:
+    def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "",
+                zerr_bands: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -481,8 +486,9 @@ class CombinedFamily(Family):
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
         by_class = np.asarray(cols["CLASS_BEST"]).astype(str) if ecfg.zerr_by_class else None
+        bands = ZERR_BANDS if zerr_bands else None
         scale, floor, record = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell,
-                                              by_class)
+                                              by_class, bands)
         new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
         record["eigen_zerr_rows"] = int((cell != "").sum())
         # the classifier's ZERR where the default gives its Z, the same two-parameter cells (heavy tails: one
@@ -499,7 +505,10 @@ class CombinedFamily(Family):
             keep &= have == value
             record["classifier_zerr_rule"] = f"rows with {col} = {value}"
         ccell = np.where(keep & (spectype == truth), spectype, "")
-        cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell)
+        cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell,
+                                              bands=bands)
+        if bands:
+            record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
         record.update({f"classifier_{k}": v for k, v in crec.items()})
         record["classifier_zerr_rows"] = int((ccell != "").sum())
         # the chi-square arbitration's thresholds, cell by cell (type / survey), on the same validation rows
