@@ -130,6 +130,6 @@ cp $R/redsift-sim18/config.json src/redsift/models/released/redsift-sim/config.j
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-14 --set zerr_rows=SIM_MODE=templates
 # ... and every ZERR cell of the default (eigen and classifier) aimed at the middle of both coverage bands rather
 # than at exactly 68% (docs/classifier.md, same section): the release now in redsift-sim
-redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-15 --set zerr_rows=SIM_MODE=templates \
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-16 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true
-cp $R/redsift-sim-15/config.json src/redsift/models/released/redsift-sim/config.json
+cp $R/redsift-sim-16/config.json src/redsift/models/released/redsift-sim/config.json

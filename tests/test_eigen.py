@@ -163,6 +163,8 @@ def test_compiled_native_sums_equal_the_batched_torch_path(rng, monkeypatch):
     T, V = eig._kernel_templates(m)
     olo = np.array([3, 250, 1000])
     c = eigen_kernels.window_sums(D4.double().numpy(), T, V, ks.numpy(), olo, 11)
+    # float32 data widened as read: the same float64 sums as from the float64 copy
+    assert np.array_equal(eigen_kernels.window_sums(D4.numpy(), T, V, ks.numpy(), olo, 11), c)
     K = T.shape[1]
     pairs = [(a, b) for a in range(K) for b in range(a, K)]
     Dn = D4.double().numpy()
@@ -249,6 +251,13 @@ def test_compiled_final_stage_equals_the_torch_path(rng, monkeypatch):
             np.testing.assert_allclose(got[:, j], want[:, j], rtol=rtol, atol=1e-4, err_msg=f"column {j}")
     anom = fast[1].numpy()
     assert np.isnan(anom[3]).all() and np.isnan(anom[4, 3])  # no answer; no fitted pixel for the S/N
+    # as a refinement window calls it: no second solution, no S/N or residual shape
+    lean = eig._final(m, k, s, flux, ivar, snr=False)
+    monkeypatch.setattr(eigen_kernels, "AVAILABLE", True)
+    lean_fast = eig._final(m, k, s, flux, ivar, snr=False)
+    np.testing.assert_allclose(lean_fast[0].numpy(), lean[0].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lean_fast[1][:, :3].numpy(), lean[1][:, :3].numpy(), rtol=1e-4, atol=1e-4)
+    assert np.isnan(lean_fast[1][:, 3:].numpy()).all() and (lean_fast[1][[0, 1, 2, 4], 2].numpy() == 0).all()
     assert anom[0, 2] > 0 and (anom[[0, 1, 2], 5] > -4).all()  # a joint-fit gain; spikes counted
 
 
@@ -262,7 +271,7 @@ def test_compiled_scan_inputs_equal_the_torch_path(rng, monkeypatch):
     npix = 300
     X = np.concatenate([rng.normal(1, 2, (6, npix)), rng.uniform(-0.5, 3, (6, npix))], 1)
     X[0, 5] = X[3, 11] = np.nan
-    X[1, npix + 7], X[2, 9], X[4, npix + 13] = np.inf, -np.inf, np.nan
+    X[1, npix + 7], X[2, 9], X[4, npix + 13], X[3, npix + 20] = np.inf, -np.inf, np.nan, -np.inf
     X[5, npix:] = 0  # no data
     for dt in (np.float32, np.float64):
         Xt = torch.as_tensor(X.astype(dt))
@@ -273,6 +282,7 @@ def test_compiled_scan_inputs_equal_the_torch_path(rng, monkeypatch):
         for got, want in zip(fast, ref):
             assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
     assert fast[3][5] == 0 and fast[0][0, 5] == 0 and fast[1][1, 7] == 0
+    assert fast[0][3, 20] == np.float32(X[3, 20]) and fast[1][3, 20] == 0  # ivar -inf: clamped to 0, flux kept
 
 
 def test_scan_window_refines_around_a_prior(rng):
@@ -462,7 +472,8 @@ def test_zerr_bands_trade_the_68_point_for_the_95_point_of_heavy_tails(rng):
     c68, c95, m0 = miss(*fit_zerr_cell(dz, e), dz)
     assert abs(c68 - 0.683) < 0.01 and c95 < 0.93
     b68, b95, m1 = miss(*fit_zerr_cell(dz, e, bands=ZERR_BANDS), dz)
-    assert m1 < m0 and b95 > c95 and 0.65 <= b68
+    # (measured: exact 0.683 / 0.901, bands 0.725 / 0.920): both misses smaller, the 68% point a little wide
+    assert m1 < m0 - 0.5 and b95 > c95 + 0.01 and 0.70 <= b68 <= 0.76
 
 
 def test_zerr_cells_per_class_undo_the_heavy_tails_of_a_mixed_type(rng):
@@ -589,6 +600,10 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
     assert 0 < rec2["classifier_zerr_rows"] < rec["classifier_zerr_rows"]  # the quasars among them
     with pytest.raises(RedsiftError, match="no validation row has CLASS = 'quasar'.*GALAXY, QSO, STAR"):
         release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, zerr_rows="CLASS=quasar")
+    for bad, msg in (({"zerr_rows": "CLASS"}, "expected COLUMN=value"), ({"zerr_rows": "KIND=QSO"}, "no column 'KIND'"),
+                     ({"zerr_bands": "False"}, "zerr_bands must be true or false")):
+        with pytest.raises(RedsiftError, match=msg):
+            release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, **bad)
     assert not (tmp_path / "rel3").exists()
 
 

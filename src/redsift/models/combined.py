@@ -473,6 +473,13 @@ class CombinedFamily(Family):
 
         if model.eigen is None:
             return {}, {"eigen": "no eigen part: nothing to choose"}
+        if not isinstance(zerr_bands, bool):
+            raise RedsiftError(f"release: zerr_bands must be true or false, got {zerr_bands!r}")
+        zcol, _, zvalue = str(zerr_rows).partition("=")
+        if zerr_rows and not (zcol and zvalue):
+            raise RedsiftError(f"release: zerr_rows={zerr_rows}: expected COLUMN=value (e.g. SIM_MODE=templates)")
+        if zerr_rows and zcol not in meta.colnames:
+            raise RedsiftError(f"release: zerr_rows={zerr_rows}: the validation set has no column {zcol!r}")
         ecfg, ccfg = model.eigen.config, model.config
         model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
         model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None, zerr_scale=None, zerr_floor=None)
@@ -491,26 +498,6 @@ class CombinedFamily(Family):
                                               by_class, bands)
         new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
         record["eigen_zerr_rows"] = int((cell != "").sum())
-        # the classifier's ZERR where the default gives its Z, the same two-parameter cells (heavy tails: one
-        # factor fitted at 68% left the 95% coverage at 0.84-0.90 on the held-out quasars, docs/classifier.md)
-        keep = np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER"
-        if zerr_rows:
-            col, _, value = zerr_rows.partition("=")
-            if col not in meta.colnames:
-                raise RedsiftError(f"release: zerr_rows={zerr_rows}: the validation set has no column {col!r}")
-            have = np.char.strip(np.asarray(meta[col]).astype(str))
-            if not (have == value).any():
-                raise RedsiftError(f"release: zerr_rows={zerr_rows}: no validation row has {col} = {value!r} "
-                                   f"(values: {', '.join(sorted(set(have.tolist()))[:10])})")
-            keep &= have == value
-            record["classifier_zerr_rule"] = f"rows with {col} = {value}"
-        ccell = np.where(keep & (spectype == truth), spectype, "")
-        cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell,
-                                              bands=bands)
-        if bands:
-            record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
-        record.update({f"classifier_{k}": v for k, v in crec.items()})
-        record["classifier_zerr_rows"] = int((ccell != "").sum())
         # the chi-square arbitration's thresholds, cell by cell (type / survey), on the same validation rows
         cand = np.isin(spectype, ARBITRATE_TYPES) & (spectype == truth) & np.isfinite(np.asarray(cols["Z"], float))
         fraw = self._class_scan(model, cols, prepared, cand)
@@ -519,8 +506,48 @@ class CombinedFamily(Family):
         record.update(rec)
         bal_thr, bal_rec = self._choose_bal(model, raw, cols, meta, truth)
         record.update(bal_rec)
+        if bands:
+            record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
+        cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, cells or None, bal_thr, min_cell,
+                                                   (zcol, zvalue) if zerr_rows else None, bands, record)
         return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None, "bal_mean_threshold": bal_thr,
                 "zerr_scale": cscale or None, "zerr_floor": cfloor or None}, record
+
+    def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, arbitrate, bal_thr, min_cell, rows, bands,
+                             record) -> tuple[dict, dict]:
+        """The classifier's ZERR cells where the default gives its Z, fitted on the validation rows as the
+        release deploys them (its arbitration and BAL decision applied: rows the arbitration replaces are the
+        classifier's catastrophic answers and must not widen the cells), typed right, and restricted by the
+        truth column ``rows = (column, value)`` where given (masked values never match)."""
+        from .eigen import fit_zerr_cells
+
+        ccfg = model.config
+        model.config = dataclasses.replace(ccfg, arbitrate=arbitrate, bal_mean_threshold=bal_thr, zerr_scale=None,
+                                           zerr_floor=None)
+        try:
+            cols, _, _ = self._columns(model, raw, prepared)
+        finally:
+            model.config = ccfg
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
+        keep = (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & (spectype == truth)
+        if rows:
+            col, value = rows
+            data = meta[col]
+            have = np.char.strip(np.asarray(np.ma.getdata(data)).astype(str))
+            match = (have == value) & ~np.ma.getmaskarray(data)
+            if not match.any():
+                raise RedsiftError(f"release: zerr_rows={col}={value}: no validation row has {col} = {value!r} "
+                                   f"(values: {', '.join(sorted(set(have.tolist()))[:10])})")
+            keep &= match
+            record["classifier_zerr_rule"] = f"rows with {col} = {value}"
+        ccell = np.where(keep, spectype, "")
+        cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell,
+                                              bands=bands)
+        record.update({f"classifier_{k}": v for k, v in crec.items()})
+        record["classifier_zerr_rows"] = int(keep.sum())
+        if not cscale:
+            record["classifier_zerr"] = f"no cell with {min_cell} rows: the classifier's ZERR as it is"
+        return cscale, cfloor
 
     def _choose_bal(self, model, raw, cols, meta, truth) -> tuple[float | None, dict]:
         """The BAL threshold of :meth:`bal_score` at QuasarNET's operating point (98% of BALs found, 97% of

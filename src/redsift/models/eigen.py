@@ -704,7 +704,7 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True)
         return coeff, anom
     ridge = model.config.ridge
     w = None
-    if _kernel_ok(flux):
+    if _kernel_ok(flux) and npix >= 64:  # (the anomaly score's window: any survey grid has far more pixels)
         from .eigen_kernels import joint_sums, residual_stats
 
         T, V = _kernel_templates(model)
@@ -1042,8 +1042,8 @@ def fit_zerr_cell(dz, e, q1: float = 0.683, q2: float = 0.95, lim2: float = 1.96
     ``bands`` ``((lo1, hi1), (lo2, hi2))``: instead, the ``(k, f)`` whose coverages within 1 and ``lim2`` lie
     nearest the middle of both bands, as the larger of the two distances in units of each band's half-width
     (heavy-tailed pulls cannot put exactly ``q1`` within 1 and ``q2`` within ``lim2``: the exact 68% left the
-    95% coverage of the default's quasars and stars at 0.87-0.93; this trades a 68% coverage still inside
-    its band for a 95% one nearer its own). Gaussian pulls give the same answer both ways."""
+    95% coverage of the default's quasars and stars at 0.87-0.93; this trades some of the 68% point, which may
+    then leave its band, for a 95% one nearer its own). Gaussian pulls give the same answer both ways."""
     dz, e = np.abs(np.asarray(dz, float)), np.asarray(e, float)
 
     def cover(k, f, lim):
@@ -1063,7 +1063,7 @@ def fit_zerr_cell(dz, e, q1: float = 0.683, q2: float = 0.95, lim2: float = 1.96
                 best = (miss, hi, float(f))
             continue
         (a1, b1), (a2, b2) = bands
-        for k in hi * np.geomspace(0.8, 1.5, 57):  # around the exact-q1 scale
+        for k in hi * np.geomspace(0.7, 2.0, 81):  # around the exact-q1 scale
             miss = max(abs(cover(k, f, 1.0) - (a1 + b1) / 2) / ((b1 - a1) / 2),
                        abs(cover(k, f, lim2) - (a2 + b2) / 2) / ((b2 - a2) / 2))
             if miss < best[0]:

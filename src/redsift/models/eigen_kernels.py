@@ -264,6 +264,8 @@ def residual_stats(flux, ivar, T, V, k1, o1, a, window: int = 64, step: int = 16
     float32). Rows with ``k1 < 0`` are NaN. ``o1``: rest-grid offsets ``s_max - shift``; ``a``: the answer's
     coefficients ``(B, K)``."""
     B, npix = flux.shape
+    if npix < max(window, smooth + 1, 3):
+        raise ValueError(f"residual_stats needs at least {max(window, smooth + 1, 3)} pixels, got {npix}")
     out = np.full((B, 8), np.nan)
     if B:
         if int(np.min(o1)) < 0 or int(np.max(o1)) + npix > T.shape[2]:
@@ -287,8 +289,9 @@ def _scan_data(X, npix, flux, ivar, D4, ntot):  # pragma: no cover - compiled
         for p in range(npix):  # branch-free (selects), float32 as the torch path computes them
             f = np.float32(X[b, p])
             w = np.float32(X[b, npix + p])
+            w = w if (w > zero) | (w != w) else zero  # clamp_min(0): negatives (-inf too) -> 0, NaN kept
             ok = (f - f == zero) & (w - w == zero)  # both finite (x - x is NaN for NaN and +-inf)
-            w = w if (w > zero) & ok else zero
+            w = w if ok else zero
             f = f if ok else zero
             fo[p] = f
             wo[p] = w
