@@ -408,7 +408,9 @@ def _blocks(D4, q: int):
     """Sums of the data vectors over blocks of ``q`` pixels."""
     B, _, npix = D4.shape
     nb = -(-npix // q)
-    return torch.nn.functional.pad(D4, (0, nb * q - npix)).reshape(B, 4, nb, q).sum(3)
+    if nb * q != npix:  # (BOSS's 4,608 pixels are whole blocks: no padded copy)
+        D4 = torch.nn.functional.pad(D4, (0, nb * q - npix))
+    return D4.reshape(B, 4, nb, q).sum(3)
 
 
 def _class_pack(model, k: int):
