@@ -600,8 +600,21 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
     assert 0 < rec2["classifier_zerr_rows"] < rec["classifier_zerr_rows"]  # the quasars among them
     with pytest.raises(RedsiftError, match="no validation row has CLASS = 'quasar'.*GALAXY, QSO, STAR"):
         release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, zerr_rows="CLASS=quasar")
+    # quasars refined in the classifier-redshift bins where the refinement beat the classifier on validation
+    rec4 = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel4", min_cell=5, refine_bins=True)
+    bins = load_model(tmp_path / "rel4").config.refine_qso_zbins
+    assert "refine_qso_zbins" in rec4 and any(k.startswith("refine_qso_z0-0.5") for k in rec4)
+    c4 = predict_catalog(load_model(tmp_path / "rel4"), [str(sets / "val")], progress=False)
+    zc = np.asarray(c4["Z_CLASSIFIER"], float)
+    isq = np.char.strip(np.asarray(c4["SPECTYPE"], str)) == "QSO"
+    inside = np.zeros(len(zc), bool)
+    for a, b in bins or [[-1.0, 1.5]]:
+        inside |= (zc >= a) & (zc < b)
+    assert not (isq & ~inside & (np.asarray(c4["Z_METHOD"]) == "EIGEN")).any()
+    assert (isq & inside & (np.asarray(c4["Z_METHOD"]) == "EIGEN")).any()
     for bad, msg in (({"zerr_rows": "CLASS"}, "expected COLUMN=value"), ({"zerr_rows": "KIND=QSO"}, "no column 'KIND'"),
-                     ({"zerr_bands": "False"}, "zerr_bands must be true or false")):
+                     ({"zerr_bands": "False"}, "zerr_bands must be true or false"),
+                     ({"refine_bins": 1}, "refine_bins must be true or false")):
         with pytest.raises(RedsiftError, match=msg):
             release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, **bad)
     assert not (tmp_path / "rel3").exists()

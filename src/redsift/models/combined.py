@@ -69,6 +69,9 @@ class CombinedConfig:
     refine_min_px: int = 4
     refine_max_px: int = 150
     refine_qso_zmax: float = 1.5  # quasars above: the classifier's Z kept (measured, docs/eigen.md)
+    # instead, where chosen at release: the [lo, hi) ranges of the classifier's Z in which quasars take the
+    # refinement (the bins where it beat the classifier on validation); None: below refine_qso_zmax
+    refine_qso_zbins: list | None = None
     # chi-square arbitration: "TYPE/survey" -> least chi-square gain of the answered class's whole-range scan
     # over its refinement window for the scan's redshift to replace the answer (chosen at release; None: off)
     arbitrate: dict | None = None
@@ -105,8 +108,10 @@ class CombinedConfig:
             from .eigen import EigenConfig
 
             e = config_from_dict(EigenConfig, self.eigen)
+            qso = (f"z < {self.refine_qso_zmax}" if self.refine_qso_zbins is None
+                   else "z in " + ", ".join(f"[{a:g}, {b:g})" for a, b in self.refine_qso_zbins))
             out.update({"refine": f"eigen K={e.ncomp}, +-{self.refine_nsigma} ZERR ({self.refine_min_px}-"
-                                  f"{self.refine_max_px} px), QSO z < {self.refine_qso_zmax}",
+                                  f"{self.refine_max_px} px), QSO {qso}",
                         "zerr_eig": e.decisions()["zerr"]})
             if self.arbitrate:
                 out["arbitrate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.arbitrate.items()))
@@ -114,6 +119,9 @@ class CombinedConfig:
             out["bal_rule"] = f"mean(P_BAL share, C_BAL) > {self.bal_mean_threshold:g}"
         return out
 
+
+#: Bins of the classifier's quasar redshift in which the release compares the refinement with the classifier
+QSO_ZBIN_EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 7.0)
 
 #: The coverage bands of ``ZERR`` (within 1 and 1.96 ZERR) that ``zerr_bands=True`` aims a release's cells at
 ZERR_BANDS = ((0.65, 0.71), (0.93, 0.97))
@@ -331,6 +339,16 @@ class CombinedFamily(Family):
         return np.where(np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER", new, cols["ZERR"])
 
     @staticmethod
+    def _zerr_cells(cfg, best, cc) -> np.ndarray:
+        """The class part of each refined row's ZERR cell: the classifier's class, with quasars refined at or
+        above ``refine_qso_zmax`` (``refine_qso_zbins`` above it) in cells of their own (``"QSO>1.5"``): their
+        errors differ from the low-redshift quasars' (one cell for both left the high-redshift ones at 0.59 / 0.68
+        coverage on BOSS and the low ones at 0.94 / 0.98, simulated)."""
+        best = np.asarray(best).astype(str)
+        hiz = (np.asarray(cc["SPECTYPE"]).astype(str) == "QSO") & (np.asarray(cc["Z"], float) >= cfg.refine_qso_zmax)
+        return np.where(hiz, np.char.add(best, f">{cfg.refine_qso_zmax:g}"), best)
+
+    @staticmethod
     def _refine(model, cc, cols, prepared, nodata):
         """The eigen scan around the classifier's answer (see the module docstring); updates ``cols`` and
         returns the rows whose answer lies outside the eigen class's redshift range (learnt from the
@@ -353,14 +371,21 @@ class CombinedFamily(Family):
         if run.any():
             with torch.inference_mode():
                 raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
-        d = decode(raw, ecfg, prepared["survey"])
+        d = decode(raw, ecfg, prepared["survey"], CombinedFamily._zerr_cells(cfg, best, cc))
         bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
         use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
-        use &= (np.asarray(cc["SPECTYPE"]) != "QSO") | (z0 < cfg.refine_qso_zmax)
+        if cfg.refine_qso_zbins is None:
+            qso_ok = z0 < cfg.refine_qso_zmax
+        else:
+            qso_ok = np.zeros(len(z0), bool)
+            for a, b in cfg.refine_qso_zbins:
+                qso_ok |= (z0 >= a) & (z0 < b)
+        use &= (np.asarray(cc["SPECTYPE"]) != "QSO") | qso_ok
         # the eigen part's own columns, as the eigen family writes them (rows not scanned: sentinels)
         fe = get_family("eigen")
         ec, _ = fe.columns(model.eigen, raw, Prepared(zwarn=np.zeros(len(z0), np.int64), survey=prepared["survey"]))
-        cols["Z_EIGEN"], cols["ZERR_EIGEN"] = ec["Z"], ec["ZERR"]
+        cols["Z_EIGEN"] = ec["Z"]
+        cols["ZERR_EIGEN"] = np.where(np.isfinite(d["zerr"]), d["zerr"], ec["ZERR"])  # the cells of the default's rows
         for name, _ in fe.schema(model.eigen):
             cols[name] = ec[name]
         cols["Z"] = np.where(use, d["z"], cols["Z"])
@@ -459,13 +484,15 @@ class CombinedFamily(Family):
         return model.config.decisions()
 
     def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "",
-                zerr_bands: bool = False) -> tuple[dict, dict]:
+                zerr_bands: bool = False, refine_bins: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
         classifier's ``ZERR`` on the rows whose ``Z`` is the classifier's (``zerr_scale``, ``zerr_floor``),
         those rows restricted by ``zerr_rows`` (``"COLUMN=value"`` of the validation truth, e.g.
-        ``SIM_MODE=templates``: ``redsift release --set zerr_rows=SIM_MODE=templates``) where given. The eigen model's
+        ``SIM_MODE=templates``: ``redsift release --set zerr_rows=SIM_MODE=templates``) where given; with
+        ``refine_bins`` the classifier-redshift bins in which quasars take the refinement (those rows too,
+        :meth:`_choose_qso_zbins`), chosen before everything else. The eigen model's
         own release calibrates its full scan, whose rows differ: there the scan also picks the class (a
         wrong star subclass widens the curvature), and quasars reach z 6 where the refinement stops at
         ``refine_qso_zmax``. The classifier's and QuasarNET's decisions are theirs, kept."""
@@ -473,29 +500,38 @@ class CombinedFamily(Family):
 
         if model.eigen is None:
             return {}, {"eigen": "no eigen part: nothing to choose"}
-        if not isinstance(zerr_bands, bool):
-            raise RedsiftError(f"release: zerr_bands must be true or false, got {zerr_bands!r}")
+        for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins)):
+            if not isinstance(flag, bool):
+                raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         zcol, _, zvalue = str(zerr_rows).partition("=")
         if zerr_rows and not (zcol and zvalue):
             raise RedsiftError(f"release: zerr_rows={zerr_rows}: expected COLUMN=value (e.g. SIM_MODE=templates)")
         if zerr_rows and zcol not in meta.colnames:
             raise RedsiftError(f"release: zerr_rows={zerr_rows}: the validation set has no column {zcol!r}")
+        tax = model.classifier.config.tax
+        y = tax.labels(meta, source="validation labels", strict=False)
+        truth = np.where(y >= 0, np.array(tax.spectypes)[np.clip(y, 0, None)], "")
+        rows = self._row_filter(meta, (zcol, zvalue)) if zerr_rows else None
+        record: dict = {}
+        if rows is not None:
+            record["classifier_zerr_rule"] = f"rows with {zcol} = {zvalue}"
+        zbins = self._choose_qso_zbins(model, raw, prepared, meta, truth, rows, min_cell, record) if refine_bins else None
         ecfg, ccfg = model.eigen.config, model.config
         model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
-        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None, zerr_scale=None, zerr_floor=None)
+        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None, zerr_scale=None, zerr_floor=None,
+                                           refine_qso_zbins=zbins)
         try:
             cols, _, wraw = self._columns(model, raw, prepared)
         finally:
             model.eigen.config, model.config = ecfg, ccfg
-        tax = model.classifier.config.tax
-        y = tax.labels(meta, source="validation labels", strict=False)
-        truth = np.where(y >= 0, np.array(tax.spectypes)[np.clip(y, 0, None)], "")
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
-        by_class = np.asarray(cols["CLASS_BEST"]).astype(str) if ecfg.zerr_by_class else None
+        by_class = self._zerr_cells(ccfg, cols["CLASS_BEST"], {"SPECTYPE": cols["SPECTYPE"], "Z": cols["Z_CLASSIFIER"]}) \
+            if ecfg.zerr_by_class else None
         bands = ZERR_BANDS if zerr_bands else None
-        scale, floor, record = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell,
-                                              by_class, bands)
+        scale, floor, erec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell,
+                                            by_class, bands)
+        record.update(erec)
         new = dataclasses.replace(ecfg, zerr_scale=scale or None, zerr_floor=floor or None, zerr_rchi2=True)
         record["eigen_zerr_rows"] = int((cell != "").sum())
         # the chi-square arbitration's thresholds, cell by cell (type / survey), on the same validation rows
@@ -508,12 +544,69 @@ class CombinedFamily(Family):
         record.update(bal_rec)
         if bands:
             record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
-        cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, cells or None, bal_thr, min_cell,
-                                                   (zcol, zvalue) if zerr_rows else None, bands, record)
+        cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, cells or None, bal_thr, zbins,
+                                                   min_cell, rows, bands, record)
         return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None, "bal_mean_threshold": bal_thr,
-                "zerr_scale": cscale or None, "zerr_floor": cfloor or None}, record
+                "zerr_scale": cscale or None, "zerr_floor": cfloor or None, "refine_qso_zbins": zbins}, record
 
-    def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, arbitrate, bal_thr, min_cell, rows, bands,
+    @staticmethod
+    def _row_filter(meta, rows) -> np.ndarray:
+        """Validation rows whose truth column ``rows = (column, value)`` equals the value (masked values never
+        match); refused when none does, with the values present."""
+        col, value = rows
+        data = meta[col]
+        have = np.char.strip(np.asarray(np.ma.getdata(data)).astype(str))
+        match = (have == value) & ~np.ma.getmaskarray(data)
+        if not match.any():
+            raise RedsiftError(f"release: zerr_rows={col}={value}: no validation row has {col} = {value!r} "
+                               f"(values: {', '.join(sorted(set(have.tolist()))[:10])})")
+        return match
+
+    def _choose_qso_zbins(self, model, raw, prepared, meta, truth, rows, min_cell, record) -> list | None:
+        """The ranges of the classifier's ``Z`` (bins of :data:`QSO_ZBIN_EDGES`) in which quasars take the
+        eigen refinement: every validation quasar typed right is refined (the rows given by ``rows`` only), and
+        a bin is adopted where the refinement's median ``|dz|/(1+z)`` is below the classifier's and its
+        catastrophic fraction no larger, with ``min_cell`` rows at least; adjacent bins merged. None where no
+        bin has the rows (the ``refine_qso_zmax`` rule stays)."""
+        ccfg = model.config
+        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None, zerr_scale=None, zerr_floor=None,
+                                           refine_qso_zbins=[[-1.0, 99.0]])
+        try:
+            cols, _, _ = self._columns(model, raw, prepared)
+        finally:
+            model.config = ccfg
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
+        q = (spectype == "QSO") & (truth == "QSO") & (np.asarray(cols["Z_METHOD"]).astype(str) == "EIGEN")
+        if rows is not None:
+            q &= rows
+        zt = np.asarray(meta["Z"], float)
+        zc = np.asarray(cols["Z_CLASSIFIER"], float)
+        dc = np.abs(zc - zt) / (1 + zt)
+        de = np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt)
+        chosen, seen = [], False
+        for a, b in zip(QSO_ZBIN_EDGES[:-1], QSO_ZBIN_EDGES[1:]):
+            sel = q & (zc >= a) & (zc < b)
+            if sel.sum() < min_cell:
+                record[f"refine_qso_z{a:g}-{b:g}"] = f"n {int(sel.sum())}: too few rows, not refined"
+                continue
+            seen = True
+            mc, me = float(np.median(dc[sel])), float(np.median(de[sel]))
+            cc_, ce = float(np.mean(dc[sel] > 0.01)), float(np.mean(de[sel] > 0.01))
+            take = me < mc and ce <= cc_
+            record[f"refine_qso_z{a:g}-{b:g}"] = (f"n {int(sel.sum())}: MAD classifier {mc:.2e}, refined {me:.2e}; "
+                                                  f"catastrophic {cc_:.3f} / {ce:.3f}: {'refined' if take else 'classifier'}")
+            if take:
+                if chosen and chosen[-1][1] == a:
+                    chosen[-1][1] = b
+                else:
+                    chosen.append([a, b])
+        if not seen:
+            record["refine_qso_zbins"] = f"no redshift bin with {min_cell} validation quasars: QSO z < {ccfg.refine_qso_zmax}"
+            return None
+        record["refine_qso_zbins"] = ", ".join(f"[{a:g}, {b:g})" for a, b in chosen) or "none"
+        return chosen
+
+    def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, arbitrate, bal_thr, zbins, min_cell, rows, bands,
                              record) -> tuple[dict, dict]:
         """The classifier's ZERR cells where the default gives its Z, fitted on the validation rows as the
         release deploys them (its arbitration and BAL decision applied: rows the arbitration replaces are the
@@ -523,23 +616,15 @@ class CombinedFamily(Family):
 
         ccfg = model.config
         model.config = dataclasses.replace(ccfg, arbitrate=arbitrate, bal_mean_threshold=bal_thr, zerr_scale=None,
-                                           zerr_floor=None)
+                                           zerr_floor=None, refine_qso_zbins=zbins)
         try:
             cols, _, _ = self._columns(model, raw, prepared)
         finally:
             model.config = ccfg
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         keep = (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & (spectype == truth)
-        if rows:
-            col, value = rows
-            data = meta[col]
-            have = np.char.strip(np.asarray(np.ma.getdata(data)).astype(str))
-            match = (have == value) & ~np.ma.getmaskarray(data)
-            if not match.any():
-                raise RedsiftError(f"release: zerr_rows={col}={value}: no validation row has {col} = {value!r} "
-                                   f"(values: {', '.join(sorted(set(have.tolist()))[:10])})")
-            keep &= match
-            record["classifier_zerr_rule"] = f"rows with {col} = {value}"
+        if rows is not None:
+            keep &= rows
         ccell = np.where(keep, spectype, "")
         cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell,
                                               bands=bands)

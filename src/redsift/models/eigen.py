@@ -1164,9 +1164,11 @@ def learned_anomaly(raw, nclass: int, m: dict, surveys=None) -> np.ndarray:
     return ((X - np.asarray(m["mean"])) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
 
 
-def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
+def decode(raw, cfg: EigenConfig, surveys=None, cells=None) -> dict:
     """Catalog quantities from raw scan rows (NaN rows: nothing measured); ``surveys`` (row-aligned
-    survey names) picks each row's ``ZERR`` calibration cell."""
+    survey names) picks each row's ``ZERR`` calibration cell, ``cells`` (row-aligned names) the class part of
+    it where given (default: the answered class; the default model's refined high-redshift quasars have cells
+    of their own)."""
     raw = np.asarray(raw, float)
     f = {name: raw[:, i] for i, name in enumerate(RAW_FIELDS)}
     ok = np.isfinite(f["cls"])
@@ -1175,7 +1177,8 @@ def decode(raw, cfg: EigenConfig, surveys=None) -> dict:
     spectype = np.array(tax.spectypes)[cls]
     name = np.array(tax.classes)[cls]
     z = np.where(ok, 10 ** (f["s"] * D) - 1, np.nan)
-    zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg, name)
+    zerr = (1 + z) * calibrated_zerr(math.log(10) * D * f["sigma_s"], f["rchi2"], spectype, surveys, cfg,
+                                     name if cells is None else np.where(ok, cells, name))
     anomaly = f["anomaly"]
     full = ok & ~np.isnan(f["dchi2"]) & np.isfinite(f["anomaly"])  # rows scanned without the final stage: none
     if cfg.anomaly_model and full.any():
