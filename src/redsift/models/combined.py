@@ -108,8 +108,7 @@ class CombinedConfig:
             from .eigen import EigenConfig
 
             e = config_from_dict(EigenConfig, self.eigen)
-            qso = (f"z < {self.refine_qso_zmax}" if self.refine_qso_zbins is None
-                   else "z in " + ", ".join(f"[{a:g}, {b:g})" for a, b in self.refine_qso_zbins))
+            qso = f"z < {self.refine_qso_zmax}" if self.refine_qso_zbins is None else f"z in {_zbins_text(self.refine_qso_zbins)}"
             out.update({"refine": f"eigen K={e.ncomp}, +-{self.refine_nsigma} ZERR ({self.refine_min_px}-"
                                   f"{self.refine_max_px} px), QSO {qso}",
                         "zerr_eig": e.decisions()["zerr"]})
@@ -118,6 +117,11 @@ class CombinedConfig:
         if self.bal_mean_threshold is not None:
             out["bal_rule"] = f"mean(P_BAL share, C_BAL) > {self.bal_mean_threshold:g}"
         return out
+
+
+def _zbins_text(bins) -> str:
+    """``[lo, hi), ...`` of redshift ranges (headers and release records)."""
+    return ", ".join(f"[{a:g}, {b:g})" for a, b in bins)
 
 
 #: Bins of the classifier's quasar redshift in which the release compares the refinement with the classifier
@@ -281,8 +285,9 @@ class CombinedFamily(Family):
         cols, zwarn, _ = self._columns(model, raw, prepared)
         return cols, zwarn
 
-    def _columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray, np.ndarray | None]:
-        """:meth:`columns` and the refinement windows' raw eigen rows (None without an eigen part)."""
+    def _columns(self, model, raw, prepared: Prepared, wraw=None) -> tuple[dict, np.ndarray, np.ndarray | None]:
+        """:meth:`columns` and the refinement windows' raw eigen rows (None without an eigen part); ``wraw``:
+        those rows from an earlier call with the same classifier answers (not scanned again)."""
         from ..zwarning import ZWarningMask
 
         fc, fq = self._fams()
@@ -313,9 +318,8 @@ class CombinedFamily(Family):
         cols["Z_METHOD"] = np.where(nodata, "", np.where(use_qn, "QUASARNET", "CLASSIFIER"))
         disagree = ((is_q & ~found) | (~is_q & found)) & ~nodata
         zwarn = zc | np.where(disagree, int(ZWarningMask.LOW_CONFIDENCE), 0)
-        wraw = None
         if model.eigen is not None:
-            outside, wraw = self._refine(model, cc, cols, prepared, nodata)
+            outside, wraw = self._refine(model, cc, cols, prepared, nodata, wraw)
             if model.config.arbitrate:
                 outside &= ~self._arbitrate(model, cc, cols, prepared, nodata, wraw, model.config.arbitrate)
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
@@ -339,17 +343,17 @@ class CombinedFamily(Family):
         return np.where(np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER", new, cols["ZERR"])
 
     @staticmethod
-    def _zerr_cells(cfg, best, cc) -> np.ndarray:
+    def _zerr_cells(cfg, best, spectype, z0) -> np.ndarray:
         """The class part of each refined row's ZERR cell: the classifier's class, with quasars refined at or
         above ``refine_qso_zmax`` (``refine_qso_zbins`` above it) in cells of their own (``"QSO>1.5"``): their
         errors differ from the low-redshift quasars' (one cell for both left the high-redshift ones at 0.59 / 0.68
         coverage on BOSS and the low ones at 0.94 / 0.98, simulated)."""
         best = np.asarray(best).astype(str)
-        hiz = (np.asarray(cc["SPECTYPE"]).astype(str) == "QSO") & (np.asarray(cc["Z"], float) >= cfg.refine_qso_zmax)
+        hiz = (np.asarray(spectype).astype(str) == "QSO") & (np.asarray(z0, float) >= cfg.refine_qso_zmax)
         return np.where(hiz, np.char.add(best, f">{cfg.refine_qso_zmax:g}"), best)
 
     @staticmethod
-    def _refine(model, cc, cols, prepared, nodata):
+    def _refine(model, cc, cols, prepared, nodata, raw=None):
         """The eigen scan around the classifier's answer (see the module docstring); updates ``cols`` and
         returns the rows whose answer lies outside the eigen class's redshift range (learnt from the
         training redshifts: no refinement there)."""
@@ -367,25 +371,23 @@ class CombinedFamily(Family):
         half = np.clip(np.ceil(cfg.refine_nsigma * np.nan_to_num(px, nan=cfg.refine_max_px)), cfg.refine_min_px,
                        cfg.refine_max_px).astype(np.int64)
         run = ~nodata & (cls >= 0) & np.isfinite(z0)
-        raw = np.full((len(z0), len(RAW_FIELDS) + ecfg.ncomp), np.nan)
-        if run.any():
-            with torch.inference_mode():
-                raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
-        d = decode(raw, ecfg, prepared["survey"], CombinedFamily._zerr_cells(cfg, best, cc))
+        if raw is None:  # (a release passes the windows of an earlier pass with the same classifier answers)
+            raw = np.full((len(z0), len(RAW_FIELDS) + ecfg.ncomp), np.nan)
+            if run.any():
+                with torch.inference_mode():
+                    raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
+        d = decode(raw, ecfg, prepared["survey"], CombinedFamily._zerr_cells(cfg, best, cc["SPECTYPE"], z0))
         bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
         use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
-        if cfg.refine_qso_zbins is None:
-            qso_ok = z0 < cfg.refine_qso_zmax
-        else:
-            qso_ok = np.zeros(len(z0), bool)
-            for a, b in cfg.refine_qso_zbins:
-                qso_ok |= (z0 >= a) & (z0 < b)
+        qso_ok = np.zeros(len(z0), bool)
+        for a, b in [(-np.inf, cfg.refine_qso_zmax)] if cfg.refine_qso_zbins is None else cfg.refine_qso_zbins:
+            qso_ok |= (z0 >= a) & (z0 < b)
         use &= (np.asarray(cc["SPECTYPE"]) != "QSO") | qso_ok
         # the eigen part's own columns, as the eigen family writes them (rows not scanned: sentinels)
         fe = get_family("eigen")
         ec, _ = fe.columns(model.eigen, raw, Prepared(zwarn=np.zeros(len(z0), np.int64), survey=prepared["survey"]))
         cols["Z_EIGEN"] = ec["Z"]
-        cols["ZERR_EIGEN"] = np.where(np.isfinite(d["zerr"]), d["zerr"], ec["ZERR"])  # the cells of the default's rows
+        cols["ZERR_EIGEN"] = d["zerr"]  # with the cells of the default's rows (NaN where nothing was measured)
         for name, _ in fe.schema(model.eigen):
             cols[name] = ec[name]
         cols["Z"] = np.where(use, d["z"], cols["Z"])
@@ -511,22 +513,19 @@ class CombinedFamily(Family):
         tax = model.classifier.config.tax
         y = tax.labels(meta, source="validation labels", strict=False)
         truth = np.where(y >= 0, np.array(tax.spectypes)[np.clip(y, 0, None)], "")
-        rows = self._row_filter(meta, (zcol, zvalue)) if zerr_rows else None
+        rows = self._row_filter(meta, zcol, zvalue) if zerr_rows else None
         record: dict = {}
         if rows is not None:
             record["classifier_zerr_rule"] = f"rows with {zcol} = {zvalue}"
-        zbins = self._choose_qso_zbins(model, raw, prepared, meta, truth, rows, min_cell, record) if refine_bins else None
+        zbins, wraw = self._choose_qso_zbins(model, raw, prepared, meta, truth, rows, min_cell, record) \
+            if refine_bins else (None, None)
         ecfg, ccfg = model.eigen.config, model.config
-        model.eigen.config = dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True)
-        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None, zerr_scale=None, zerr_floor=None,
-                                           refine_qso_zbins=zbins)
-        try:
-            cols, _, wraw = self._columns(model, raw, prepared)
-        finally:
-            model.eigen.config, model.config = ecfg, ccfg
+        cols, _, wraw = self._columns_as(model, raw, prepared, wraw,
+                                         dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True),
+                                         arbitrate=None, bal_mean_threshold=None, refine_qso_zbins=zbins)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
-        by_class = self._zerr_cells(ccfg, cols["CLASS_BEST"], {"SPECTYPE": cols["SPECTYPE"], "Z": cols["Z_CLASSIFIER"]}) \
+        by_class = self._zerr_cells(ccfg, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"]) \
             if ecfg.zerr_by_class else None
         bands = ZERR_BANDS if zerr_bands else None
         scale, floor, erec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell,
@@ -550,10 +549,9 @@ class CombinedFamily(Family):
                 "zerr_scale": cscale or None, "zerr_floor": cfloor or None, "refine_qso_zbins": zbins}, record
 
     @staticmethod
-    def _row_filter(meta, rows) -> np.ndarray:
-        """Validation rows whose truth column ``rows = (column, value)`` equals the value (masked values never
-        match); refused when none does, with the values present."""
-        col, value = rows
+    def _row_filter(meta, col: str, value: str) -> np.ndarray:
+        """Validation rows whose truth column ``col`` equals ``value`` (masked values never match); refused
+        when none does, with the values present."""
         data = meta[col]
         have = np.char.strip(np.asarray(np.ma.getdata(data)).astype(str))
         match = (have == value) & ~np.ma.getmaskarray(data)
@@ -562,19 +560,27 @@ class CombinedFamily(Family):
                                f"(values: {', '.join(sorted(set(have.tolist()))[:10])})")
         return match
 
-    def _choose_qso_zbins(self, model, raw, prepared, meta, truth, rows, min_cell, record) -> list | None:
+    def _columns_as(self, model, raw, prepared, wraw=None, eigen=None, **decisions):
+        """:meth:`_columns` with the release's decisions replaced (``decisions``: config fields; the ZERR cells
+        always cleared) and, with ``eigen``, the eigen part's config; both restored afterwards."""
+        ecfg, ccfg = model.eigen.config, model.config
+        model.config = dataclasses.replace(ccfg, zerr_scale=None, zerr_floor=None, **decisions)
+        if eigen is not None:
+            model.eigen.config = eigen
+        try:
+            return self._columns(model, raw, prepared, wraw)
+        finally:
+            model.eigen.config, model.config = ecfg, ccfg
+
+    def _choose_qso_zbins(self, model, raw, prepared, meta, truth, rows, min_cell, record) -> tuple[list | None, np.ndarray]:
         """The ranges of the classifier's ``Z`` (bins of :data:`QSO_ZBIN_EDGES`) in which quasars take the
         eigen refinement: every validation quasar typed right is refined (the rows given by ``rows`` only), and
         a bin is adopted where the refinement's median ``|dz|/(1+z)`` is below the classifier's and its
         catastrophic fraction no larger, with ``min_cell`` rows at least; adjacent bins merged. None where no
-        bin has the rows (the ``refine_qso_zmax`` rule stays)."""
-        ccfg = model.config
-        model.config = dataclasses.replace(ccfg, arbitrate=None, bal_mean_threshold=None, zerr_scale=None, zerr_floor=None,
-                                           refine_qso_zbins=[[-1.0, 99.0]])
-        try:
-            cols, _, _ = self._columns(model, raw, prepared)
-        finally:
-            model.config = ccfg
+        bin has the rows (the ``refine_qso_zmax`` rule stays). Also returns the refinement windows' raw rows
+        (the release's next pass has the same classifier answers: not scanned twice)."""
+        cols, _, wraw = self._columns_as(model, raw, prepared, arbitrate=None, bal_mean_threshold=None,
+                                         refine_qso_zbins=[[-1.0, 99.0]])
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         q = (spectype == "QSO") & (truth == "QSO") & (np.asarray(cols["Z_METHOD"]).astype(str) == "EIGEN")
         if rows is not None:
@@ -601,10 +607,11 @@ class CombinedFamily(Family):
                 else:
                     chosen.append([a, b])
         if not seen:
-            record["refine_qso_zbins"] = f"no redshift bin with {min_cell} validation quasars: QSO z < {ccfg.refine_qso_zmax}"
-            return None
-        record["refine_qso_zbins"] = ", ".join(f"[{a:g}, {b:g})" for a, b in chosen) or "none"
-        return chosen
+            record["refine_qso_zbins"] = (f"no redshift bin with {min_cell} validation quasars: "
+                                          f"QSO z < {model.config.refine_qso_zmax}")
+            return None, wraw
+        record["refine_qso_zbins"] = _zbins_text(chosen) or "none"
+        return chosen, wraw
 
     def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, arbitrate, bal_thr, zbins, min_cell, rows, bands,
                              record) -> tuple[dict, dict]:
@@ -614,13 +621,8 @@ class CombinedFamily(Family):
         truth column ``rows = (column, value)`` where given (masked values never match)."""
         from .eigen import fit_zerr_cells
 
-        ccfg = model.config
-        model.config = dataclasses.replace(ccfg, arbitrate=arbitrate, bal_mean_threshold=bal_thr, zerr_scale=None,
-                                           zerr_floor=None, refine_qso_zbins=zbins)
-        try:
-            cols, _, _ = self._columns(model, raw, prepared)
-        finally:
-            model.config = ccfg
+        cols, _, _ = self._columns_as(model, raw, prepared, arbitrate=arbitrate, bal_mean_threshold=bal_thr,
+                                      refine_qso_zbins=zbins)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         keep = (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & (spectype == truth)
         if rows is not None:

@@ -591,10 +591,9 @@ def _native(model, k, s0, half: int, D, ntot, lo, hi, H=None):
 def _windows(model, ks, s_int, npix: int):
     """Each row's template window ``(B, K, npix)`` (class ``ks[i]`` at integer shift ``s_int[i]``) and the
     templates' coverage ``(B, npix)``, cut from the class packs (slices, not a gather: faster on the CPU)."""
-    cfg = model.config
-    o = (cfg.s_max - s_int.clamp(cfg.s_min, cfg.s_max)).tolist()
+    o = _offsets(model, s_int).tolist()
     k = ks.clamp_min(0).tolist()
-    K = cfg.ncomp
+    K = model.config.ncomp
     if not o:
         return torch.zeros((0, K, npix), device=s_int.device), torch.zeros((0, npix), dtype=torch.bool,
                                                                           device=s_int.device)
@@ -714,7 +713,7 @@ def _final(model, k_best, s_int, flux, ivar, k2=None, s2=None, snr: bool = True)
         f, iv, k1, o1 = flux[rows].numpy(), ivar[rows].numpy(), k_best[rows].numpy(), _offsets(model, s_int[rows])
         fit = torch.from_numpy(joint_sums(f, iv, T, V, k1, o1))  # b, packed M, F of the answer alone
         a = _ridge_solve(_unpack(fit[:, K:-1], K), fit[:, :K], ridge)
-        st = torch.from_numpy(residual_stats(f, iv, T, V, k1, o1, a.numpy()))
+        st = torch.from_numpy(residual_stats(f, iv, T, V, k1, o1, a.numpy(), full=snr))
         local, sn, shape, nfit = st[:, 0], st[:, 1], st[:, 2:7], st[:, 7]
     else:
         Tw, cov = _windows(model, k_best[rows], s_int[rows], npix)

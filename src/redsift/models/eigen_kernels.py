@@ -181,7 +181,7 @@ def joint_sums(flux, ivar, T, V, k1, o1, k2=None, o2=None) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract", "nsz"})
-def _residual_stats(flux, ivar, T, V, k1, o1, a, window, step, smooth, r, c2, cn, vals, out):  # pragma: no cover - compiled
+def _residual_stats(flux, ivar, T, V, k1, o1, a, window, step, smooth, full, r, c2, cn, vals, out):  # pragma: no cover - compiled
     B, npix = flux.shape
     K = T.shape[1]
     third = npix // 3
@@ -211,7 +211,7 @@ def _residual_stats(flux, ivar, T, V, k1, o1, a, window, step, smooth, r, c2, cn
             r[n] = rn
             c2[n + 1] = c2[n] + rn * rn
             cn[n + 1] = cn[n] + g
-            if g:
+            if g and full:
                 vals[nsn] = abs(x) * np.sqrt(w)
                 nsn += 1
         ng = cn[npix]
@@ -224,6 +224,9 @@ def _residual_stats(flux, ivar, T, V, k1, o1, a, window, step, smooth, r, c2, cn
             if wn >= window / 2:
                 best = max(best, ((c2[start + window] - c2[start]) / rchi2 - wn) / np.sqrt(2.0 * max(wn, 1.0)))
         out[b, 0] = max(best, 0.0)
+        out[b, 7] = ng
+        if not full:  # the anomaly score and the fitted pixels only
+            continue
         out[b, 1] = np.partition(vals[:nsn], (nsn - 1) // 2)[(nsn - 1) // 2] if nsn else np.nan  # lower median
         # the residuals' shape (residual_shape)
         ss = max(s2, 1e-30)
@@ -250,10 +253,10 @@ def _residual_stats(flux, ivar, T, V, k1, o1, a, window, step, smooth, r, c2, cn
         cb = c2[third] / max(cn[third], 1.0)
         cr = (c2[npix] - c2[npix - third]) / max(cn[npix] - cn[npix - third], 1.0)
         out[b, 6] = np.log(max(cb, 1e-6) / max(cr, 1e-6))
-        out[b, 7] = ng
 
 
-def residual_stats(flux, ivar, T, V, k1, o1, a, window: int = 64, step: int = 16, smooth: int = 5) -> np.ndarray:
+def residual_stats(flux, ivar, T, V, k1, o1, a, window: int = 64, step: int = 16, smooth: int = 5,
+                   full: bool = True) -> np.ndarray:
     """The final stage's statistics of each answer's residuals in one compiled pass per spectrum, instead
     of a stacked template window, batched products and ~12 passes over whole-batch tensors
     (:func:`redsift.models.eigen._final`'s torch path): the model ``m = sum_c a_c T_c`` on the answer's
@@ -262,7 +265,8 @@ def residual_stats(flux, ivar, T, V, k1, o1, a, window: int = 64, step: int = 16
     ``|f| sqrt(w)`` over the fitted pixels, :func:`redsift.models.eigen.residual_shape`'s five statistics
     (``smooth``) and the number of fitted pixels, in float64 (the torch path's to ~1e-4: its sums are
     float32). Rows with ``k1 < 0`` are NaN. ``o1``: rest-grid offsets ``s_max - shift``; ``a``: the answer's
-    coefficients ``(B, K)``."""
+    coefficients ``(B, K)``. ``full=False``: the anomaly score and the pixel count only (columns 1-6 NaN: a
+    refinement window reads nothing else)."""
     B, npix = flux.shape
     if npix < max(window, smooth + 1, 3):
         raise ValueError(f"residual_stats needs at least {max(window, smooth + 1, 3)} pixels, got {npix}")
@@ -272,7 +276,7 @@ def residual_stats(flux, ivar, T, V, k1, o1, a, window: int = 64, step: int = 16
             raise ValueError("a window reaches beyond the rest grid")
         _residual_stats(np.ascontiguousarray(flux, np.float32), np.ascontiguousarray(ivar, np.float32), T, V,
                         np.ascontiguousarray(k1, np.int64), np.ascontiguousarray(o1, np.int64),
-                        np.ascontiguousarray(a, np.float64), int(window), int(step), int(smooth), np.empty(npix),
+                        np.ascontiguousarray(a, np.float64), int(window), int(step), int(smooth), bool(full), np.empty(npix),
                         np.empty(npix + 1), np.empty(npix + 1), np.empty(npix), out)
     return out
 
