@@ -42,8 +42,8 @@ def loaded() -> bool:
 def njit(**options):
     """numba's ``njit``, applied at the function's first call (so that importing redsift never imports numba).
 
-    Kernels may call other kernels of this module (and themselves, recursively): at compilation the names
-    they use that are such lazy kernels are bound to the compiled dispatchers."""
+    Kernels may call other kernels of this module: at compilation the names they use that are such lazy
+    kernels are bound to the compiled dispatchers (not themselves: numba's cache mishandles recursion)."""
     def wrap(fn):
         compiled = []
 
@@ -57,7 +57,6 @@ def njit(**options):
                 f = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
                 f.__qualname__, f.__module__ = fn.__qualname__, fn.__module__
                 compiled.append(_njit(**options)(f))
-                env[fn.__name__] = compiled[0]  # recursion: the dispatcher itself
                 for name in fn.__code__.co_names:
                     dep = fn.__globals__.get(name)
                     if name != fn.__name__ and callable(getattr(dep, "dispatcher", None)):

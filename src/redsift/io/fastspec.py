@@ -94,9 +94,9 @@ def parse_header(buf: bytes, start: int, keywords: bool = False) -> tuple[dict, 
     text = buf[start:end].decode("ascii", "replace")
     for c in range(0, len(text), 80):
         card = text[c:c + 80]
-        k = card[:8].rstrip()
         if card[8:10] != "= ":
             continue  # COMMENT, HISTORY, blank, CONTINUE...: nothing read_spec needs
+        k = card[:8].rstrip()
         if k in cards:
             dup.add(k)
         cards[k] = card[10:]

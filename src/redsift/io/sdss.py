@@ -24,8 +24,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from ..spectra import Spectra, sdss_targetid
+from ..spectra import MetaColumns, Spectra, sdss_targetid
 from ._util import atomic_path, float_column, getcol, int_column, numeric, safe_float, safe_int, scalar, to_vacuum
+from .fastspec import StrictFits, _Fallback, read_strict
 from .registry import FileInfo, register
 
 __all__ = ["read_spec", "read_spplate", "write_spplate", "snap_loglam", "spec_spectra", "spec_batch", "spec_wave",
@@ -329,8 +330,6 @@ class _PlateStrict:
     unusual goes to the astropy reader (:class:`redsift.io.fastspec._Fallback`)."""
 
     def __init__(self, path: str):
-        from .fastspec import StrictFits, _Fallback
-
         self.fits = f = StrictFits(path, _PLATE_CARDS + ("TELESCOP",))
         try:
             if len(f.hdus) < 6 or f.header_value("NAXIS") != 2 or not f.is_table(5) \
@@ -346,11 +345,7 @@ class _PlateStrict:
         return numeric(self.fits.image(n), f"HDU{n} ({what})", ndim=2)
 
     def plug(self) -> dict:
-        cols = self.fits.table(5)
-        names = [c.upper() for c in cols]
-        if any(names.count(u) > 1 for u in _PLUG_USED):
-            raise ValueError("duplicated plug-map columns")  # the astropy path words it
-        return cols
+        return self.fits.table(5)  # (a column name twice, in any case: StrictFits hands it to astropy, which words it)
 
     def close(self):
         self.fits.close()
@@ -364,16 +359,12 @@ def read_spplate(info: FileInfo) -> Spectra:
 def read_spplate_strict(path) -> Spectra | None:
     """An spPlate through :class:`_PlateStrict`, or ``None`` where astropy must read it (the same
     :class:`Spectra` either way, ``tests/test_fastspec.py``)."""
-    from .fastspec import read_strict
-
     return read_strict(_PlateStrict, _read_spplate, path)
 
 
 def _read_spplate(src) -> Spectra:
     """The reader proper, on an spPlate seen through ``src`` (:class:`_PlateAstropy` or :class:`_PlateStrict`).
     The metadata goes to :class:`Spectra` as columns (the table is built when asked for)."""
-    from ..spectra import MetaColumns
-
     hdr = src.header
     flux = src.image(0, "flux")
     ivar = src.image(1, "inverse variance")
