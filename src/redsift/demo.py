@@ -20,6 +20,7 @@ __all__ = ["example_spectra"]
 _BROAD = {1215.67: (60.0, 3000.0), 1240.81: (8.0, 2500.0), 1549.06: (25.0, 4000.0), 1908.73: (20.0, 4000.0),
           2798.75: (30.0, 4000.0), 4862.68: (45.0, 3500.0), 6564.61: (200.0, 3000.0)}
 _NARROW = {3728.48: 25.0, 4862.68: 8.0, 5008.24: 20.0, 6564.61: 30.0, 6585.27: 10.0}
+_ABSORB = {3934.78: 0.35, 3969.59: 0.3, 4305.61: 0.15, 5176.7: 0.15, 5895.6: 0.15}
 
 
 def _gauss(wave, center, fwhm_kms, ew):
@@ -49,9 +50,13 @@ def example_spectra(seed: int = 0, snr: float = 8.0) -> tuple[Spectra, Table]:
             forest = rest < 1215.67
             f[forest] *= np.exp(-0.0018 * (1 + z) ** 3.92) * rng.uniform(0.3, 1.0, forest.sum())
         elif cls == "GALAXY":
-            f = np.where(rest < 4000, 0.6, 1.0) * (rest / 5000.0) ** 0.5
+            # a 4000 A break spread over 3850-4150 A, Ca II H and K, G band, Mg b and Na D absorption,
+            # and star-forming emission lines of the usual equivalent widths ([O II] ~20 A, H-alpha ~15 A)
+            f = np.interp(rest, [3850.0, 4150.0], [0.6, 1.0]) * (rest / 5000.0) ** 0.5
+            for c, depth in _ABSORB.items():
+                f = f * (1 - depth * np.exp(-0.5 * ((rest - c) / 6.0) ** 2))
             for c, ew in _NARROW.items():
-                f = f + _gauss(rest, c, 200.0, ew) * 0.05
+                f = f + _gauss(rest, c, 200.0, ew) * 0.5
         else:
             f = (rest / 4000.0) ** -2.5
             for c in (3971.2, 4102.9, 4341.7, 4862.7, 6564.6):

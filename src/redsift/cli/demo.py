@@ -71,7 +71,7 @@ def cmd_demo(args) -> int:
         truth_txt = f"{truth['CLASS'][k]} z={truth['Z'][k]:.2f}" if k < len(truth) else "(generic file)"
         z = "   -  " if not np.isfinite(row["Z"]) else f"{row['Z']:.4f}"
         if np.isfinite(row["Z"]) and np.isfinite(row["ZERR"]):
-            z += f" +- {row['ZERR']:.4f}"
+            z += f" +- {row['ZERR']:.1e}"
         print(f"  row {k}: truth {truth_txt:18s} -> {row['SPECTYPE']:6s} z={z}  ZWARN {row['ZWARN']} "
               f"({','.join(describe(row['ZWARN'])) or '-'})")
     fig, _ = new_axes(figsize=(10, 2.4 * len(truth)))

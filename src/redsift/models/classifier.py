@@ -408,7 +408,7 @@ class ClassifierFamily(Family):
         from ..evaluate.plots import plot_spectrum
 
         z = float(row["Z"]) if np.isfinite(row["Z"]) else None
-        title = f"{row['SPECTYPE']} {row['SUBTYPE']}  z = {row['Z']:.4f} +- {row['ZERR']:.4f}  ZWARN = {row['ZWARN']}"
+        title = f"{row['SPECTYPE']} {row['SUBTYPE']}  z = {row['Z']:.4f} +- {row['ZERR']:.1e}  ZWARN = {row['ZWARN']}"
         return plot_spectrum(spectra, i, ax=ax, z=z if row["SPECTYPE"] != "STAR" else None, title=title)
 
     # --- train -----------------------------------------------------------------------------
