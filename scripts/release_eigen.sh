@@ -133,3 +133,15 @@ redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-16 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true
 cp $R/redsift-sim-16/config.json src/redsift/models/released/redsift-sim/config.json
+# ... and with the type arbitration (docs/classifier.md "Chi-square arbitration of the type"): per survey, the
+# classifier's type probability below which the eigen scan over every class may replace an answer of another
+# type, chosen on the same validation set; every other decision as before (2026-12-07): the release now in redsift-sim
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-19 --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true
+cp $R/redsift-sim-19/config.json src/redsift/models/released/redsift-sim/config.json
+# measured, not adopted (docs/classifier.md "High-redshift quasars refined too"): the consistency gate, with and
+# without the refinement bins
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/gate-bins --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set refine_bins=true --set refine_gate=true
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/gate --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set refine_gate=true

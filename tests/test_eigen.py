@@ -612,12 +612,88 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
         inside |= (zc >= a) & (zc < b)
     assert not (isq & ~inside & (np.asarray(c4["Z_METHOD"]) == "EIGEN")).any()
     assert (isq & inside & (np.asarray(c4["Z_METHOD"]) == "EIGEN")).any()
+    # the consistency gate: the release records its choice per spectral type; a refinement farther from its prior
+    # than the type's gate (in the prior's own errors) is refused and the classifier's Z kept, nothing else moves
+    rec5 = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel5", min_cell=5, refine_gate=True, gate_rows=5)
+    assert "refine_gate_GALAXY" in rec5 and "refine_gate_STAR" in rec5
+    m5 = load_model(tmp_path / "rel5")
+    c5 = predict_catalog(m5, [str(sets / "val")], progress=False)
+    m5.config = dataclasses.replace(m5.config, refine_gate={"GALAXY": 0.5})
+    c6 = predict_catalog(m5, [str(sets / "val")], progress=False)
+    dis = np.abs(np.asarray(c5["Z_EIGEN"], float) - np.asarray(c5["Z_CLASSIFIER"], float)) / np.asarray(c5["ZERR_CLASSIFIER"])
+    refined = np.asarray(c5["Z_METHOD"]) == "EIGEN"
+    gal = np.char.strip(np.asarray(c5["SPECTYPE"], str)) == "GALAXY"
+    far = gal & refined & (dis >= 0.5)
+    assert far.any() and (gal & refined & ~far).any()
+    assert (np.asarray(c6["Z_METHOD"])[far] == "CLASSIFIER").all()
+    np.testing.assert_array_equal(np.asarray(c6["Z"])[far], np.asarray(c6["Z_CLASSIFIER"])[far])
+    np.testing.assert_array_equal(np.asarray(c6["Z"])[~far], np.asarray(c5["Z"])[~far])
+    np.testing.assert_array_equal(np.asarray(c6["Z_METHOD"])[~far], np.asarray(c5["Z_METHOD"])[~far])
     for bad, msg in (({"zerr_rows": "CLASS"}, "expected COLUMN=value"), ({"zerr_rows": "KIND=QSO"}, "no column 'KIND'"),
                      ({"zerr_bands": "False"}, "zerr_bands must be true or false"),
+                     ({"refine_gate": "yes"}, "refine_gate must be true or false"),
                      ({"refine_bins": 1}, "refine_bins must be true or false")):
         with pytest.raises(RedsiftError, match=msg):
             release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, **bad)
     assert not (tmp_path / "rel3").exists()
+
+
+def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_path, monkeypatch):
+    """The type arbitration: the release turns it on for a survey only where the whole scans' answers fix more
+    validation answers than they break, and the catalog's replaced rows carry the scan's type and redshift,
+    ``Z_METHOD = EIGEN_TYPE`` and ``LOW_CONFIDENCE``; every other row is as without it. (The classifier is
+    untrained, so its type probabilities are low everywhere; its answers are replaced by the truth, with three
+    galaxies in four typed a star at z 0: wrong answers the scan can put right, more than the small test model's
+    scans get wrong.)"""
+    from redsift.data.store import Dataset
+    from redsift.models.classifier import ClassifierFamily
+    from redsift.models.combined import combine
+    from redsift.train.release import release
+
+    meta = Dataset(sets / "val").meta
+    t = np.asarray(meta["CLASS"], str)
+    zt = np.asarray(meta["Z"], float)
+    wrong = (t == "GALAXY") & (np.arange(len(t)) % 4 != 0)
+    plain = ClassifierFamily.columns
+
+    def prior(self, model, raw, prepared):
+        cols, zwarn = plain(self, model, raw, prepared)
+        if len(cols["Z"]) == len(meta):
+            typ = np.where(wrong, "STAR", t)
+            cols.update(CLASS_BEST=typ, SPECTYPE=typ, Z=np.where(wrong, 0.0, zt + 100 / 3e5 * (1 + zt)),
+                        ZERR=np.full(len(t), 1e-3))
+        return cols, zwarn
+
+    monkeypatch.setattr(ClassifierFamily, "columns", prior)
+    torch.manual_seed(0)
+    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
+    save_model(combine(c, load_model("quasarnet-boss-sim"), eigen=load_model(fitted / "best")), tmp_path / "comb")
+    rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5, type_arbitrate=True)
+    after = load_model(tmp_path / "rel")
+    assert after.config.type_arbitrate and set(after.config.type_arbitrate) == {"boss"}, rec["type_arbitrate_boss"]
+    p_max, dmin = after.config.type_arbitrate["boss"]
+    assert rec["type_arbitrate_boss"].startswith(f"P < {p_max:g}, DELTACHI2 >= {dmin:g}")
+    assert after.config.decisions()["type_arbitrate"] == f"boss P<{p_max:g} dchi2>={dmin:g}"
+    c1 = predict_catalog(after, [str(sets / "val")], progress=False)
+    off = load_model(tmp_path / "rel")
+    off.config = dataclasses.replace(off.config, type_arbitrate=None)
+    c0 = predict_catalog(off, [str(sets / "val")], progress=False)
+    e = predict_catalog(load_model(fitted / "best"), [str(sets / "val")], progress=False)  # the eigen model alone
+    moved = np.asarray(c1["Z_METHOD"]) == "EIGEN_TYPE"
+    assert moved.any() and (moved & wrong).sum() > (moved & ~wrong).sum()
+    sp1 = np.char.strip(np.asarray(c1["SPECTYPE"], str))
+    np.testing.assert_array_equal(sp1[moved], np.char.strip(np.asarray(e["SPECTYPE"], str))[moved])
+    # the same minima as the eigen model's own scan, to float32 rounding (far below a pixel, 2.3e-4), but for a
+    # few near-ties of this small test model's minima that batches of other rows can tip (float32 FFTs)
+    same = np.abs(np.asarray(c1["Z"])[moved] - np.asarray(e["Z"])[moved]) < 1e-6
+    assert same.mean() > 0.85, same.mean()
+    assert (sp1[moved] != np.char.strip(np.asarray(c0["SPECTYPE"], str))[moved]).all()
+    assert ((np.asarray(c1["ZWARN"])[moved] & int(ZWarningMask.LOW_CONFIDENCE)) > 0).all()
+    for col in ("SPECTYPE", "Z", "Z_METHOD", "ZWARN"):
+        np.testing.assert_array_equal(np.asarray(c1[col])[~moved], np.asarray(c0[col])[~moved])
+    # more galaxies typed right than without it
+    assert ((sp1 == "GALAXY") & (t == "GALAXY")).sum() > ((np.char.strip(np.asarray(c0["SPECTYPE"], str)) == "GALAXY")
+                                                          & (t == "GALAXY")).sum()
 
 
 def test_fit_logistic_recovers_a_known_model(rng):

@@ -33,6 +33,12 @@ measured in ``docs/classifier.md``):
   ``Z_CLASSIFIER`` keeps the classifier's). The release turns on a cell only where the replacements fix
   more validation answers than they break: galaxies on BOSS and DESI (DESI's held-out galaxies 2.6% ->
   1.4% catastrophic, simulated), not LAMOST's galaxies nor any quasars (docs/classifier.md).
+* **Type arbitration** (``type_arbitrate``, chosen at release): rows whose classifier's type probability is
+  below the survey's ``p_max`` are scanned over every eigen class; where the scan's type differs and its
+  ``DELTACHI2`` reaches the survey's ``dchi2_min``, the scan's type and redshift replace the classifier's
+  (``Z_METHOD = "EIGEN_TYPE"``, ``LOW_CONFIDENCE`` set: two methods disagree). The release turns a survey on
+  only where the replacements fix more validation answers than they break (every held-out set gained, simulated:
+  DESI stars 0.9933 -> 0.9954 typed STAR; docs/classifier.md).
 * **The BAL decision of both parts** (``bal_mean_threshold``, chosen at release at QuasarNET's operating point):
   a quasar is typed BAL where the mean of the classifier's BAL share and QuasarNET's ``C_BAL`` exceeds it
   (BOSS quasar targets, simulated: 98.0% / 97.0% met, 0.996 / 0.973 as QuasarNET's paper counts BALs).
@@ -72,6 +78,11 @@ class CombinedConfig:
     # instead, where chosen at release: the [lo, hi) ranges of the classifier's Z in which quasars take the
     # refinement (the bins where it beat the classifier on validation); None: below refine_qso_zmax
     refine_qso_zbins: list | None = None
+    # the consistency gate, where chosen at release: "TYPE" (STAR, GALAXY, QSO, and "QSO>1.5" for quasars
+    # refined at or above refine_qso_zmax) -> least |Z_EIGEN - Z_CLASSIFIER| / ZERR_CLASSIFIER at which the
+    # refinement is not adopted (the classifier's Z kept: on validation the scan's answers that far from the
+    # prior were worse than the classifier's); None: every refinement in the window adopted
+    refine_gate: dict | None = None
     # chi-square arbitration: "TYPE/survey" -> least chi-square gain of the answered class's whole-range scan
     # over its refinement window for the scan's redshift to replace the answer (chosen at release; None: off)
     arbitrate: dict | None = None
@@ -79,6 +90,10 @@ class CombinedConfig:
     # P(QSO)) and QuasarNET's C_BAL exceeds this (chosen at release at QuasarNET's operating point; None: the
     # classifier's own decision)
     bal_mean_threshold: float | None = None
+    # the type arbitration: survey -> [p_max, dchi2_min]; rows whose classifier's spectral-type probability is
+    # below p_max are scanned over every eigen class, and where the scan's spectral type differs and its
+    # DELTACHI2 is at least dchi2_min, the scan's answer replaces the classifier's (chosen at release; None: off)
+    type_arbitrate: dict | None = None
     # ZERR where the classifier gives Z (Z_METHOD = CLASSIFIER): ZERR / (1 + z) = sqrt((k e)^2 + f^2), e the
     # classifier's ZERR / (1 + z), k and f per "TYPE" or "TYPE/survey" (chosen at release on the rows where the
     # default uses the classifier's Z; None: the classifier's ZERR as it is)
@@ -112,8 +127,13 @@ class CombinedConfig:
             out.update({"refine": f"eigen K={e.ncomp}, +-{self.refine_nsigma} ZERR ({self.refine_min_px}-"
                                   f"{self.refine_max_px} px), QSO {qso}",
                         "zerr_eig": e.decisions()["zerr"]})
+            if self.refine_gate:
+                out["refine_gate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.refine_gate.items()))
             if self.arbitrate:
                 out["arbitrate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.arbitrate.items()))
+            if self.type_arbitrate:
+                out["type_arbitrate"] = ", ".join(f"{k} P<{p:g} dchi2>={d:g}"
+                                                  for k, (p, d) in sorted(self.type_arbitrate.items()))
         if self.bal_mean_threshold is not None:
             out["bal_rule"] = f"mean(P_BAL share, C_BAL) > {self.bal_mean_threshold:g}"
         return out
@@ -126,6 +146,12 @@ def _zbins_text(bins) -> str:
 
 #: Bins of the classifier's quasar redshift in which the release compares the refinement with the classifier
 QSO_ZBIN_EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 7.0)
+
+#: The (p_max, dchi2_min) pairs the release tries for the type arbitration, per survey
+TYPE_GRID = tuple((p, d) for p in (0.6, 0.7, 0.8, 0.9, 0.95, 0.99) for d in (0.0, 9.0, 25.0))
+
+#: The disagreements |Z_EIGEN - Z_CLASSIFIER| / ZERR_CLASSIFIER at which the release tries the consistency gate
+GATE_GRID = (2.0, 2.5, 3.0, 4.0)
 
 #: The coverage bands of ``ZERR`` (within 1 and 1.96 ZERR) that ``zerr_bands=True`` aims a release's cells at
 ZERR_BANDS = ((0.65, 0.71), (0.93, 0.97))
@@ -324,6 +350,11 @@ class CombinedFamily(Family):
                 outside &= ~self._arbitrate(model, cc, cols, prepared, nodata, wraw, model.config.arbitrate)
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
             # answer is beyond the models' range, whatever the classifier's confidence
+            if model.config.type_arbitrate:
+                typed = self._type_arbitrate(model, cols, prepared, nodata, model.config.type_arbitrate)
+                outside &= ~typed
+                # two methods disagree on the type: the answer goes to visual inspection
+                zwarn = zwarn | np.where(typed, int(ZWarningMask.LOW_CONFIDENCE), 0)
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
         if model.config.zerr_scale or model.config.zerr_floor:
             cols["ZERR"] = self._classifier_zerr(model.config, cols, prepared["survey"])
@@ -351,6 +382,25 @@ class CombinedFamily(Family):
         best = np.asarray(best).astype(str)
         hiz = (np.asarray(spectype).astype(str) == "QSO") & (np.asarray(z0, float) >= cfg.refine_qso_zmax)
         return np.where(hiz, np.char.add(best, f">{cfg.refine_qso_zmax:g}"), best)
+
+    @staticmethod
+    def disagreement(z, cc) -> np.ndarray:
+        """``|z - Z_CLASSIFIER| / ZERR_CLASSIFIER`` (``cc``: the classifier's columns): how far a refinement
+        moved from its prior, in the prior's own errors (NaN where either is missing)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.abs(np.asarray(z, float) - np.asarray(cc["Z"], float)) / np.asarray(cc["ZERR"], float)
+
+    @staticmethod
+    def _gate_keys(cfg, cc) -> np.ndarray:
+        """Each row's key of the consistency gate: its spectral type, quasars refined at or above
+        ``refine_qso_zmax`` as ``"QSO>1.5"`` (the cells of :meth:`_zerr_cells` without the subclasses)."""
+        spectype = np.char.strip(np.asarray(cc["SPECTYPE"]).astype(str))
+        return CombinedFamily._zerr_cells(cfg, spectype, spectype, cc["Z"])
+
+    @staticmethod
+    def _gate_values(cfg, cc) -> np.ndarray:
+        keys = CombinedFamily._gate_keys(cfg, cc)
+        return np.array([cfg.refine_gate.get(k, np.inf) for k in keys], float)
 
     @staticmethod
     def _refine(model, cc, cols, prepared, nodata, raw=None):
@@ -383,6 +433,8 @@ class CombinedFamily(Family):
         for a, b in [(-np.inf, cfg.refine_qso_zmax)] if cfg.refine_qso_zbins is None else cfg.refine_qso_zbins:
             qso_ok |= (z0 >= a) & (z0 < b)
         use &= (np.asarray(cc["SPECTYPE"]) != "QSO") | qso_ok
+        if cfg.refine_gate:
+            use &= ~(CombinedFamily.disagreement(d["z"], cc) >= CombinedFamily._gate_values(cfg, cc))
         # the eigen part's own columns, as the eigen family writes them (rows not scanned: sentinels)
         fe = get_family("eigen")
         ec, _ = fe.columns(model.eigen, raw, Prepared(zwarn=np.zeros(len(z0), np.int64), survey=prepared["survey"]))
@@ -482,11 +534,81 @@ class CombinedFamily(Family):
         cols["Z_METHOD"] = np.where(rep, "EIGEN_SCAN", cols["Z_METHOD"])
         return rep
 
+    @staticmethod
+    def p_type(cols) -> np.ndarray:
+        """The classifier's probability of its own spectral type (the largest ``PTYPE_*``; NaN without data)."""
+        from .classifier import SPECTYPES
+
+        with np.errstate(invalid="ignore"):
+            return np.max(np.stack([np.asarray(cols[f"PTYPE_{t}"], float) for t in SPECTYPES]), axis=0)
+
+    @staticmethod
+    def _type_scan(model, prepared, rows):
+        """The eigen scan over every class (raw rows of :func:`redsift.models.eigen.scan` without the final
+        stage's extras; NaN where not scanned) of the rows ``rows`` (bool)."""
+        import torch
+
+        from .eigen import RAW_FIELDS, scan
+
+        full = np.full((len(rows), len(RAW_FIELDS) + model.eigen.config.ncomp), np.nan)
+        idx = np.flatnonzero(rows)
+        with torch.inference_mode():
+            for a in range(0, len(idx), 256):
+                full[idx[a:a + 256]] = scan(model.eigen, prepared["X_eig"][idx[a:a + 256]], final=False)
+        return full
+
+    @staticmethod
+    def _type_candidates(model, fraw, surveys, cells=None):
+        """Decoded whole scans and whether each is usable as an answer (a parabola, not on a range's edge)."""
+        from ..zwarning import ZWarningMask
+        from .eigen import decode
+
+        d = decode(fraw, model.eigen.config, surveys, cells)
+        bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
+        return d, d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
+
+    def _type_arbitrate(self, model, cols, prepared, nodata, cells, fraw=None) -> np.ndarray:
+        """Chi-square arbitration of the spectral type (issue 18): rows whose classifier's type probability
+        (:meth:`p_type`) is below their survey's ``p_max`` are scanned over every eigen class; where the scan's
+        spectral type differs from the classifier's and its ``DELTACHI2`` is at least ``dchi2_min``, its answer
+        replaces the classifier's (``SPECTYPE``, ``SUBTYPE``, ``CLASS_BEST``, ``Z``, ``ZERR`` and the eigen
+        columns; ``Z_METHOD = EIGEN_TYPE``; ``PROB_*`` and ``PTYPE_*`` stay the classifier's). The cells are
+        chosen at release on the validation set where the replacements fix more answers than they break.
+        Returns the rows replaced."""
+        surveys = np.asarray(prepared["survey"]).astype(str)
+        lim = np.array([cells.get(v, (np.nan, np.nan)) for v in surveys], float).reshape(-1, 2)
+        cand = ~nodata & (self.p_type(cols) < np.nan_to_num(lim[:, 0], nan=-1.0))
+        if not cand.any():
+            return cand
+        if fraw is None:
+            fraw = self._type_scan(model, prepared, cand)
+        d, good = self._type_candidates(model, fraw, surveys)
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
+        rep = cand & good & (d["spectype"] != spectype) & (np.nan_to_num(d["dchi2"], nan=-np.inf) >= lim[:, 1])
+        if not rep.any():
+            return rep
+        from .eigen import RAW_FIELDS
+
+        names = np.array(model.eigen.config.tax.classes)
+        cols["SPECTYPE"] = np.where(rep, d["spectype"], cols["SPECTYPE"])
+        cols["SUBTYPE"] = np.where(rep, d["subtype"], cols["SUBTYPE"])
+        cols["CLASS_BEST"] = np.where(rep, names[d["cls"]], cols["CLASS_BEST"])
+        for key, value in (("Z", d["z"]), ("ZERR", d["zerr"]), ("Z_EIGEN", d["z"]), ("ZERR_EIGEN", d["zerr"]),
+                           ("CHI2", d["chi2"]), ("DELTACHI2", d["dchi2"]), ("NPIXELS", d["npix"]),
+                           ("RCHI2", d["rchi2"])):
+            if key in cols:
+                cols[key] = np.where(rep, value, cols[key])
+        if "COEFF" in cols:
+            cols["COEFF"] = np.where(rep[:, None], fraw[:, len(RAW_FIELDS):], cols["COEFF"])
+        cols["Z_METHOD"] = np.where(rep, "EIGEN_TYPE", cols["Z_METHOD"])
+        return rep
+
     def decisions(self, model) -> dict:
         return model.config.decisions()
 
     def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "",
-                zerr_bands: bool = False, refine_bins: bool = False) -> tuple[dict, dict]:
+                zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
+                gate_rows: int = 20, type_arbitrate: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -494,7 +616,10 @@ class CombinedFamily(Family):
         those rows restricted by ``zerr_rows`` (``"COLUMN=value"`` of the validation truth, e.g.
         ``SIM_MODE=templates``: ``redsift release --set zerr_rows=SIM_MODE=templates``) where given; with
         ``refine_bins`` the classifier-redshift bins in which quasars take the refinement (those rows too,
-        :meth:`_choose_qso_zbins`), chosen before everything else. The eigen model's
+        :meth:`_choose_qso_zbins`), chosen before everything else; with ``refine_gate`` the disagreement per
+        spectral type beyond which the refinement is refused (:meth:`_choose_gate`, ``gate_rows`` rows at
+        least beyond it), chosen next; with ``type_arbitrate`` the type arbitration per survey
+        (:meth:`_choose_type_arbitration`), after the redshift arbitration and the BAL decision. The eigen model's
         own release calibrates its full scan, whose rows differ: there the scan also picks the class (a
         wrong star subclass widens the curvature), and quasars reach z 6 where the refinement stops at
         ``refine_qso_zmax``. The classifier's and QuasarNET's decisions are theirs, kept."""
@@ -502,7 +627,8 @@ class CombinedFamily(Family):
 
         if model.eigen is None:
             return {}, {"eigen": "no eigen part: nothing to choose"}
-        for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins)):
+        for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
+                           ("type_arbitrate", type_arbitrate)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         zcol, _, zvalue = str(zerr_rows).partition("=")
@@ -519,10 +645,13 @@ class CombinedFamily(Family):
             record["classifier_zerr_rule"] = f"rows with {zcol} = {zvalue}"
         zbins, wraw = self._choose_qso_zbins(model, raw, prepared, meta, truth, rows, min_cell, record) \
             if refine_bins else (None, None)
+        gate, wraw = self._choose_gate(model, raw, prepared, meta, truth, rows, zbins, wraw, record, gate_rows) \
+            if refine_gate else (None, wraw)
         ecfg, ccfg = model.eigen.config, model.config
         cols, _, wraw = self._columns_as(model, raw, prepared, wraw,
                                          dataclasses.replace(ecfg, zerr_scale=None, zerr_floor=None, zerr_rchi2=True),
-                                         arbitrate=None, bal_mean_threshold=None, refine_qso_zbins=zbins)
+                                         arbitrate=None, bal_mean_threshold=None, refine_qso_zbins=zbins,
+                                         refine_gate=gate)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
         by_class = self._zerr_cells(ccfg, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"]) \
@@ -543,10 +672,13 @@ class CombinedFamily(Family):
         record.update(bal_rec)
         if bands:
             record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
-        cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, cells or None, bal_thr, zbins,
+        decided = dict(arbitrate=cells or None, bal_mean_threshold=bal_thr, refine_qso_zbins=zbins, refine_gate=gate)
+        tcells = self._choose_type_arbitration(model, raw, prepared, meta, truth, wraw, decided, record) \
+            if type_arbitrate else None
+        cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, dict(decided, type_arbitrate=tcells),
                                                    min_cell, rows, bands, record)
-        return {"eigen": dataclasses.asdict(new), "arbitrate": cells or None, "bal_mean_threshold": bal_thr,
-                "zerr_scale": cscale or None, "zerr_floor": cfloor or None, "refine_qso_zbins": zbins}, record
+        return {"eigen": dataclasses.asdict(new), "zerr_scale": cscale or None, "zerr_floor": cfloor or None,
+                "type_arbitrate": tcells, **decided}, record
 
     @staticmethod
     def _row_filter(meta, col: str, value: str) -> np.ndarray:
@@ -613,7 +745,87 @@ class CombinedFamily(Family):
         record["refine_qso_zbins"] = _zbins_text(chosen) or "none"
         return chosen, wraw
 
-    def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, arbitrate, bal_thr, zbins, min_cell, rows, bands,
+    def _choose_gate(self, model, raw, prepared, meta, truth, rows, zbins, wraw, record, min_rows: int = 20):
+        """The consistency gate per spectral type (:meth:`_gate_keys`): on the validation rows the refinement
+        gave (``Z_METHOD = EIGEN``, typed right; quasars among the ``rows`` only, as the bins are chosen), the
+        least disagreement of :data:`GATE_GRID` (:meth:`disagreement`) beyond which the refined redshifts'
+        median ``|dz|/(1+z)`` is above the classifier's on the same rows and their catastrophic fraction no
+        lower, with ``min_rows`` rows at least; none where no grid value qualifies. Returns the gate (None when
+        no type has one) and the windows' raw rows (unchanged: the classifier's answers are the same)."""
+        cols, _, wraw = self._columns_as(model, raw, prepared, wraw, arbitrate=None, bal_mean_threshold=None,
+                                         refine_qso_zbins=zbins)
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
+        cc = {"Z": cols["Z_CLASSIFIER"], "ZERR": cols["ZERR_CLASSIFIER"], "SPECTYPE": spectype}
+        keys = self._gate_keys(model.config, cc)
+        ok = (np.asarray(cols["Z_METHOD"]).astype(str) == "EIGEN") & (spectype == truth)
+        if rows is not None:
+            ok &= rows | (spectype != "QSO")
+        zt = np.asarray(meta["Z"], float)
+        dc = np.abs(np.asarray(cols["Z_CLASSIFIER"], float) - zt) / (1 + zt)
+        de = np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt)
+        dis = self.disagreement(cols["Z"], cc)
+        gate = {}
+        for key in sorted(set(keys[ok].tolist())):
+            notes = []
+            for g in GATE_GRID:
+                sel = ok & (keys == key) & (dis >= g)
+                if sel.sum() < min_rows:
+                    notes.append(f"{g:g}: n {int(sel.sum())}")
+                    break
+                mc, me = float(np.median(dc[sel])), float(np.median(de[sel]))
+                cc_, ce = float(np.mean(dc[sel] > 0.01)), float(np.mean(de[sel] > 0.01))
+                notes.append(f"{g:g}: n {int(sel.sum())} MAD {mc:.1e} / {me:.1e}, catastrophic {cc_:.3f} / {ce:.3f}")
+                if me > mc and cc_ <= ce:
+                    gate[key] = g
+                    break
+            record[f"refine_gate_{key}"] = (f"{gate[key]:g}" if key in gate else "none") + \
+                f" (n {int((ok & (keys == key)).sum())}; classifier / refined: " + "; ".join(notes) + ")"
+        return gate or None, wraw
+
+    def _choose_type_arbitration(self, model, raw, prepared, meta, truth, wraw, decided, record) -> dict | None:
+        """The type arbitration's ``[p_max, dchi2_min]`` per survey (:meth:`_type_arbitrate`), chosen on the
+        validation rows with a known type as the release deploys them (``decided``): the pair of
+        :data:`TYPE_GRID` whose replacements turn the most wrong answers right (type right and ``|dz|/(1+z)``
+        within 0.01) net of the right answers they turn wrong, the one replacing fewest rows on a tie; none for
+        a survey where no pair has a positive net."""
+        from .family import SURVEYS
+
+        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
+        surveys = np.asarray(prepared["survey"]).astype(str)
+        pt = self.p_type(cols)
+        known = truth != ""
+        with np.errstate(invalid="ignore"):
+            cand = known & (pt < max(p for p, _ in TYPE_GRID))
+        fraw = self._type_scan(model, prepared, cand)
+        d, good = self._type_candidates(model, fraw, surveys)
+        zt = np.asarray(meta["Z"], float)
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
+        with np.errstate(invalid="ignore"):
+            right0 = (spectype == truth) & (np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt) <= 0.01)
+            right1 = (d["spectype"] == truth) & (np.abs(d["z"] - zt) / (1 + zt) <= 0.01)
+        moves = cand & good & (d["spectype"] != spectype)
+        dchi2 = np.nan_to_num(d["dchi2"], nan=-np.inf)
+        cells = {}
+        for v in SURVEYS:
+            here = surveys == v
+            if not (here & known).any():
+                continue
+            best, tried = None, []
+            for p, dmin in TYPE_GRID:
+                r = moves & here & (pt < p) & (dchi2 >= dmin)
+                fixed, broken = int((r & ~right0 & right1).sum()), int((r & right0 & ~right1).sum())
+                tried.append(f"P<{p:g} dchi2>={dmin:g}: +{fixed} -{broken}")
+                key = (fixed - broken, -int(r.sum()))
+                if fixed - broken > 0 and (best is None or key > best[0]):
+                    best = (key, [p, dmin])
+            if best is not None:
+                cells[v] = best[1]
+            record[f"type_arbitrate_{v}"] = (f"{'P < %g, DELTACHI2 >= %g' % tuple(best[1]) if best else 'off'} "
+                                             f"(n {int((here & known).sum())}, wrong {int((here & known & ~right0).sum())}; "
+                                             + ", ".join(tried) + ")")
+        return cells or None
+
+    def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, decided, min_cell, rows, bands,
                              record) -> tuple[dict, dict]:
         """The classifier's ZERR cells where the default gives its Z, fitted on the validation rows as the
         release deploys them (its arbitration and BAL decision applied: rows the arbitration replaces are the
@@ -621,8 +833,7 @@ class CombinedFamily(Family):
         truth column ``rows = (column, value)`` where given (masked values never match)."""
         from .eigen import fit_zerr_cells
 
-        cols, _, _ = self._columns_as(model, raw, prepared, arbitrate=arbitrate, bal_mean_threshold=bal_thr,
-                                      refine_qso_zbins=zbins)
+        cols, _, _ = self._columns_as(model, raw, prepared, **decided)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         keep = (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & (spectype == truth)
         if rows is not None:
