@@ -694,6 +694,28 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     # more galaxies typed right than without it
     assert ((sp1 == "GALAXY") & (t == "GALAXY")).sum() > ((np.char.strip(np.asarray(c0["SPECTYPE"], str)) == "GALAXY")
                                                           & (t == "GALAXY")).sum()
+    # released again from the released model: the same choice (its own arbitration cleared while choosing)
+    rec2 = release(tmp_path / "rel", str(sets / "val"), tmp_path / "rel2", min_cell=5, type_arbitrate=True)
+    assert rec2["type_arbitrate_boss"] == rec["type_arbitrate_boss"]
+    assert load_model(tmp_path / "rel2").config.type_arbitrate == after.config.type_arbitrate
+    # the second-peak arbitration: chosen per type / survey (recorded), and where a cell lets every usable second
+    # peak through, those rows take the eigen window's redshift there and nothing else moves
+    rec3 = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, peak_arbitrate=True)
+    assert "peak_arbitrate_GALAXY/boss" in rec3 and "peak_arbitrate_QSO/boss" in rec3
+    assert "truth at the second peak's refinement" in rec3["peak_arbitrate_QSO/boss"]
+    open_cells = {"GALAXY/boss": [0.0, -1e30], "QSO/boss": [0.0, -1e30], "STAR/boss": [0.0, -1e30]}
+    off.config = dataclasses.replace(off.config, peak_arbitrate=open_cells)
+    c2 = predict_catalog(off, [str(sets / "val")], progress=False)
+    peak = np.asarray(c2["Z_METHOD"]) == "EIGEN_PEAK"
+    st0 = np.char.strip(np.asarray(c0["SPECTYPE"], str))
+    assert peak.any() and not (peak & (st0 == "STAR")).any()  # galaxies and quasars only
+    assert np.isfinite(np.asarray(c2["ZERR"])[peak]).all()
+    assert (np.abs(np.asarray(c2["Z"]) - np.asarray(c0["Z"]))[peak] > 0).all()
+    for col in ("SPECTYPE", "Z", "ZERR", "Z_METHOD", "ZWARN"):
+        np.testing.assert_array_equal(np.asarray(c2[col])[~peak], np.asarray(c0[col])[~peak])
+    off.config = dataclasses.replace(off.config, peak_arbitrate={k: [1.5, -1e30] for k in open_cells})
+    c3 = predict_catalog(off, [str(sets / "val")], progress=False)  # no second peak holds 150%: nothing moves
+    np.testing.assert_array_equal(np.asarray(c3["Z"]), np.asarray(c0["Z"]))
 
 
 def test_fit_logistic_recovers_a_known_model(rng):

@@ -326,6 +326,25 @@ def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide
     return t, np.sqrt(var + w**2 / 12), mass
 
 
+def second_peak(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide: int = 25):
+    """The binned pdf's best solution outside the first peak's window (``2 wide + 1`` bins around the most
+    probable bin): its redshift, width and probability, as :func:`pdf_estimate` reads the first (``z`` NaN where
+    the window covers every bin). A wrong first answer often has the truth there (docs/classifier.md)."""
+    zl = np.asarray(zlogits, np.float64)
+    k = zl.argmax(axis=1)
+    j = np.arange(zl.shape[1])[None, :]
+    masked = np.where(np.abs(j - k[:, None]) <= wide, -np.inf, zl)
+    none = ~np.isfinite(masked.max(axis=1))
+    t, sig, mass = pdf_estimate(np.where(none[:, None], zl, masked), cfg, half, wide)
+    # the window's probability under the whole pdf (pdf_estimate normalised the masked one)
+    p = np.exp(zl - zl.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    k2 = np.where(none, k, masked.argmax(axis=1))
+    mass = np.where(np.abs(j - k2[:, None]) <= wide, p, 0.0).sum(axis=1)
+    z = np.where(none, np.nan, np.expm1(t))
+    return z, sig * (1 + z), np.where(none, 0.0, mass)
+
+
 #: S/N edges (median S/N per pixel on the model grid) of the ZERR calibration cells
 SNR_EDGES = (2.0, 4.0, 8.0, 16.0)
 

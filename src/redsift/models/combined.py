@@ -33,6 +33,11 @@ measured in ``docs/classifier.md``):
   ``Z_CLASSIFIER`` keeps the classifier's). The release turns on a cell only where the replacements fix
   more validation answers than they break: galaxies on BOSS and DESI (DESI's held-out galaxies 2.6% ->
   1.4% catastrophic, simulated), not LAMOST's galaxies nor any quasars (docs/classifier.md).
+* **Second-peak arbitration** (``peak_arbitrate``, chosen at release): where the classifier's redshift pdf holds
+  at least a cell's ``p2_min`` at a second peak, the answered class's eigen chi-square is scanned in a window
+  there and replaces the answer if it fits better by more than the cell's ``gain_min`` (``Z_METHOD =
+  "EIGEN_PEAK"``). Turned on where it fixes more validation answers than it breaks: DESI's and LAMOST's quasars
+  (DESI's held-out quasars 7.2% -> 6.7% catastrophic, simulated; docs/classifier.md).
 * **Type arbitration** (``type_arbitrate``, chosen at release): rows whose classifier's type probability is
   below the survey's ``p_max`` are scanned over every eigen class; where the scan's type differs and its
   ``DELTACHI2`` reaches the survey's ``dchi2_min``, the scan's type and redshift replace the classifier's
@@ -94,6 +99,10 @@ class CombinedConfig:
     # below p_max are scanned over every eigen class, and where the scan's spectral type differs and its
     # DELTACHI2 is at least dchi2_min, the scan's answer replaces the classifier's (chosen at release; None: off)
     type_arbitrate: dict | None = None
+    # the second-peak arbitration: "TYPE/survey" -> [p2_min, gain_min]; where the classifier's redshift pdf holds
+    # at least p2_min at a second peak, the answered class's eigen chi-square is scanned in a window there and, if
+    # it beats the answer's window by more than gain_min, its redshift replaces the answer (chosen at release)
+    peak_arbitrate: dict | None = None
     # ZERR where the classifier gives Z (Z_METHOD = CLASSIFIER): ZERR / (1 + z) = sqrt((k e)^2 + f^2), e the
     # classifier's ZERR / (1 + z), k and f per "TYPE" or "TYPE/survey" (chosen at release on the rows where the
     # default uses the classifier's Z; None: the classifier's ZERR as it is)
@@ -131,6 +140,9 @@ class CombinedConfig:
                 out["refine_gate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.refine_gate.items()))
             if self.arbitrate:
                 out["arbitrate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.arbitrate.items()))
+            if self.peak_arbitrate:
+                out["peak_arbitrate"] = ", ".join(f"{k} P2>={p:g} gain>{g:g}"
+                                                  for k, (p, g) in sorted(self.peak_arbitrate.items()))
             if self.type_arbitrate:
                 out["type_arbitrate"] = ", ".join(f"{k} P<{p:g} dchi2>={d:g}"
                                                   for k, (p, d) in sorted(self.type_arbitrate.items()))
@@ -146,6 +158,13 @@ def _zbins_text(bins) -> str:
 
 #: Bins of the classifier's quasar redshift in which the release compares the refinement with the classifier
 QSO_ZBIN_EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 7.0)
+
+#: The combined config's fields a release chooses (cleared while it chooses them, always written by it)
+RELEASE_DECISIONS = ("refine_qso_zbins", "refine_gate", "arbitrate", "bal_mean_threshold", "peak_arbitrate",
+                     "type_arbitrate", "zerr_scale", "zerr_floor")
+
+#: The (p2_min, gain_min) pairs the release tries for the second-peak arbitration, per type / survey
+PEAK_GRID = tuple((p, g) for p in (0.001, 0.01, 0.03, 0.1) for g in (0.0, 10.0, 25.0, 50.0, 100.0))
 
 #: The (p_max, dchi2_min) pairs the release tries for the type arbitration, per survey
 TYPE_GRID = tuple((p, d) for p in (0.6, 0.7, 0.8, 0.9, 0.95, 0.99) for d in (0.0, 9.0, 25.0))
@@ -348,13 +367,16 @@ class CombinedFamily(Family):
             outside, wraw = self._refine(model, cc, cols, prepared, nodata, wraw)
             if model.config.arbitrate:
                 outside &= ~self._arbitrate(model, cc, cols, prepared, nodata, wraw, model.config.arbitrate)
-            # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
-            # answer is beyond the models' range, whatever the classifier's confidence
+            if model.config.peak_arbitrate:
+                zl = raw[:, len(model.classifier.config.tax):k]
+                outside &= ~self._peak_arbitrate(model, cols, prepared, nodata, wraw, zl, model.config.peak_arbitrate)
             if model.config.type_arbitrate:
                 typed = self._type_arbitrate(model, cols, prepared, nodata, model.config.type_arbitrate)
                 outside &= ~typed
                 # two methods disagree on the type: the answer goes to visual inspection
                 zwarn = zwarn | np.where(typed, int(ZWarningMask.LOW_CONFIDENCE), 0)
+            # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
+            # answer is beyond the models' range, whatever the classifier's confidence
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
         if model.config.zerr_scale or model.config.zerr_floor:
             cols["ZERR"] = self._classifier_zerr(model.config, cols, prepared["survey"])
@@ -535,6 +557,76 @@ class CombinedFamily(Family):
         return rep
 
     @staticmethod
+    def _peak_scan(model, cols, prepared, zl, rows):
+        """The second peak of each row's classifier pdf (z, probability) and, for the rows ``rows``, the eigen
+        scan of the answered class in a refinement window there (raw rows, NaN elsewhere)."""
+        import torch
+
+        from .classifier import second_peak
+        from .eigen import RAW_FIELDS, D, scan_window
+
+        cfg, ecfg = model.config, model.eigen.config
+        z2, s2, p2 = second_peak(zl, model.classifier.config)
+        names = list(ecfg.tax.classes)
+        cls = np.array([names.index(b) if b in names else -1 for b in np.asarray(cols["CLASS_BEST"]).astype(str)])
+        px = s2 / (1 + z2) / (np.log(10) * D)
+        half = np.clip(np.ceil(cfg.refine_nsigma * np.nan_to_num(px, nan=cfg.refine_max_px)), cfg.refine_min_px,
+                       cfg.refine_max_px).astype(np.int64)
+        run = rows & (cls >= 0) & np.isfinite(z2)
+        praw = np.full((len(z2), len(RAW_FIELDS) + ecfg.ncomp), np.nan)
+        if run.any():
+            with torch.inference_mode():
+                praw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z2[run], half[run])
+        return z2, p2, praw
+
+    @staticmethod
+    def _peak_candidates(model, cols, prepared, wraw, praw):
+        """The second-peak windows' chi-square gain over the answer's window (trials compared as the scan compares
+        them), their decoded answers and whether each is usable (a parabola inside the class's range)."""
+        from ..zwarning import ZWarningMask
+        from .eigen import decode
+
+        gain, _, _ = CombinedFamily.arbitration(wraw, praw, np.asarray(cols["Z"], float))
+        cells = CombinedFamily._zerr_cells(model.config, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"])
+        d = decode(praw, model.eigen.config, prepared["survey"], cells)
+        bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
+        return gain, d, d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
+
+    @staticmethod
+    def _peak_rows(cols, prepared, nodata, cells) -> tuple[np.ndarray, np.ndarray]:
+        """Rows a second-peak cell applies to (the answer the classifier's or its refinement) and their cells'
+        ``[p2_min, gain_min]``."""
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
+        surveys = np.asarray(prepared["survey"]).astype(str)
+        lim = np.array([cells.get(f"{t}/{v}", (np.nan, np.nan)) for t, v in zip(spectype, surveys)], float).reshape(-1, 2)
+        method = np.asarray(cols["Z_METHOD"]).astype(str)
+        return ~nodata & np.isfinite(lim[:, 0]) & np.isin(method, ["CLASSIFIER", "EIGEN"]), lim
+
+    def _peak_arbitrate(self, model, cols, prepared, nodata, wraw, zl, cells) -> np.ndarray:
+        """Second-peak arbitration (issue 18): where the classifier's redshift pdf holds at least the cell's
+        ``p2_min`` at a second peak (:func:`redsift.models.classifier.second_peak`), the answered class's eigen
+        chi-square is scanned in a refinement window there, and where it beats the answer's window by more than the
+        cell's ``gain_min``, its redshift replaces the answer (``Z_METHOD = EIGEN_PEAK``; ``Z_CLASSIFIER`` keeps
+        the classifier's first peak). Cells (``TYPE/survey``) chosen at release where the replacements fix more
+        catastrophic validation answers than they make. Returns the rows replaced."""
+        rows, lim = self._peak_rows(cols, prepared, nodata, cells)
+        if not rows.any():
+            return rows
+        from .classifier import second_peak
+
+        _, p2, _ = second_peak(zl, model.classifier.config)
+        rows &= p2 >= np.nan_to_num(lim[:, 0], nan=np.inf)
+        if not rows.any():
+            return rows
+        _, _, praw = self._peak_scan(model, cols, prepared, zl, rows)
+        gain, d, good = self._peak_candidates(model, cols, prepared, wraw, praw)
+        rep = rows & good & (gain > np.nan_to_num(lim[:, 1], nan=np.inf))
+        cols["Z"] = np.where(rep, d["z"], cols["Z"])
+        cols["ZERR"] = np.where(rep, d["zerr"], cols["ZERR"])
+        cols["Z_METHOD"] = np.where(rep, "EIGEN_PEAK", cols["Z_METHOD"])
+        return rep
+
+    @staticmethod
     def p_type(cols) -> np.ndarray:
         """The classifier's probability of its own spectral type (the largest ``PTYPE_*``; NaN without data)."""
         from .classifier import SPECTYPES
@@ -608,7 +700,7 @@ class CombinedFamily(Family):
 
     def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "",
                 zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
-                gate_rows: int = 20, type_arbitrate: bool = False) -> tuple[dict, dict]:
+                gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -619,7 +711,8 @@ class CombinedFamily(Family):
         :meth:`_choose_qso_zbins`), chosen before everything else; with ``refine_gate`` the disagreement per
         spectral type beyond which the refinement is refused (:meth:`_choose_gate`, ``gate_rows`` rows at
         least beyond it), chosen next; with ``type_arbitrate`` the type arbitration per survey
-        (:meth:`_choose_type_arbitration`), after the redshift arbitration and the BAL decision. The eigen model's
+        (:meth:`_choose_type_arbitration`), after the redshift arbitration and the BAL decision (and, with
+        ``peak_arbitrate``, the second-peak arbitration, :meth:`_choose_peak_arbitration`, chosen before it). The eigen model's
         own release calibrates its full scan, whose rows differ: there the scan also picks the class (a
         wrong star subclass widens the curvature), and quasars reach z 6 where the refinement stops at
         ``refine_qso_zmax``. The classifier's and QuasarNET's decisions are theirs, kept."""
@@ -628,7 +721,7 @@ class CombinedFamily(Family):
         if model.eigen is None:
             return {}, {"eigen": "no eigen part: nothing to choose"}
         for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
-                           ("type_arbitrate", type_arbitrate)):
+                           ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         zcol, _, zvalue = str(zerr_rows).partition("=")
@@ -672,7 +765,11 @@ class CombinedFamily(Family):
         record.update(bal_rec)
         if bands:
             record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
-        decided = dict(arbitrate=cells or None, bal_mean_threshold=bal_thr, refine_qso_zbins=zbins, refine_gate=gate)
+        decided = dict(arbitrate=cells or None, bal_mean_threshold=bal_thr, refine_qso_zbins=zbins, refine_gate=gate,
+                       peak_arbitrate=None)
+        if peak_arbitrate:
+            decided["peak_arbitrate"] = self._choose_peak_arbitration(model, raw, prepared, meta, truth, wraw, decided,
+                                                                      record)
         tcells = self._choose_type_arbitration(model, raw, prepared, meta, truth, wraw, decided, record) \
             if type_arbitrate else None
         cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, dict(decided, type_arbitrate=tcells),
@@ -693,10 +790,12 @@ class CombinedFamily(Family):
         return match
 
     def _columns_as(self, model, raw, prepared, wraw=None, eigen=None, **decisions):
-        """:meth:`_columns` with the release's decisions replaced (``decisions``: config fields; the ZERR cells
-        always cleared) and, with ``eigen``, the eigen part's config; both restored afterwards."""
+        """:meth:`_columns` with the release's decisions replaced (``decisions``: config fields; every decision a
+        release chooses, :data:`RELEASE_DECISIONS`, cleared unless given: a model released before must not carry
+        its earlier choices into the rows the new ones are chosen on) and, with ``eigen``, the eigen part's
+        config; both restored afterwards."""
         ecfg, ccfg = model.eigen.config, model.config
-        model.config = dataclasses.replace(ccfg, zerr_scale=None, zerr_floor=None, **decisions)
+        model.config = dataclasses.replace(ccfg, **{**dict.fromkeys(RELEASE_DECISIONS), **decisions})
         if eigen is not None:
             model.eigen.config = eigen
         try:
@@ -781,6 +880,51 @@ class CombinedFamily(Family):
             record[f"refine_gate_{key}"] = (f"{gate[key]:g}" if key in gate else "none") + \
                 f" (n {int((ok & (keys == key)).sum())}; classifier / refined: " + "; ".join(notes) + ")"
         return gate or None, wraw
+
+    def _choose_peak_arbitration(self, model, raw, prepared, meta, truth, wraw, decided, record) -> dict | None:
+        """The second-peak arbitration's ``[p2_min, gain_min]`` per ``TYPE/survey`` (GALAXY and QSO;
+        :meth:`_peak_arbitrate`), chosen on the validation rows typed right as the release deploys them: the pair
+        of :data:`PEAK_GRID` whose replacements fix the most catastrophic answers (``|dz|/(1+z) > 0.01``) net of
+        those they make, the one replacing fewest rows on a tie; none where no pair has a positive net."""
+        from .family import SURVEYS
+
+        k = len(model.classifier.config.tax) + model.classifier.config.n_z
+        zl = np.asarray(raw).reshape(prepared.nrows, -1)[:, len(model.classifier.config.tax):k]
+        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
+        nodata = ~np.isfinite(np.asarray(cols["Z"], float))
+        every = {f"{t}/{v}": (0.0, -np.inf) for t in ARBITRATE_TYPES for v in SURVEYS}
+        rows, _ = self._peak_rows(cols, prepared, nodata, every)
+        rows &= spectype == truth
+        _, p2, praw = self._peak_scan(model, cols, prepared, zl, rows)
+        gain, d, good = self._peak_candidates(model, cols, prepared, wraw, praw)
+        zt = np.asarray(meta["Z"], float)
+        with np.errstate(invalid="ignore"):
+            bad0 = np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt) > 0.01
+            bad1 = np.abs(d["z"] - zt) / (1 + zt) > 0.01
+        surveys = np.asarray(prepared["survey"]).astype(str)
+        cells = {}
+        for t in ARBITRATE_TYPES:
+            for v in SURVEYS:
+                here = rows & (spectype == t) & (surveys == v)
+                if not here.any():
+                    continue
+                best, tried = None, []
+                for p, g in PEAK_GRID:
+                    r = here & good & (p2 >= p) & (gain > g)
+                    fixed, broken = int((r & bad0 & ~bad1).sum()), int((r & ~bad0 & bad1).sum())
+                    tried.append(f"P2>={p:g} gain>{g:g}: +{fixed} -{broken}")
+                    key = (fixed - broken, -int(r.sum()))
+                    if fixed - broken > 0 and (best is None or key > best[0]):
+                        best = (key, [p, g])
+                if best is not None:
+                    cells[f"{t}/{v}"] = best[1]
+                reach = int((here & good & bad0 & ~bad1).sum())
+                record[f"peak_arbitrate_{t}/{v}"] = (f"{'P2 >= %g, gain > %g' % tuple(best[1]) if best else 'off'} "
+                                                     f"(n {int(here.sum())}, catastrophic {int((here & bad0).sum())}, "
+                                                     f"truth at the second peak's refinement {reach}; "
+                                                     + ", ".join(tried) + ")")
+        return cells or None
 
     def _choose_type_arbitration(self, model, raw, prepared, meta, truth, wraw, decided, record) -> dict | None:
         """The type arbitration's ``[p_max, dchi2_min]`` per survey (:meth:`_type_arbitrate`), chosen on the
