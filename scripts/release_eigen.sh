@@ -135,16 +135,21 @@ redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R
 cp $R/redsift-sim-16/config.json src/redsift/models/released/redsift-sim/config.json
 # ... and with the type arbitration (docs/classifier.md "Chi-square arbitration of the type"): per survey, the
 # classifier's type probability below which the eigen scan over every class may replace an answer of another
-# type, chosen on the same validation set; every other decision as before (2026-12-07): the release now in redsift-sim
+# type, chosen on the same validation set; every other decision as before (2026-12-07)
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-19 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set type_arbitrate=true
 cp $R/redsift-sim-19/config.json src/redsift/models/released/redsift-sim/config.json
 # ... and with the second-peak arbitration (docs/classifier.md "Chi-square arbitration at the pdf's second peak"):
 # per type / survey, the second peak's least probability and the least chi-square gain at which the eigen window
-# there replaces the answer: the release now in redsift-sim
+# there replaces the answer
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-20 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true
 cp $R/redsift-sim-20/config.json src/redsift/models/released/redsift-sim/config.json
+# ... and with the refinement's ZERR cells of galaxies and quasars split by S/N (docs/classifier.md "Cells by S/N"):
+# the release now in redsift-sim
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-21 --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true
+cp $R/redsift-sim-21/config.json src/redsift/models/released/redsift-sim/config.json
 # measured, not adopted (docs/classifier.md "High-redshift quasars refined too"): the consistency gate, with and
 # without the refinement bins
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/gate-bins --set zerr_rows=SIM_MODE=templates \

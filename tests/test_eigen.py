@@ -629,6 +629,26 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
     np.testing.assert_array_equal(np.asarray(c6["Z"])[far], np.asarray(c6["Z_CLASSIFIER"])[far])
     np.testing.assert_array_equal(np.asarray(c6["Z"])[~far], np.asarray(c5["Z"])[~far])
     np.testing.assert_array_equal(np.asarray(c6["Z_METHOD"])[~far], np.asarray(c5["Z_METHOD"])[~far])
+    # the refinement's ZERR cells split by S/N (galaxies and quasars): fitted where a bin has the rows, recorded,
+    # written with their edges, and the catalog's ZERR of a refined galaxy is its bin's cell where one was fitted
+    from redsift.models.combined import ZERR_SNR_EDGES
+
+    rec6 = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel6", min_cell=5, zerr_snr=True)
+    m6 = load_model(tmp_path / "rel6")
+    assert list(m6.config.zerr_snr_edges) == list(ZERR_SNR_EDGES) and rec6["zerr_snr"].startswith("refinement cells split")
+    binned = [k for k in m6.eigen.config.zerr_scale if "@" in k]
+    assert binned and all(k.split("@")[0].split("/")[0] in ("GALAXY", "QSO", "QSO>1.5") for k in binned)
+    c6s = predict_catalog(m6, [str(sets / "val")], progress=False)
+    g = (np.asarray(c6s["Z_METHOD"]) == "EIGEN") & (np.char.strip(np.asarray(c6s["SPECTYPE"], str)) == "GALAXY")
+    b = np.digitize(np.asarray(c6s["SNR_MODEL"], float), ZERR_SNR_EDGES)
+    k = np.array([m6.eigen.config.zerr_scale.get(f"GALAXY@{j}/boss", m6.eigen.config.zerr_scale.get(
+        f"GALAXY@{j}", m6.eigen.config.zerr_scale.get("GALAXY/boss"))) for j in b])
+    f = np.array([m6.eigen.config.zerr_floor.get(f"GALAXY@{j}/boss", m6.eigen.config.zerr_floor.get(
+        f"GALAXY@{j}", m6.eigen.config.zerr_floor.get("GALAXY/boss"))) for j in b])
+    sig = np.asarray(c0["ZERR"]) / (1 + np.asarray(c0["Z"])) * np.sqrt(np.maximum(np.asarray(c0["RCHI2"]), 1))
+    want = np.hypot(k * sig, f) * (1 + np.asarray(c6s["Z"]))
+    assert g.any()
+    np.testing.assert_allclose(np.asarray(c6s["ZERR"])[g], want[g], rtol=1e-6)
     for bad, msg in (({"zerr_rows": "CLASS"}, "expected COLUMN=value"), ({"zerr_rows": "KIND=QSO"}, "no column 'KIND'"),
                      ({"zerr_bands": "False"}, "zerr_bands must be true or false"),
                      ({"refine_gate": "yes"}, "refine_gate must be true or false"),

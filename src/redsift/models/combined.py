@@ -108,6 +108,9 @@ class CombinedConfig:
     # default uses the classifier's Z; None: the classifier's ZERR as it is)
     zerr_scale: dict | None = None
     zerr_floor: dict | None = None
+    # the refinement's ZERR cells split by the classifier's S/N (SNR_MODEL) at these edges (chosen at release with
+    # zerr_snr=true: within one class the curvature error over-covers faint spectra and under-covers bright ones)
+    zerr_snr_edges: list | None = None
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -159,9 +162,12 @@ def _zbins_text(bins) -> str:
 #: Bins of the classifier's quasar redshift in which the release compares the refinement with the classifier
 QSO_ZBIN_EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 7.0)
 
+#: The S/N edges (the classifier's SNR_MODEL) at which ``zerr_snr=True`` splits the refinement's ZERR cells
+ZERR_SNR_EDGES = (4.0, 8.0, 16.0, 32.0)
+
 #: The combined config's fields a release chooses (cleared while it chooses them, always written by it)
 RELEASE_DECISIONS = ("refine_qso_zbins", "refine_gate", "arbitrate", "bal_mean_threshold", "peak_arbitrate",
-                     "type_arbitrate", "zerr_scale", "zerr_floor")
+                     "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges")
 
 #: The (p2_min, gain_min) pairs the release tries for the second-peak arbitration, per type / survey
 PEAK_GRID = tuple((p, g) for p in (0.001, 0.01, 0.03, 0.1) for g in (0.0, 10.0, 25.0, 50.0, 100.0))
@@ -396,14 +402,22 @@ class CombinedFamily(Family):
         return np.where(np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER", new, cols["ZERR"])
 
     @staticmethod
-    def _zerr_cells(cfg, best, spectype, z0) -> np.ndarray:
+    def _zerr_cells(cfg, best, spectype, z0, snr=None) -> np.ndarray:
         """The class part of each refined row's ZERR cell: the classifier's class, with quasars refined at or
         above ``refine_qso_zmax`` (``refine_qso_zbins`` above it) in cells of their own (``"QSO>1.5"``): their
         errors differ from the low-redshift quasars' (one cell for both left the high-redshift ones at 0.59 / 0.68
-        coverage on BOSS and the low ones at 0.94 / 0.98, simulated)."""
+        coverage on BOSS and the low ones at 0.94 / 0.98, simulated). With ``zerr_snr_edges`` and ``snr`` (the
+        classifier's ``SNR_MODEL``) galaxies and quasars are split by S/N bin (``"GALAXY@2"``: bin 2 of the edges),
+        whose cells a release fits where they have the rows (else the class's own apply); stars keep their class
+        cells (split too, DESI's stars fell out of the 95% band: 0.932 -> 0.921, simulated)."""
         best = np.asarray(best).astype(str)
         hiz = (np.asarray(spectype).astype(str) == "QSO") & (np.asarray(z0, float) >= cfg.refine_qso_zmax)
-        return np.where(hiz, np.char.add(best, f">{cfg.refine_qso_zmax:g}"), best)
+        out = np.where(hiz, np.char.add(best, f">{cfg.refine_qso_zmax:g}"), best)
+        if cfg.zerr_snr_edges and snr is not None:
+            b = np.digitize(np.nan_to_num(np.asarray(snr, float), nan=0.0), cfg.zerr_snr_edges)
+            split = (out != "") & np.isin(np.asarray(spectype).astype(str), ["GALAXY", "QSO"])
+            out = np.where(split, np.char.add(np.char.add(out, "@"), b.astype(str)), out)
+        return out
 
     @staticmethod
     def disagreement(z, cc) -> np.ndarray:
@@ -448,7 +462,8 @@ class CombinedFamily(Family):
             if run.any():
                 with torch.inference_mode():
                     raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
-        d = decode(raw, ecfg, prepared["survey"], CombinedFamily._zerr_cells(cfg, best, cc["SPECTYPE"], z0))
+        d = decode(raw, ecfg, prepared["survey"], CombinedFamily._zerr_cells(cfg, best, cc["SPECTYPE"], z0,
+                                                                             cc.get("SNR_MODEL")))
         bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
         use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
         qso_ok = np.zeros(len(z0), bool)
@@ -587,7 +602,8 @@ class CombinedFamily(Family):
         from .eigen import decode
 
         gain, _, _ = CombinedFamily.arbitration(wraw, praw, np.asarray(cols["Z"], float))
-        cells = CombinedFamily._zerr_cells(model.config, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"])
+        cells = CombinedFamily._zerr_cells(model.config, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"],
+                                           cols.get("SNR_MODEL"))
         d = decode(praw, model.eigen.config, prepared["survey"], cells)
         bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
         return gain, d, d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
@@ -700,7 +716,8 @@ class CombinedFamily(Family):
 
     def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "",
                 zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
-                gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False) -> tuple[dict, dict]:
+                gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False,
+                zerr_snr: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -721,7 +738,8 @@ class CombinedFamily(Family):
         if model.eigen is None:
             return {}, {"eigen": "no eigen part: nothing to choose"}
         for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
-                           ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate)):
+                           ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate),
+                           ("zerr_snr", zerr_snr)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         zcol, _, zvalue = str(zerr_rows).partition("=")
@@ -747,7 +765,11 @@ class CombinedFamily(Family):
                                          refine_gate=gate)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         cell = np.where((np.asarray(cols["Z_METHOD"]) == "EIGEN") & (spectype == truth), spectype, "")
-        by_class = self._zerr_cells(ccfg, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"]) \
+        # (the cells' split chosen here, never inherited from an earlier release's config)
+        ccfg = dataclasses.replace(ccfg, zerr_snr_edges=list(ZERR_SNR_EDGES) if zerr_snr else None)
+        if zerr_snr:
+            record["zerr_snr"] = f"refinement cells split at SNR_MODEL {list(ZERR_SNR_EDGES)}"
+        by_class = self._zerr_cells(ccfg, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"], cols["SNR_MODEL"]) \
             if ecfg.zerr_by_class else None
         bands = ZERR_BANDS if zerr_bands else None
         scale, floor, erec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], cell, prepared["survey"], min_cell,
@@ -766,7 +788,7 @@ class CombinedFamily(Family):
         if bands:
             record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
         decided = dict(arbitrate=cells or None, bal_mean_threshold=bal_thr, refine_qso_zbins=zbins, refine_gate=gate,
-                       peak_arbitrate=None)
+                       peak_arbitrate=None, zerr_snr_edges=ccfg.zerr_snr_edges)
         if peak_arbitrate:
             decided["peak_arbitrate"] = self._choose_peak_arbitration(model, raw, prepared, meta, truth, wraw, decided,
                                                                       record)
