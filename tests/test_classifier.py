@@ -405,3 +405,23 @@ def test_second_peak_reads_the_pdf_outside_the_first_window():
     assert p2[1] < 1e-10 and np.isfinite(z2[1])  # the best of the flat rest, with no probability to speak of
     assert 0 < p2[2] < 1 and abs(np.log1p(z2[2]) - tc[400]) > 25 * (tc[1] - tc[0])  # beyond the first window
     assert (s2 > 0).all()
+
+
+def test_evaluate_reports_redshifts_by_method(rng):
+    """The combined model's section splits each type's redshifts by the part that gave them: one row per type and
+    Z_METHOD present, with the numbers of those rows alone."""
+    from astropy.table import Table
+
+    from redsift.evaluate.classifier import _methods
+
+    n = 400
+    method = np.array(["EIGEN"] * 200 + ["CLASSIFIER"] * 150 + ["EIGEN_TYPE"] * 50)
+    zt = rng.uniform(0.1, 0.5, n)
+    z = zt + rng.normal(0, np.where(method == "EIGEN", 1e-5, 1e-3)) * (1 + zt)
+    z[-5:] += 0.5  # five catastrophic answers, all of them EIGEN_TYPE
+    t = Table({"Z": z, "TRUE_Z": zt, "ZERR": np.where(method == "EIGEN", 1e-5, 1e-3) * (1 + z),
+               "SPECTYPE": np.full(n, "GALAXY"), "Z_METHOD": method})
+    rows = {r.split("|")[2].strip(): r.split("|") for r in _methods(t, np.full(n, "GALAXY")) if r.startswith("| GALAXY")}
+    assert set(rows) == {"EIGEN", "CLASSIFIER", "EIGEN_TYPE"}
+    assert int(rows["EIGEN"][3]) == 200 and float(rows["EIGEN"][4]) < 3e-5 < float(rows["CLASSIFIER"][4])
+    assert float(rows["EIGEN_TYPE"][5]) == 0.1 and float(rows["CLASSIFIER"][5]) == 0.0

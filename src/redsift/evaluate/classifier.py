@@ -6,7 +6,7 @@ view, redshift metrics per true class (bias, NMAD and MAD of dz/(1+z), catastrop
 |dz|/(1+z) > 0.01; stars: the velocity scatter), ZERR pulls with the 68%/95% coverage (``pulls.png``)
 and the uncertainty against S/N (``zerr_snr.png``), all per survey when the truth holds several. For
 the combined model, the same quasar figures for the classifier alone, QuasarNET alone and the
-combination (the rule's measured gain).
+combination (the rule's measured gain), and the redshifts of each type by the part that gave them (``Z_METHOD``).
 """
 
 from __future__ import annotations
@@ -244,6 +244,26 @@ def _combined(t, true_st) -> list[str]:
     return lines
 
 
+def _methods(t, true_st) -> list[str]:
+    """Redshifts by the part that gave them (``Z_METHOD``), per true type typed right: how many rows each rule
+    answers and how good those answers are (MAD, catastrophic fraction, ZERR coverage)."""
+    zt = np.asarray(t["TRUE_Z"], float)
+    z = np.asarray(t["Z"], float)
+    ze = np.asarray(t["ZERR"], float)
+    st = np.char.strip(np.asarray(t["SPECTYPE"]).astype(str))
+    method = np.char.strip(np.asarray(t["Z_METHOD"]).astype(str))
+    lines = ["", "### Redshifts by the part that gave them (`Z_METHOD`; rows typed right)", "",
+             "| type | Z_METHOD | n | MAD dz/(1+z) | catastrophic | 68% cov | 95% cov |", "|---|---|---:|---:|---:|---:|---:|"]
+    for s in SPECTYPES:
+        right = (true_st == s) & (st == s) & np.isfinite(z)
+        for m in sorted(set(method[right]) - {""}):
+            sel = right & (method == m)
+            r, c = redshift_metrics(z[sel], zt[sel]), coverage(z[sel], ze[sel], zt[sel])
+            lines.append(f"| {s} | {m} | {r['n']} | {r['mad']:.2e} | {r['catastrophic']:.4f} | {c['cov68']:.3f} | "
+                         f"{c['cov95']:.3f} |")
+    return lines
+
+
 def _describe_truth(truth_path: str) -> str:
     """What the truth is, for figure titles: "simulated" when it is a simulated dataset."""
     from ..data.store import INDEX_NAME, Dataset
@@ -278,4 +298,6 @@ def classifier_report(t, out, header, overrides, truth_path="", combined: bool =
         lines += _redshifts(sub, true_st, out, tag, what, true_cls_all[sel])
         if combined and "IS_QSO" in t.colnames:
             lines += _combined(sub, true_st)
+        if combined and "Z_METHOD" in t.colnames:
+            lines += _methods(sub, true_st)
     return lines
