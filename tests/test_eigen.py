@@ -534,34 +534,43 @@ def test_zerr_and_anomaly_cells_follow_the_survey():
     assert ood.tolist() == [True, False, True]
 
 
+def _combined_with_answers(sets, fitted, tmp_path, monkeypatch, spectype, z):
+    """A combined model (an untrained classifier, the released QuasarNET, the fitted eigen model) saved as
+    ``tmp_path / "comb"``, whose classifier answers on the validation set (in one batch of 300) are replaced by
+    ``spectype`` and ``z`` with ZERR 1e-3: answers the tests choose, in the classes' ranges."""
+    from redsift.data.store import Dataset
+    from redsift.models.classifier import ClassifierFamily
+    from redsift.models.combined import combine
+
+    n = len(Dataset(sets / "val").meta)
+    plain = ClassifierFamily.columns
+
+    def prior(self, model, raw, prepared):
+        cols, zwarn = plain(self, model, raw, prepared)
+        if len(cols["Z"]) == n:
+            cols.update(CLASS_BEST=np.asarray(spectype), SPECTYPE=np.asarray(spectype), Z=np.asarray(z, float),
+                        ZERR=np.full(n, 1e-3))
+        return cols, zwarn
+
+    monkeypatch.setattr(ClassifierFamily, "columns", prior)
+    torch.manual_seed(0)
+    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
+    save_model(combine(c, load_model("quasarnet-boss-sim"), eigen=load_model(fitted / "best")), tmp_path / "comb")
+    return tmp_path / "comb"
+
+
 def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitted, tmp_path, monkeypatch):
     """``redsift release`` of a combined model fits the eigen part's ZERR cells on the validation rows the
     refinement gave Z (typed right), keeps every other part's decisions, and the released catalog's ZERR
     on those rows is the calibrated error of the same scan. (The classifier here is untrained: its answers
     are replaced by the truth plus 100 km/s, so that the refinement has priors in its classes' ranges.)"""
     from redsift.data.store import Dataset
-    from redsift.models.classifier import ClassifierFamily
-    from redsift.models.combined import combine
     from redsift.models.eigen import calibrated_zerr
     from redsift.train.release import release
 
     meta = Dataset(sets / "val").meta
-    plain = ClassifierFamily.columns
-
-    def prior(self, model, raw, prepared):
-        cols, zwarn = plain(self, model, raw, prepared)
-        if len(cols["Z"]) == len(meta):  # the whole validation set in one batch (300 rows)
-            t = np.asarray(meta["CLASS"], str)
-            cols.update(CLASS_BEST=t, SPECTYPE=t, Z=np.asarray(meta["Z"], float) + 100 / 3e5 * (1 + np.asarray(meta["Z"])),
-                        ZERR=np.full(len(t), 1e-3))
-        return cols, zwarn
-
-    monkeypatch.setattr(ClassifierFamily, "columns", prior)
-    e = load_model(fitted / "best")
-    q = load_model("quasarnet-boss-sim")
-    torch.manual_seed(0)
-    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
-    save_model(combine(c, q, eigen=e), tmp_path / "comb")
+    zt = np.asarray(meta["Z"], float)
+    _combined_with_answers(sets, fitted, tmp_path, monkeypatch, np.asarray(meta["CLASS"], str), zt + 100 / 3e5 * (1 + zt))
     rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5)
     before, after = load_model(tmp_path / "comb"), load_model(tmp_path / "rel")
     assert rec["eigen_zerr_rows"] > 0 and after.eigen.config.zerr_rchi2
@@ -666,28 +675,14 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     galaxies in four typed a star at z 0: wrong answers the scan can put right, more than the small test model's
     scans get wrong.)"""
     from redsift.data.store import Dataset
-    from redsift.models.classifier import ClassifierFamily
-    from redsift.models.combined import combine
     from redsift.train.release import release
 
     meta = Dataset(sets / "val").meta
     t = np.asarray(meta["CLASS"], str)
     zt = np.asarray(meta["Z"], float)
     wrong = (t == "GALAXY") & (np.arange(len(t)) % 4 != 0)
-    plain = ClassifierFamily.columns
-
-    def prior(self, model, raw, prepared):
-        cols, zwarn = plain(self, model, raw, prepared)
-        if len(cols["Z"]) == len(meta):
-            typ = np.where(wrong, "STAR", t)
-            cols.update(CLASS_BEST=typ, SPECTYPE=typ, Z=np.where(wrong, 0.0, zt + 100 / 3e5 * (1 + zt)),
-                        ZERR=np.full(len(t), 1e-3))
-        return cols, zwarn
-
-    monkeypatch.setattr(ClassifierFamily, "columns", prior)
-    torch.manual_seed(0)
-    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
-    save_model(combine(c, load_model("quasarnet-boss-sim"), eigen=load_model(fitted / "best")), tmp_path / "comb")
+    _combined_with_answers(sets, fitted, tmp_path, monkeypatch, np.where(wrong, "STAR", t),
+                           np.where(wrong, 0.0, zt + 100 / 3e5 * (1 + zt)))
     rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5, type_arbitrate=True)
     after = load_model(tmp_path / "rel")
     assert after.config.type_arbitrate and set(after.config.type_arbitrate) == {"boss"}, rec["type_arbitrate_boss"]
@@ -844,27 +839,13 @@ def test_combined_arbitration_replaces_wrong_redshifts_the_chi2_refutes(sets, fi
     wrong redshift (the prior moved by +0.15 for a third of them) are scanned over the whole range, the scan's
     redshift replaces the answer (``Z_METHOD = EIGEN_SCAN``) and lands at the truth; right answers stay."""
     from redsift.data.store import Dataset
-    from redsift.models.classifier import ClassifierFamily
-    from redsift.models.combined import combine
     from redsift.train.release import release
 
     meta = Dataset(sets / "val").meta
-    plain = ClassifierFamily.columns
     t = np.asarray(meta["CLASS"], str)
     zt = np.asarray(meta["Z"], float)
     moved = (t == "GALAXY") & (np.arange(len(t)) % 3 == 0)
-
-    def prior(self, model, raw, prepared):
-        cols, zwarn = plain(self, model, raw, prepared)
-        if len(cols["Z"]) == len(meta):
-            cols.update(CLASS_BEST=t, SPECTYPE=t, Z=np.where(moved, zt + 0.15, zt + 100 / 3e5 * (1 + zt)),
-                        ZERR=np.full(len(t), 1e-3))
-        return cols, zwarn
-
-    monkeypatch.setattr(ClassifierFamily, "columns", prior)
-    torch.manual_seed(0)
-    c = create_model("classifier", taxonomy=TYPES, channels=[4, 4, 4, 4], fc=8)
-    save_model(combine(c, load_model("quasarnet-boss-sim"), eigen=load_model(fitted / "best")), tmp_path / "comb")
+    _combined_with_answers(sets, fitted, tmp_path, monkeypatch, t, np.where(moved, zt + 0.15, zt + 100 / 3e5 * (1 + zt)))
     rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5)
     after = load_model(tmp_path / "rel")
     assert "GALAXY/boss" in (after.config.arbitrate or {}), rec
