@@ -394,17 +394,20 @@ def test_second_peak_reads_the_pdf_outside_the_first_window():
     cfg = ClassifierConfig(taxonomy="boss14")
     tc = cfg.t_centres
     n = len(tc)
-    zl = np.full((3, n), -30.0)
+    zl = np.full((4, n), -30.0)
     zl[0, 200], zl[0, 600] = 5.0, 5.0 + np.log(0.25)  # a second peak holding a fifth of the probability
     zl[1, 300] = 5.0  # one peak only: the second is empty probability
     zl[2, 400:460] = 0.0  # one wide plateau: its far end is "another" solution, within the same plateau
+    zl[3] = -0.5 * ((np.arange(n) - 500) / 15.0) ** 2  # one broad peak: its shoulders are no second solution
     z2, s2, p2 = second_peak(zl, cfg)
     assert abs(z2[0] - np.expm1(tc[600])) < 1e-9 and abs(p2[0] - 0.2) < 1e-6
-    z1, _, p1 = pdf_estimate(zl[:1], cfg)
+    z1, _, p1 = pdf_estimate(zl, cfg)
     assert abs(p1[0] - 0.8) < 1e-6 and abs(np.expm1(z1[0]) - np.expm1(tc[200])) < 1e-9  # the first: unchanged
     assert p2[1] < 1e-10 and np.isfinite(z2[1])  # the best of the flat rest, with no probability to speak of
-    assert 0 < p2[2] < 1 and abs(np.log1p(z2[2]) - tc[400]) > 25 * (tc[1] - tc[0])  # beyond the first window
-    assert (s2 > 0).all()
+    assert abs(np.log1p(z2[2]) - tc[400]) > 25 * (tc[1] - tc[0])  # beyond the first window,
+    assert abs(p2[2] - 26 / 60) < 1e-9 and p1[2] + p2[2] <= 1 + 1e-12  # its bins counted once
+    assert np.isnan(z2[3]) and p2[3] == 0.0
+    assert (s2[:3] > 0).all()
 
 
 def test_evaluate_reports_redshifts_by_method(rng):

@@ -704,6 +704,13 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     assert same.mean() > 0.85, same.mean()
     assert (sp1[moved] != np.char.strip(np.asarray(c0["SPECTYPE"], str))[moved]).all()
     assert ((np.asarray(c1["ZWARN"])[moved] & int(ZWarningMask.LOW_CONFIDENCE)) > 0).all()
+    # the replacing answer's own coefficients, anomaly score and class (consistent with its type)
+    assert np.isfinite(np.asarray(c1["COEFF"])[moved]).all() and np.isfinite(np.asarray(c1["ANOMALY"])[moved]).all()
+    a1, a0 = np.asarray(c1["ANOMALY"], float)[moved][same], np.asarray(e["ANOMALY"], float)[moved][same]
+    # where the minima agree so does the score, but for the few whose second solution (the joint fit's partner)
+    # another batch tipped
+    assert np.mean(np.isclose(a1, a0, rtol=1e-3, atol=1e-3)) > 0.9
+    assert (np.char.strip(np.asarray(c1["CLASS_BEST"], str))[moved] == sp1[moved]).all()  # one class per type here
     for col in ("SPECTYPE", "Z", "Z_METHOD", "ZWARN"):
         np.testing.assert_array_equal(np.asarray(c1[col])[~moved], np.asarray(c0[col])[~moved])
     # more galaxies typed right than without it

@@ -333,14 +333,27 @@ def second_peak(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide:
     zl = np.asarray(zlogits, np.float64)
     k = zl.argmax(axis=1)
     j = np.arange(zl.shape[1])[None, :]
-    masked = np.where(np.abs(j - k[:, None]) <= wide, -np.inf, zl)
+    # a second peak is a local maximum outside the first window (not the first peak's shoulder at its edge)
+    left = np.concatenate([np.full((len(zl), 1), -np.inf), zl[:, :-1]], 1)
+    right = np.concatenate([zl[:, 1:], np.full((len(zl), 1), -np.inf)], 1)
+    first = np.abs(j - k[:, None]) <= wide
+    masked = np.where(first | (zl < left) | (zl < right), -np.inf, zl)
     none = ~np.isfinite(masked.max(axis=1))
-    t, sig, mass = pdf_estimate(np.where(none[:, None], zl, masked), cfg, half, wide)
-    # the window's probability under the whole pdf (pdf_estimate normalised the masked one)
+    k2 = np.where(none, k, masked.argmax(axis=1))
     p = np.exp(zl - zl.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    k2 = np.where(none, k, masked.argmax(axis=1))
-    mass = np.where(np.abs(j - k2[:, None]) <= wide, p, 0.0).sum(axis=1)
+    p = np.where(first, 0.0, p)  # the second window's bins, the first window's left out
+    tc = cfg.t_centres
+
+    def window(h):
+        return np.where(np.abs(j - k2[:, None]) <= h, p, 0.0)
+
+    pw = window(half)
+    t = (pw * tc[None, :]).sum(axis=1) / np.maximum(pw.sum(axis=1), 1e-300)
+    pw = window(wide)
+    mass = pw.sum(axis=1)  # under the whole pdf
+    var = (pw * (tc[None, :] - t[:, None]) ** 2).sum(axis=1) / np.maximum(mass, 1e-300)
+    sig = np.sqrt(var + (tc[1] - tc[0]) ** 2 / 12)
     z = np.where(none, np.nan, np.expm1(t))
     return z, sig * (1 + z), np.where(none, 0.0, mass)
 

@@ -143,6 +143,9 @@ class CombinedConfig:
                 out["refine_gate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.refine_gate.items()))
             if self.arbitrate:
                 out["arbitrate"] = ", ".join(f"{k} {v:g}" for k, v in sorted(self.arbitrate.items()))
+            if self.zerr_snr_edges:
+                out["zerr_eig"] = f"{out['zerr_eig']}; galaxy and quasar cells by SNR_MODEL at " + \
+                    ", ".join(f"{e:g}" for e in self.zerr_snr_edges)
             if self.peak_arbitrate:
                 out["peak_arbitrate"] = ", ".join(f"{k} P2>={p:g} gain>{g:g}"
                                                   for k, (p, g) in sorted(self.peak_arbitrate.items()))
@@ -408,7 +411,8 @@ class CombinedFamily(Family):
         errors differ from the low-redshift quasars' (one cell for both left the high-redshift ones at 0.59 / 0.68
         coverage on BOSS and the low ones at 0.94 / 0.98, simulated). With ``zerr_snr_edges`` and ``snr`` (the
         classifier's ``SNR_MODEL``) galaxies and quasars are split by S/N bin (``"GALAXY@2"``: bin 2 of the edges),
-        whose cells a release fits where they have the rows (else the class's own apply); stars keep their class
+        whose cells a release fits where they have the rows (else the type's, survey or all: the unsplit class cells
+        are not fitted once split); stars keep their class
         cells (split too, DESI's stars fell out of the 95% band: 0.932 -> 0.921, simulated)."""
         best = np.asarray(best).astype(str)
         hiz = (np.asarray(spectype).astype(str) == "QSO") & (np.asarray(z0, float) >= cfg.refine_qso_zmax)
@@ -610,13 +614,14 @@ class CombinedFamily(Family):
 
     @staticmethod
     def _peak_rows(cols, prepared, nodata, cells) -> tuple[np.ndarray, np.ndarray]:
-        """Rows a second-peak cell applies to (the answer the classifier's or its refinement) and their cells'
-        ``[p2_min, gain_min]``."""
+        """Rows a second-peak cell applies to (galaxies and quasars whose answer is the classifier's or its
+        refinement) and their cells' ``[p2_min, gain_min]``."""
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
         surveys = np.asarray(prepared["survey"]).astype(str)
         lim = np.array([cells.get(f"{t}/{v}", (np.nan, np.nan)) for t, v in zip(spectype, surveys)], float).reshape(-1, 2)
         method = np.asarray(cols["Z_METHOD"]).astype(str)
-        return ~nodata & np.isfinite(lim[:, 0]) & np.isin(method, ["CLASSIFIER", "EIGEN"]), lim
+        ok = ~nodata & np.isfinite(lim[:, 0]) & np.isin(method, ["CLASSIFIER", "EIGEN"]) & np.isin(spectype, ARBITRATE_TYPES)
+        return ok, lim
 
     def _peak_arbitrate(self, model, cols, prepared, nodata, wraw, zl, cells) -> np.ndarray:
         """Second-peak arbitration (issue 18): where the classifier's redshift pdf holds at least the cell's
@@ -652,8 +657,8 @@ class CombinedFamily(Family):
 
     @staticmethod
     def _type_scan(model, prepared, rows):
-        """The eigen scan over every class (raw rows of :func:`redsift.models.eigen.scan` without the final
-        stage's extras; NaN where not scanned) of the rows ``rows`` (bool)."""
+        """The eigen scan over every class with its final stage (raw rows of :func:`redsift.models.eigen.scan`:
+        the coefficients and anomaly score of a replacing answer; NaN where not scanned) of the rows ``rows``."""
         import torch
 
         from .eigen import RAW_FIELDS, scan
@@ -662,7 +667,7 @@ class CombinedFamily(Family):
         idx = np.flatnonzero(rows)
         with torch.inference_mode():
             for a in range(0, len(idx), 256):
-                full[idx[a:a + 256]] = scan(model.eigen, prepared["X_eig"][idx[a:a + 256]], final=False)
+                full[idx[a:a + 256]] = scan(model.eigen, prepared["X_eig"][idx[a:a + 256]])
         return full
 
     @staticmethod
@@ -703,7 +708,7 @@ class CombinedFamily(Family):
         cols["CLASS_BEST"] = np.where(rep, names[d["cls"]], cols["CLASS_BEST"])
         for key, value in (("Z", d["z"]), ("ZERR", d["zerr"]), ("Z_EIGEN", d["z"]), ("ZERR_EIGEN", d["zerr"]),
                            ("CHI2", d["chi2"]), ("DELTACHI2", d["dchi2"]), ("NPIXELS", d["npix"]),
-                           ("RCHI2", d["rchi2"])):
+                           ("RCHI2", d["rchi2"]), ("ANOMALY", d["anomaly"])):
             if key in cols:
                 cols[key] = np.where(rep, value, cols[key])
         if "COEFF" in cols:
@@ -912,7 +917,8 @@ class CombinedFamily(Family):
 
         k = len(model.classifier.config.tax) + model.classifier.config.n_z
         zl = np.asarray(raw).reshape(prepared.nrows, -1)[:, len(model.classifier.config.tax):k]
-        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
+        # (the windows scanned again: the BAL decision may have changed the class a window was scanned with)
+        cols, _, wraw = self._columns_as(model, raw, prepared, None, **decided)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
         nodata = ~np.isfinite(np.asarray(cols["Z"], float))
         every = {f"{t}/{v}": (0.0, -np.inf) for t in ARBITRATE_TYPES for v in SURVEYS}
@@ -956,7 +962,7 @@ class CombinedFamily(Family):
         a survey where no pair has a positive net."""
         from .family import SURVEYS
 
-        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
+        cols, _, _ = self._columns_as(model, raw, prepared, None, **decided)  # (windows with the decided classes)
         surveys = np.asarray(prepared["survey"]).astype(str)
         pt = self.p_type(cols)
         known = truth != ""
