@@ -165,7 +165,7 @@ def test_train_release_predict_evaluate(sets, trained, tmp_path, real_dir):
     t = joined(Table.read(out), load_truth(str(sets / "test_boss")))
     sel = (np.asarray(t["TRUE_CLASS"]) == "STAR") & (np.char.strip(np.asarray(t["SPECTYPE"]).astype(str)) == "STAR")
     row = next(r for r in text.splitlines() if r.startswith("| STAR (v NMAD"))
-    assert row.split("|")[-3].strip() == f"{np.mean(np.asarray(t['ZWARN'])[sel] == 0):.3f}"
+    assert row.split("|")[-4].strip() == f"{np.mean(np.asarray(t['ZWARN'])[sel] == 0):.3f}"
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 10000
 
 
@@ -384,6 +384,14 @@ def test_evaluate_reports_zerr_coverage_per_true_class(rng, tmp_path):
         row = next(r for r in text.splitlines() if r.startswith(f"| {c} (STAR) |"))
         assert row.split("|")[3].strip() == f"{np.mean(p < 1):.3f}" and row.split("|")[4].strip() == f"{np.mean(p < 1.96):.3f}"
     assert float(next(r for r in text.splitlines() if r.startswith("| WD (STAR)")).split("|")[3]) < 0.45
+    # the type's line: coverage over all rows and, last, over the ZWARN == 0 rows (here every row)
+    cells = next(r for r in text.splitlines() if r.startswith("| STAR (v NMAD")).split("|")
+    assert cells[-2].strip() == f"{cells[7].strip()} / {cells[8].strip()}"
+    t["ZWARN"][cls == "WD"] = 4  # flag the white dwarfs: the ZWARN == 0 coverage is the G and K stars'
+    text = "\n".join(_redshifts(t, np.full(n, "STAR"), str(tmp_path), "", "simulated", cls))
+    p = np.abs(z - zt)[cls != "WD"] / 1e-5
+    assert next(r for r in text.splitlines() if r.startswith("| STAR (v NMAD")).split("|")[-2].strip() == \
+        f"{np.mean(p < 1):.3f} / {np.mean(p < 1.96):.3f}"
 
 
 def test_second_peak_reads_the_pdf_outside_the_first_window():

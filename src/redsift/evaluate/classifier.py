@@ -169,10 +169,10 @@ def _redshifts(t, true_st, out, tag, what, true_cls=None) -> list[str]:
     zw0 = np.asarray(t["ZWARN"]) == 0 if "ZWARN" in t.colnames else np.ones(len(t), bool)
     lines = ["", "Redshifts of spectra typed correctly (dz/(1+z); catastrophic: |dz|/(1+z) > 0.01; stars: "
                  "velocity NMAD); ZERR coverage: fraction within 1 and 1.96 ZERR (0.683 / 0.95 expected); "
-                 "the share with ZWARN == 0 and the catastrophic fraction among them (how DESI quotes it):", "",
+                 "the share with ZWARN == 0, the catastrophic fraction and the coverage among them (how DESI quotes it):", "",
              "| true type | n | bias | NMAD | MAD | catastrophic | 68% cov | 95% cov | pull NMAD | ZWARN == 0 "
-             "| catastrophic, ZWARN == 0 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| catastrophic, ZWARN == 0 | 68% / 95% cov, ZWARN == 0 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     pulls, snr_rows, per_class = {}, {}, []
     snr = np.asarray(t["TRUE_SNR"], float) if "TRUE_SNR" in t.colnames else None
     for s in SPECTYPES:
@@ -181,10 +181,12 @@ def _redshifts(t, true_st, out, tag, what, true_cls=None) -> list[str]:
             continue
         r = redshift_metrics(z[sel], zt[sel])
         c = coverage(z[sel], ze[sel], zt[sel])
+        c0 = coverage(z[sel & zw0], ze[sel & zw0], zt[sel & zw0])
         extra = f" (v NMAD {nmad((z[sel] - zt[sel]) * C_KMS):.0f} km/s)" if s == "STAR" else ""
         lines.append(f"| {s}{extra} | {r['n']} | {r['bias']:.2e} | {r['nmad']:.2e} | {r['mad']:.2e} | "
                      f"{r['catastrophic']:.4f} | {c['cov68']:.3f} | {c['cov95']:.3f} | {c['pull_nmad']:.2f} | "
-                     f"{np.mean(zw0[sel]):.3f} | {redshift_metrics(z[sel & zw0], zt[sel & zw0])['catastrophic']:.4f} |")
+                     f"{np.mean(zw0[sel]):.3f} | {redshift_metrics(z[sel & zw0], zt[sel & zw0])['catastrophic']:.4f} | "
+                     f"{c0['cov68']:.3f} / {c0['cov95']:.3f} |")
         good = sel & np.isfinite(ze) & (ze > 0)
         pulls[s] = (z[good] - zt[good]) / ze[good]
         for c in ([] if true_cls is None else sorted(set(true_cls[sel]) - {s, ""})):
