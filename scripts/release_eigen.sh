@@ -145,11 +145,16 @@ cp $R/redsift-sim-19/config.json src/redsift/models/released/redsift-sim/config.
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-20 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true
 cp $R/redsift-sim-20/config.json src/redsift/models/released/redsift-sim/config.json
-# ... and with the refinement's ZERR cells of galaxies and quasars split by S/N (docs/classifier.md "Cells by S/N"):
-# the release now in redsift-sim
+# ... and with the refinement's ZERR cells of galaxies and quasars split by S/N (docs/classifier.md "Cells by S/N")
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-21 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true
 cp $R/redsift-sim-21/config.json src/redsift/models/released/redsift-sim/config.json
+# ... and every row scanned over every class for the eigen part's learned anomaly score and OUT_OF_DISTRIBUTION
+# (docs/eigen.md "The default's anomaly score"): the release now in redsift-sim
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-22 --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true
+cp $R/redsift-sim-22/config.json src/redsift/models/released/redsift-sim/config.json
+redsift predict $D/eig_anom3 --model redsift-sim -o $R/anom/default_anom3.fits --overwrite
 # measured, not adopted (docs/classifier.md "High-redshift quasars refined too"): the consistency gate, with and
 # without the refinement bins
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/gate-bins --set zerr_rows=SIM_MODE=templates \

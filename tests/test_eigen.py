@@ -738,6 +738,20 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     off.config = dataclasses.replace(off.config, peak_arbitrate={k: [1.5, -1e30] for k in open_cells})
     c3 = predict_catalog(off, [str(sets / "val")], progress=False)  # no second peak holds 150%: nothing moves
     np.testing.assert_array_equal(np.asarray(c3["Z"]), np.asarray(c0["Z"]))
+    # the full scan of every row: ANOMALY is the eigen model's own score (but for near-ties other batches tip) and
+    # OUT_OF_DISTRIBUTION is set exactly above the eigen part's threshold; the answers do not move
+    a_e = np.asarray(e["ANOMALY"], float)
+    thr = float(np.nanmedian(a_e))
+    off.config = dataclasses.replace(off.config, peak_arbitrate=None, full_scan=True)
+    off.eigen.config = dataclasses.replace(off.eigen.config, anomaly_threshold=thr, anomaly_survey=None)
+    c4 = predict_catalog(off, [str(sets / "val")], progress=False)
+    a4 = np.asarray(c4["ANOMALY"], float)
+    assert np.mean(np.isclose(a4, a_e, rtol=1e-3, atol=1e-3)) > 0.9
+    ood = (np.asarray(c4["ZWARN"]) & int(ZWarningMask.OUT_OF_DISTRIBUTION)) > 0
+    np.testing.assert_array_equal(ood, np.isfinite(a4) & (a4 > thr))
+    assert 0.3 < ood.mean() < 0.7
+    for col in ("SPECTYPE", "Z", "Z_METHOD"):
+        np.testing.assert_array_equal(np.asarray(c4[col]), np.asarray(c0[col]))
 
 
 def test_fit_logistic_recovers_a_known_model(rng):

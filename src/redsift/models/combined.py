@@ -103,6 +103,10 @@ class CombinedConfig:
     # at least p2_min at a second peak, the answered class's eigen chi-square is scanned in a window there and, if
     # it beats the answer's window by more than gain_min, its redshift replaces the answer (chosen at release)
     peak_arbitrate: dict | None = None
+    # every row also scanned over every eigen class (the eigen family's full scan, ~1 ms a spectrum): ANOMALY is then
+    # the eigen part's learned score and OUT_OF_DISTRIBUTION is set above its thresholds (else ANOMALY is the
+    # refinement window's hand-made score and no row is flagged); chosen at release with full_scan=true
+    full_scan: bool = False
     # ZERR where the classifier gives Z (Z_METHOD = CLASSIFIER): ZERR / (1 + z) = sqrt((k e)^2 + f^2), e the
     # classifier's ZERR / (1 + z), k and f per "TYPE" or "TYPE/survey" (chosen at release on the rows where the
     # default uses the classifier's Z; None: the classifier's ZERR as it is)
@@ -146,6 +150,8 @@ class CombinedConfig:
             if self.zerr_snr_edges:
                 out["zerr_eig"] = f"{out['zerr_eig']}; galaxy and quasar cells by SNR_MODEL at " + \
                     ", ".join(f"{e:g}" for e in self.zerr_snr_edges)
+            if self.full_scan:
+                out["anomaly"] = "full eigen scan of every row: learned score, OUT_OF_DISTRIBUTION above its thresholds"
             if self.peak_arbitrate:
                 out["peak_arbitrate"] = ", ".join(f"{k} P2>={p:g} gain>{g:g}"
                                                   for k, (p, g) in sorted(self.peak_arbitrate.items()))
@@ -170,7 +176,7 @@ ZERR_SNR_EDGES = (4.0, 8.0, 16.0, 32.0)
 
 #: The combined config's fields a release chooses (cleared while it chooses them, always written by it)
 RELEASE_DECISIONS = ("refine_qso_zbins", "refine_gate", "arbitrate", "bal_mean_threshold", "peak_arbitrate",
-                     "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges")
+                     "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges", "full_scan")
 
 #: The (p2_min, gain_min) pairs the release tries for the second-peak arbitration, per type / survey
 PEAK_GRID = tuple((p, g) for p in (0.001, 0.01, 0.03, 0.1) for g in (0.0, 10.0, 25.0, 50.0, 100.0))
@@ -379,8 +385,12 @@ class CombinedFamily(Family):
             if model.config.peak_arbitrate:
                 zl = raw[:, len(model.classifier.config.tax):k]
                 outside &= ~self._peak_arbitrate(model, cols, prepared, nodata, wraw, zl, model.config.peak_arbitrate)
+            fraw = None
+            if model.config.full_scan:
+                fraw = self._type_scan(model, prepared, ~nodata)
+                zwarn = zwarn | self._anomaly(model, cols, prepared, nodata, fraw)
             if model.config.type_arbitrate:
-                typed = self._type_arbitrate(model, cols, prepared, nodata, model.config.type_arbitrate)
+                typed = self._type_arbitrate(model, cols, prepared, nodata, model.config.type_arbitrate, fraw)
                 outside &= ~typed
                 # two methods disagree on the type: the answer goes to visual inspection
                 zwarn = zwarn | np.where(typed, int(ZWarningMask.LOW_CONFIDENCE), 0)
@@ -648,6 +658,24 @@ class CombinedFamily(Family):
         return rep
 
     @staticmethod
+    def _anomaly(model, cols, prepared, nodata, fraw) -> np.ndarray:
+        """``ANOMALY`` from the full scans ``fraw`` (the eigen part's learned score where it has one, as the eigen
+        family writes it) and the ``OUT_OF_DISTRIBUTION`` bits above the eigen part's per-survey thresholds
+        (the 99th percentile of its normal validation spectra); returns the bits (in place for ``ANOMALY``)."""
+        from ..zwarning import ZWarningMask
+        from .eigen import decode
+
+        ecfg = model.eigen.config
+        surveys = np.asarray(prepared["survey"]).astype(str)
+        d = decode(fraw, ecfg, surveys)
+        ok = d["ok"] & ~nodata & np.isfinite(d["anomaly"])
+        cols["ANOMALY"] = np.where(ok, d["anomaly"], np.nan).astype(np.float32)
+        if ecfg.anomaly_threshold is None:
+            return np.zeros(len(ok), np.int64)
+        thr = np.array([(ecfg.anomaly_survey or {}).get(v, ecfg.anomaly_threshold) for v in surveys], float)
+        return np.where(ok & (d["anomaly"] > thr), int(ZWarningMask.OUT_OF_DISTRIBUTION), 0).astype(np.int64)
+
+    @staticmethod
     def p_type(cols) -> np.ndarray:
         """The classifier's probability of its own spectral type (the largest ``PTYPE_*``; NaN without data)."""
         from .classifier import SPECTYPES
@@ -722,7 +750,7 @@ class CombinedFamily(Family):
     def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "",
                 zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
                 gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False,
-                zerr_snr: bool = False) -> tuple[dict, dict]:
+                zerr_snr: bool = False, full_scan: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -744,7 +772,7 @@ class CombinedFamily(Family):
             return {}, {"eigen": "no eigen part: nothing to choose"}
         for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
                            ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate),
-                           ("zerr_snr", zerr_snr)):
+                           ("zerr_snr", zerr_snr), ("full_scan", full_scan)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         zcol, _, zvalue = str(zerr_rows).partition("=")
@@ -801,8 +829,10 @@ class CombinedFamily(Family):
             if type_arbitrate else None
         cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, dict(decided, type_arbitrate=tcells),
                                                    min_cell, rows, bands, record)
+        if full_scan:
+            record["full_scan"] = "every row scanned over every class: the learned ANOMALY and OUT_OF_DISTRIBUTION"
         return {"eigen": dataclasses.asdict(new), "zerr_scale": cscale or None, "zerr_floor": cfloor or None,
-                "type_arbitrate": tcells, **decided}, record
+                "type_arbitrate": tcells, "full_scan": full_scan, **decided}, record
 
     @staticmethod
     def _row_filter(meta, col: str, value: str) -> np.ndarray:
