@@ -149,8 +149,8 @@ cp $R/redsift-sim-20/config.json src/redsift/models/released/redsift-sim/config.
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-21 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true
 cp $R/redsift-sim-21/config.json src/redsift/models/released/redsift-sim/config.json
-# ... and every row scanned over every class for the eigen part's learned anomaly score and OUT_OF_DISTRIBUTION
-# (docs/eigen.md "The default's anomaly score"): the release now in redsift-sim
+# ... and every row scanned over every class for the eigen part's learned anomaly score (docs/eigen.md "The default's
+# anomaly score"; measured also with --set anomaly_flag=true, not adopted): the release now in redsift-sim
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-22 --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true
 cp $R/redsift-sim-22/config.json src/redsift/models/released/redsift-sim/config.json

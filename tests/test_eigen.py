@@ -742,7 +742,7 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     # OUT_OF_DISTRIBUTION is set exactly above the eigen part's threshold; the answers do not move
     a_e = np.asarray(e["ANOMALY"], float)
     thr = float(np.nanmedian(a_e))
-    off.config = dataclasses.replace(off.config, peak_arbitrate=None, full_scan=True)
+    off.config = dataclasses.replace(off.config, peak_arbitrate=None, full_scan=True, anomaly_flag=True)
     off.eigen.config = dataclasses.replace(off.eigen.config, anomaly_threshold=thr, anomaly_survey=None)
     c4 = predict_catalog(off, [str(sets / "val")], progress=False)
     a4 = np.asarray(c4["ANOMALY"], float)
@@ -752,6 +752,10 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     assert 0.3 < ood.mean() < 0.7
     for col in ("SPECTYPE", "Z", "Z_METHOD"):
         np.testing.assert_array_equal(np.asarray(c4[col]), np.asarray(c0[col]))
+    off.config = dataclasses.replace(off.config, anomaly_flag=False)  # the score without the bit
+    c5 = predict_catalog(off, [str(sets / "val")], progress=False)
+    np.testing.assert_array_equal(np.asarray(c5["ANOMALY"]), np.asarray(c4["ANOMALY"]))
+    np.testing.assert_array_equal(np.asarray(c5["ZWARN"]), np.asarray(c4["ZWARN"]) & ~int(ZWarningMask.OUT_OF_DISTRIBUTION))
 
 
 def test_fit_logistic_recovers_a_known_model(rng):

@@ -104,9 +104,11 @@ class CombinedConfig:
     # it beats the answer's window by more than gain_min, its redshift replaces the answer (chosen at release)
     peak_arbitrate: dict | None = None
     # every row also scanned over every eigen class (the eigen family's full scan, ~1 ms a spectrum): ANOMALY is then
-    # the eigen part's learned score and OUT_OF_DISTRIBUTION is set above its thresholds (else ANOMALY is the
-    # refinement window's hand-made score and no row is flagged); chosen at release with full_scan=true
+    # the eigen part's learned score (else the refinement window's hand-made score); chosen at release with
+    # full_scan=true. With anomaly_flag too, OUT_OF_DISTRIBUTION is set above the eigen part's thresholds (off in
+    # redsift-sim: on real spectra it fires on 1-10% of library stars, docs/eigen.md)
     full_scan: bool = False
+    anomaly_flag: bool = False
     # ZERR where the classifier gives Z (Z_METHOD = CLASSIFIER): ZERR / (1 + z) = sqrt((k e)^2 + f^2), e the
     # classifier's ZERR / (1 + z), k and f per "TYPE" or "TYPE/survey" (chosen at release on the rows where the
     # default uses the classifier's Z; None: the classifier's ZERR as it is)
@@ -151,7 +153,8 @@ class CombinedConfig:
                 out["zerr_eig"] = f"{out['zerr_eig']}; galaxy and quasar cells by SNR_MODEL at " + \
                     ", ".join(f"{e:g}" for e in self.zerr_snr_edges)
             if self.full_scan:
-                out["anomaly"] = "full eigen scan of every row: learned score, OUT_OF_DISTRIBUTION above its thresholds"
+                out["anomaly"] = "full eigen scan of every row: learned score" + \
+                    (", OUT_OF_DISTRIBUTION above its thresholds" if self.anomaly_flag else "; no OUT_OF_DISTRIBUTION bit")
             if self.peak_arbitrate:
                 out["peak_arbitrate"] = ", ".join(f"{k} P2>={p:g} gain>{g:g}"
                                                   for k, (p, g) in sorted(self.peak_arbitrate.items()))
@@ -176,7 +179,8 @@ ZERR_SNR_EDGES = (4.0, 8.0, 16.0, 32.0)
 
 #: The combined config's fields a release chooses (cleared while it chooses them, always written by it)
 RELEASE_DECISIONS = ("refine_qso_zbins", "refine_gate", "arbitrate", "bal_mean_threshold", "peak_arbitrate",
-                     "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges", "full_scan")
+                     "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges", "full_scan",
+                     "anomaly_flag")
 
 #: The (p2_min, gain_min) pairs the release tries for the second-peak arbitration, per type / survey
 PEAK_GRID = tuple((p, g) for p in (0.001, 0.01, 0.03, 0.1) for g in (0.0, 10.0, 25.0, 50.0, 100.0))
@@ -388,7 +392,9 @@ class CombinedFamily(Family):
             fraw = None
             if model.config.full_scan:
                 fraw = self._type_scan(model, prepared, ~nodata)
-                zwarn = zwarn | self._anomaly(model, cols, prepared, nodata, fraw)
+                ood = self._anomaly(model, cols, prepared, nodata, fraw)
+                if model.config.anomaly_flag:
+                    zwarn = zwarn | ood
             if model.config.type_arbitrate:
                 typed = self._type_arbitrate(model, cols, prepared, nodata, model.config.type_arbitrate, fraw)
                 outside &= ~typed
@@ -750,7 +756,7 @@ class CombinedFamily(Family):
     def release(self, model, raw, prepared, meta, min_cell: int = 50, zerr_rows: str = "",
                 zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
                 gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False,
-                zerr_snr: bool = False, full_scan: bool = False) -> tuple[dict, dict]:
+                zerr_snr: bool = False, full_scan: bool = False, anomaly_flag: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -772,7 +778,7 @@ class CombinedFamily(Family):
             return {}, {"eigen": "no eigen part: nothing to choose"}
         for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
                            ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate),
-                           ("zerr_snr", zerr_snr), ("full_scan", full_scan)):
+                           ("zerr_snr", zerr_snr), ("full_scan", full_scan), ("anomaly_flag", anomaly_flag)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         zcol, _, zvalue = str(zerr_rows).partition("=")
@@ -829,10 +835,13 @@ class CombinedFamily(Family):
             if type_arbitrate else None
         cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, dict(decided, type_arbitrate=tcells),
                                                    min_cell, rows, bands, record)
+        if anomaly_flag and not full_scan:
+            raise RedsiftError("release: anomaly_flag needs full_scan=true (the flag reads the full scan's score)")
         if full_scan:
-            record["full_scan"] = "every row scanned over every class: the learned ANOMALY and OUT_OF_DISTRIBUTION"
+            record["full_scan"] = "every row scanned over every class: the learned ANOMALY" + \
+                (", OUT_OF_DISTRIBUTION above its thresholds" if anomaly_flag else " (no OUT_OF_DISTRIBUTION bit)")
         return {"eigen": dataclasses.asdict(new), "zerr_scale": cscale or None, "zerr_floor": cfloor or None,
-                "type_arbitrate": tcells, "full_scan": full_scan, **decided}, record
+                "type_arbitrate": tcells, "full_scan": full_scan, "anomaly_flag": anomaly_flag, **decided}, record
 
     @staticmethod
     def _row_filter(meta, col: str, value: str) -> np.ndarray:
