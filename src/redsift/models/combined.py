@@ -459,13 +459,20 @@ class CombinedFamily(Family):
         return np.array([cfg.refine_gate.get(k, np.inf) for k in keys], float)
 
     @staticmethod
+    def _usable(d) -> np.ndarray:
+        """Decoded eigen rows usable as an answer: measured, a parabola, not on the class's range edge."""
+        from ..zwarning import ZWarningMask
+
+        bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
+        return d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
+
+    @staticmethod
     def _refine(model, cc, cols, prepared, nodata, raw=None):
         """The eigen scan around the classifier's answer (see the module docstring); updates ``cols`` and
         returns the rows whose answer lies outside the eigen class's redshift range (learnt from the
         training redshifts: no refinement there)."""
         import torch
 
-        from ..zwarning import ZWarningMask
         from .eigen import RAW_FIELDS, D, decode, scan_window
 
         cfg, ecfg = model.config, model.eigen.config
@@ -484,8 +491,7 @@ class CombinedFamily(Family):
                     raw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z0[run], half[run])
         d = decode(raw, ecfg, prepared["survey"], CombinedFamily._zerr_cells(cfg, best, cc["SPECTYPE"], z0,
                                                                              cc.get("SNR_MODEL")))
-        bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
-        use = run & d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
+        use = run & CombinedFamily._usable(d)
         qso_ok = np.zeros(len(z0), bool)
         for a, b in [(-np.inf, cfg.refine_qso_zmax)] if cfg.refine_qso_zbins is None else cfg.refine_qso_zbins:
             qso_ok |= (z0 >= a) & (z0 < b)
@@ -618,15 +624,13 @@ class CombinedFamily(Family):
     def _peak_candidates(model, cols, prepared, wraw, praw):
         """The second-peak windows' chi-square gain over the answer's window (trials compared as the scan compares
         them), their decoded answers and whether each is usable (a parabola inside the class's range)."""
-        from ..zwarning import ZWarningMask
         from .eigen import decode
 
         gain, _, _ = CombinedFamily.arbitration(wraw, praw, np.asarray(cols["Z"], float))
         cells = CombinedFamily._zerr_cells(model.config, cols["CLASS_BEST"], cols["SPECTYPE"], cols["Z_CLASSIFIER"],
                                            cols.get("SNR_MODEL"))
         d = decode(praw, model.eigen.config, prepared["survey"], cells)
-        bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
-        return gain, d, d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
+        return gain, d, CombinedFamily._usable(d)
 
     @staticmethod
     def _peak_rows(cols, prepared, nodata, cells) -> tuple[np.ndarray, np.ndarray]:
@@ -668,18 +672,13 @@ class CombinedFamily(Family):
         """``ANOMALY`` from the full scans ``fraw`` (the eigen part's learned score where it has one, as the eigen
         family writes it) and the ``OUT_OF_DISTRIBUTION`` bits above the eigen part's per-survey thresholds
         (the 99th percentile of its normal validation spectra); returns the bits (in place for ``ANOMALY``)."""
-        from ..zwarning import ZWarningMask
-        from .eigen import decode
+        from .eigen import anomaly_bits, decode
 
-        ecfg = model.eigen.config
         surveys = np.asarray(prepared["survey"]).astype(str)
-        d = decode(fraw, ecfg, surveys)
+        d = decode(fraw, model.eigen.config, surveys)
         ok = d["ok"] & ~nodata & np.isfinite(d["anomaly"])
         cols["ANOMALY"] = np.where(ok, d["anomaly"], np.nan).astype(np.float32)
-        if ecfg.anomaly_threshold is None:
-            return np.zeros(len(ok), np.int64)
-        thr = np.array([(ecfg.anomaly_survey or {}).get(v, ecfg.anomaly_threshold) for v in surveys], float)
-        return np.where(ok & (d["anomaly"] > thr), int(ZWarningMask.OUT_OF_DISTRIBUTION), 0).astype(np.int64)
+        return anomaly_bits(d["anomaly"], ok, model.eigen.config, surveys)
 
     @staticmethod
     def p_type(cols) -> np.ndarray:
@@ -706,13 +705,11 @@ class CombinedFamily(Family):
 
     @staticmethod
     def _type_candidates(model, fraw, surveys, cells=None):
-        """Decoded whole scans and whether each is usable as an answer (a parabola, not on a range's edge)."""
-        from ..zwarning import ZWarningMask
+        """Decoded whole scans and whether each is usable as an answer (:meth:`_usable`)."""
         from .eigen import decode
 
         d = decode(fraw, model.eigen.config, surveys, cells)
-        bad = (d["zwarn"] & int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)) > 0
-        return d, d["ok"] & ~bad & np.isfinite(d["z"]) & np.isfinite(d["zerr"])
+        return d, CombinedFamily._usable(d)
 
     def _type_arbitrate(self, model, cols, prepared, nodata, cells, fraw=None) -> np.ndarray:
         """Chi-square arbitration of the spectral type (issue 18): rows whose classifier's type probability

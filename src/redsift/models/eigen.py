@@ -1163,6 +1163,18 @@ def learned_anomaly(raw, nclass: int, m: dict, surveys=None) -> np.ndarray:
     return ((X - np.asarray(m["mean"])) / np.asarray(m["scale"])) @ np.asarray(m["coef"]) + m["intercept"]
 
 
+def anomaly_bits(anomaly, ok, cfg: EigenConfig, surveys=None) -> np.ndarray:
+    """``OUT_OF_DISTRIBUTION`` where a row's ``anomaly`` exceeds its survey's release threshold
+    (``anomaly_survey``, else ``anomaly_threshold``; no bits before release), among the rows ``ok``."""
+    ok = np.asarray(ok, bool)
+    if cfg.anomaly_threshold is None:
+        return np.zeros(len(ok), np.int64)
+    surveys = np.full(len(ok), "") if surveys is None else np.asarray(surveys)
+    thr = np.array([(cfg.anomaly_survey or {}).get(v, cfg.anomaly_threshold) for v in surveys], float)
+    with np.errstate(invalid="ignore"):
+        return np.where(ok & (np.asarray(anomaly, float) > thr), int(ZWarningMask.OUT_OF_DISTRIBUTION), 0).astype(np.int64)
+
+
 def decode(raw, cfg: EigenConfig, surveys=None, cells=None) -> dict:
     """Catalog quantities from raw scan rows (NaN rows: nothing measured); ``surveys`` (row-aligned
     survey names) picks each row's ``ZERR`` calibration cell, ``cells`` (row-aligned names) the class part of
@@ -1237,11 +1249,7 @@ class EigenFamily(Family):
         d = decode(raw, cfg, prepared.get("survey"))
         ok = d["ok"] & ~nodata
         zwarn |= np.where(ok, d["zwarn"], 0)
-        if cfg.anomaly_threshold is not None:
-            surveys = prepared.get("survey")
-            surveys = np.full(len(ok), "") if surveys is None else np.asarray(surveys)
-            thr = np.array([(cfg.anomaly_survey or {}).get(v, cfg.anomaly_threshold) for v in surveys], float)
-            zwarn |= np.where(ok & (d["anomaly"] > thr), int(ZWarningMask.OUT_OF_DISTRIBUTION), 0)
+        zwarn |= anomaly_bits(d["anomaly"], ok, cfg, prepared.get("survey"))
         cols = {"Z": np.where(ok, d["z"], np.nan), "ZERR": np.where(ok, d["zerr"], np.nan),
                 "SPECTYPE": np.where(ok, d["spectype"], ""), "SUBTYPE": np.where(ok, d["subtype"], ""),
                 "CHI2": np.where(ok, d["chi2"], np.nan), "DELTACHI2": np.where(ok, d["dchi2"], np.nan),
