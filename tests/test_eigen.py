@@ -738,6 +738,19 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     off.config = dataclasses.replace(off.config, peak_arbitrate={k: [1.5, -1e30] for k in open_cells})
     c3 = predict_catalog(off, [str(sets / "val")], progress=False)  # no second peak holds 150%: nothing moves
     np.testing.assert_array_equal(np.asarray(c3["Z"]), np.asarray(c0["Z"]))
+    # a threshold in between keeps exactly the open cells' replacements whose second peak holds that probability
+    # (the pdf's mass there, as the release counted it: predict once read the peak's width in its place)
+    from redsift.data.store import Dataset
+    from redsift.models.classifier import second_peak
+    from redsift.train.release import raw_outputs
+
+    raw, _ = raw_outputs(off, Dataset(str(sets / "val")))
+    ncls = len(off.classifier.config.tax)
+    mass = second_peak(raw[:, ncls:ncls + off.classifier.config.n_z], off.classifier.config)[2]
+    mid = float(np.median(mass[peak]))
+    off.config = dataclasses.replace(off.config, peak_arbitrate={k: [mid, -1e30] for k in open_cells})
+    c3b = predict_catalog(off, [str(sets / "val")], progress=False)
+    np.testing.assert_array_equal(np.asarray(c3b["Z_METHOD"]) == "EIGEN_PEAK", peak & (mass >= mid))
     # the full scan of every row: ANOMALY is the eigen model's own score (but for near-ties other batches tip) and
     # OUT_OF_DISTRIBUTION is set exactly above the eigen part's threshold; the answers do not move
     a_e = np.asarray(e["ANOMALY"], float)

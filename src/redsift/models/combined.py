@@ -598,16 +598,17 @@ class CombinedFamily(Family):
         return rep
 
     @staticmethod
-    def _peak_scan(model, cols, prepared, zl, rows):
+    def _peak_scan(model, cols, prepared, zl, rows, peak=None):
         """The second peak of each row's classifier pdf (z, probability) and, for the rows ``rows``, the eigen
-        scan of the answered class in a refinement window there (raw rows, NaN elsewhere)."""
+        scan of the answered class in a refinement window there (raw rows, NaN elsewhere). ``peak``: the pdf's
+        :func:`~redsift.models.classifier.second_peak` (z, width, probability) when already read."""
         import torch
 
         from .classifier import second_peak
         from .eigen import RAW_FIELDS, D, scan_window
 
         cfg, ecfg = model.config, model.eigen.config
-        z2, s2, p2 = second_peak(zl, model.classifier.config)
+        z2, s2, p2 = second_peak(zl, model.classifier.config) if peak is None else peak
         names = list(ecfg.tax.classes)
         cls = np.array([names.index(b) if b in names else -1 for b in np.asarray(cols["CLASS_BEST"]).astype(str)])
         px = s2 / (1 + z2) / (np.log(10) * D)
@@ -655,11 +656,11 @@ class CombinedFamily(Family):
             return rows
         from .classifier import second_peak
 
-        _, p2, _ = second_peak(zl, model.classifier.config)
-        rows &= p2 >= np.nan_to_num(lim[:, 0], nan=np.inf)
+        peak = second_peak(zl, model.classifier.config)  # (z, width, probability)
+        rows &= peak[2] >= np.nan_to_num(lim[:, 0], nan=np.inf)
         if not rows.any():
             return rows
-        _, _, praw = self._peak_scan(model, cols, prepared, zl, rows)
+        _, _, praw = self._peak_scan(model, cols, prepared, zl, rows, peak)
         gain, d, good = self._peak_candidates(model, cols, prepared, wraw, praw)
         rep = rows & good & (gain > np.nan_to_num(lim[:, 1], nan=np.inf))
         cols["Z"] = np.where(rep, d["z"], cols["Z"])
