@@ -58,6 +58,15 @@ def test_resume_reruns_only_missing_shards(inputs, tmp_path):
     again = predict_distributed(MODEL, inputs, out, workers=2, files_per_task=4, progress=False, resume=True)
     _equal(again, first)
     assert {s: os.path.getmtime(f"{out}.shards/{s}") for s in before} == before
+    # `redsift predict --workers` writes the shards into one file one at a time: the serial catalog's file
+    from redsift.io.output import provenance, write_catalog, write_catalog_parts
+
+    paths = predict_distributed(MODEL, inputs, out, workers=2, files_per_task=4, progress=False, resume=True,
+                                merge=False)
+    prov = provenance(model=MODEL, command="test")
+    write_catalog_parts(paths, tmp_path / "parts.fits", prov)
+    write_catalog(predict_catalog(load_model(MODEL), inputs, progress=False), tmp_path / "held.fits", prov)
+    assert (tmp_path / "parts.fits").read_bytes() == (tmp_path / "held.fits").read_bytes()
     with pytest.raises(RedsiftError, match="cannot resume"):  # other inputs: the shards are not reused
         predict_distributed(MODEL, inputs[:3], out, workers=2, files_per_task=4, progress=False, resume=True)
 

@@ -10,8 +10,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..models.family import Family
 
 DEFAULT_MODEL = "default"
@@ -135,10 +133,11 @@ def cmd_predict(args) -> int:
     before any work (a missing input, a bad model)."""
     import os
 
+    from astropy.table import Table, vstack
+
     from ..errors import RedsiftError
-    from ..io.output import write_catalog
-    from ..predict import EXIT_PARTIAL, catalog_provenance, predict_catalog, resolve_inputs
-    from ..zwarning import ZWarningMask
+    from ..io.output import write_catalog, write_catalog_parts
+    from ..predict import EXIT_PARTIAL, catalog_provenance, catalog_summary, predict_catalog, predict_to_file, resolve_inputs
 
     for path in (args.output, args.redrock):
         if path and os.path.exists(path) and not args.overwrite:
@@ -153,28 +152,42 @@ def cmd_predict(args) -> int:
         from ..models import resolve_model_name
         from ..predict.distributed import predict_distributed
 
-        cat = predict_distributed(getattr(model, "source", resolve_model_name(args.model)), args.inputs, args.output,
-                                  workers=args.workers, scheduler=args.scheduler, files_per_task=args.files_per_task,
-                                  rows_per_task=args.rows_per_task, resume=args.resume,
-                                  device=str(next(iter([*model.parameters(), *model.buffers()])).device),
-                                  progress=not args.quiet, model=model)
-    else:
-        cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas,
-                              jobs=max(1, getattr(args, "jobs", 1) or 1))
+        shards = predict_distributed(getattr(model, "source", resolve_model_name(args.model)), args.inputs,
+                                     args.output, workers=args.workers, scheduler=args.scheduler,
+                                     files_per_task=args.files_per_task, rows_per_task=args.rows_per_task,
+                                     resume=args.resume,
+                                     device=str(next(iter([*model.parameters(), *model.buffers()])).device),
+                                     progress=not args.quiet, model=model, merge=False)
     prov = catalog_provenance(model, getattr(model, "source", args.model), _command())
-    write_catalog(cat, args.output, prov, overwrite=args.overwrite)
-    if args.redrock:
-        from ..io.redrock_format import fibermap_from_meta, write_redrock
-        from ..spectra import stack_meta
+    jobs = max(1, getattr(args, "jobs", 1) or 1)
+    fits_out = not args.output.lower().endswith((".parquet", ".csv", ".ecsv"))
+    if distributed and fits_out:  # the shards written into one file, one at a time
+        write_catalog_parts(shards, args.output, prov, overwrite=args.overwrite)
+        summary = None
+        for shard in shards:
+            t = Table.read(shard)
+            summary = catalog_summary(t["ZWARN"], t["SPECTYPE"], summary)
+    elif not distributed and not args.redrock and fits_out:
+        # a FITS catalog is written as it goes: memory stays flat whatever the number of spectra
+        summary = predict_to_file(model, args.inputs, args.output, prov, overwrite=args.overwrite,
+                                  progress=not args.quiet, jobs=jobs)
+    else:
+        if distributed:
+            cat = vstack([Table.read(s, character_as_bytes=False) for s in shards], metadata_conflicts="silent")
+            cat.meta.clear()
+        else:
+            cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas, jobs=jobs)
+        write_catalog(cat, args.output, prov, overwrite=args.overwrite)
+        if args.redrock:
+            from ..io.redrock_format import fibermap_from_meta, write_redrock
+            from ..spectra import stack_meta
 
-        fibermap = fibermap_from_meta(stack_meta(metas) if len(metas) > 1 else metas[0])
-        write_redrock(cat, args.redrock, fibermap=fibermap, prov=prov, overwrite=args.overwrite)
-    zw = np.asarray(cat["ZWARN"], np.int64)
-    bad = int(np.sum(zw & int(ZWarningMask.BAD_INPUT) > 0))
-    nodata = int(np.sum(zw & int(ZWarningMask.NODATA) > 0))
-    kinds = ", ".join(f"{k or 'unmeasured'} {v}"
-                      for k, v in zip(*np.unique(np.asarray(cat["SPECTYPE"]).astype(str), return_counts=True)))
-    print(f"wrote {args.output}: {len(cat)} spectra ({kinds}), {int(np.sum(zw == 0))} with ZWARN == 0, "
+            fibermap = fibermap_from_meta(stack_meta(metas) if len(metas) > 1 else metas[0])
+            write_redrock(cat, args.redrock, fibermap=fibermap, prov=prov, overwrite=args.overwrite)
+        summary = catalog_summary(cat["ZWARN"], cat["SPECTYPE"])
+    bad, nodata = summary["bad_input"], summary["nodata"]
+    kinds = ", ".join(f"{k or 'unmeasured'} {v}" for k, v in sorted(summary["spectype"].items()))
+    print(f"wrote {args.output}: {summary['rows']} spectra ({kinds}), {summary['zwarn0']} with ZWARN == 0, "
           f"{nodata} without data (NODATA), {bad} unreadable (BAD_INPUT)")
     if bad:
         print(f"redsift: {bad} input(s) could not be read; their rows are flagged BAD_INPUT (exit {EXIT_PARTIAL})",

@@ -261,6 +261,27 @@ class Dataset:
                 self._meta = self._meta[[c for c in cols if c in self._meta.colnames]]
         return self._meta
 
+    def meta_range(self, start: int, stop: int) -> Table:
+        """The metadata of rows ``start:stop`` (the rows of :attr:`meta`), read from the shards holding them
+        unless the whole table is already in memory: a pass over a survey-sized set in batches never holds
+        all of its metadata (100,000 simulated spectra: 34 MB)."""
+        start, stop = max(0, int(start)), min(len(self), int(stop))
+        if self._meta is not None or not self.shards:
+            return self.meta[start:max(start, stop)]
+        stop = max(start, stop)
+        parts = []
+        first = min(int(np.searchsorted(self.offsets, start, side="right")) - 1, len(self.shards) - 1)
+        for k in range(first, len(self.shards)):
+            a, b = int(self.offsets[k]), int(self.offsets[k + 1])
+            if a >= stop and parts:
+                break
+            g = self._file(k)["meta"]
+            lo, hi = max(start, a) - a, min(stop, b) - a
+            parts.append(Table({c: _decode(g[c][lo:hi]) for c in g.keys()}))
+        t = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+        cols = list(self.index.get("columns", {}))
+        return t[[c for c in cols if c in t.colnames]] if cols else t
+
     # --- per-process HDF5 handles ------------------------------------------
     def _file(self, k: int):
         import h5py
@@ -279,10 +300,13 @@ class Dataset:
         state["_arrays"] = None  # never shipped to worker processes: they read the shards
         return state
 
-    def close(self):
-        for h in self._handles.values():
-            h.close()
-        self._handles = {}
+    def close(self, before: int | None = None):
+        """Close the shards' HDF5 handles; with ``before``, only those of shards whose rows all lie before that
+        row (a pass in row order: each open file holds HDF5's caches, ~1 MB, so a 100-shard set kept ~100 MB
+        open)."""
+        for k in list(self._handles):
+            if before is None or self.offsets[k + 1] <= before:
+                self._handles.pop(k).close()
 
     @property
     def nbytes(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import os
 
 import numpy as np
@@ -26,8 +27,8 @@ from ..catalog import HEAD, IDS, LOCATION
 from ..zwarning import ZWarningMask
 from ._util import atomic_path
 
-__all__ = ["write_catalog", "order_columns", "provenance", "provenance_cards", "file_sha256", "FIRST_COLUMNS",
-           "SURVEY_ID_COLUMNS"]
+__all__ = ["write_catalog", "write_catalog_parts", "order_columns", "provenance", "provenance_cards", "file_sha256",
+           "FIRST_COLUMNS", "SURVEY_ID_COLUMNS"]
 
 FIRST_COLUMNS = tuple(name for name, _ in HEAD)
 SURVEY_ID_COLUMNS = tuple(name for name, _ in IDS)
@@ -118,13 +119,72 @@ def write_catalog(table: Table, path, prov: dict | None = None, overwrite: bool 
     return path
 
 
-def _write_fits(table: Table, path: str, prov: dict, extname: str):
+def write_catalog_parts(parts, path, prov: dict | None = None, overwrite: bool = False,
+                        extname: str = "REDSHIFTS") -> str:
+    """Write the catalog made of consecutive parts as one FITS file, atomically, holding one part in memory at
+    a time (a survey's catalog never is): the same file, byte for byte, as :func:`write_catalog` of the parts
+    stacked. Returns the path.
+
+    Parameters
+    ----------
+    parts : list of str
+        FITS catalogs with the same columns (a run's spooled parts or a cluster's shards), in row order;
+        each is read twice: once for the column formats (a string column takes its widest part's width),
+        once to write its rows.
+    path, prov, overwrite, extname
+        As :func:`write_catalog`; the format is FITS whatever the extension.
+    """
     from astropy.io import fits
 
-    hdu = fits.table_to_hdu(table)
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path}: exists (use overwrite / --overwrite)")
+    if not parts:
+        raise ValueError("no catalog parts to write")
+    nrows, dtypes, names = 0, {}, None
+    for part in parts:  # pass 1: the rows and the widest string of every column
+        t = Table.read(part, character_as_bytes=False)
+        _check(t)
+        t = order_columns(t)
+        if names is None:
+            names = t.colnames
+        elif t.colnames != names:
+            raise ValueError(f"{part}: columns differ from the first part's")
+        for name in names:
+            d = t[name].dtype
+            have = dtypes.get(name)
+            dtypes[name] = d if have is None or d.itemsize > have.itemsize and d.kind in "US" else have
+        nrows += len(t)
+
+    def cast(t: Table) -> Table:
+        t = order_columns(t)
+        return Table([t[n].astype(dtypes[n]) if t[n].dtype != dtypes[n] else t[n] for n in names], names=names)
+
+    first = cast(Table.read(parts[0], character_as_bytes=False)[:0])
+    hdu = fits.table_to_hdu(first)
     hdu.name = extname
     primary = fits.PrimaryHDU()
-    for hdr in (primary.header, hdu.header):
+    _header_cards((primary.header, hdu.header), dict(prov or provenance()))
+    hdu.header["NAXIS2"] = nrows
+    row_bytes = hdu.header["NAXIS1"]
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(primary.header.tostring().encode("ascii"))
+        out.write(hdu.header.tostring().encode("ascii"))
+        for part in parts:  # pass 2: each part's rows as astropy encodes them
+            t = cast(Table.read(part, character_as_bytes=False))
+            one = fits.table_to_hdu(t)
+            buf = io.BytesIO()
+            one.writeto(buf)
+            size = row_bytes * len(t)  # the data block ends the file astropy wrote (no heap: fixed-width columns)
+            start = buf.tell() - (size + (-size % 2880))
+            out.write(buf.getbuffer()[start:start + size])
+        out.write(b"\0" * (-(row_bytes * nrows) % 2880))
+    return path
+
+
+def _header_cards(headers, prov: dict):
+    """Provenance and the ZWARN bit names, on every header given."""
+    for hdr in headers:
         for key, value in prov.items():
             card = _PROV_KEYS.get(key, key.upper()[:8])
             if isinstance(value, (bool, int, float, np.integer, np.floating)):  # numbers stay numbers
@@ -135,4 +195,13 @@ def _write_fits(table: Table, path: str, prov: dict, extname: str):
         for name, value in ZWarningMask.flags():
             bit = int(np.log2(value))
             hdr[f"ZWBIT{bit:02d}"] = (name, f"ZWARN bit {bit}")
+
+
+def _write_fits(table: Table, path: str, prov: dict, extname: str):
+    from astropy.io import fits
+
+    hdu = fits.table_to_hdu(table)
+    hdu.name = extname
+    primary = fits.PrimaryHDU()
+    _header_cards((primary.header, hdu.header), prov)
     fits.HDUList([primary, hdu]).writeto(path, output_verify="silentfix")

@@ -13,7 +13,15 @@ import types as _types
 
 from .api import predict  # noqa: F401
 from .backend import infer, onnx_session  # noqa: F401
-from .pipeline import EXIT_PARTIAL, catalog_provenance, predict_catalog, predict_spectra, resolve_inputs  # noqa: F401
+from .pipeline import (  # noqa: F401
+    EXIT_PARTIAL,
+    catalog_provenance,
+    catalog_summary,
+    predict_catalog,
+    predict_spectra,
+    predict_to_file,
+    resolve_inputs,
+)
 
 
 class _CallablePackage(_types.ModuleType):

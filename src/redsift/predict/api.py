@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["predict"]
 
 
-def predict(inputs, model="default", device: str = "cpu", batch_rows: int = 4096, backend: str = "auto",
+def predict(inputs, model="default", device: str = "cpu", batch_rows: int | None = None, backend: str = "auto",
             progress: bool = False):
     """Classify spectra and measure their redshifts: one catalog row per input spectrum.
 
@@ -31,7 +31,7 @@ def predict(inputs, model="default", device: str = "cpu", batch_rows: int = 4096
     >>> good = cat[cat["ZWARN"] == 0]                                   # doctest: +SKIP
     """
     from ..models.registry import load_model, resolve_model_name
-    from .pipeline import catalog_provenance, predict_catalog
+    from .pipeline import BATCH_ROWS, catalog_provenance, predict_catalog
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         name = resolve_model_name(str(model))
@@ -39,5 +39,5 @@ def predict(inputs, model="default", device: str = "cpu", batch_rows: int = 4096
     from ..io.output import provenance_cards
 
     prov = catalog_provenance(model, getattr(model, "source", ""), "redsift.predict (Python)")
-    return predict_catalog(model, inputs, batch_rows=batch_rows, progress=progress, backend=backend,
+    return predict_catalog(model, inputs, batch_rows=batch_rows or BATCH_ROWS, progress=progress, backend=backend,
                            meta=provenance_cards(prov))

@@ -151,10 +151,12 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
                         scheduler: str | None = None, files_per_task: int = 64, rows_per_task: int = 50_000,
                         resume: bool = False,
                         device: str = "cpu", retries: int = 2, connect_timeout: float = 10.0,
-                        progress: bool = True, model=None, _kill_task: int = -1):
+                        progress: bool = True, model=None, merge: bool = True, _kill_task: int = -1):
     """The catalog of ``inputs`` computed on a Dask cluster (see the module docstring); returns the merged
-    astropy Table (not yet written: the caller writes it with its provenance). ``model``: the model at
-    ``model_path`` when the caller has already loaded it (the workers load their own from the path)."""
+    astropy Table (not yet written: the caller writes it with its provenance), or with ``merge=False`` the
+    shards' paths in row order (for :func:`redsift.io.output.write_catalog_parts`, which never holds the whole
+    catalog: ``redsift predict --workers``). ``model``: the model at ``model_path`` when the caller has
+    already loaded it (the workers load their own from the path)."""
     from astropy.table import Table, vstack
     from tqdm.auto import tqdm
 
@@ -211,6 +213,8 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
             client.close()
             if cluster is not None:
                 cluster.close()
+    if not merge:
+        return shards
     parts = [Table.read(p) for p in shards]
     cat = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
     for key in list(cat.meta):

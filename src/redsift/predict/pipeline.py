@@ -39,7 +39,8 @@ from ..spectra import Spectra
 from ..zwarning import ZWarningMask
 from .backend import infer
 
-__all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_spectra", "catalog_provenance",
+__all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_to_file", "catalog_summary",
+           "predict_spectra", "catalog_provenance",
            "dataset_batches", "EXIT_PARTIAL"]
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,14 @@ log = logging.getLogger(__name__)
 EXIT_PARTIAL = 3
 
 _FAILED = int(ZWarningMask.NODATA | ZWarningMask.BAD_INPUT)
+
+#: Spectra per model call (and rows per dataset read). Smaller batches were faster and lighter for every
+#: family (2-core VM, 8,192 simulated BOSS spectra from a dataset: the default 47-50 s and 3.4 GB peak at
+#: 4,096 rows, 31 s and 1.1 GB at 512; QuasarNET 12.5 -> 9.3 s; the same catalog): the eigen scans' and the
+#: gridding's temporaries stay in cache and are not fresh pages; docs/benchmarks.md "Memory, 1k to 100k".
+BATCH_ROWS = 512
+#: Catalog rows :func:`predict_to_file` holds before writing them to a part on disk
+SPOOL_ROWS = 16384
 
 
 @dataclass
@@ -119,7 +128,7 @@ def catalog_provenance(model, name: str, command: str) -> dict:
 class _Builder:
     """Accumulates prepared rows, runs the model in batches and keeps the catalog columns."""
 
-    def __init__(self, model, batch_rows: int, backend: str):
+    def __init__(self, model, batch_rows: int, backend: str, spool: str | None = None, spool_rows: int = 0):
         self.model, self.fam = model, get_family(model)
         self.batch_rows, self.backend = batch_rows, backend
         self.schema = contract.schema(self.fam, model)
@@ -127,6 +136,8 @@ class _Builder:
         self.pending: list = []
         self.npending = 0
         self.parts: list[dict] = []
+        # with a spool directory the finished rows go to FITS parts there, spool_rows at a time
+        self.spool, self.spool_rows, self.spooled = spool, spool_rows, []
 
     def _failed(self, ids: dict, zwarn, errors) -> dict:
         """Columns of rows that could not be measured: ids, ZWARN and the reason, sentinels elsewhere."""
@@ -158,6 +169,16 @@ class _Builder:
         for p in self.pending:
             self.parts.append(p if isinstance(p, dict) else next(out))
         self.pending, self.npending = [], 0
+        if self.spool and sum(len(p["ZWARN"]) for p in self.parts) >= self.spool_rows:
+            self._spill()
+
+    def _spill(self):
+        from ..io.output import write_catalog
+
+        path = os.path.join(self.spool, f"part-{len(self.spooled):06d}.fits")
+        write_catalog(self._table(), path, overwrite=True)
+        self.spooled.append(path)
+        self.parts = []
 
     def _run(self, ids, prepared, errors) -> list[dict]:
         """Columns of the rows, in order, as a list of parts (one, unless rows had to be run alone)."""
@@ -182,9 +203,15 @@ class _Builder:
         return [cols]
 
     def finish(self, meta: dict | None = None):
+        """The catalog (a Table), or with a spool the paths of its parts in row order."""
         self.flush()
-        if not self.parts:
+        if self.spool and self.parts:
+            self._spill()
+        if not self.parts and not self.spooled:
             raise RedsiftError("no input spectra")
+        return list(self.spooled) if self.spool else self._table(meta)
+
+    def _table(self, meta: dict | None = None):
         names = [n for n, _ in self.schema]
         merged = {}
         for name in names:
@@ -258,12 +285,12 @@ def dataset_batches(model, ds, chunk: int = 8192, full: bool = False, rows: tupl
     if not same and ds.grid.dloglam > grid.dloglam + 1e-12:
         raise RedsiftError(f"{ds.path}: dataset grid ({ds.grid.describe()}) is coarser than the model's "
                            f"({grid.describe()}): store the set on the model's grid or a finer one")
-    meta = ds.meta
     first, last = (0, len(ds)) if rows is None else (max(0, rows[0]), min(len(ds), rows[1]))
     for s in range(first, last, chunk):
         idx = np.arange(s, min(s + chunk, last))
         flux, ivar, mask = ds.read(idx)
-        m = meta[idx]
+        m = ds.meta_range(s, s + len(idx))  # (a batch's metadata at a time)
+        ds.close(before=s)  # shards already passed
         zwarn = np.asarray(m["ZWARN"], np.int64) if "ZWARN" in m.colnames else np.zeros(len(m), np.int64)
         if same:
             yield m, fam.prepare_gridded(model, flux, ivar, zwarn, full=full, meta=m)
@@ -312,7 +339,7 @@ def reuse_freed_memory() -> bool:
     return ok
 
 
-def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True, backend: str = "auto",
+def predict_catalog(model, inputs, batch_rows: int = BATCH_ROWS, progress: bool = True, backend: str = "auto",
                     meta: dict | None = None, input_meta: list | None = None, jobs: int = 1):
     """The catalog of ``model`` for files, directories, globs, datasets and/or Spectra: one row per spectrum.
 
@@ -348,11 +375,70 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
     On Linux with glibc the first call asks the allocator to keep freed arrays of up to 32 MB for reuse
     (:func:`reuse_freed_memory`; ``REDSIFT_NO_MALLOPT=1`` leaves the allocator as it is).
     """
+    builder = _Builder(model, batch_rows, backend)
+    _drive(builder, inputs, batch_rows, progress, input_meta, jobs)
+    return builder.finish(meta)
+
+
+def predict_to_file(model, inputs, path, prov: dict | None = None, overwrite: bool = False,
+                    batch_rows: int = BATCH_ROWS, progress: bool = True, backend: str = "auto", jobs: int = 1,
+                    spool_rows: int = SPOOL_ROWS) -> dict:
+    """:func:`predict_catalog` written to the FITS catalog ``path`` as it goes: finished rows are spooled to
+    parts of ``spool_rows`` rows in a temporary directory beside ``path`` and written into one file at the end
+    (:func:`redsift.io.output.write_catalog_parts`), so memory stays flat however many spectra (a survey's
+    catalog is never held). The file is the one :func:`redsift.io.output.write_catalog` writes of
+    :func:`predict_catalog`'s table, byte for byte; the write is atomic and the temporary parts are removed
+    whatever happens. Returns :func:`catalog_summary`'s counts."""
+    import shutil
+    import tempfile
+
+    from astropy.io import fits
+
+    from ..io.output import write_catalog_parts
+
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path}: exists (use overwrite / --overwrite)")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    spool = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.parts.", dir=directory)
+    try:
+        builder = _Builder(model, batch_rows, backend, spool=spool, spool_rows=spool_rows)
+        _drive(builder, inputs, batch_rows, progress, None, jobs)
+        parts = builder.finish()
+        write_catalog_parts(parts, path, prov, overwrite=overwrite)
+        summary = None
+        for part in parts:
+            with fits.open(part) as h:
+                d = h[1].data
+                summary = catalog_summary(d["ZWARN"], d["SPECTYPE"], summary)
+        return summary
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def catalog_summary(zwarn, spectype, into: dict | None = None) -> dict:
+    """Counts of a catalog's rows (added to ``into``): ``rows``, ``zwarn0`` (ZWARN == 0), ``nodata`` and
+    ``bad_input`` (those bits set) and ``spectype`` (rows per SPECTYPE, ``""`` unmeasured)."""
+    out = into or {"rows": 0, "zwarn0": 0, "nodata": 0, "bad_input": 0, "spectype": {}}
+    zw = np.asarray(zwarn, np.int64)
+    out["rows"] += len(zw)
+    out["zwarn0"] += int(np.sum(zw == 0))
+    out["nodata"] += int(np.sum(zw & int(ZWarningMask.NODATA) > 0))
+    out["bad_input"] += int(np.sum(zw & int(ZWarningMask.BAD_INPUT) > 0))
+    for k, v in zip(*np.unique(np.char.strip(np.asarray(spectype).astype(str)), return_counts=True)):
+        out["spectype"][str(k)] = out["spectype"].get(str(k), 0) + int(v)
+    return out
+
+
+def _drive(builder, inputs, batch_rows: int, progress: bool, input_meta, jobs: int):
+    """Every input through ``builder`` in order: datasets a batch at a time, runs of files in windows (in
+    reader processes with ``jobs > 1``), in-memory spectra as they are."""
     from tqdm.auto import tqdm
 
+    model = builder.model
     reuse_freed_memory()
     sources = resolve_inputs(inputs)
-    builder = _Builder(model, batch_rows, backend)
     nfiles = sum(s.kind == "file" for s in sources)
     bar = tqdm(total=nfiles, desc="predict", unit="file", disable=not progress or not nfiles)
     pool = _reader_pool(model, jobs) if jobs > 1 and nfiles > 1 else None
@@ -365,7 +451,7 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
         while k < len(sources):
             src = sources[k]
             if src.kind == "dataset":
-                _dataset(builder, src.path, 8192, input_meta, src.rows)
+                _dataset(builder, src.path, batch_rows, input_meta, src.rows)  # (read a batch at a time)
                 k += 1
                 continue
             if src.kind == "file":  # a run of consecutive files, in windows (in reader processes with -j)
@@ -404,7 +490,6 @@ def predict_catalog(model, inputs, batch_rows: int = 4096, progress: bool = True
             else:
                 pool.close()
             pool.join()
-    return builder.finish(meta)
 
 
 #: the model of a reader process (inherited through fork; read-only there)
@@ -502,6 +587,6 @@ def _reader_pool(model, jobs: int):
     return ctx.Pool(jobs) if ctx is not None else None  # no fork on this platform: read in this process
 
 
-def predict_spectra(model, spectra: Spectra, batch_rows: int = 4096, backend: str = "auto"):
+def predict_spectra(model, spectra: Spectra, batch_rows: int = BATCH_ROWS, backend: str = "auto"):
     """Catalog rows for one batch of spectra (any format, any grid)."""
     return predict_catalog(model, [spectra], batch_rows=batch_rows, progress=False, backend=backend)
