@@ -33,6 +33,7 @@ def _equal(a, b):
     assert len(a) == len(b)
     for c in a.colnames:
         x, y = np.asarray(a[c]), np.asarray(b[c])
+        assert x.dtype == y.dtype, (c, x.dtype, y.dtype)
         assert np.array_equal(x, y) or (x.dtype.kind == "f" and np.array_equal(x, y, equal_nan=True)), c
 
 

@@ -215,11 +215,8 @@ def predict_distributed(model_path: str, inputs, output: str, workers: int | Non
                 cluster.close()
     if not merge:
         return shards
-    parts = [Table.read(p) for p in shards]
+    # (text read back as str, each column as wide as its widest shard: the serial catalog's dtypes)
+    parts = [Table.read(p, character_as_bytes=False) for p in shards]
     cat = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
-    for key in list(cat.meta):
-        cat.meta.pop(key)
-    for name in cat.colnames:  # FITS hands text back as bytes: the serial catalog's str
-        if cat[name].dtype.kind == "S":
-            cat[name] = np.char.decode(np.asarray(cat[name]), "ascii")
+    cat.meta.clear()
     return cat
