@@ -133,11 +133,10 @@ def cmd_predict(args) -> int:
     before any work (a missing input, a bad model)."""
     import os
 
-    from astropy.table import Table, vstack
-
     from ..errors import RedsiftError
     from ..io.output import write_catalog, write_catalog_parts
     from ..predict import EXIT_PARTIAL, catalog_provenance, catalog_summary, predict_catalog, predict_to_file, resolve_inputs
+    from ..predict.pipeline import parts_summary
 
     for path in (args.output, args.redrock):
         if path and os.path.exists(path) and not args.overwrite:
@@ -148,34 +147,28 @@ def cmd_predict(args) -> int:
         raise RedsiftError("--redrock is not available with --workers/--scheduler yet")
     model = _load(args.model, args.device)
     metas = [] if args.redrock else None  # the inputs' ids for the Redrock file's FIBERMAP
+    fits_out = not args.output.lower().endswith((".parquet", ".csv", ".ecsv"))
     if distributed:
         from ..models import resolve_model_name
         from ..predict.distributed import predict_distributed
 
-        shards = predict_distributed(getattr(model, "source", resolve_model_name(args.model)), args.inputs,
-                                     args.output, workers=args.workers, scheduler=args.scheduler,
-                                     files_per_task=args.files_per_task, rows_per_task=args.rows_per_task,
-                                     resume=args.resume,
-                                     device=str(next(iter([*model.parameters(), *model.buffers()])).device),
-                                     progress=not args.quiet, model=model, merge=False)
+        # (to FITS: the shards' paths, written into the output one at a time below; else the merged table)
+        cat = predict_distributed(getattr(model, "source", resolve_model_name(args.model)), args.inputs, args.output,
+                                  workers=args.workers, scheduler=args.scheduler, files_per_task=args.files_per_task,
+                                  rows_per_task=args.rows_per_task, resume=args.resume,
+                                  device=str(next(iter([*model.parameters(), *model.buffers()])).device),
+                                  progress=not args.quiet, model=model, merge=not fits_out)
     prov = catalog_provenance(model, getattr(model, "source", args.model), _command())
     jobs = max(1, getattr(args, "jobs", 1) or 1)
-    fits_out = not args.output.lower().endswith((".parquet", ".csv", ".ecsv"))
-    if distributed and fits_out:  # the shards written into one file, one at a time
-        write_catalog_parts(shards, args.output, prov, overwrite=args.overwrite)
-        summary = None
-        for shard in shards:
-            t = Table.read(shard)
-            summary = catalog_summary(t["ZWARN"], t["SPECTYPE"], summary)
+    if distributed and fits_out:
+        write_catalog_parts(cat, args.output, prov, overwrite=args.overwrite)
+        summary = parts_summary(cat)
     elif not distributed and not args.redrock and fits_out:
         # a FITS catalog is written as it goes: memory stays flat whatever the number of spectra
         summary = predict_to_file(model, args.inputs, args.output, prov, overwrite=args.overwrite,
                                   progress=not args.quiet, jobs=jobs)
     else:
-        if distributed:
-            cat = vstack([Table.read(s, character_as_bytes=False) for s in shards], metadata_conflicts="silent")
-            cat.meta.clear()
-        else:
+        if not distributed:
             cat = predict_catalog(model, args.inputs, progress=not args.quiet, input_meta=metas, jobs=jobs)
         write_catalog(cat, args.output, prov, overwrite=args.overwrite)
         if args.redrock:

@@ -129,8 +129,8 @@ def write_catalog_parts(parts, path, prov: dict | None = None, overwrite: bool =
     ----------
     parts : list of str
         FITS catalogs with the same columns (a run's spooled parts or a cluster's shards), in row order;
-        each is read twice: once for the column formats (a string column takes its widest part's width),
-        once to write its rows.
+        their headers are read first (the rows and the widest string of each text column), then each part's
+        rows, one part at a time.
     path, prov, overwrite, extname
         As :func:`write_catalog`; the format is FITS whatever the extension.
     """
@@ -141,27 +141,29 @@ def write_catalog_parts(parts, path, prov: dict | None = None, overwrite: bool =
         raise FileExistsError(f"{path}: exists (use overwrite / --overwrite)")
     if not parts:
         raise ValueError("no catalog parts to write")
-    nrows, dtypes, names = 0, {}, None
-    for part in parts:  # pass 1: the rows and the widest string of every column
-        t = Table.read(part, character_as_bytes=False)
-        _check(t)
-        t = order_columns(t)
-        if names is None:
-            names = t.colnames
-        elif t.colnames != names:
-            raise ValueError(f"{part}: columns differ from the first part's")
-        for name in names:
-            d = t[name].dtype
-            have = dtypes.get(name)
-            dtypes[name] = d if have is None or d.itemsize > have.itemsize and d.kind in "US" else have
-        nrows += len(t)
+    nrows, widths, names = 0, {}, None
+    for part in parts:  # pass 1, headers only: the rows and the widest string of every column
+        with fits.open(part) as h:
+            cols = h[1].columns
+            if names is None:
+                names = list(cols.names)
+                _check(Table(names=names))
+            elif list(cols.names) != names:
+                raise ValueError(f"{part}: columns differ from the first part's")
+            for c in cols:
+                if c.format.endswith("A"):
+                    widths[c.name] = max(widths.get(c.name, 1), int(c.format[:-1] or 1))
+            nrows += int(h[1].header["NAXIS2"])
+    # (the first part's dtypes, each text column as wide as its widest part's: what reading the stack gives)
+    first = order_columns(Table.read(parts[0], character_as_bytes=False)[:0])
+    names = first.colnames
+    dtypes = {n: np.dtype(f"U{widths[n]}") if n in widths else first[n].dtype for n in names}
 
     def cast(t: Table) -> Table:
         t = order_columns(t)
         return Table([t[n].astype(dtypes[n]) if t[n].dtype != dtypes[n] else t[n] for n in names], names=names)
 
-    first = cast(Table.read(parts[0], character_as_bytes=False)[:0])
-    hdu = fits.table_to_hdu(first)
+    hdu = fits.table_to_hdu(cast(first))
     hdu.name = extname
     primary = fits.PrimaryHDU()
     _header_cards((primary.header, hdu.header), dict(prov or provenance()))

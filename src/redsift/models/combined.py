@@ -37,7 +37,7 @@ measured in ``docs/classifier.md``):
   at least a cell's ``p2_min`` at a second peak, the answered class's eigen chi-square is scanned in a window
   there and replaces the answer if it fits better by more than the cell's ``gain_min`` (``Z_METHOD =
   "EIGEN_PEAK"``). Turned on where it fixes more validation answers than it breaks: DESI's and LAMOST's quasars
-  (DESI's held-out quasars 7.2% -> 6.7% catastrophic, simulated; docs/classifier.md).
+  (DESI's held-out quasars 7.2% -> 6.2% catastrophic, simulated; docs/classifier.md).
 * **Type arbitration** (``type_arbitrate``, chosen at release): rows whose classifier's type probability is
   below the survey's ``p_max`` are scanned over every eigen class; where the scan's type differs and its
   ``DELTACHI2`` reaches the survey's ``dchi2_min``, the scan's type and redshift replace the classifier's
@@ -598,17 +598,16 @@ class CombinedFamily(Family):
         return rep
 
     @staticmethod
-    def _peak_scan(model, cols, prepared, zl, rows, peak=None):
-        """The second peak of each row's classifier pdf (z, probability) and, for the rows ``rows``, the eigen
-        scan of the answered class in a refinement window there (raw rows, NaN elsewhere). ``peak``: the pdf's
-        :func:`~redsift.models.classifier.second_peak` (z, width, probability) when already read."""
+    def _peak_scan(model, cols, prepared, peak, rows):
+        """For the rows ``rows``, the eigen scan of the answered class in a refinement window at the second peak
+        ``peak`` of the classifier's pdf (:func:`~redsift.models.classifier.second_peak`: z, width, probability);
+        raw rows, NaN elsewhere."""
         import torch
 
-        from .classifier import second_peak
         from .eigen import RAW_FIELDS, D, scan_window
 
         cfg, ecfg = model.config, model.eigen.config
-        z2, s2, p2 = second_peak(zl, model.classifier.config) if peak is None else peak
+        z2, s2, _ = peak
         names = list(ecfg.tax.classes)
         cls = np.array([names.index(b) if b in names else -1 for b in np.asarray(cols["CLASS_BEST"]).astype(str)])
         px = s2 / (1 + z2) / (np.log(10) * D)
@@ -619,7 +618,7 @@ class CombinedFamily(Family):
         if run.any():
             with torch.inference_mode():
                 praw[run] = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z2[run], half[run])
-        return z2, p2, praw
+        return praw
 
     @staticmethod
     def _peak_candidates(model, cols, prepared, wraw, praw):
@@ -660,7 +659,7 @@ class CombinedFamily(Family):
         rows &= peak[2] >= np.nan_to_num(lim[:, 0], nan=np.inf)
         if not rows.any():
             return rows
-        _, _, praw = self._peak_scan(model, cols, prepared, zl, rows, peak)
+        praw = self._peak_scan(model, cols, prepared, peak, rows)
         gain, d, good = self._peak_candidates(model, cols, prepared, wraw, praw)
         rep = rows & good & (gain > np.nan_to_num(lim[:, 1], nan=np.inf))
         cols["Z"] = np.where(rep, d["z"], cols["Z"])
@@ -826,13 +825,16 @@ class CombinedFamily(Family):
             record["zerr_rule"] = f"cells nearest the middle of the 68% band {bands[0]} and the 95% band {bands[1]}"
         decided = dict(arbitrate=cells or None, bal_mean_threshold=bal_thr, refine_qso_zbins=zbins, refine_gate=gate,
                        peak_arbitrate=None, zerr_snr_edges=ccfg.zerr_snr_edges)
+        # the refinement windows as the release deploys them (the BAL decision may change the class a window is
+        # scanned with), scanned once for the choices below (the later decisions act after the refinement)
+        _, _, wraw = self._columns_as(model, raw, prepared, None, **decided)
         if peak_arbitrate:
             decided["peak_arbitrate"] = self._choose_peak_arbitration(model, raw, prepared, meta, truth, wraw, decided,
                                                                       record)
         tcells = self._choose_type_arbitration(model, raw, prepared, meta, truth, wraw, decided, record) \
             if type_arbitrate else None
         cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, dict(decided, type_arbitrate=tcells),
-                                                   min_cell, rows, bands, record)
+                                                   min_cell, rows, bands, record, wraw)
         if anomaly_flag and not full_scan:
             raise RedsiftError("release: anomaly_flag needs full_scan=true (the flag reads the full scan's score)")
         if full_scan:
@@ -950,18 +952,20 @@ class CombinedFamily(Family):
         :meth:`_peak_arbitrate`), chosen on the validation rows typed right as the release deploys them: the pair
         of :data:`PEAK_GRID` whose replacements fix the most catastrophic answers (``|dz|/(1+z) > 0.01``) net of
         those they make, the one replacing fewest rows on a tie; none where no pair has a positive net."""
+        from .classifier import second_peak
         from .family import SURVEYS
 
         k = len(model.classifier.config.tax) + model.classifier.config.n_z
         zl = np.asarray(raw).reshape(prepared.nrows, -1)[:, len(model.classifier.config.tax):k]
-        # (the windows scanned again: the BAL decision may have changed the class a window was scanned with)
-        cols, _, wraw = self._columns_as(model, raw, prepared, None, **decided)
+        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
         nodata = ~np.isfinite(np.asarray(cols["Z"], float))
         every = {f"{t}/{v}": (0.0, -np.inf) for t in ARBITRATE_TYPES for v in SURVEYS}
         rows, _ = self._peak_rows(cols, prepared, nodata, every)
         rows &= spectype == truth
-        _, p2, praw = self._peak_scan(model, cols, prepared, zl, rows)
+        peak = second_peak(zl, model.classifier.config)
+        p2 = peak[2]
+        praw = self._peak_scan(model, cols, prepared, peak, rows)
         gain, d, good = self._peak_candidates(model, cols, prepared, wraw, praw)
         zt = np.asarray(meta["Z"], float)
         with np.errstate(invalid="ignore"):
@@ -999,7 +1003,7 @@ class CombinedFamily(Family):
         a survey where no pair has a positive net."""
         from .family import SURVEYS
 
-        cols, _, _ = self._columns_as(model, raw, prepared, None, **decided)  # (windows with the decided classes)
+        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
         surveys = np.asarray(prepared["survey"]).astype(str)
         pt = self.p_type(cols)
         known = truth != ""
@@ -1035,14 +1039,14 @@ class CombinedFamily(Family):
         return cells or None
 
     def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, decided, min_cell, rows, bands,
-                             record) -> tuple[dict, dict]:
+                             record, wraw=None) -> tuple[dict, dict]:
         """The classifier's ZERR cells where the default gives its Z, fitted on the validation rows as the
         release deploys them (its arbitration and BAL decision applied: rows the arbitration replaces are the
         classifier's catastrophic answers and must not widen the cells), typed right, and restricted by the
         truth column ``rows = (column, value)`` where given (masked values never match)."""
         from .eigen import fit_zerr_cells
 
-        cols, _, _ = self._columns_as(model, raw, prepared, **decided)
+        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
         keep = (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & (spectype == truth)
         if rows is not None:

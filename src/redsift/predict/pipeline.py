@@ -39,7 +39,7 @@ from ..spectra import Spectra
 from ..zwarning import ZWarningMask
 from .backend import infer
 
-__all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_to_file", "catalog_summary",
+__all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_to_file", "catalog_summary", "parts_summary",
            "predict_spectra", "catalog_provenance",
            "dataset_batches", "EXIT_PARTIAL"]
 
@@ -392,8 +392,6 @@ def predict_to_file(model, inputs, path, prov: dict | None = None, overwrite: bo
     import shutil
     import tempfile
 
-    from astropy.io import fits
-
     from ..io.output import write_catalog_parts
 
     path = os.fspath(path)
@@ -407,12 +405,7 @@ def predict_to_file(model, inputs, path, prov: dict | None = None, overwrite: bo
         _drive(builder, inputs, batch_rows, progress, None, jobs)
         parts = builder.finish()
         write_catalog_parts(parts, path, prov, overwrite=overwrite)
-        summary = None
-        for part in parts:
-            with fits.open(part) as h:
-                d = h[1].data
-                summary = catalog_summary(d["ZWARN"], d["SPECTYPE"], summary)
-        return summary
+        return parts_summary(parts)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
@@ -429,6 +422,17 @@ def catalog_summary(zwarn, spectype, into: dict | None = None) -> dict:
     for k, v in zip(*np.unique(np.char.strip(np.asarray(spectype).astype(str)), return_counts=True)):
         out["spectype"][str(k)] = out["spectype"].get(str(k), 0) + int(v)
     return out
+
+
+def parts_summary(parts) -> dict:
+    """:func:`catalog_summary` of a catalog written in parts (FITS files), two columns read from each."""
+    from astropy.io import fits
+
+    summary = None
+    for part in parts:
+        with fits.open(part) as h:
+            summary = catalog_summary(h[1].data["ZWARN"], h[1].data["SPECTYPE"], summary)
+    return summary
 
 
 def _drive(builder, inputs, batch_rows: int, progress: bool, input_meta, jobs: int):
