@@ -265,10 +265,10 @@ class Dataset:
         """The metadata of rows ``start:stop`` (the rows of :attr:`meta`), read from the shards holding them
         unless the whole table is already in memory: a pass over a survey-sized set in batches never holds
         all of its metadata (100,000 simulated spectra: 34 MB)."""
-        start, stop = max(0, int(start)), min(len(self), int(stop))
+        start = max(0, int(start))
+        stop = max(start, min(len(self), int(stop)))
         if self._meta is not None or not self.shards:
-            return self.meta[start:max(start, stop)]
-        stop = max(start, stop)
+            return self.meta[start:stop]
         parts = []
         first = min(int(np.searchsorted(self.offsets, start, side="right")) - 1, len(self.shards) - 1)
         for k in range(first, len(self.shards)):

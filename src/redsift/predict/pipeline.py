@@ -376,7 +376,7 @@ def predict_catalog(model, inputs, batch_rows: int = BATCH_ROWS, progress: bool 
     (:func:`reuse_freed_memory`; ``REDSIFT_NO_MALLOPT=1`` leaves the allocator as it is).
     """
     builder = _Builder(model, batch_rows, backend)
-    _drive(builder, inputs, batch_rows, progress, input_meta, jobs)
+    _drive(builder, inputs, progress, input_meta, jobs)
     return builder.finish(meta)
 
 
@@ -402,7 +402,7 @@ def predict_to_file(model, inputs, path, prov: dict | None = None, overwrite: bo
     spool = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.parts.", dir=directory)
     try:
         builder = _Builder(model, batch_rows, backend, spool=spool, spool_rows=spool_rows)
-        _drive(builder, inputs, batch_rows, progress, None, jobs)
+        _drive(builder, inputs, progress, None, jobs)
         parts = builder.finish()
         write_catalog_parts(parts, path, prov, overwrite=overwrite)
         return parts_summary(parts)
@@ -435,7 +435,7 @@ def parts_summary(parts) -> dict:
     return summary
 
 
-def _drive(builder, inputs, batch_rows: int, progress: bool, input_meta, jobs: int):
+def _drive(builder, inputs, progress: bool, input_meta, jobs: int):
     """Every input through ``builder`` in order: datasets a batch at a time, runs of files in windows (in
     reader processes with ``jobs > 1``), in-memory spectra as they are."""
     from tqdm.auto import tqdm
@@ -455,7 +455,7 @@ def _drive(builder, inputs, batch_rows: int, progress: bool, input_meta, jobs: i
         while k < len(sources):
             src = sources[k]
             if src.kind == "dataset":
-                _dataset(builder, src.path, batch_rows, input_meta, src.rows)  # (read a batch at a time)
+                _dataset(builder, src.path, builder.batch_rows, input_meta, src.rows)  # (read a batch at a time)
                 k += 1
                 continue
             if src.kind == "file":  # a run of consecutive files, in windows (in reader processes with -j)
