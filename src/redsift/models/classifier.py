@@ -306,10 +306,14 @@ def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide
     zl = np.asarray(zlogits, np.float64)
     p = np.exp(zl - zl.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    tc = cfg.t_centres
+    return _peak_moments(p, p.argmax(axis=1), cfg.t_centres, half, wide)
+
+
+def _peak_moments(p, k, tc, half: int, wide: int):
+    """``t``, width and probability of the peak at bin ``k`` of each row of the binned pdf ``p``: the mean of
+    ``t`` over ``2 half + 1`` bins around it, the standard deviation over ``2 wide + 1`` bins (with the bin
+    width / sqrt(12) in quadrature) and the probability in those bins (bins beyond the grid count nothing)."""
     nb = len(tc)
-    w = tc[1] - tc[0]
-    k = p.argmax(axis=1)
     rows = np.arange(len(p))[:, None]
 
     def window(h):
@@ -323,7 +327,7 @@ def pdf_estimate(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide
     j, pw = window(wide)
     mass = pw.sum(axis=1)
     var = (pw * (tc[j] - t[:, None]) ** 2).sum(axis=1) / np.maximum(mass, 1e-300)
-    return t, np.sqrt(var + w**2 / 12), mass
+    return t, np.sqrt(var + (tc[1] - tc[0]) ** 2 / 12), mass
 
 
 def second_peak(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide: int = 25):
@@ -343,17 +347,7 @@ def second_peak(zlogits: np.ndarray, cfg: ClassifierConfig, half: int = 3, wide:
     p = np.exp(zl - zl.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     p = np.where(first, 0.0, p)  # the second window's bins, the first window's left out
-    tc = cfg.t_centres
-
-    def window(h):
-        return np.where(np.abs(j - k2[:, None]) <= h, p, 0.0)
-
-    pw = window(half)
-    t = (pw * tc[None, :]).sum(axis=1) / np.maximum(pw.sum(axis=1), 1e-300)
-    pw = window(wide)
-    mass = pw.sum(axis=1)  # under the whole pdf
-    var = (pw * (tc[None, :] - t[:, None]) ** 2).sum(axis=1) / np.maximum(mass, 1e-300)
-    sig = np.sqrt(var + (tc[1] - tc[0]) ** 2 / 12)
+    t, sig, mass = _peak_moments(p, k2, cfg.t_centres, half, wide)  # (mass: under the whole pdf)
     z = np.where(none, np.nan, np.expm1(t))
     return z, sig * (1 + z), np.where(none, 0.0, mass)
 
