@@ -957,7 +957,7 @@ class CombinedFamily(Family):
 
         k = len(model.classifier.config.tax) + model.classifier.config.n_z
         zl = np.asarray(raw).reshape(prepared.nrows, -1)[:, len(model.classifier.config.tax):k]
-        cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
+        cols, _, wraw = self._columns_as(model, raw, prepared, wraw, **decided)  # (scanned here if not handed over)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
         nodata = ~np.isfinite(np.asarray(cols["Z"], float))
         every = {f"{t}/{v}": (0.0, -np.inf) for t in ARBITRATE_TYPES for v in SURVEYS}
