@@ -155,6 +155,16 @@ redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true
 cp $R/redsift-sim-22/config.json src/redsift/models/released/redsift-sim/config.json
 redsift predict $D/eig_anom3 --model redsift-sim -o $R/anom/default_anom3.fits --overwrite
+# ... re-released after the second-peak fix (predict now reads the peak's probability, so the classifier's quasar
+# ZERR cells are fitted on the rows that really keep its answer), first with the choices as before (sign_z = 0),
+# then with a cell turned on only where its net gain clears the sign test at 2 standard deviations: the release now
+# in redsift-sim (docs/classifier.md "Cells turned on by a handful of rows")
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-23 --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-24 --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true \
+  --set sign_z=2
+cp $R/redsift-sim-24/config.json src/redsift/models/released/redsift-sim/config.json
 # measured, not adopted (docs/classifier.md "High-redshift quasars refined too"): the consistency gate, with and
 # without the refinement bins
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/gate-bins --set zerr_rows=SIM_MODE=templates \

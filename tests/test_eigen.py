@@ -870,6 +870,21 @@ def test_arbitration_threshold_is_chosen_per_cell_on_what_it_fixes_and_breaks():
                                     [r[0] for r in rows])
     assert cells == {"GALAXY/desi": 25.0}  # +3 -1 up to 25 (ties: the largest), +0 -1 at 50
     assert rec["arbitrate_GALAXY/lamost"].startswith("off")
+    # with the sign test (sign_z = 2) +3 -1 is too few rows to turn the cell on: net 2 < 2 sqrt(4)
+    cells, rec = choose_arbitration(w, f, [r[1] for r in rows], [r[2] for r in rows], np.full(len(rows), "GALAXY"),
+                                    [r[0] for r in rows], sign_z=2.0)
+    assert cells == {} and rec["arbitrate_GALAXY/desi"].startswith("off (n 5")
+
+
+def test_sign_test_turns_on_cells_whose_gain_is_more_than_chance():
+    """``clears_sign_test``: net > 0 always; with ``sign_z`` the net at least sign_z sqrt(fixed + broken). The
+    release's DESI quasar cell (+26 -2) clears it, LAMOST's +3 -0 (which broke 3 held-out answers) does not."""
+    from redsift.models.combined import clears_sign_test
+
+    assert clears_sign_test(3, 0) and not clears_sign_test(2, 2) and not clears_sign_test(0, 0, 2.0)
+    assert clears_sign_test(26, 2, 2.0) and clears_sign_test(20, 2, 2.0) and clears_sign_test(15, 2, 2.0)
+    assert not clears_sign_test(3, 0, 2.0) and not clears_sign_test(2, 0, 2.0)
+    assert clears_sign_test(4, 0, 2.0) and not clears_sign_test(5, 1, 2.0)  # 4 >= 2 sqrt(4); 4 < 2 sqrt(6)
 
 
 def test_combined_arbitration_replaces_wrong_redshifts_the_chi2_refutes(sets, fitted, tmp_path, monkeypatch):
