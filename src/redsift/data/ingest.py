@@ -108,10 +108,17 @@ def index_spectra(directory) -> dict:
     return found
 
 
-def _key(row) -> tuple:
-    if "PLATE" in row.colnames and row["PLATE"] > 0:
-        return ("sdss", int(row["PLATE"]), int(row["MJD"]), int(row["FIBERID"]))
-    return ("desi", int(row["TARGETID"]))
+def _keys(cat: Table, rows: np.ndarray):
+    """The spectrum key of each catalog row in ``rows`` (:func:`index_spectra`'s keys): ``("sdss", plate, mjd,
+    fiber)`` where the row has a plate, else ``("desi", targetid)``; read from whole columns (a catalog of a
+    million rows is not walked row object by row object)."""
+    tid = np.asarray(cat["TARGETID"], np.int64)[rows].tolist()
+    if "PLATE" not in cat.colnames:
+        return [("desi", t) for t in tid]
+    plate = np.asarray(cat["PLATE"], np.int64)[rows].tolist()
+    mjd = np.asarray(cat["MJD"], np.int64)[rows].tolist()
+    fiber = np.asarray(cat["FIBERID"], np.int64)[rows].tolist()
+    return [("sdss", p, m, f) if p > 0 else ("desi", t) for p, m, f, t in zip(plate, mjd, fiber, tid)]
 
 
 def _process_chunk(args):
@@ -120,12 +127,15 @@ def _process_chunk(args):
     grid = LogGrid.from_dict(grid_dict)
     fluxes, ivars, masks, metas, failed = [], [], [], [], []
     for path, rows, labels in jobs:
+        s = b = None  # (the previous file's arrays released before the next is read)
         try:
             s = read_file(path)
         except SpectrumFileError as exc:
             failed.extend((int(r), exc.cause) for r in labels["ROW"])
             continue
-        s = s[np.asarray(rows)]
+        rows = np.asarray(rows)
+        if not (len(rows) == s.nspec and np.array_equal(rows, np.arange(s.nspec))):  # (a whole file: no copy)
+            s = s[rows]
         b = to_grid(s, grid, binning)
         flux, ivar = b.flux, b.ivar
         meta = Table(labels, copy=True)
@@ -175,28 +185,33 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
 
     available = index_spectra(spectra_dir)
     by_file: dict = {}
-    for r in np.flatnonzero(~dup):
-        row = cat[r]
-        hit = available.get(_key(row))
+    keep = np.flatnonzero(~dup)
+    for r, key in zip(keep.tolist(), _keys(cat, keep)):
+        hit = available.get(key)
         if hit is None:
-            report.rejected.append((int(row["ROW"]), int(row["TARGETID"]), "no spectrum file"))
+            report.rejected.append((int(cat["ROW"][r]), int(cat["TARGETID"][r]), "no spectrum file"))
             report.missing_file += 1
             continue
         by_file.setdefault(hit[0], []).append((hit[1], r))
+    del available
 
+    # chunks of whole files, as catalog row numbers: a chunk's labels are cut from the catalog when it is handed
+    # to a worker, rows first (selecting the label columns per file first copied the whole catalog per file, time
+    # and memory growing as spectra x files: 100,000 spectra in 100 spPlates held 514 MB before the first shard,
+    # 169 MB without; docs/benchmarks.md "Ingest from 1k to 100k spectra")
     label_cols = ["TARGETID", "THING_ID"] + [c for c in ("PLATE", "MJD", "FIBERID", "RA", "DEC")
                                              if c in cat.colnames] + list(LABEL_COLUMNS) + ["ROW"]
     chunks, current, n = [], [], 0
     for path in sorted(by_file):
         entries = sorted(by_file[path])
-        labels = cat[label_cols][[r for _, r in entries]]
-        current.append((path, [i for i, _ in entries], labels))
+        current.append((path, [i for i, _ in entries], [r for _, r in entries]))
         n += len(entries)
         if n >= rows_per_chunk:
             chunks.append(current)
             current, n = [], 0
     if current:
         chunks.append(current)
+    del by_file
 
     prov = {"command": command or "redsift ingest", "catalog": os.fspath(catalog),
             "catalog_kind": cat.meta.get("CATALOG", ""), "spectra_dir": os.fspath(spectra_dir),
@@ -206,16 +221,17 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
     done = writer.done_keys() if mode == "a" else set()
     todo = [(k, c) for k, c in enumerate(chunks) if f"chunk-{k:06d}" not in done]
     report.skipped_chunks = len(chunks) - len(todo)
-    args = [(c, grid.to_dict(), binning) for _, c in todo]
+    # (lazily: the serial path holds one chunk's labels at a time)
+    args = (([(path, rows, cat[crow][label_cols]) for path, rows, crow in c], grid.to_dict(), binning) for _, c in todo)
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="ingest", unit="chunk", disable=not progress)
     pool, close = None, (lambda: None)
-    if (workers or scheduler) and args:
+    if (workers or scheduler) and todo:
         from ..predict.distributed import dask_map
 
-        results, close = dask_map(_process_chunk, args, workers, scheduler)
+        results, close = dask_map(_process_chunk, list(args), workers, scheduler)
     else:
         from ..parallel import fork_context
 
@@ -245,8 +261,10 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
 
     ds = Dataset(output)
     report.written = len(ds)
-    if report.written:
-        report.nodata = int(np.sum(np.asarray(ds.meta["ZWARN"]) & int(ZWarningMask.NODATA) > 0))
+    for start in range(0, report.written, 65536):  # (the metadata a slice at a time, not the survey's at once)
+        zwarn = np.asarray(ds.meta_range(start, start + 65536)["ZWARN"], np.int64)
+        report.nodata += int(np.sum(zwarn & int(ZWarningMask.NODATA) > 0))
+    ds.close()
     _write_report(output, report)
     return report
 
