@@ -254,6 +254,39 @@ def test_onnx_backend_matches_torch():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_onnx_session_is_warmed_at_the_pipelines_batch_shape():
+    """A new ONNX Runtime session is run twice at the predict pipeline's batch shape before use (its arena filled,
+    so a short run's peak memory is a long run's), and those calls change no answer."""
+    pytest.importorskip("onnxruntime")
+    from redsift.predict import backend, pipeline
+
+    assert backend.WARM_ROWS == pipeline.BATCH_ROWS
+    m = create_model("quasarnet", filters=8, fc=8).eval()
+    calls = []
+    real = backend.onnx_session
+    sess = real(m)
+    assert sess is not None
+    X = np.random.default_rng(1).normal(size=(7, 443)).astype(np.float32)
+    first = sess.run(None, {"x": X})[0]
+    m2 = create_model("quasarnet", filters=8, fc=8).eval()
+    m2.load_state_dict(m.state_dict())
+    import onnxruntime as ort
+
+    orig_run = ort.InferenceSession.run
+
+    def run(self, out, feeds, *a, **kw):
+        calls.append(feeds["x"].shape)
+        return orig_run(self, out, feeds, *a, **kw)
+
+    ort.InferenceSession.run = run
+    try:
+        sess2 = real(m2)
+    finally:
+        ort.InferenceSession.run = orig_run
+    assert calls == [(pipeline.BATCH_ROWS, 443)] * 2
+    np.testing.assert_array_equal(sess2.run(None, {"x": X})[0], first)
+
+
 def _with_random_bn(m):
     """Non-trivial batch-norm statistics and affine parameters, so that folding them is tested."""
     g = torch.Generator().manual_seed(1)

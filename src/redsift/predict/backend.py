@@ -13,6 +13,10 @@ __all__ = ["infer", "onnx_session"]
 
 log = logging.getLogger(__name__)
 
+#: rows of the two calls that fill a new ONNX Runtime session's arena (the predict pipeline's batch,
+#: ``predict.pipeline.BATCH_ROWS``)
+WARM_ROWS = 512
+
 
 def onnx_session(model, threads: int | None = None, form: str = "inference"):
     """An ONNX Runtime session running ``model`` (exported once and cached on the model), or None when
@@ -53,6 +57,13 @@ def onnx_session(model, threads: int | None = None, form: str = "inference"):
     if threads:
         so.intra_op_num_threads = threads
     sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    # ONNX Runtime's CPU arena grows on the first two calls of a batch's shape and keeps its high-water mark (kept
+    # for speed: without it the model runs 15-19% slower); filling it now makes a short run's peak memory a long
+    # run's (a 1,000-spectrum trial then sizes a survey's job: a batch scheduler kills a job past its request).
+    # Two calls of WARM_ROWS rows: ~0.25 s for QuasarNET (docs/benchmarks.md "Memory and time, 1k to 100k")
+    x = np.zeros((WARM_ROWS, fam.grid(model).npix), np.float32)
+    for _ in range(2):
+        sess.run(None, {"x": x})
     cached[key] = sess
     model._onnx_cache = cached
     return sess

@@ -54,7 +54,7 @@ _FAILED = int(ZWarningMask.NODATA | ZWarningMask.BAD_INPUT)
 #: family (2-core VM, 8,192 simulated BOSS spectra from a dataset: the default 47-50 s and 3.4 GB peak at
 #: 4,096 rows, 31 s and 1.1 GB at 512; QuasarNET 12.5 -> 9.3 s; the same catalog): the eigen scans' and the
 #: gridding's temporaries stay in cache and are not fresh pages; docs/benchmarks.md "Memory and time, 1k to 100k".
-BATCH_ROWS = 512
+BATCH_ROWS = 512  # (= predict.backend.WARM_ROWS, the rows that fill a new ONNX Runtime session: a test checks)
 #: Catalog rows :func:`predict_to_file` holds before writing them to a part on disk
 SPOOL_ROWS = 16384
 
