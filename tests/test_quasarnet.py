@@ -254,7 +254,7 @@ def test_onnx_backend_matches_torch():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_onnx_session_is_warmed_at_the_pipelines_batch_shape():
+def test_onnx_session_is_warmed_at_the_pipelines_batch_shape(monkeypatch):
     """A new ONNX Runtime session is run twice at the predict pipeline's batch shape before use (its arena filled,
     so a short run's peak memory is a long run's), and those calls change no answer."""
     pytest.importorskip("onnxruntime")
@@ -278,11 +278,9 @@ def test_onnx_session_is_warmed_at_the_pipelines_batch_shape():
         calls.append(feeds["x"].shape)
         return orig_run(self, out, feeds, *a, **kw)
 
-    ort.InferenceSession.run = run
-    try:
-        sess2 = real(m2)
-    finally:
-        ort.InferenceSession.run = orig_run
+    monkeypatch.setattr(ort.InferenceSession, "run", run)
+    sess2 = real(m2)
+    monkeypatch.undo()
     assert calls == [(pipeline.BATCH_ROWS, 443)] * 2
     np.testing.assert_array_equal(sess2.run(None, {"x": X})[0], first)
 

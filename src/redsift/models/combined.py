@@ -54,6 +54,7 @@ measured in ``docs/classifier.md``):
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,7 +254,9 @@ def clears_sign_test(fixed: int, broken: int, sign_z: float = 0.0) -> bool:
     """Whether replacements that fix ``fixed`` answers and break ``broken`` are worth turning on: a positive net,
     and with ``sign_z > 0`` a net of at least ``sign_z`` standard deviations of the sign test (under the null
     hypothesis that a replacement is as likely to break an answer as to fix it, ``fixed - broken`` has mean 0
-    and variance ``fixed + broken``; ``sign_z = 2``: one-sided p ~ 0.02). Used by the release's choosers, where
+    and variance ``fixed + broken``; ``sign_z = 2``: one-sided p ~ 0.02 for large counts, a normal approximation
+    that is lenient for the few: +4 -0 passes with an exact one-sided p of 1/16, +3 -0 does not). Used by the
+    release's choosers, where
     a cell chosen on a handful of validation rows (+3 -0) did not carry to held-out spectra (docs/classifier.md,
     "Cells turned on by a handful of rows")."""
     net = fixed - broken
@@ -794,7 +797,7 @@ class CombinedFamily(Family):
                            ("zerr_snr", zerr_snr), ("full_scan", full_scan), ("anomaly_flag", anomaly_flag)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
-        if isinstance(sign_z, bool) or not isinstance(sign_z, (int, float)) or not 0 <= sign_z < 10:
+        if isinstance(sign_z, bool) or not isinstance(sign_z, numbers.Real) or not 0 <= sign_z < 10:
             raise RedsiftError(f"release: sign_z must be a number in [0, 10) (2: a cell's net gain at least two "
                                f"standard deviations of the sign test), got {sign_z!r}")
         zcol, _, zvalue = str(zerr_rows).partition("=")

@@ -62,8 +62,12 @@ def onnx_session(model, threads: int | None = None, form: str = "inference"):
     # run's (a 1,000-spectrum trial then sizes a survey's job: a batch scheduler kills a job past its request).
     # Two calls of WARM_ROWS rows: ~0.25 s for QuasarNET (docs/benchmarks.md "Memory and time, 1k to 100k")
     x = np.zeros((WARM_ROWS, fam.grid(model).npix), np.float32)
-    for _ in range(2):
-        sess.run(None, {"x": x})
+    try:
+        for _ in range(2):
+            sess.run(None, {"x": x})
+    except Exception as exc:  # a session that cannot run: fall back to torch, as for a failed export
+        log.info("ONNX Runtime session failed its first run (%s); using torch", exc)
+        return None
     cached[key] = sess
     model._onnx_cache = cached
     return sess
