@@ -661,7 +661,9 @@ def test_combined_release_calibrates_the_refinement_where_it_is_used(sets, fitte
     for bad, msg in (({"zerr_rows": "CLASS"}, "expected COLUMN=value"), ({"zerr_rows": "KIND=QSO"}, "no column 'KIND'"),
                      ({"zerr_bands": "False"}, "zerr_bands must be true or false"),
                      ({"refine_gate": "yes"}, "refine_gate must be true or false"),
-                     ({"refine_bins": 1}, "refine_bins must be true or false")):
+                     ({"refine_bins": 1}, "refine_bins must be true or false"),
+                     ({"sign_z": "two"}, "sign_z must be a number"), ({"sign_z": -1}, "sign_z must be a number"),
+                     ({"sign_zz": 2}, "unknown option.s. sign_zz for the combined family; it takes .*sign_z")):
         with pytest.raises(RedsiftError, match=msg):
             release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel3", min_cell=5, **bad)
     assert not (tmp_path / "rel3").exists()

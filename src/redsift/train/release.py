@@ -40,6 +40,21 @@ def raw_outputs(model, ds, chunk: int = 4096, full: bool = True) -> tuple[np.nda
     return np.concatenate(raws), Prepared.concatenate(parts)
 
 
+def _check_option_names(fam, options: dict):
+    """A ``RedsiftError`` naming the options the family's ``release`` does not take, and those it does."""
+    import inspect
+
+    params = inspect.signature(fam.release).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    taken = [n for n, p in params.items() if n not in ("model", "raw", "prepared", "meta")
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise RedsiftError(f"release: unknown option(s) {', '.join(unknown)} for the {fam.name} family; it takes "
+                           f"{', '.join(taken) or 'none'}")
+
+
 def release(model_dir, val, out, description: str | None = None, command: str = "", **options) -> dict:
     """Make release directory ``out`` from ``model_dir`` with decisions chosen on dataset ``val``.
 
@@ -50,6 +65,7 @@ def release(model_dir, val, out, description: str | None = None, command: str = 
 
     model = load_model(model_dir)
     fam = get_family(model)
+    _check_option_names(fam, options)  # (before the validation set's inference: a misspelt --set fails at once)
     ds = Dataset(val)
     raw, prepared = raw_outputs(model, ds)
     updates, record = fam.release(model, raw, prepared, ds.meta, **options)
