@@ -256,9 +256,8 @@ def clears_sign_test(fixed: int, broken: int, sign_z: float = 0.0) -> bool:
     hypothesis that a replacement is as likely to break an answer as to fix it, ``fixed - broken`` has mean 0
     and variance ``fixed + broken``; ``sign_z = 2``: one-sided p ~ 0.02 for large counts, a normal approximation
     that is lenient for the few: +4 -0 passes with an exact one-sided p of 1/16, +3 -0 does not). Used by the
-    release's choosers, where
-    a cell chosen on a handful of validation rows (+3 -0) did not carry to held-out spectra (docs/classifier.md,
-    "Cells turned on by a handful of rows")."""
+    release's choosers, where a cell chosen on a handful of validation rows (+3 -0) did not carry to held-out
+    spectra (docs/classifier.md, "Cells turned on by a handful of rows")."""
     net = fixed - broken
     return net > 0 and net >= sign_z * float(np.sqrt(fixed + broken))
 

@@ -13,9 +13,14 @@ __all__ = ["infer", "onnx_session"]
 
 log = logging.getLogger(__name__)
 
-#: rows of the two calls that fill a new ONNX Runtime session's arena (the predict pipeline's batch,
-#: ``predict.pipeline.BATCH_ROWS``)
-WARM_ROWS = 512
+#: Spectra per model call in the predict pipeline (and rows per dataset read; ``predict.pipeline.BATCH_ROWS``).
+#: Smaller batches were faster and lighter for every family (2-core VM, 8,192 simulated BOSS spectra from a
+#: dataset: the default 47-50 s and 3.4 GB peak at 4,096 rows, 31 s and 1.1 GB at 512; QuasarNET 12.5 -> 9.3 s;
+#: the same catalog): the eigen scans' and the gridding's temporaries stay in cache and are not fresh pages;
+#: docs/benchmarks.md "Memory and time, 1k to 100k".
+BATCH_ROWS = 512
+#: rows of the two calls that fill a new ONNX Runtime session's arena: the pipeline's batch
+WARM_ROWS = BATCH_ROWS
 
 
 def onnx_session(model, threads: int | None = None, form: str = "inference"):

@@ -37,7 +37,7 @@ from ..models.family import Prepared
 from ..models.registry import get_family
 from ..spectra import Spectra
 from ..zwarning import ZWarningMask
-from .backend import infer
+from .backend import BATCH_ROWS, infer  # (BATCH_ROWS: spectra per model call, defined beside the runner)
 
 __all__ = ["Source", "resolve_inputs", "predict_catalog", "predict_to_file", "catalog_summary", "parts_summary",
            "predict_spectra", "catalog_provenance",
@@ -50,11 +50,6 @@ EXIT_PARTIAL = 3
 
 _FAILED = int(ZWarningMask.NODATA | ZWarningMask.BAD_INPUT)
 
-#: Spectra per model call (and rows per dataset read). Smaller batches were faster and lighter for every
-#: family (2-core VM, 8,192 simulated BOSS spectra from a dataset: the default 47-50 s and 3.4 GB peak at
-#: 4,096 rows, 31 s and 1.1 GB at 512; QuasarNET 12.5 -> 9.3 s; the same catalog): the eigen scans' and the
-#: gridding's temporaries stay in cache and are not fresh pages; docs/benchmarks.md "Memory and time, 1k to 100k".
-BATCH_ROWS = 512  # (= predict.backend.WARM_ROWS, the rows that fill a new ONNX Runtime session: a test checks)
 #: Catalog rows :func:`predict_to_file` holds before writing them to a part on disk
 SPOOL_ROWS = 16384
 
