@@ -131,8 +131,8 @@ class _Builder:
         self.pending: list = []
         self.npending = 0
         self.parts: list[dict] = []
-        # with a spool directory the finished rows go to FITS parts there, spool_rows at a time
-        self.spool, self.spool_rows, self.spooled = spool, spool_rows, []
+        # with a spool directory the finished rows go to FITS parts there, spool_rows at a time, counted as they go
+        self.spool, self.spool_rows, self.spooled, self.summary = spool, spool_rows, [], None
 
     def _failed(self, ids: dict, zwarn, errors) -> dict:
         """Columns of rows that could not be measured: ids, ZWARN and the reason, sentinels elsewhere."""
@@ -171,7 +171,9 @@ class _Builder:
         from ..io.output import write_catalog
 
         path = os.path.join(self.spool, f"part-{len(self.spooled):06d}.fits")
-        write_catalog(self._table(), path, overwrite=True)
+        table = self._table()
+        write_catalog(table, path, overwrite=True)
+        self.summary = catalog_summary(table["ZWARN"], table["SPECTYPE"], self.summary)
         self.spooled.append(path)
         self.parts = []
 
@@ -400,7 +402,7 @@ def predict_to_file(model, inputs, path, prov: dict | None = None, overwrite: bo
         _drive(builder, inputs, progress, None, jobs)
         parts = builder.finish()
         write_catalog_parts(parts, path, prov, overwrite=overwrite)
-        return parts_summary(parts)
+        return builder.summary
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
