@@ -155,7 +155,8 @@ def write_catalog_parts(parts, path, prov: dict | None = None, overwrite: bool =
                     widths[c.name] = max(widths.get(c.name, 1), int(c.format[:-1] or 1))
             nrows += int(h[1].header["NAXIS2"])
     # (the first part's dtypes, each text column as wide as its widest part's: what reading the stack gives)
-    first = order_columns(Table.read(parts[0], character_as_bytes=False)[:0])
+    head = Table.read(parts[0], character_as_bytes=False)  # (read once: its dtypes here, its rows in pass 2)
+    first = order_columns(head[:0])
     names = first.colnames
     dtypes = {n: np.dtype(f"U{widths[n]}") if n in widths else first[n].dtype for n in names}
 
@@ -172,8 +173,9 @@ def write_catalog_parts(parts, path, prov: dict | None = None, overwrite: bool =
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         out.write(primary.header.tostring().encode("ascii"))
         out.write(hdu.header.tostring().encode("ascii"))
-        for part in parts:  # pass 2: each part's rows as astropy encodes them
-            t = cast(Table.read(part, character_as_bytes=False))
+        for k, part in enumerate(parts):  # pass 2: each part's rows as astropy encodes them
+            t = cast(head if k == 0 else Table.read(part, character_as_bytes=False))
+            head = None
             one = fits.table_to_hdu(t)
             buf = io.BytesIO()
             one.writeto(buf)
