@@ -9,7 +9,8 @@ import redsift
 from redsift.cli.main import main
 from redsift.data import Dataset
 from redsift.data import store as store_mod
-from redsift.data.ingest import ingest
+from redsift.data.ingest import index_spectra, ingest, spectrum_index
+from redsift.errors import RedsiftError
 from redsift.io.sdss import write_spplate
 from redsift.preprocess import bin_quasarnet
 
@@ -115,6 +116,8 @@ def test_resume_after_interruption_gives_the_same_dataset(archive, real_dir, tmp
         ingest(cat, archive, tmp_path / "part", rows_per_chunk=4, progress=False)
     monkeypatch.undo()
     assert len(Dataset(tmp_path / "part")) == 8  # two shards of 4 survived
+    with pytest.raises(RedsiftError, match="resume it with --chunk 4"):  # other chunks would not be the run's
+        ingest(cat, archive, tmp_path / "part", rows_per_chunk=5, resume=True, progress=False)
     rep = ingest(cat, archive, tmp_path / "part", rows_per_chunk=4, resume=True, progress=False)
     assert rep.skipped_chunks == 2 and rep.written == 21
     part = Dataset(tmp_path / "part")
@@ -129,3 +132,22 @@ def test_parallel_ingest_equals_serial(archive, real_dir, tmp_path):
     a, b = Dataset(tmp_path / "j1"), Dataset(tmp_path / "j2")
     np.testing.assert_array_equal(a.meta["TARGETID"], b.meta["TARGETID"])
     np.testing.assert_array_equal(a.read(np.arange(len(a)))[0], b.read(np.arange(len(b)))[0])
+
+
+def test_spectrum_index_prefers_spec_files_and_joins_by_arrays(archive, boss_files, tmp_path):
+    """A fibre in both a spec file and an spPlate is read from the spec file (the first found wins); keys the
+    index lacks come back as -1; the dict view says the same as the arrays."""
+    specs = redsift.read([f for f in boss_files if f.name.startswith("spec-3655-")])
+    (archive / "3655").mkdir(exist_ok=True)
+    write_spplate(specs, archive / "3655" / "spPlate-3655-55240.fits")
+    idx = spectrum_index(archive)
+    fibers = np.asarray(specs.meta["FIBERID"], np.int64)
+    value = (np.int64(3655) << 40) | (np.int64(55240) << 20) | fibers
+    f, r = idx.lookup(np.zeros(len(fibers) + 1, np.int8), np.r_[value, value[0] + 5000])
+    assert f[-1] == -1 and r[-1] == -1
+    got = [idx.paths[i] for i in f[:-1]]
+    assert all(p.endswith(f"spec-3655-55240-{fb:04d}.fits") for p, fb in zip(got, fibers))
+    assert np.all(r[:-1] == 0)
+    d = index_spectra(archive)
+    assert d[("sdss", 3655, 55240, int(fibers[0]))] == (got[0], 0)
+    assert len(d) == len(idx.value)

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quasarnet: QuasarNET's 443-px grid and binning (default); boss: native BOSS grid, "
                         "flux-conserving rebin")
     g.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
-    g.add_argument("--chunk", type=int, default=5000, help="catalog rows per shard")
+    g.add_argument("--chunk", type=int, default=1000,
+                   help="catalog rows per shard (about: whole files); one chunk is the working set")
     g.add_argument("--resume", action="store_true", help="continue an interrupted ingestion")
     g.add_argument("--workers", type=int, help="read the chunks on a local Dask cluster of N processes (redsift[dist])")
     g.add_argument("--scheduler", metavar="ADDRESS", help="read the chunks on an existing Dask cluster")
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", dest="batch_size", type=int)
     tr.add_argument("--lr", type=float)
+    tr.add_argument("--warmup-steps", dest="warmup_steps", type=int,
+                    help="linear learning-rate warm-up over this many steps (default 0)")
     tr.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"),
                     help="constant (default) or cosine annealing to lr_min over --epochs")
     tr.add_argument("--init", help="start from the weights of this model directory (fine-tuning)")
@@ -179,10 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(each part's weights copied; one safetensors file). Its catalogs take "
                                     "SPECTYPE/SUBTYPE/Z from the classifier, QuasarNET's line columns, and "
                                     "flag disagreements LOW_CONFIDENCE (docs/classifier.md).")
-    cb.add_argument("--classifier", required=True, help="classifier model (released name or directory)")
-    cb.add_argument("--quasarnet", required=True, help="QuasarNET model (released name or directory)")
+    cb.add_argument("--base", help="a combined model whose parts are taken (each replaced by the part named "
+                                   "below, if any); its release decisions are not: release the result again")
+    cb.add_argument("--classifier", help="classifier model (released name or directory; required without --base)")
+    cb.add_argument("--quasarnet", help="QuasarNET model (released name or directory; required without --base)")
     cb.add_argument("--eigen", help="eigen model (optional): its chi-square scan refines the classifier's "
                                     "redshift in a window around it (docs/eigen.md)")
+    cb.add_argument("--zrefine", help="zrefine model (optional): the quasar refinement net refines the classifier's "
+                                      "quasar redshifts above z 1.5 (docs/eigen.md)")
     cb.add_argument("--rule", default="classifier", choices=("classifier", "qn-z"),
                     help="classifier (default): Z from the classifier (refined by --eigen when given); qn-z: "
                          "quasars take QuasarNET's line redshift")

@@ -67,7 +67,7 @@ def cmd_train(args) -> int:
         if args.data is None:
             raise RedsiftError("--data is required (unless --resume)")
         fields = dict(base, data=args.data, out=str(out), family=args.family)
-        for key in ("val", "epochs", "seed", "batch_size", "lr", "lr_schedule", "init", "max_steps", "threads",
+        for key in ("val", "epochs", "seed", "batch_size", "lr", "lr_schedule", "warmup_steps", "init", "max_steps", "threads",
                     "patience", "checkpoint_every", "device"):
             v = getattr(args, key, None)
             if v is not None:
@@ -105,16 +105,32 @@ def cmd_release(args) -> int:
 
 
 def cmd_combine(args) -> int:
+    from ..errors import RedsiftError
     from ..models import load_model, resolve_model_name, save_model
     from ..models.combined import combine
 
-    eig = load_model(resolve_model_name(args.eigen)) if getattr(args, "eigen", None) else None
-    model = combine(load_model(resolve_model_name(args.classifier)), load_model(resolve_model_name(args.quasarnet)),
-                    args.rule, eigen=eig)
-    parts = f"{args.classifier} + {args.quasarnet}" + (f" + {args.eigen}" if eig is not None else "")
-    desc = args.description or ("classifier + QuasarNET" + (" + eigen refinement" if eig is not None else "") + " (combined)")
+    def part(name):
+        return load_model(resolve_model_name(name)) if name else None
+
+    base = part(args.base)
+    if base is not None and getattr(base, "family", "") != "combined":
+        raise RedsiftError(f"combine: --base {args.base} is not a combined model")
+    if base is None and not (args.classifier and args.quasarnet):
+        raise RedsiftError("combine: --classifier and --quasarnet are required (or --base, a combined model)")
+    taken = dict(base.config.sources) if base is not None else {}
+    models = {}
+    for name in ("classifier", "quasarnet", "eigen", "zrefine"):
+        given = part(getattr(args, name, None))
+        if given is not None:
+            taken.pop(name, None)
+        models[name] = given if given is not None else (getattr(base, name, None) if base is not None else None)
+    model = combine(models["classifier"], models["quasarnet"], args.rule, eigen=models["eigen"],
+                    zrefine=models["zrefine"], sources=taken)
+    parts = " + ".join(n for n, m in models.items() if m is not None)
+    desc = args.description or ("classifier + QuasarNET" + (" + eigen refinement" if models["eigen"] is not None else "")
+                                + (" + quasar refinement net" if models["zrefine"] is not None else "") + " (combined)")
     save_model(model, args.output, {"description": desc, "command": _command()})
-    print(f"wrote {args.output}: combined model ({parts}, rule {args.rule})")
+    print(f"wrote {args.output}: combined model ({parts}{f', from {args.base}' if base is not None else ''}, rule {args.rule})")
     return 0
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 
-from ..errors import SpectrumFileError
+from ..errors import RedsiftError, SpectrumFileError
 from ..grid import LogGrid
 from ..io.catalogs import read_catalog
 from ..io.registry import read_file
@@ -34,7 +34,7 @@ from ..preprocess import coverage_zwarn, snr_median, to_grid
 from ..zwarning import ZWarningMask
 from .store import DatasetWriter
 
-__all__ = ["ingest", "index_spectra", "IngestReport", "LABEL_COLUMNS"]
+__all__ = ["ingest", "index_spectra", "spectrum_index", "SpectrumIndex", "IngestReport", "LABEL_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,64 @@ class IngestReport:
 def index_spectra(directory) -> dict:
     """Map spectrum keys to (path, row) for every spectrum file under ``directory``.
 
-    Keys: ``("sdss", plate, mjd, fiber)`` and ``("desi", targetid)``.
+    Keys: ``("sdss", plate, mjd, fiber)`` and ``("desi", targetid)``; where two files hold one key the first
+    found wins (spec files over plate files). A dict view of :func:`spectrum_index` (ingest joins on the arrays).
     """
+    idx = spectrum_index(directory)
+    out: dict = {}
+    for kind, sel in ((0, idx.kind == 0), (1, idx.kind == 1)):
+        for v, f, r in zip(idx.value[sel].tolist(), idx.file[sel].tolist(), idx.row[sel].tolist()):
+            key = ("sdss", v >> 40, (v >> 20) & 0xFFFFF, v & 0xFFFFF) if kind == 0 else ("desi", v)
+            out[key] = (idx.paths[f], r)
+    return out
+
+
+@dataclass
+class SpectrumIndex:
+    """Every spectrum under a directory as arrays (a few tens of bytes a spectrum, not a Python tuple each):
+    ``kind`` 0 for SDSS keys (``value`` = plate << 40 | mjd << 20 | fiber), 1 for DESI (``value`` = TARGETID);
+    ``file`` (into ``paths``, sorted by path) and ``row`` in it. One entry per key, sorted by (kind, value)."""
+
+    paths: list
+    kind: np.ndarray
+    value: np.ndarray
+    file: np.ndarray
+    row: np.ndarray
+
+    def lookup(self, kind, value) -> tuple[np.ndarray, np.ndarray]:
+        """``(file, row)`` of each key (``file`` -1 where no spectrum has it)."""
+        kind, value = np.asarray(kind, np.int8), np.asarray(value, np.int64)
+        f = np.full(len(value), -1, np.int64)
+        r = np.full(len(value), -1, np.int64)
+        for k in (0, 1):
+            q = np.flatnonzero(kind == k)
+            lo, hi = np.searchsorted(self.kind, [k, k + 1])
+            vals = self.value[lo:hi]
+            if not len(q) or not len(vals):
+                continue
+            at = np.clip(np.searchsorted(vals, value[q]), 0, len(vals) - 1)
+            hit = vals[at] == value[q]
+            f[q[hit]] = self.file[lo:hi][at[hit]]
+            r[q[hit]] = self.row[lo:hi][at[hit]]
+        return f, r
+
+
+def _sdss_value(plate, mjd, fiber) -> np.ndarray:
+    return (np.asarray(plate, np.int64) << 40) | (np.asarray(mjd, np.int64) << 20) | np.asarray(fiber, np.int64)
+
+
+def spectrum_index(directory) -> SpectrumIndex:
+    """Every spectrum file under ``directory`` (SDSS spec, BOSS spPlate, DESI coadd/spectra), as arrays."""
     from astropy.io import fits
 
-    found: dict = {}
+    parts = []  # (kind, values, path, rows), in the order found: the first entry of a key wins
     plates = []
     for root, _, files in os.walk(directory):
         for name in sorted(files):
             path = os.path.join(root, name)
             m = _SPEC.match(name)
             if m:
-                found.setdefault(("sdss", int(m[1]), int(m[2]), int(m[3])), (path, 0))
+                parts.append((0, _sdss_value([int(m[1])], [int(m[2])], [int(m[3])]), path, np.zeros(1, np.int64)))
                 continue
             m = _SPPLATE.match(name)
             if m:
@@ -90,8 +136,7 @@ def index_spectra(directory) -> dict:
                 except Exception as exc:
                     log.warning("%s: cannot read FIBERMAP (%s); skipped", path, exc)
                     continue
-                for row, tid in enumerate(tids):
-                    found.setdefault(("desi", int(tid)), (path, row))
+                parts.append((1, tids, path, np.arange(len(tids), dtype=np.int64)))
     for path, plate, mjd in plates:  # spec files take precedence over the plate file
         try:
             with fits.open(path, memmap=False) as h:
@@ -103,22 +148,36 @@ def index_spectra(directory) -> dict:
         except Exception as exc:
             log.warning("%s: cannot read header or plug map (%s); skipped", path, exc)
             continue
-        for row, fiber in enumerate(fibers):
-            found.setdefault(("sdss", plate, mjd, int(fiber)), (path, row))
-    return found
+        parts.append((0, _sdss_value(np.full(len(fibers), plate), np.full(len(fibers), mjd), fibers), path,
+                      np.arange(len(fibers), dtype=np.int64)))
+    paths = sorted({p for _, _, p, _ in parts})
+    fid = {p: i for i, p in enumerate(paths)}
+    if not parts:
+        e = np.zeros(0, np.int64)
+        return SpectrumIndex(paths, e.astype(np.int8), e, e, e)
+    kind = np.concatenate([np.full(len(v), k, np.int8) for k, v, _, _ in parts])
+    value = np.concatenate([v for _, v, _, _ in parts])
+    file = np.concatenate([np.full(len(v), fid[p], np.int64) for _, v, p, _ in parts])
+    row = np.concatenate([r for _, _, _, r in parts])
+    order = np.lexsort((np.arange(len(value)), value, kind))  # stable: the first found of a key comes first
+    kind, value, file, row = kind[order], value[order], file[order], row[order]
+    first = np.ones(len(value), bool)
+    first[1:] = (kind[1:] != kind[:-1]) | (value[1:] != value[:-1])
+    return SpectrumIndex(paths, kind[first], value[first], file[first].astype(np.int32), row[first].astype(np.int32))
 
 
-def _keys(cat: Table, rows: np.ndarray):
-    """The spectrum key of each catalog row in ``rows`` (:func:`index_spectra`'s keys): ``("sdss", plate, mjd,
-    fiber)`` where the row has a plate, else ``("desi", targetid)``; read from whole columns (a catalog of a
+def _keys(cat: Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spectrum key of each catalog row in ``rows`` as :class:`SpectrumIndex` arrays ``(kind, value)``: SDSS
+    (plate, mjd, fiber) where the row has a plate, else DESI's TARGETID; read from whole columns (a catalog of a
     million rows is not walked row object by row object)."""
-    tid = np.asarray(cat["TARGETID"], np.int64)[rows].tolist()
+    tid = np.asarray(cat["TARGETID"], np.int64)[rows]
     if "PLATE" not in cat.colnames:
-        return [("desi", t) for t in tid]
-    plate = np.asarray(cat["PLATE"], np.int64)[rows].tolist()
-    mjd = np.asarray(cat["MJD"], np.int64)[rows].tolist()
-    fiber = np.asarray(cat["FIBERID"], np.int64)[rows].tolist()
-    return [("sdss", p, m, f) if p > 0 else ("desi", t) for p, m, f, t in zip(plate, mjd, fiber, tid)]
+        return np.ones(len(rows), np.int8), tid
+    plate = np.asarray(cat["PLATE"], np.int64)[rows]
+    sdss = plate > 0
+    value = np.where(sdss, _sdss_value(np.where(sdss, plate, 0), np.asarray(cat["MJD"], np.int64)[rows],
+                                       np.asarray(cat["FIBERID"], np.int64)[rows]), tid)
+    return np.where(sdss, 0, 1).astype(np.int8), value
 
 
 def _process_chunk(args):
@@ -157,7 +216,7 @@ def _process_chunk(args):
 
 
 def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: str = "quasarnet",
-           jobs: int = 1, rows_per_chunk: int = 5000, resume: bool = False, progress: bool = True,
+           jobs: int = 1, rows_per_chunk: int = 1000, resume: bool = False, progress: bool = True,
            command: str = "", workers: int | None = None, scheduler: str | None = None) -> IngestReport:
     """Build a dataset from a catalog and a directory of spectra (see the module docstring).
 
@@ -183,40 +242,48 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
         report.rejected.append((int(cat["ROW"][r]), int(cat["TARGETID"][r]), "duplicated TARGETID"))
     report.duplicates = int(dup.sum())
 
-    available = index_spectra(spectra_dir)
-    by_file: dict = {}
+    index = spectrum_index(spectra_dir)
     keep = np.flatnonzero(~dup)
-    for r, key in zip(keep.tolist(), _keys(cat, keep)):
-        hit = available.get(key)
-        if hit is None:
-            report.rejected.append((int(cat["ROW"][r]), int(cat["TARGETID"][r]), "no spectrum file"))
-            report.missing_file += 1
-            continue
-        by_file.setdefault(hit[0], []).append((hit[1], r))
-    del available
+    fid, frow = index.lookup(*_keys(cat, keep))
+    for r in keep[fid < 0]:
+        report.rejected.append((int(cat["ROW"][r]), int(cat["TARGETID"][r]), "no spectrum file"))
+    report.missing_file = int(np.sum(fid < 0))
 
-    # chunks of whole files, as catalog row numbers: a chunk's labels are cut from the catalog when it is handed
-    # to a worker, rows first (selecting the label columns per file first copied the whole catalog per file, time
-    # and memory growing as spectra x files: 100,000 spectra in 100 spPlates held 514 MB before the first shard,
-    # 169 MB without; docs/benchmarks.md "Ingest from 1k to 100k spectra")
+    # chunks of whole files (files in path order, a file's spectra in row order), as catalog row numbers: a chunk's
+    # labels are cut from the catalog when it is handed to a worker, rows first (selecting the label columns per
+    # file first copied the whole catalog per file, time and memory growing as spectra x files: 100,000 spectra in
+    # 100 spPlates held 514 MB before the first shard, 169 MB without); the join and the plan are arrays (a Python
+    # tuple per spectrum held ~0.3 KB each; docs/benchmarks.md "Ingest from 1k to 100k spectra")
     label_cols = ["TARGETID", "THING_ID"] + [c for c in ("PLATE", "MJD", "FIBERID", "RA", "DEC")
                                              if c in cat.colnames] + list(LABEL_COLUMNS) + ["ROW"]
+    hit = fid >= 0
+    crow, fid, frow = keep[hit], fid[hit], frow[hit]
+    order = np.lexsort((crow, frow, fid))
+    crow, fid, frow = crow[order], fid[order], frow[order]
+    starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]]) if len(fid) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(fid)].astype(np.int64)
     chunks, current, n = [], [], 0
-    for path in sorted(by_file):
-        entries = sorted(by_file[path])
-        current.append((path, [i for i, _ in entries], [r for _, r in entries]))
-        n += len(entries)
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        current.append((index.paths[fid[a]], frow[a:b], crow[a:b]))
+        n += b - a
         if n >= rows_per_chunk:
             chunks.append(current)
             current, n = [], 0
     if current:
         chunks.append(current)
-    del by_file
+    del index, fid, frow, crow
 
     prov = {"command": command or "redsift ingest", "catalog": os.fspath(catalog),
             "catalog_kind": cat.meta.get("CATALOG", ""), "spectra_dir": os.fspath(spectra_dir),
             "binning": binning}
     mode = "a" if resume and os.path.exists(os.path.join(os.fspath(output), "index.json")) else "w"
+    prov["rows_per_chunk"] = int(rows_per_chunk)
+    if mode == "a":  # the chunks are the run's only if cut the same way
+        with open(os.path.join(os.fspath(output), "index.json")) as fh:
+            was = json.load(fh).get("provenance", {}).get("rows_per_chunk")
+        if was is not None and int(was) != int(rows_per_chunk):
+            raise RedsiftError(f"{output}: this run was cut into chunks of {was} catalog rows; resume it with "
+                              f"--chunk {was}")
     writer = DatasetWriter(output, grid, binning, prov, mode=mode)
     done = writer.done_keys() if mode == "a" else set()
     todo = [(k, c) for k, c in enumerate(chunks) if f"chunk-{k:06d}" not in done]

@@ -46,6 +46,11 @@ measured in ``docs/classifier.md``):
   (``Z_METHOD = "EIGEN_TYPE"``, ``LOW_CONFIDENCE`` set: two methods disagree). The release turns a survey on
   only where the replacements fix more validation answers than they break, beyond chance: DESI (held-out stars
   0.9933 -> 0.9954 typed STAR, simulated; docs/classifier.md).
+* **The quasar refinement net** (``redsift combine --zrefine``; :mod:`redsift.models.zrefine`): quasars whose ``Z``
+  is still the classifier's at or above ``zrefine_zmin`` (1.5; below it the eigen scan is better) are read again at
+  native resolution, rest-framed at the classifier's answer, and the net's redshift is adopted where its offset lies
+  within its window (``Z_METHOD = "ZNET"``; ``Z_ZNET`` / ``ZERR_ZNET`` wherever it ran): the classifier's redshift
+  head resolves about one pixel of its coarse grid, the eigen scan cannot follow C IV (docs/eigen.md).
 * **The BAL decision of both parts** (``bal_mean_threshold``, chosen at release at QuasarNET's operating point):
   a quasar is typed BAL where the mean of the classifier's BAL share and QuasarNET's ``C_BAL`` exceeds it
   (BOSS quasar targets, simulated: 98.0% / 97.0% met, 0.996 / 0.973 as QuasarNET's paper counts BALs).
@@ -120,6 +125,11 @@ class CombinedConfig:
     # the refinement's ZERR cells split by the classifier's S/N (SNR_MODEL) at these edges (chosen at release with
     # zerr_snr=true: within one class the curvature error over-covers faint spectra and under-covers bright ones)
     zerr_snr_edges: list | None = None
+    # the quasar refinement net's config (redsift combine --zrefine; empty: none): quasars whose Z is still the
+    # classifier's (Z_METHOD = CLASSIFIER) at or above zrefine_zmin take the net's answer around it (Z_METHOD =
+    # "ZNET") where its offset lies within its window (docs/eigen.md "A refinement net for quasars")
+    zrefine: dict = field(default_factory=dict)
+    zrefine_zmin: float = 1.5
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -164,6 +174,12 @@ class CombinedConfig:
             if self.type_arbitrate:
                 out["type_arbitrate"] = ", ".join(f"{k} P<{p:g} dchi2>={d:g}"
                                                   for k, (p, d) in sorted(self.type_arbitrate.items()))
+        if self.zrefine:
+            from .zrefine import ZRefineConfig
+
+            zr = config_from_dict(ZRefineConfig, self.zrefine)
+            out["zrefine"] = f"QSO z >= {self.zrefine_zmin:g} where Z_METHOD=CLASSIFIER: {zr.decisions()['zrefine']}"
+            out["zerr_zr"] = zr.decisions()["zerr_zr"]
         if self.bal_mean_threshold is not None:
             out["bal_rule"] = f"mean(P_BAL share, C_BAL) > {self.bal_mean_threshold:g}"
         return out
@@ -216,22 +232,36 @@ class CombinedModel(nn.Module):
             self.eigen = EigenModel(config_from_dict(EigenConfig, config.eigen))
         else:
             self.eigen = None
+        if config.zrefine:
+            from .zrefine import ZRefineConfig, ZRefineNet
+
+            self.zrefine = ZRefineNet(config_from_dict(ZRefineConfig, config.zrefine))
+        else:
+            self.zrefine = None
 
     @staticmethod
     def part_configs(config: CombinedConfig):
         return config_from_dict(ClassifierConfig, config.classifier), config_from_dict(QuasarNetConfig, config.quasarnet)
 
 
-def combine(classifier, quasarnet, rule: str = "classifier", eigen=None) -> CombinedModel:
-    """A combined model from loaded models (their weights are copied); ``eigen`` optional (refinement)."""
+def combine(classifier, quasarnet, rule: str = "classifier", eigen=None, zrefine=None, sources=None) -> CombinedModel:
+    """A combined model from loaded models (their weights are copied); ``eigen`` optional (refinement), ``zrefine``
+    optional (the quasar refinement net); ``sources``: where parts came from, when not the models' own record
+    (parts taken from another combined model). The release decisions start unset (``redsift release`` chooses
+    them with every part in place)."""
     if getattr(classifier, "family", "") != "classifier" or getattr(quasarnet, "family", "") != "quasarnet":
         raise RedsiftError("combine: needs a classifier model and a QuasarNET model")
     if eigen is not None and getattr(eigen, "family", "") != "eigen":
         raise RedsiftError("combine: --eigen needs an eigen model")
-    parts = {"classifier": classifier, "quasarnet": quasarnet} | ({"eigen": eigen} if eigen is not None else {})
-    sources = {n: {"source": getattr(m, "source", ""), "sha256": getattr(m, "weights_sha256", "")} for n, m in parts.items()}
+    if zrefine is not None and getattr(zrefine, "family", "") != "zrefine":
+        raise RedsiftError("combine: --zrefine needs a zrefine model")
+    parts = ({"classifier": classifier, "quasarnet": quasarnet} | ({"eigen": eigen} if eigen is not None else {})
+             | ({"zrefine": zrefine} if zrefine is not None else {}))
+    found = {n: {"source": getattr(m, "source", ""), "sha256": getattr(m, "weights_sha256", "")} for n, m in parts.items()}
+    sources = {n: (sources or {}).get(n) or found[n] for n in parts}
     cfg = CombinedConfig(dataclasses.asdict(classifier.config), dataclasses.asdict(quasarnet.config), rule, sources,
-                         dataclasses.asdict(eigen.config) if eigen is not None else {})
+                         dataclasses.asdict(eigen.config) if eigen is not None else {},
+                         zrefine=dataclasses.asdict(zrefine.config) if zrefine is not None else {})
     if eigen is not None:
         missing = sorted(set(classifier.config.tax.classes) - set(eigen.config.tax.classes))
         if missing:
@@ -241,6 +271,8 @@ def combine(classifier, quasarnet, rule: str = "classifier", eigen=None) -> Comb
     model.quasarnet.load_state_dict(quasarnet.state_dict())
     if eigen is not None:
         model.eigen.load_state_dict(eigen.state_dict())
+    if zrefine is not None:
+        model.zrefine.load_state_dict(zrefine.state_dict())
     return model.eval()
 
 
@@ -322,8 +354,22 @@ class CombinedFamily(Family):
         fc, fq = self._fams()
         pc = fc.prepare(model.classifier, spectra)
         pq = fq.prepare(model.quasarnet, spectra)
-        pe = get_family("eigen").prepare(model.eigen, spectra) if model.eigen is not None else None
+        native = model.eigen if model.eigen is not None else model.zrefine
+        pe = None
+        if native is not None:  # both read the spectrum on the native BOSS grid, as flux + ivar
+            pe = get_family("eigen").prepare(model.eigen, spectra) if model.eigen is not None else \
+                self._native(model.zrefine, spectra)
         return self._merge(pc, pq, pe)
+
+    @staticmethod
+    def _native(net, spectra) -> Prepared:
+        """flux + ivar on the refinement net's native grid (a combined model without an eigen part)."""
+        from ..preprocess import to_grid
+
+        b = to_grid(spectra, net.config.logrid, "flux_conserving")
+        ivar = np.where(np.isfinite(b.ivar) & (b.ivar > 0), b.ivar, 0).astype(np.float32)
+        return Prepared(X=np.concatenate([np.nan_to_num(b.flux).astype(np.float32), ivar], 1),
+                        zwarn=np.zeros(len(ivar), np.int64))
 
     def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         from ..spectra import Spectra
@@ -339,7 +385,7 @@ class CombinedFamily(Family):
         Xq = np.asarray(pq["X"], np.float32).reshape(n, -1)
         out = Prepared(X=np.concatenate([pc["X"], Xq], 1), zwarn=pc["zwarn"], zwarn_qn=pq["zwarn"],
                        snr=pc["snr"], snr_qn=np.asarray(pq["snr"], np.float32), survey=pc["survey"])
-        if pe is not None:  # the eigen part's native flux + ivar, scanned in columns() around the classifier's Z
+        if pe is not None:  # the native flux + ivar, scanned (eigen) or read (zrefine) in columns() around the prior
             out["X_eig"] = np.asarray(pe["X"], np.float32)
         return out
 
@@ -358,9 +404,10 @@ class CombinedFamily(Family):
         fc, fq = self._fams()
         eig = ([("Z_EIGEN", "float64"), ("ZERR_EIGEN", "float64")]
                + get_family("eigen").schema(model.eigen)) if model.eigen is not None else []
+        zr = [("Z_ZNET", "float64"), ("ZERR_ZNET", "float64")] if model.zrefine is not None else []
         return (fc.schema(model.classifier) + fq.schema(model.quasarnet)
                 + [("Z_CLASSIFIER", "float64"), ("ZERR_CLASSIFIER", "float64"), ("Z_QUASARNET", "float64"),
-                   ("ZERR_QUASARNET", "float64"), ("Z_METHOD", "U10")] + eig)
+                   ("ZERR_QUASARNET", "float64"), ("Z_METHOD", "U10")] + eig + zr)
 
     def columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray]:
         cols, zwarn, _ = self._columns(model, raw, prepared)
@@ -420,22 +467,52 @@ class CombinedFamily(Family):
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
             # answer is beyond the models' range, whatever the classifier's confidence
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
+        if model.zrefine is not None:
+            self._znet(model, cols, prepared, nodata)
         if model.config.zerr_scale or model.config.zerr_floor:
             cols["ZERR"] = self._classifier_zerr(model.config, cols, prepared["survey"])
         return cols, zwarn, wraw
 
     @staticmethod
+    def _znet(model, cols, prepared, nodata):
+        """The quasar refinement net around the classifier's answer (``redsift.models.zrefine``): quasars whose
+        ``Z`` is still the classifier's, at or above ``zrefine_zmin``, take the net's answer where its offset lies
+        within the net's window (``Z_METHOD = "ZNET"``); ``Z_ZNET`` / ``ZERR_ZNET`` hold it wherever it ran."""
+        from .zrefine import refine
+
+        z0 = np.asarray(cols["Z"], float)
+        run = (~nodata & (np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str)) == "QSO")
+               & (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & np.isfinite(z0)
+               & (z0 >= model.config.zrefine_zmin))
+        cols["Z_ZNET"] = np.full(len(z0), np.nan)
+        cols["ZERR_ZNET"] = np.full(len(z0), np.nan)
+        if not run.any():
+            return
+        r = refine(model.zrefine, prepared["X_eig"][run], z0[run], np.asarray(prepared["survey"])[run])
+        rows = np.flatnonzero(run)
+        cols["Z_ZNET"][rows], cols["ZERR_ZNET"][rows] = r["z"], r["zerr"]
+        take = rows[r["ok"]]
+        for key, src in (("Z", r["z"]), ("ZERR", r["zerr"])):
+            cols[key] = np.asarray(cols[key], float).copy()
+            cols[key][take] = src[r["ok"]]
+        cols["Z_METHOD"] = np.asarray(cols["Z_METHOD"]).astype("U10").copy()
+        cols["Z_METHOD"][take] = "ZNET"
+
+    @staticmethod
     def _classifier_zerr(cfg, cols, surveys) -> np.ndarray:
         """``ZERR`` of the rows whose ``Z`` is the classifier's, recalibrated with the release's cells
-        (``ZERR_CLASSIFIER`` keeps the classifier's own, and the refinement windows are drawn from it)."""
+        (``ZERR_CLASSIFIER`` keeps the classifier's own, and the refinement windows are drawn from it), and of the
+        rows the refinement net gave (cells ``"ZNET"``, ``"ZNET/survey"``: its own calibration was made at priors
+        drawn in training, not at the classifier's answers)."""
         from .family import cell_values
 
         z = np.asarray(cols["Z"], float)
-        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
-        k = cell_values(cfg.zerr_scale, spectype, surveys, 1.0)
-        f = cell_values(cfg.zerr_floor, spectype, surveys, 0.0)
+        meth = np.asarray(cols["Z_METHOD"]).astype(str)
+        key = np.where(meth == "ZNET", "ZNET", np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str)))
+        k = cell_values(cfg.zerr_scale, key, surveys, 1.0)
+        f = cell_values(cfg.zerr_floor, key, surveys, 0.0)
         new = np.hypot(k * np.asarray(cols["ZERR"], float) / (1 + z), f) * (1 + z)
-        return np.where(np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER", new, cols["ZERR"])
+        return np.where(np.isin(meth, ("CLASSIFIER", "ZNET")), new, cols["ZERR"])
 
     @staticmethod
     def _zerr_cells(cfg, best, spectype, z0, snr=None) -> np.ndarray:
@@ -1070,15 +1147,17 @@ class CombinedFamily(Family):
         """The classifier's ZERR cells where the default gives its Z, fitted on the validation rows as the
         release deploys them (its arbitration and BAL decision applied: rows the arbitration replaces are the
         classifier's catastrophic answers and must not widen the cells), typed right, and restricted by the
-        truth column ``rows = (column, value)`` where given (masked values never match)."""
+        truth column ``rows = (column, value)`` where given (masked values never match). The refinement net's rows
+        get cells of their own (``"ZNET"``, :meth:`_classifier_zerr`)."""
         from .eigen import fit_zerr_cells
 
         cols, _, _ = self._columns_as(model, raw, prepared, wraw, **decided)
         spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
-        keep = (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & (spectype == truth)
+        meth = np.asarray(cols["Z_METHOD"]).astype(str)
+        keep = np.isin(meth, ("CLASSIFIER", "ZNET")) & (spectype == truth)
         if rows is not None:
             keep &= rows
-        ccell = np.where(keep, spectype, "")
+        ccell = np.where(keep, np.where(meth == "ZNET", "ZNET", spectype), "")
         cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell,
                                               bands=bands)
         record.update({f"classifier_{k}": v for k, v in crec.items()})

@@ -22,8 +22,9 @@ release            :meth:`release`: choose and calibrate the decisions on a vali
 evaluate           :meth:`report`: the family's section of ``redsift evaluate``
 optional hooks     ``fit(model, data, cfg)``, ``sample(model, n, **conditions)``,
                    ``export(model, path)`` (e.g. ONNX), ``augment(model, flux, ivar, labels,
-                   rng)`` (training batches only, ``rng`` seeded by seed/epoch/step) — ``None``
-                   when the family has none
+                   rng)`` (training batches only, ``rng`` seeded by seed/epoch/step; returns
+                   ``(flux, ivar)``, or ``(flux, ivar, labels)`` to draw labels per batch, e.g.
+                   zrefine's priors) — ``None`` when the family has none
 =================  ==========================================================================
 """
 
@@ -115,7 +116,7 @@ class Family:
     fit = None
     sample = None
     export = None
-    augment = None  # augment(model, flux, ivar, labels, rng) -> (flux, ivar): training batches only
+    augment = None  # augment(model, flux, ivar, labels, rng) -> (flux, ivar[, labels]): training batches only
 
     # --- building ---------------------------------------------------------------------------
     def build(self, config):

@@ -42,7 +42,7 @@ def register_family(cls):
 
 
 def _builtin():
-    from . import classifier, combined, eigen, quasarnet  # noqa: F401  (importing a family module registers it)
+    from . import classifier, combined, eigen, quasarnet, zrefine  # noqa: F401  (importing a family module registers it)
 
 
 def families() -> dict:

@@ -11,9 +11,10 @@ the model trains on this one; early stopping after ``patience`` epochs without i
 
 ``init`` starts from the weights of a model directory (fine-tuning); the family says which config
 fields must agree (:meth:`~redsift.models.family.Family.init_compatible`). ``lr_schedule="cosine"``
-anneals the learning rate from ``lr`` to ``lr_min`` over ``epochs``; the rate is a pure function of the
-global step, so resuming stays exact. Families solved rather than trained (a ``fit`` hook) are fitted
-once and saved the same way.
+anneals the learning rate from ``lr`` to ``lr_min`` over ``epochs`` (after a linear warm-up of
+``warmup_steps``, when set: a heteroscedastic head can run away in its first steps at the full rate);
+the rate is a pure function of the global step, so resuming stays exact. Families solved rather than
+trained (a ``fit`` hook) are fitted once and saved the same way.
 
 **torchrun** (``torchrun --nproc_per_node N -m redsift train FAMILY ...``; ``gloo`` on CPUs, ``nccl`` on
 GPUs): every rank builds the same model (same seed; rank 0's weights are broadcast), takes its share of
@@ -64,6 +65,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"  # "constant" or "cosine" (from lr to lr_min over `epochs`)
     lr_min: float = 1e-5
+    warmup_steps: int = 0  # the rate rises linearly from lr / warmup_steps over the first steps (either schedule)
     init: str | None = None  # start from this model directory's weights (same architecture)
     amsgrad: bool = True
     seed: int = 0
@@ -129,7 +131,10 @@ def _batch(fam, model, ds, idx, labels, rng=None):
     flux, ivar, _ = ds.read(idx)
     lab = _subset(labels, idx)
     if rng is not None and fam.augment is not None:
-        flux, ivar = fam.augment(model, flux, ivar, lab, rng)
+        out = fam.augment(model, flux, ivar, lab, rng)
+        flux, ivar = out[:2]
+        if len(out) > 2:  # a family may draw per-batch labels too (zrefine: the priors)
+            lab = out[2]
     return fam.batch(model, flux, ivar, lab)
 
 
@@ -153,10 +158,11 @@ def validate(model, ds, idx, labels, batch_size: int = 1024) -> dict:
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate at global ``step`` (0-based) under ``cfg.lr_schedule``."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.lr_schedule == "constant":
-        return cfg.lr
+        return cfg.lr * warm
     frac = min(step / max(cfg.epochs * steps_per_epoch, 1), 1.0)  # cosine (TrainConfig checks the name)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * frac))
+    return warm * (cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * frac)))
 
 
 def _init_weights(model, path: str):

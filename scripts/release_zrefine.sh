@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The quasar refinement net (issue 19; docs/eigen.md "A refinement net for quasars") as run on 2 CPU cores.
+# Simulated sets are regenerated from their seeds, never committed. T: templates; D: simulated sets; R: runs.
+set -euo pipefail
+T=${T:-../shared/data/templates}
+D=${D:-data_sim}
+R=${R:-runs}
+# training: 30,000 quasars per survey on BOSS pixels (seeds 1101-1103); validation 2,000 per survey (1201-1203)
+for i in 1 2 3; do
+  s=$(echo boss desi lamost | cut -d' ' -f$i); A=""; [ $i -gt 1 ] && A="--append"
+  redsift simulate -n 30000 --survey $s --classes QSO:1 --grid boss --templates $T --seed 110$i -j 2 $A -o $D/zr_train
+  redsift simulate -n 2000 --survey $s --classes QSO:1 --grid boss --templates $T --seed 120$i $A -o $D/zr_val
+done
+redsift train zrefine --data $D/zr_train --val $D/zr_val -o $R/zr1 --epochs 3 --batch-size 128 --lr 2e-3 \
+  --lr-schedule cosine --warmup-steps 200 --threads 2 --seed 0
+redsift release $R/zr1/best --val $D/zr_val -o $R/zr1_rel \
+  --description "quasar redshift refinement net, trained on simulated BOSS, DESI and LAMOST quasars"
+# the default with the net: the released parts and the net, every release decision chosen again as before
+redsift combine --base redsift-sim --zrefine $R/zr1_rel -o $R/comb_zr \
+  --description "redsift default: classifier + QuasarNET + eigen refinement + quasar refinement net, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/comb_zr --val $D/eig_val3x -o src/redsift/models/released/redsift-sim \
+  --set zerr_rows=SIM_MODE=templates --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true \
+  --set zerr_snr=true --set full_scan=true --set sign_z=2
