@@ -214,6 +214,12 @@ def test_cosine_learning_rate():
     assert learning_rate(TrainConfig(data="x", out="y", lr=3e-4), 123, 100) == 3e-4
     with pytest.raises(RedsiftError, match="unknown lr_schedule"):
         learning_rate(TrainConfig(data="x", out="y", lr_schedule="step"), 0, 1)
+    # a linear warm-up over the first steps, on either schedule, then the schedule itself
+    warm = TrainConfig(data="x", out="y", epochs=4, lr=1e-3, lr_min=1e-5, lr_schedule="cosine", warmup_steps=10)
+    assert learning_rate(warm, 0, 100) == pytest.approx(1e-4)
+    assert learning_rate(warm, 4, 100) == pytest.approx(5e-4 * (1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + np.cos(np.pi * 4 / 400))) / 1e-3)
+    assert learning_rate(warm, 200, 100) == learning_rate(cfg, 200, 100)
+    assert learning_rate(TrainConfig(data="x", out="y", lr=3e-4, warmup_steps=3), 1, 100) == pytest.approx(2e-4)
 
 
 def test_predict_every_input_gets_a_row(simset, tmp_path, boss_files):

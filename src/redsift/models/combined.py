@@ -1157,9 +1157,16 @@ class CombinedFamily(Family):
         keep = np.isin(meth, ("CLASSIFIER", "ZNET")) & (spectype == truth)
         if rows is not None:
             keep &= rows
-        ccell = np.where(keep, np.where(meth == "ZNET", "ZNET", spectype), "")
+        net = meth == "ZNET"
+        ccell = np.where(keep & ~net, spectype, "")
         cscale, cfloor, crec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], ccell, prepared["survey"], min_cell,
                                               bands=bands)
+        # the net's rows: cells "ZNET" and "ZNET/survey" (fitted as a class within QSO, kept apart from its cells)
+        nscale, nfloor, nrec = fit_zerr_cells(cols["Z"], cols["ZERR"], meta["Z"], np.where(keep & net, "QSO", ""),
+                                              prepared["survey"], min_cell, classes=np.where(net, "ZNET", ""),
+                                              bands=bands)
+        for table, new in ((cscale, nscale), (cfloor, nfloor), (crec, nrec)):
+            table.update({k: v for k, v in new.items() if "ZNET" in k})
         record.update({f"classifier_{k}": v for k, v in crec.items()})
         record["classifier_zerr_rows"] = int(keep.sum())
         if not cscale:
