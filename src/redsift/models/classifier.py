@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import RedsiftError
 from ..grid import LogGrid
 from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
-from .family import SURVEY_ALIASES, Family, Prepared, cell_values, nodata_rows, survey_names
+from .family import SURVEY_ALIASES, Family, Prepared, adamw, cell_values, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["ClassifierConfig", "ClassifierNet", "ClassifierFamily", "SURVEY_ALIASES", "ARCHS"]
@@ -476,10 +476,7 @@ class ClassifierFamily(Family):
 
     def configure_optimizers(self, model, cfg) -> list:
         """AdamW, weight decay on weights of rank >= 2 only (nanoGPT's ``configure_optimizers``)."""
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        rest = [p for p in model.parameters() if p.dim() < 2]
-        return [torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0.0}],
-                                  lr=cfg.lr, amsgrad=cfg.amsgrad)]
+        return adamw(model, cfg)
 
     def loss(self, model, X, targets):
         return self._loss(model(X), targets, model.config)

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import RedsiftError
 from ..zwarning import ZWarningMask
 
-__all__ = ["Family", "Prepared", "SURVEY_ALIASES", "SURVEYS", "survey_names", "cell_values"]
+__all__ = ["Family", "Prepared", "SURVEY_ALIASES", "SURVEYS", "survey_names", "cell_values", "adamw"]
 
 #: Survey names of the readers -> the surveys models know (inputs, calibration cells).
 SURVEY_ALIASES = {"boss": "boss", "sdss": "boss", "eboss": "boss", "desi": "desi", "lamost": "lamost"}
@@ -253,6 +253,17 @@ class Family:
         (its decision rule), ``overrides`` the user's ``--set KEY=VALUE`` values, ``truth_path`` the truth
         (a dataset's spectra can be drawn)."""
         return []
+
+
+def adamw(model, cfg, weight_decay: float = 1e-4) -> list:
+    """``[AdamW]`` with weight decay on the weights of rank >= 2 only (nanoGPT's ``configure_optimizers``): a
+    family's :meth:`Family.configure_optimizers` in one line."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    return [torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                              lr=cfg.lr, amsgrad=cfg.amsgrad)]
 
 
 def nodata_rows(zwarn) -> np.ndarray:

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import RedsiftError
 from ..grid import LogGrid
-from .family import SURVEYS, Family, Prepared, nodata_rows, survey_names
+from .family import SURVEYS, Family, Prepared, adamw, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["ZRefineConfig", "ZRefineNet", "ZRefineFamily", "refine", "rest_inputs"]
@@ -278,10 +278,7 @@ class ZRefineFamily(Family):
 
     def configure_optimizers(self, model, cfg) -> list:
         """AdamW, weight decay on weights of rank >= 2 only (nanoGPT's ``configure_optimizers``)."""
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        rest = [p for p in model.parameters() if p.dim() < 2]
-        return [torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0.0}],
-                                  lr=cfg.lr, amsgrad=cfg.amsgrad)]
+        return adamw(model, cfg)
 
     @staticmethod
     def _loss(out, targets):
