@@ -118,8 +118,15 @@ def test_resume_after_interruption_gives_the_same_dataset(archive, real_dir, tmp
     assert len(Dataset(tmp_path / "part")) == 8  # two shards of 4 survived
     with pytest.raises(RedsiftError, match="resume it with --chunk 4"):  # other chunks would not be the run's
         ingest(cat, archive, tmp_path / "part", rows_per_chunk=5, resume=True, progress=False)
-    rep = ingest(cat, archive, tmp_path / "part", rows_per_chunk=4, resume=True, progress=False)
+    rep = ingest(cat, archive, tmp_path / "part", resume=True, progress=False)  # (the run's own size, recorded)
     assert rep.skipped_chunks == 2 and rep.written == 21
+    # a run from before the record: resumed only with its size given
+    index = json.loads((tmp_path / "full" / "index.json").read_text())
+    del index["provenance"]["rows_per_chunk"]
+    (tmp_path / "full" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(RedsiftError, match="does not record its chunk size"):
+        ingest(cat, archive, tmp_path / "full", resume=True, progress=False)
+    assert ingest(cat, archive, tmp_path / "full", rows_per_chunk=4, resume=True, progress=False).skipped_chunks == 6
     part = Dataset(tmp_path / "part")
     np.testing.assert_array_equal(part.meta["TARGETID"], full.meta["TARGETID"])
     np.testing.assert_array_equal(part.read(np.arange(21))[0], full.read(np.arange(21))[0])
@@ -148,6 +155,12 @@ def test_spectrum_index_prefers_spec_files_and_joins_by_arrays(archive, boss_fil
     got = [idx.paths[i] for i in f[:-1]]
     assert all(p.endswith(f"spec-3655-55240-{fb:04d}.fits") for p, fb in zip(got, fibers))
     assert np.all(r[:-1] == 0)
+    # a catalog key the packing cannot hold matches nothing (as its tuple did), whatever the fibre of -1 packs to
+    from redsift.data.ingest import _keys
+
+    kind, _ = _keys(Table({"TARGETID": [1, 2, 3], "PLATE": [3655, 3655, 0], "MJD": [55240, 55240, 0],
+                           "FIBERID": [int(fibers[0]), -1, 0]}), np.arange(3))
+    np.testing.assert_array_equal(kind, [0, 2, 1])
     d = index_spectra(archive)
     assert d[("sdss", 3655, 55240, int(fibers[0]))] == (got[0], 0)
     assert len(d) == len(idx.value)

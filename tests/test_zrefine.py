@@ -159,3 +159,47 @@ def test_release_calibrates_zerr_and_the_default_uses_the_net_for_quasars_only(t
     model.config = dataclasses.replace(model.config, zrefine_zmin=2.5)
     cols = columns(model)
     assert set(np.asarray(cols["Z_METHOD"]).astype(str)) == {"CLASSIFIER"} and np.isnan(cols["Z_ZNET"]).all()
+
+
+def test_standalone_prior_column_sentinels_and_masks_give_no_redshift(rng):
+    """Alone the family refines the metadata's Z_PRIOR; a masked prior (a join without a match), a sentinel (-999) or
+    none gives no answer (Z NaN, no spectral type), whatever value the mask hides."""
+    from astropy.table import MaskedColumn
+
+    fam = get_family("zrefine")
+    model = create_model("zrefine", **TINY)
+    flux, ivar = _line_spectra(model.config, np.full(4, 2.0), rng)
+    prior = MaskedColumn([2.0, 2.0, -999.0, np.nan], mask=[False, True, False, False])
+    p = fam.prepare_gridded(model, flux, ivar, np.zeros(4, np.int64), meta=Table({"Z_PRIOR": prior}))
+    with torch.no_grad():
+        cols, zwarn = fam.columns(model, model(torch.from_numpy(p["X"])).numpy(), p)
+    assert np.isfinite(cols["Z"][0]) and abs(cols["Z"][0] - 2.0) < 0.02 and cols["SPECTYPE"][0] == "QSO"
+    assert np.all(np.isnan(cols["Z"][1:])) and set(cols["SPECTYPE"][1:]) == {""}
+    assert np.all(np.isnan(cols["Z_PRIOR"][1:]))
+
+
+def test_combine_base_keeps_the_parts_and_settings_and_drops_the_release(tmp_path, capsys):
+    """``redsift combine --base M --zrefine R``: M's parts, sources and own settings, the net added, M's release
+    decisions dropped (a release chooses them again with the net in place)."""
+    from redsift.cli.main import main
+    from redsift.models.combined import combine
+
+    c = create_model("classifier", channels=[4, 4, 4, 4], fc=8)
+    q = load_model("quasarnet-boss-sim")
+    base = combine(c, q)
+    base.config = dataclasses.replace(base.config, refine_nsigma=3.0, zrefine_zmin=2.0, rule="qn-z",
+                                      zerr_scale={"QSO": 2.0})
+    save_model(base, tmp_path / "base")
+    save_model(create_model("zrefine", **TINY), tmp_path / "zr")
+    assert main(["combine", "--base", str(tmp_path / "base"), "--zrefine", str(tmp_path / "zr"),
+                 "-o", str(tmp_path / "out")]) == 0
+    out = load_model(tmp_path / "out")
+    assert out.zrefine is not None and out.config.refine_nsigma == 3.0 and out.config.zrefine_zmin == 2.0
+    assert out.config.rule == "qn-z" and out.config.zerr_scale is None
+    assert str(tmp_path / "zr") in out.config.sources["zrefine"]["source"]
+    for name in ("classifier", "quasarnet"):
+        a, b = getattr(base, name).state_dict(), getattr(out, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert main(["combine", "--base", str(tmp_path / "zr"), "--zrefine", str(tmp_path / "zr"), "-o", str(tmp_path / "x")]) != 0
+    assert "is not a combined model" in capsys.readouterr().err and not (tmp_path / "x").exists()

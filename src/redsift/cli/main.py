@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quasarnet: QuasarNET's 443-px grid and binning (default); boss: native BOSS grid, "
                         "flux-conserving rebin")
     g.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
-    g.add_argument("--chunk", type=int, default=1000,
-                   help="catalog rows per shard (about: whole files); one chunk is the working set")
+    g.add_argument("--chunk", type=int, default=None,
+                   help="catalog rows per shard (about: whole files; default 1000); one chunk is the working set; "
+                        "a resumed run takes its own")
     g.add_argument("--resume", action="store_true", help="continue an interrupted ingestion")
     g.add_argument("--workers", type=int, help="read the chunks on a local Dask cluster of N processes (redsift[dist])")
     g.add_argument("--scheduler", metavar="ADDRESS", help="read the chunks on an existing Dask cluster")
@@ -190,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "redshift in a window around it (docs/eigen.md)")
     cb.add_argument("--zrefine", help="zrefine model (optional): the quasar refinement net refines the classifier's "
                                       "quasar redshifts above z 1.5 (docs/eigen.md)")
-    cb.add_argument("--rule", default="classifier", choices=("classifier", "qn-z"),
-                    help="classifier (default): Z from the classifier (refined by --eigen when given); qn-z: "
-                         "quasars take QuasarNET's line redshift")
+    cb.add_argument("--rule", default=None, choices=("classifier", "qn-z"),
+                    help="classifier (default, or --base's): Z from the classifier (refined by --eigen when given); "
+                         "qn-z: quasars take QuasarNET's line redshift")
     cb.add_argument("--description", help="one line for `redsift models`")
     cb.add_argument("-o", "--output", required=True, help="model directory")
     cb.set_defaults(func=_model.cmd_combine)

@@ -107,7 +107,7 @@ def cmd_release(args) -> int:
 def cmd_combine(args) -> int:
     from ..errors import RedsiftError
     from ..models import load_model, resolve_model_name, save_model
-    from ..models.combined import combine
+    from ..models.combined import carried_settings, combine
 
     def part(name):
         return load_model(resolve_model_name(name)) if name else None
@@ -124,13 +124,16 @@ def cmd_combine(args) -> int:
         if given is not None:
             taken.pop(name, None)
         models[name] = given if given is not None else (getattr(base, name, None) if base is not None else None)
-    model = combine(models["classifier"], models["quasarnet"], args.rule, eigen=models["eigen"],
+    rule = args.rule or (base.config.rule if base is not None else "classifier")
+    model = combine(models["classifier"], models["quasarnet"], rule, eigen=models["eigen"],
                     zrefine=models["zrefine"], sources=taken)
+    if base is not None:  # the base's own settings carry over (its release decisions do not: release again)
+        model.config = carried_settings(base.config, model.config)
     parts = " + ".join(n for n, m in models.items() if m is not None)
     desc = args.description or ("classifier + QuasarNET" + (" + eigen refinement" if models["eigen"] is not None else "")
                                 + (" + quasar refinement net" if models["zrefine"] is not None else "") + " (combined)")
     save_model(model, args.output, {"description": desc, "command": _command()})
-    print(f"wrote {args.output}: combined model ({parts}{f', from {args.base}' if base is not None else ''}, rule {args.rule})")
+    print(f"wrote {args.output}: combined model ({parts}{f', from {args.base}' if base is not None else ''}, rule {rule})")
     return 0
 
 

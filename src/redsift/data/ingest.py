@@ -38,6 +38,9 @@ __all__ = ["ingest", "index_spectra", "spectrum_index", "SpectrumIndex", "Ingest
 
 log = logging.getLogger(__name__)
 
+#: Catalog rows per chunk (one shard) by default: one chunk is the working set (a 1,000-fibre spPlate)
+ROWS_PER_CHUNK = 1000
+
 LABEL_COLUMNS = ("CLASS", "SUBCLASS", "Z", "Z_CONF", "BAL_FLAG", "BI_CIV", "LABEL_SOURCE")
 _SPEC = re.compile(r"^spec-(\d+)-(\d+)-(\d+)\.fits(\.gz)?$")
 _SPPLATE = re.compile(r"^spPlate-(\d+)-(\d+)\.fits(\.gz)?$")
@@ -174,10 +177,14 @@ def _keys(cat: Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if "PLATE" not in cat.colnames:
         return np.ones(len(rows), np.int8), tid
     plate = np.asarray(cat["PLATE"], np.int64)[rows]
+    mjd = np.asarray(cat["MJD"], np.int64)[rows]
+    fiber = np.asarray(cat["FIBERID"], np.int64)[rows]
     sdss = plate > 0
-    value = np.where(sdss, _sdss_value(np.where(sdss, plate, 0), np.asarray(cat["MJD"], np.int64)[rows],
-                                       np.asarray(cat["FIBERID"], np.int64)[rows]), tid)
-    return np.where(sdss, 0, 1).astype(np.int8), value
+    # a key the packing cannot hold (a fibre of -1, an MJD of 2^20) matches nothing (kind 2), as its tuple did
+    fits = (plate < 2**23) & (mjd >= 0) & (mjd < 2**20) & (fiber >= 0) & (fiber < 2**20)
+    value = np.where(sdss & fits, _sdss_value(np.where(sdss & fits, plate, 0), np.where(fits, mjd, 0),
+                                              np.where(fits, fiber, 0)), tid)
+    return np.where(sdss, np.where(fits, 0, 2), 1).astype(np.int8), value
 
 
 def _process_chunk(args):
@@ -216,15 +223,29 @@ def _process_chunk(args):
 
 
 def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: str = "quasarnet",
-           jobs: int = 1, rows_per_chunk: int = 1000, resume: bool = False, progress: bool = True,
+           jobs: int = 1, rows_per_chunk: int | None = None, resume: bool = False, progress: bool = True,
            command: str = "", workers: int | None = None, scheduler: str | None = None) -> IngestReport:
     """Build a dataset from a catalog and a directory of spectra (see the module docstring).
 
     ``jobs``: local worker processes; ``workers``/``scheduler``: a Dask cluster instead (a local one of
     ``workers`` processes, or an existing one at ``scheduler``; the spectra must be readable at the same
     paths on every worker). Either way the chunks are written by this process in chunk order, so the
-    dataset is the serial one."""
+    dataset is the serial one. ``rows_per_chunk``: catalog rows per chunk (about: whole files; default
+    :data:`ROWS_PER_CHUNK`); a resumed run takes the size it recorded (a different one is refused: its chunks would
+    not be the run's)."""
     grid = grid or LogGrid.quasarnet()
+    mode = "a" if resume and os.path.exists(os.path.join(os.fspath(output), "index.json")) else "w"
+    if mode == "a":  # the chunks are the run's only if cut the same way
+        with open(os.path.join(os.fspath(output), "index.json")) as fh:
+            was = json.load(fh).get("provenance", {}).get("rows_per_chunk")
+        if was is None and rows_per_chunk is None:
+            raise RedsiftError(f"{output}: this run does not record its chunk size (it predates the record); resume "
+                               f"it with the --chunk it was started with (the default was 5000 then)")
+        if was is not None and rows_per_chunk is not None and int(was) != int(rows_per_chunk):
+            raise RedsiftError(f"{output}: this run was cut into chunks of {was} catalog rows; resume it with "
+                               f"--chunk {was} (or no --chunk)")
+        rows_per_chunk = was if rows_per_chunk is None else rows_per_chunk
+    rows_per_chunk = int(rows_per_chunk or ROWS_PER_CHUNK)
     if workers or scheduler:
         from ..predict.distributed import require_dask
 
@@ -276,14 +297,7 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
     prov = {"command": command or "redsift ingest", "catalog": os.fspath(catalog),
             "catalog_kind": cat.meta.get("CATALOG", ""), "spectra_dir": os.fspath(spectra_dir),
             "binning": binning}
-    mode = "a" if resume and os.path.exists(os.path.join(os.fspath(output), "index.json")) else "w"
-    prov["rows_per_chunk"] = int(rows_per_chunk)
-    if mode == "a":  # the chunks are the run's only if cut the same way
-        with open(os.path.join(os.fspath(output), "index.json")) as fh:
-            was = json.load(fh).get("provenance", {}).get("rows_per_chunk")
-        if was is not None and int(was) != int(rows_per_chunk):
-            raise RedsiftError(f"{output}: this run was cut into chunks of {was} catalog rows; resume it with "
-                              f"--chunk {was}")
+    prov["rows_per_chunk"] = rows_per_chunk
     writer = DatasetWriter(output, grid, binning, prov, mode=mode)
     done = writer.done_keys() if mode == "a" else set()
     todo = [(k, c) for k, c in enumerate(chunks) if f"chunk-{k:06d}" not in done]

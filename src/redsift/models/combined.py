@@ -72,7 +72,7 @@ from .family import Family, Prepared, nodata_rows
 from .quasarnet import QuasarNet, QuasarNetConfig
 from .registry import config_from_dict, get_family, register_family
 
-__all__ = ["CombinedConfig", "CombinedModel", "CombinedFamily", "combine"]
+__all__ = ["CombinedConfig", "CombinedModel", "CombinedFamily", "combine", "carried_settings"]
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,10 @@ def combine(classifier, quasarnet, rule: str = "classifier", eigen=None, zrefine
         raise RedsiftError("combine: --eigen needs an eigen model")
     if zrefine is not None and getattr(zrefine, "family", "") != "zrefine":
         raise RedsiftError("combine: --zrefine needs a zrefine model")
+    if zrefine is not None and eigen is not None and zrefine.config.logrid != LogGrid.boss():
+        # (both read the eigen part's native rows, on the BOSS grid)
+        raise RedsiftError(f"combine: the zrefine model reads the {zrefine.config.grid!r} grid; with an eigen part it "
+                           f"must read BOSS's")
     parts = ({"classifier": classifier, "quasarnet": quasarnet} | ({"eigen": eigen} if eigen is not None else {})
              | ({"zrefine": zrefine} if zrefine is not None else {}))
     found = {n: {"source": getattr(m, "source", ""), "sha256": getattr(m, "weights_sha256", "")} for n, m in parts.items()}
@@ -274,6 +278,15 @@ def combine(classifier, quasarnet, rule: str = "classifier", eigen=None, zrefine
     if zrefine is not None:
         model.zrefine.load_state_dict(zrefine.state_dict())
     return model.eval()
+
+
+def carried_settings(base: CombinedConfig, new: CombinedConfig) -> CombinedConfig:
+    """``new`` with ``base``'s own settings (the refinement window, ``refine_qso_zmax``, ``zrefine_zmin``, ...): every
+    field but the parts, their sources, the rule (given anew) and the release decisions (chosen again by a release
+    with every part in place: :data:`RELEASE_DECISIONS`)."""
+    skip = {"classifier", "quasarnet", "eigen", "zrefine", "sources", "rule", *RELEASE_DECISIONS}
+    keep = {f.name: getattr(base, f.name) for f in dataclasses.fields(CombinedConfig) if f.name not in skip}
+    return dataclasses.replace(new, **keep)
 
 
 #: the spectral types whose redshifts the chi-square arbitration may replace (stars: +-1,000 km/s, nothing to arbitrate)
@@ -365,11 +378,11 @@ class CombinedFamily(Family):
     def _native(net, spectra) -> Prepared:
         """flux + ivar on the refinement net's native grid (a combined model without an eigen part)."""
         from ..preprocess import to_grid
+        from .family import flux_ivar_rows
 
         b = to_grid(spectra, net.config.logrid, "flux_conserving")
-        ivar = np.where(np.isfinite(b.ivar) & (b.ivar > 0), b.ivar, 0).astype(np.float32)
-        return Prepared(X=np.concatenate([np.nan_to_num(b.flux).astype(np.float32), ivar], 1),
-                        zwarn=np.zeros(len(ivar), np.int64))
+        X = flux_ivar_rows(b.flux, b.ivar)  # (as the eigen part's rows)
+        return Prepared(X=X, zwarn=np.zeros(len(X), np.int64))
 
     def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         from ..spectra import Spectra

@@ -63,7 +63,7 @@ from ..errors import RedsiftError
 from ..grid import LogGrid
 from ..taxonomy import SPECTYPES, Taxonomy, load_taxonomy
 from ..zwarning import ZWarningMask
-from .family import SURVEYS, Family, Prepared, cell_values, nodata_rows, survey_names
+from .family import SURVEYS, Family, Prepared, cell_values, flux_ivar_rows, nodata_rows, survey_names
 from .registry import register_family
 
 __all__ = ["EigenConfig", "EigenModel", "EigenFamily", "empca", "scan", "scan_window", "anomaly_score",
@@ -1222,14 +1222,9 @@ class EigenFamily(Family):
     def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         from ..preprocess import coverage_zwarn
 
-        flux = np.asarray(flux, np.float32)
-        ivar = np.asarray(ivar, np.float32)
-        bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
-        ivar = np.where(bad, 0, ivar).astype(np.float32)
-        flux = np.where(bad, 0, flux).astype(np.float32)
-        return Prepared(X=np.concatenate([flux, ivar], 1),
-                        zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(ivar),
-                        survey=survey_names(meta, SURVEYS, len(flux)))
+        X = flux_ivar_rows(flux, ivar)
+        return Prepared(X=X, zwarn=np.asarray(zwarn, np.int64) | coverage_zwarn(X[:, X.shape[1] // 2:]),
+                        survey=survey_names(meta, SURVEYS, len(X)))
 
     def infer(self, model, X, batch_size: int = 256, backend: str = "auto"):
         X = np.asarray(X)

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import RedsiftError
 from ..zwarning import ZWarningMask
 
-__all__ = ["Family", "Prepared", "SURVEY_ALIASES", "SURVEYS", "survey_names", "cell_values", "adamw"]
+__all__ = ["Family", "Prepared", "SURVEY_ALIASES", "SURVEYS", "survey_names", "cell_values", "adamw", "flux_ivar_rows"]
 
 #: Survey names of the readers -> the surveys models know (inputs, calibration cells).
 SURVEY_ALIASES = {"boss": "boss", "sdss": "boss", "eboss": "boss", "desi": "desi", "lamost": "lamost"}
@@ -253,6 +253,15 @@ class Family:
         (its decision rule), ``overrides`` the user's ``--set KEY=VALUE`` values, ``truth_path`` the truth
         (a dataset's spectra can be drawn)."""
         return []
+
+
+def flux_ivar_rows(flux, ivar) -> np.ndarray:
+    """``(n, 2 npix)`` float32: each spectrum's flux then its ivar on one grid, pixels without a finite flux, a
+    finite ivar or a non-negative ivar zeroed in both (the native rows the eigen scan and the refinement net read)."""
+    flux = np.asarray(flux, np.float32)
+    ivar = np.asarray(ivar, np.float32)
+    bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar < 0)
+    return np.concatenate([np.where(bad, 0, flux), np.where(bad, 0, ivar)], 1).astype(np.float32)
 
 
 def adamw(model, cfg, weight_decay: float = 1e-4) -> list:

@@ -79,6 +79,8 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # overrides of the family's config
 
     def __post_init__(self):
+        if self.warmup_steps < 0:
+            raise RedsiftError(f"warmup_steps {self.warmup_steps}: must be 0 (none) or more")
         if self.lr_schedule not in ("constant", "cosine"):
             raise RedsiftError(f"unknown lr_schedule {self.lr_schedule!r} (constant, cosine)")
 
