@@ -203,3 +203,17 @@ def test_combine_base_keeps_the_parts_and_settings_and_drops_the_release(tmp_pat
     capsys.readouterr()
     assert main(["combine", "--base", str(tmp_path / "zr"), "--zrefine", str(tmp_path / "zr"), "-o", str(tmp_path / "x")]) != 0
     assert "is not a combined model" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_znet_rows_take_their_own_zerr_cells_by_snr_then_survey_then_all():
+    """The default's ZERR at the net's answers: "ZNET@bin/survey", "ZNET@bin", "ZNET/survey", "ZNET" in that order;
+    the classifier's rows keep the type's cells and other methods' rows are left alone."""
+    from redsift.models.combined import CombinedConfig, CombinedFamily
+
+    cfg = CombinedConfig(zerr_scale={"QSO": 2.0, "ZNET": 3.0, "ZNET@0": 5.0, "ZNET@1/desi": 7.0}, zerr_floor={},
+                         zerr_snr_edges=[4.0, 8.0])
+    cols = {"Z": np.full(5, 2.0), "ZERR": np.full(5, 0.003), "SPECTYPE": np.full(5, "QSO"),
+            "Z_METHOD": np.array(["CLASSIFIER", "ZNET", "ZNET", "ZNET", "EIGEN"]),
+            "SNR_MODEL": np.array([1.0, 1.0, 5.0, 20.0, 1.0])}
+    got = CombinedFamily._classifier_zerr(cfg, cols, np.array(["boss", "boss", "desi", "boss", "boss"]))
+    np.testing.assert_allclose(got / 0.003, [2.0, 5.0, 7.0, 3.0, 1.0])
