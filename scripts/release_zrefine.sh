@@ -13,7 +13,10 @@ for i in 1 2 3; do
 done
 redsift train zrefine --data $D/zr_train --val $D/zr_val -o $R/zr1 --epochs 3 --batch-size 128 --lr 2e-3 \
   --lr-schedule cosine --warmup-steps 200 --threads 2 --seed 0
-redsift release $R/zr1/best --val $D/zr_val -o $R/zr1_rel \
+# continued: 5 more epochs from those weights (cosine from 1e-3; the release's net)
+redsift train zrefine --data $D/zr_train --val $D/zr_val -o $R/zr2 --init $R/zr1/best --epochs 5 --batch-size 128 \
+  --lr 1e-3 --lr-schedule cosine --warmup-steps 100 --threads 2 --seed 1
+redsift release $R/zr2/best --val $D/zr_val -o $R/zr1_rel \
   --description "quasar redshift refinement net, trained on simulated BOSS, DESI and LAMOST quasars"
 # the default with the net: the released parts and the net, every release decision chosen again as before
 redsift combine --base redsift-sim --zrefine $R/zr1_rel -o $R/comb_zr \
