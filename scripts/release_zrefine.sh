@@ -16,7 +16,16 @@ redsift train zrefine --data $D/zr_train --val $D/zr_val -o $R/zr1 --epochs 3 --
 # continued: 5 more epochs from those weights (cosine from 1e-3; the release's net)
 redsift train zrefine --data $D/zr_train --val $D/zr_val -o $R/zr2 --init $R/zr1/best --epochs 5 --batch-size 128 \
   --lr 1e-3 --lr-schedule cosine --warmup-steps 100 --threads 2 --seed 1
-redsift release $R/zr2/best --val $D/zr_val -o $R/zr1_rel \
+# then the simulator's second quasar generator (parametric: no --templates) appended, 30,000 per survey (seeds
+# 1111-1113) and 2,000 per survey to validation (1211-1213), and 1 epoch more on both (docs/eigen.md)
+for i in 1 2 3; do
+  s=$(echo boss desi lamost | cut -d' ' -f$i)
+  env -u REDSIFT_TEMPLATES redsift simulate -n 30000 --survey $s --classes QSO:1 --grid boss --seed 111$i -j 2 --append -o $D/zr_train
+  env -u REDSIFT_TEMPLATES redsift simulate -n 2000 --survey $s --classes QSO:1 --grid boss --seed 121$i --append -o $D/zr_val
+done
+redsift train zrefine --data $D/zr_train --val $D/zr_val -o $R/zr3 --init $R/zr2/best --epochs 1 --batch-size 128 \
+  --lr 5e-4 --lr-schedule cosine --warmup-steps 100 --threads 2 --seed 2
+redsift release $R/zr3/best --val $D/zr_val -o $R/zr1_rel \
   --description "quasar redshift refinement net, trained on simulated BOSS, DESI and LAMOST quasars"
 # the default with the net: the released parts and the net, every release decision chosen again as before
 redsift combine --base redsift-sim --zrefine $R/zr1_rel -o $R/comb_zr \
