@@ -296,8 +296,7 @@ def ingest(catalog, spectra_dir, output, grid: LogGrid | None = None, binning: s
 
     prov = {"command": command or "redsift ingest", "catalog": os.fspath(catalog),
             "catalog_kind": cat.meta.get("CATALOG", ""), "spectra_dir": os.fspath(spectra_dir),
-            "binning": binning}
-    prov["rows_per_chunk"] = rows_per_chunk
+            "binning": binning, "rows_per_chunk": rows_per_chunk}
     writer = DatasetWriter(output, grid, binning, prov, mode=mode)
     done = writer.done_keys() if mode == "a" else set()
     todo = [(k, c) for k, c in enumerate(chunks) if f"chunk-{k:06d}" not in done]

@@ -367,11 +367,11 @@ class CombinedFamily(Family):
         fc, fq = self._fams()
         pc = fc.prepare(model.classifier, spectra)
         pq = fq.prepare(model.quasarnet, spectra)
-        native = model.eigen if model.eigen is not None else model.zrefine
-        pe = None
-        if native is not None:  # both read the spectrum on the native BOSS grid, as flux + ivar
-            pe = get_family("eigen").prepare(model.eigen, spectra) if model.eigen is not None else \
-                self._native(model.zrefine, spectra)
+        pe = None  # the native flux + ivar both refinements read (the eigen part's rows when it has one)
+        if model.eigen is not None:
+            pe = get_family("eigen").prepare(model.eigen, spectra)
+        elif model.zrefine is not None:
+            pe = self._native(model.zrefine, spectra)
         return self._merge(pc, pq, pe)
 
     @staticmethod

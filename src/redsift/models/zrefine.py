@@ -165,21 +165,30 @@ def refine(model: ZRefineNet, flux_ivar, z_prior, surveys=None, batch_size: int 
     npix = fi.shape[1] // 2
     z_prior = np.asarray(z_prior, float)
     n = len(z_prior)
-    finite = usable_prior(z_prior)
-    t0 = np.log1p(np.where(finite, z_prior, 0.0))
-    mu, lb, ks = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
+    t0 = np.log1p(np.where(usable_prior(z_prior), z_prior, 0.0))
+    raw, ks = np.zeros((n, 2)), np.zeros(n, np.int64)
     dev = next(model.parameters()).device
     for s in range(0, n, batch_size):
-        X, k = rest_inputs(cfg, fi[s:s + batch_size, :npix], fi[s:s + batch_size, npix:], t0[s:s + batch_size])
-        out = model(torch.from_numpy(X).to(dev)).float().cpu().numpy()
-        mu[s:s + batch_size], lb[s:s + batch_size], ks[s:s + batch_size] = out[:, 0], out[:, 1], k
-    t = (ks + mu) * cfg.step
+        X, ks[s:s + batch_size] = rest_inputs(cfg, fi[s:s + batch_size, :npix], fi[s:s + batch_size, npix:],
+                                              t0[s:s + batch_size])
+        raw[s:s + batch_size] = model(torch.from_numpy(X).to(dev)).float().cpu().numpy()
+    return decode(cfg, raw, ks, z_prior, surveys, calibrated)
+
+
+def decode(cfg: ZRefineConfig, raw, k, z_prior, surveys=None, calibrated: bool = True) -> dict:
+    """The net's raw rows (offset in pixels, raw ln b) at whole shifts ``k`` for priors ``z_prior``: ``z``,
+    ``zerr`` (NaN without a usable prior), ``offset`` (pixels from the prior) and ``ok`` (a usable prior and the
+    offset within ``window_px``); the one decoding of :func:`refine` and :meth:`ZRefineFamily.columns`."""
+    raw = np.asarray(raw, float).reshape(-1, 2)
+    z_prior = np.asarray(z_prior, float)
+    usable = usable_prior(z_prior)
+    t = (np.asarray(k) + raw[:, 0]) * cfg.step
     z = np.expm1(t)
-    scale = zerr_factor(cfg, surveys, n) if calibrated else np.ones(n)
-    zerr = scale * np.exp(log_b(lb)) * cfg.step * (1 + z)
-    offset = t / cfg.step - t0 / cfg.step
-    ok = finite & (np.abs(offset) <= cfg.window_px)
-    return {"z": np.where(finite, z, np.nan), "zerr": np.where(finite, zerr, np.nan), "offset": offset, "ok": ok}
+    scale = zerr_factor(cfg, surveys, len(z)) if calibrated else np.ones(len(z))
+    zerr = scale * np.exp(log_b(raw[:, 1])) * cfg.step * (1 + z)
+    offset = (t - np.log1p(np.where(usable, z_prior, 0.0))) / cfg.step
+    ok = usable & (np.abs(offset) <= cfg.window_px)
+    return {"z": np.where(usable, z, np.nan), "zerr": np.where(usable, zerr, np.nan), "offset": offset, "ok": ok}
 
 
 def log_b(raw_lb):
@@ -238,21 +247,15 @@ class ZRefineFamily(Family):
     def columns(self, model, raw, prepared: Prepared) -> tuple[dict, np.ndarray]:
         from ..zwarning import ZWarningMask
 
-        cfg = model.config
-        raw = np.asarray(raw, float).reshape(prepared.nrows, 2)
         zwarn = np.asarray(prepared["zwarn"], np.int64)
         prior = np.asarray(prepared["prior"], float)
+        d = decode(model.config, raw, prepared["k"], prior, prepared["survey"])
         bad = nodata_rows(zwarn) | ~usable_prior(prior)
-        t = (prepared["k"] + raw[:, 0]) * cfg.step
-        z = np.expm1(t)
-        zerr = zerr_factor(cfg, prepared["survey"], len(z)) * np.exp(log_b(raw[:, 1])) * cfg.step * (1 + z)
-        offset = raw[:, 0] + prepared["k"] - np.log1p(np.where(bad, 0.0, prior)) / cfg.step
-        far = ~bad & (np.abs(offset) > cfg.window_px)
-        zwarn = zwarn | np.where(far, int(ZWarningMask.Z_FITLIMIT), 0)
-        n = len(z)
-        return {"Z": np.where(bad, np.nan, z), "ZERR": np.where(bad, np.nan, zerr),
+        zwarn = zwarn | np.where(~bad & ~d["ok"], int(ZWarningMask.Z_FITLIMIT), 0)  # beyond the window
+        n = len(prior)
+        return {"Z": np.where(bad, np.nan, d["z"]), "ZERR": np.where(bad, np.nan, d["zerr"]),
                 "SPECTYPE": np.where(bad, "", "QSO"), "SUBTYPE": np.full(n, ""), "Z_PRIOR": prior,
-                "ZR_OFFSET": np.where(bad, np.nan, offset).astype(np.float32)}, zwarn
+                "ZR_OFFSET": np.where(bad, np.nan, d["offset"]).astype(np.float32)}, zwarn
 
     # --- train -----------------------------------------------------------------------------
     def labels(self, meta, model=None) -> dict:
@@ -343,7 +346,9 @@ class ZRefineFamily(Family):
         n = int(w.sum())
         if n < 50:
             raise RedsiftError(f"zrefine release: {n} validation quasars at z >= {cfg.zmin:g} (50 needed)")
-        r = refine(model, _native_rows(prepared)[w], prior[w], labels["SURVEY"][w], calibrated=False)
+        if "native" not in prepared:
+            raise RedsiftError("zrefine release: the prepared rows lack the native spectra")
+        r = refine(model, prepared["native"][w], prior[w], labels["SURVEY"][w], calibrated=False)
         pull = np.abs(r["z"] - labels["Z"][w]) / r["zerr"]
         surv = labels["SURVEY"][w]
         table, record = {}, {}
@@ -355,10 +360,3 @@ class ZRefineFamily(Family):
                 record[f"zerr_{key}"] = f"n {int(sel.sum())}: scale {table[key]:.3f}, MAD {np.median(d):.2e}"
         return {"zerr_scale": table}, record
 
-
-def _native_rows(prepared: Prepared) -> np.ndarray:
-    """A zrefine family's prepared rows back to (flux, ivar) on the native grid is not possible (they are
-    rest-framed): the release keeps the native rows beside them (``native``)."""
-    if "native" not in prepared:
-        raise RedsiftError("zrefine release: the prepared rows lack the native spectra")
-    return prepared["native"]
