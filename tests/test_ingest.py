@@ -164,3 +164,18 @@ def test_spectrum_index_prefers_spec_files_and_joins_by_arrays(archive, boss_fil
     d = index_spectra(archive)
     assert d[("sdss", 3655, 55240, int(fibers[0]))] == (got[0], 0)
     assert len(d) == len(idx.value)
+
+
+def test_compact_labels_give_the_catalogs_rows():
+    """While the chunks run the catalog's labels are held as codes (text) and arrays: any rows come back with the
+    catalog's own columns, dtypes and values."""
+    from redsift.data.ingest import _Labels
+
+    cat = Table({"TARGETID": np.arange(6, dtype=np.int64), "CLASS": ["QSO", "STAR", "QSO", "GALAXY", "", "STAR"],
+                 "SUBCLASS": ["", "K5", "BAL", "", "", "M0V"], "Z": np.linspace(0, 2.5, 6)})
+    labels = _Labels(cat, ["TARGETID", "CLASS", "SUBCLASS", "Z"])
+    for rows in (np.array([5, 0, 3, 3]), np.arange(6), np.zeros(0, np.int64)):
+        got, want = labels.rows(rows), cat[rows]
+        assert got.colnames == want.colnames
+        for c in want.colnames:
+            assert got[c].dtype == want[c].dtype and list(got[c]) == list(want[c])

@@ -40,6 +40,10 @@ def test_write_read_roundtrip_and_shards(tmp_path):
         assert part.colnames == list(meta.colnames) and fresh._meta is None
         assert list(part["CLASS"]) == list(meta["CLASS"][a:b]) and part["CLASS"].dtype.kind in "U" or not len(part)
         np.testing.assert_array_equal(part["TARGETID"], meta["TARGETID"][a:b])
+    # one column of every row, one shard open at a time (no handle kept)
+    col = Dataset(tmp_path / "ds")
+    np.testing.assert_array_equal(col.meta_column("TARGETID"), meta["TARGETID"])
+    assert list(col.meta_column("CLASS")) == list(meta["CLASS"]) and not col._handles and col._meta is None
     idx = [249, 0, 101, 101, 57]
     f, iv, m = ds.read(idx)
     np.testing.assert_array_equal(f, flux[idx])
