@@ -773,6 +773,40 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     np.testing.assert_array_equal(np.asarray(c5["ZWARN"]), np.asarray(c4["ZWARN"]) & ~int(ZWarningMask.OUT_OF_DISTRIBUTION))
 
 
+def test_window_fallback_takes_the_class_scan_where_the_window_could_not_refine(sets, fitted, tmp_path, monkeypatch):
+    """The refinement window's fallback: galaxies whose classifier redshift lies beyond the window's reach of the
+    truth (0.8% in 1 + z, short of the catastrophic limit: the window's best fit on its edge, unusable) keep the classifier's redshift without it; with
+    it (chosen at release where it fixes more validation answers than it breaks) they take the galaxy class's
+    whole-range scan (``Z_METHOD = EIGEN_SCAN``), at the truth, and no other row moves."""
+    from redsift.data.store import Dataset
+    from redsift.train.release import release
+
+    meta = Dataset(sets / "val").meta
+    t = np.asarray(meta["CLASS"], str)
+    zt = np.asarray(meta["Z"], float)
+    off = (t == "GALAXY") & (zt > 0.05)
+    _combined_with_answers(sets, fitted, tmp_path, monkeypatch, t,
+                           np.where(off, zt + 0.008 * (1 + zt), zt + 100 / 3e5 * (1 + zt)))
+    rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5, scan_fallback=True)
+    after = load_model(tmp_path / "rel")
+    assert after.config.scan_fallback and "GALAXY" in after.config.scan_fallback, rec["scan_fallback_GALAXY"]
+    assert rec["scan_fallback_GALAXY"].startswith("on (rows ") and rec["scan_fallback_QSO"].startswith("off (rows 0")
+    assert "scan_fallback" in after.config.decisions()
+    c1 = predict_catalog(after, [str(sets / "val")], progress=False)
+    no = load_model(tmp_path / "rel")
+    no.config = dataclasses.replace(no.config, scan_fallback=None)
+    c0 = predict_catalog(no, [str(sets / "val")], progress=False)
+    m1, m0 = np.asarray(c1["Z_METHOD"]).astype(str), np.asarray(c0["Z_METHOD"]).astype(str)
+    moved = m1 != m0  # (the arbitration's own EIGEN_SCAN rows, beyond the catastrophic limit, are in both)
+    assert moved.any() and (m0[moved] == "CLASSIFIER").all() and (m1[moved] == "EIGEN_SCAN").all() and off[moved].all()
+    dz1 = np.abs(np.asarray(c1["Z"], float) - zt) / (1 + zt)
+    dz0 = np.abs(np.asarray(c0["Z"], float) - zt) / (1 + zt)
+    assert (dz0[moved] > 0.005).all() and np.mean(dz1[moved] < 1e-3) > 0.8
+    assert np.isfinite(np.asarray(c1["ZERR"], float)[moved]).all()
+    for col in ("SPECTYPE", "Z", "ZERR", "Z_METHOD", "ZWARN"):
+        np.testing.assert_array_equal(np.asarray(c1[col])[~moved], np.asarray(c0[col])[~moved])
+
+
 def test_fit_logistic_recovers_a_known_model(rng):
     from redsift.models.eigen import fit_logistic
 

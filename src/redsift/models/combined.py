@@ -130,6 +130,11 @@ class CombinedConfig:
     # "ZNET") where its offset lies within its window (docs/eigen.md "A refinement net for quasars")
     zrefine: dict = field(default_factory=dict)
     zrefine_zmin: float = 1.5
+    # the window's fallback: spectral types ("GALAXY", "QSO") whose rows the refinement window could not refine (its
+    # best fit on the window's edge: the answer beyond it) take the answered class's scan over its whole range where
+    # that fit is usable (Z_METHOD = "EIGEN_SCAN"; quasars below refine_qso_zmax only); chosen at release with
+    # scan_fallback=true where it fixes more validation answers than it breaks (None: off)
+    scan_fallback: list | None = None
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -174,6 +179,8 @@ class CombinedConfig:
             if self.type_arbitrate:
                 out["type_arbitrate"] = ", ".join(f"{k} P<{p:g} dchi2>={d:g}"
                                                   for k, (p, d) in sorted(self.type_arbitrate.items()))
+            if self.scan_fallback:
+                out["scan_fallback"] = "unrefined " + ", ".join(self.scan_fallback) + ": the class's whole-range scan"
         if self.zrefine:
             from .zrefine import ZRefineConfig
 
@@ -199,7 +206,7 @@ ZERR_SNR_EDGES = (4.0, 8.0, 16.0, 32.0)
 #: The combined config's fields a release chooses (cleared while it chooses them, always written by it)
 RELEASE_DECISIONS = ("refine_qso_zbins", "refine_gate", "arbitrate", "bal_mean_threshold", "peak_arbitrate",
                      "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges", "full_scan",
-                     "anomaly_flag")
+                     "anomaly_flag", "scan_fallback")
 
 #: The (p2_min, gain_min) pairs the release tries for the second-peak arbitration, per type / survey
 PEAK_GRID = tuple((p, g) for p in (0.001, 0.01, 0.03, 0.1) for g in (0.0, 10.0, 25.0, 50.0, 100.0))
@@ -477,6 +484,8 @@ class CombinedFamily(Family):
                 outside &= ~typed
                 # two methods disagree on the type: the answer goes to visual inspection
                 zwarn = zwarn | np.where(typed, int(ZWarningMask.LOW_CONFIDENCE), 0)
+            if model.config.scan_fallback:
+                self._scan_fallback(model, cc, cols, prepared, nodata | outside, model.config.scan_fallback)
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
             # answer is beyond the models' range, whatever the classifier's confidence
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
@@ -716,6 +725,36 @@ class CombinedFamily(Family):
         return rep
 
     @staticmethod
+    def _fallback_rows(model, cols, skip, types) -> np.ndarray:
+        """Rows of the spectral types ``types`` whose ``Z`` is still the classifier's after every eigen step (the
+        refinement window unusable: its best fit on its edge, or not a parabola), quasars below ``refine_qso_zmax``
+        (above it the classifier's redshift is kept, or the refinement net's), none of ``skip``."""
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"]).astype(str))
+        z = np.asarray(cols["Z"], float)
+        return (np.isin(spectype, list(types)) & (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & ~skip
+                & np.isfinite(z) & ((spectype != "QSO") | (z < model.config.refine_qso_zmax)))
+
+    def _scan_fallback(self, model, cc, cols, prepared, skip, types, fraw=None) -> np.ndarray:
+        """The refinement window's fallback (``scan_fallback``): the rows of :meth:`_fallback_rows` take the answered
+        class's scan over its whole range where it is usable (:meth:`_usable`; ``Z``, ``ZERR``; ``Z_METHOD =
+        EIGEN_SCAN``): the window could not hold the best fit, the class's whole range can (issue 19: faint
+        galaxies below z 0.07 whose classifier redshift was 2-5e-3 off kept it, the window's fit on its edge).
+        ``fraw``: :meth:`_class_scan`'s rows when already made. Returns the rows replaced."""
+        from .eigen import decode
+
+        rows = self._fallback_rows(model, cols, skip, types)
+        if not rows.any():
+            return rows
+        if fraw is None:
+            fraw = self._class_scan(model, cc, prepared, rows)
+        d = decode(fraw, model.eigen.config, np.asarray(prepared["survey"]).astype(str))
+        rep = rows & self._usable(d)
+        cols["Z"] = np.where(rep, d["z"], cols["Z"])
+        cols["ZERR"] = np.where(rep, d["zerr"], cols["ZERR"])
+        cols["Z_METHOD"] = np.where(rep, "EIGEN_SCAN", cols["Z_METHOD"])
+        return rep
+
+    @staticmethod
     def _peak_scan(model, cols, prepared, peak, rows):
         """For the rows ``rows``, the eigen scan of the answered class in a refinement window at the second peak
         ``peak`` of the classifier's pdf (:func:`~redsift.models.classifier.second_peak`: z, width, probability);
@@ -872,7 +911,7 @@ class CombinedFamily(Family):
                 zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
                 gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False,
                 zerr_snr: bool = False, full_scan: bool = False, anomaly_flag: bool = False,
-                sign_z: float = 0.0) -> tuple[dict, dict]:
+                sign_z: float = 0.0, scan_fallback: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -894,7 +933,8 @@ class CombinedFamily(Family):
             return {}, {"eigen": "no eigen part: nothing to choose"}
         for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
                            ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate),
-                           ("zerr_snr", zerr_snr), ("full_scan", full_scan), ("anomaly_flag", anomaly_flag)):
+                           ("zerr_snr", zerr_snr), ("full_scan", full_scan), ("anomaly_flag", anomaly_flag),
+                           ("scan_fallback", scan_fallback)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         if isinstance(sign_z, bool) or not isinstance(sign_z, numbers.Real) or not 0 <= sign_z < 10:
@@ -958,6 +998,9 @@ class CombinedFamily(Family):
                                                                       record, sign_z)
         tcells = self._choose_type_arbitration(model, raw, prepared, meta, truth, wraw, decided, record, sign_z) \
             if type_arbitrate else None
+        if scan_fallback:
+            decided["scan_fallback"] = self._choose_scan_fallback(model, raw, prepared, meta, truth, wraw,
+                                                                  dict(decided, type_arbitrate=tcells), record, sign_z)
         cscale, cfloor = self._fit_classifier_zerr(model, raw, prepared, meta, truth, dict(decided, type_arbitrate=tcells),
                                                    min_cell, rows, bands, record, wraw)
         if anomaly_flag and not full_scan:
@@ -1165,6 +1208,37 @@ class CombinedFamily(Family):
                                              f"(n {int((here & known).sum())}, wrong {int((here & known & ~right0).sum())}; "
                                              + ", ".join(tried) + ")")
         return cells or None
+
+    def _choose_scan_fallback(self, model, raw, prepared, meta, truth, wraw, decided, record,
+                              sign_z: float = 0.0) -> list | None:
+        """The spectral types that take the window's fallback (:meth:`_scan_fallback`), chosen on the validation rows
+        as the release deploys them (``decided``): a type is on where its replacements turn more answers right than
+        wrong (type right and ``|dz|/(1+z)`` within the type's good-fraction limit: 1e-3 for galaxies, 0.01 for
+        quasars, issue 19's) by the sign test with ``sign_z`` (:func:`clears_sign_test`), every survey together."""
+        from ..zwarning import ZWarningMask
+
+        cols, zwarn, _ = self._columns_as(model, raw, prepared, wraw, **decided)
+        cc = {"CLASS_BEST": cols["CLASS_BEST"]}
+        zt = np.asarray(meta["Z"], float)
+        # (as deployed: no fallback for rows without data or beyond the class's range; unlabelled rows not counted)
+        skip = (zwarn & int(ZWarningMask.NODATA | ZWarningMask.Z_FITLIMIT)) > 0
+        on = []
+        for t, lim in (("GALAXY", 1e-3), ("QSO", 0.01)):
+            before = {k: np.asarray(v).copy() for k, v in cols.items() if k in ("Z", "ZERR", "Z_METHOD")}
+            trial = dict(cols, **before)
+            rep = self._scan_fallback(model, cc, trial, prepared, skip, (t,))
+            with np.errstate(invalid="ignore"):
+                good = truth == t
+                right0 = good & (np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt) <= lim)
+                right1 = good & (np.abs(np.asarray(trial["Z"], float) - zt) / (1 + zt) <= lim)
+            fixed, broken = int((rep & ~right0 & right1).sum()), int((rep & right0 & ~right1).sum())
+            ok = clears_sign_test(fixed, broken, sign_z)
+            n = int(self._fallback_rows(model, cols, skip, (t,)).sum())
+            record[f"scan_fallback_{t}"] = (f"{'on' if ok else 'off'} (rows {n}, replaced {int(rep.sum())}: "
+                                            f"+{fixed} -{broken} at |dz|/(1+z) <= {lim:g})")
+            if ok:
+                on.append(t)
+        return on or None
 
     def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, decided, min_cell, rows, bands,
                              record, wraw=None) -> tuple[dict, dict]:
