@@ -128,3 +128,29 @@ python scripts/replace_class_rows.py $D/train_clsg --first-new 150000 --cls GALA
 redsift train classifier --data $D/train_clsr --val $D/val_clsg -o $R/cls8 --init $R/cls6/release --epochs 1 \
   --batch-size 256 --lr 2e-4 --lr-schedule cosine --threads 2 --checkpoint-every 300
 redsift release $R/cls8/best --val $D/val_clsg -o $R/cls8/release
+# the classifier trained from the start on today's simulator (2026-12-07, seventh session; docs/classifier.md "The
+# classifier trained again from the start on today's simulator": measured, not adopted; its weights kept in
+# checkpoints/classifier-s35b). Stage 1: the recipe above from the start; stage 2: a fresh set, 4 epochs from it.
+i=0
+for s in boss desi lamost; do
+  i=$((i+1)); A=""; [ $i -gt 1 ] && A="--append"
+  redsift simulate -n 40000 --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 15$i -j 2 $A -o $D/train_cls35
+  redsift simulate -n 3000  --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 25$i -j 2 $A -o $D/val_cls35
+  redsift simulate -n 40000 --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 17$i -j 2 $A -o $D/train_cls35b
+done
+i=0
+for s in boss desi lamost; do
+  i=$((i+1))
+  REDSIFT_TEMPLATES= redsift simulate -n 10000 --survey $s --classes QSO:1.0 --grid classifier --seed 16$i -j 2 --append -o $D/train_cls35
+  REDSIFT_TEMPLATES= redsift simulate -n 750 --survey $s --classes QSO:1.0 --grid classifier --seed 26$i -j 2 --append -o $D/val_cls35
+  REDSIFT_TEMPLATES= redsift simulate -n 10000 --survey $s --classes QSO:1.0 --grid classifier --seed 18$i -j 2 --append -o $D/train_cls35b
+done
+redsift train classifier --data $D/train_cls35 --val $D/val_cls35 -o $R/cls35 --epochs 10 --batch-size 256 --lr 2e-3 \
+  --lr-schedule cosine --threads 2 --checkpoint-every 300 --patience 10
+redsift train classifier --data $D/train_cls35b --val $D/val_cls35 -o $R/cls35b --init $R/cls35/best --epochs 4 \
+  --batch-size 256 --lr 7e-4 --lr-schedule cosine --threads 2 --checkpoint-every 300 --patience 10
+redsift release $R/cls35b/best --val $D/val_cls35 -o $R/cls35b/release
+redsift combine --base src/redsift/models/released/redsift-sim --classifier $R/cls35b/release -o $R/comb35b \
+  --description "redsift default: classifier + QuasarNET + eigen refinement + quasar refinement net, trained on simulated BOSS, DESI and LAMOST spectra"
+redsift release $R/comb35b --val $D/eig_val3x -o $R/redsift-sim-35b --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true --set sign_z=2

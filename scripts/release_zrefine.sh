@@ -33,3 +33,9 @@ redsift combine --base redsift-sim --zrefine $R/zr1_rel -o $R/comb_zr \
 redsift release $R/comb_zr --val $D/eig_val3x -o src/redsift/models/released/redsift-sim \
   --set zerr_rows=SIM_MODE=templates --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true \
   --set zerr_snr=true --set full_scan=true --set sign_z=2
+# the window's fallback (2026-12-07, seventh session; docs/eigen.md "The window's fallback"): the same parts and
+# weights, every release decision chosen again, the fallback's types among them
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-fb \
+  --set zerr_rows=SIM_MODE=templates --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true \
+  --set zerr_snr=true --set full_scan=true --set sign_z=2 --set scan_fallback=true
+cp $R/redsift-sim-fb/config.json src/redsift/models/released/redsift-sim/config.json  # (the weights are the same)

@@ -34,6 +34,10 @@ measured in ``docs/classifier.md``):
   more validation answers than they break, by more than chance with ``sign_z`` (:func:`clears_sign_test`):
   DESI's galaxies (held-out 2.6% -> 1.4% catastrophic, simulated), not BOSS's (+2 -0 on validation), LAMOST's
   galaxies nor any quasars (docs/classifier.md).
+* **The window's fallback** (``scan_fallback``, chosen at release per spectral type): rows whose refinement window
+  could not refine the classifier's redshift (its best fit on the window's edge) take the answered class's scan
+  over its whole range where usable (``Z_METHOD = "EIGEN_SCAN"``): galaxies in ``redsift-sim`` (+8 -0 on
+  validation at 1e-3; docs/eigen.md "The window's fallback").
 * **Second-peak arbitration** (``peak_arbitrate``, chosen at release): where the classifier's redshift pdf holds
   at least a cell's ``p2_min`` at a second peak, the answered class's eigen chi-square is scanned in a window
   there and replaces the answer if it fits better by more than the cell's ``gain_min`` (``Z_METHOD =
