@@ -775,9 +775,10 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
 
 def test_window_fallback_takes_the_class_scan_where_the_window_could_not_refine(sets, fitted, tmp_path, monkeypatch):
     """The refinement window's fallback: galaxies whose classifier redshift lies beyond the window's reach of the
-    truth (0.8% in 1 + z, short of the catastrophic limit: the window's best fit on its edge, unusable) keep the classifier's redshift without it; with
-    it (chosen at release where it fixes more validation answers than it breaks) they take the galaxy class's
-    whole-range scan (``Z_METHOD = EIGEN_SCAN``), at the truth, and no other row moves."""
+    truth (0.8% in 1 + z, short of the catastrophic limit: the window's best fit on its edge, unusable) keep the
+    classifier's redshift without it; with it (chosen at release where it fixes more validation answers than it
+    breaks) they take the galaxy class's whole-range scan (``Z_METHOD = EIGEN_SCAN``), at the truth, and no other
+    row moves."""
     from redsift.data.store import Dataset
     from redsift.train.release import release
 
