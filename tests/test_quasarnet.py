@@ -333,3 +333,9 @@ def test_release_chooses_decisions_on_validation(simset, tmp_path, capsys):
     assert main(["release", str(src), "--val", str(simset), "-o", str(out), "--set", "keep_c_th=true"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["c_th"] == 0.4 and "kept" in cfg["release"]["c_th_rule"]
+    # a released model by its name, as predict and combine take it (it once failed: no such file)
+    from redsift.models.registry import RELEASED_DIR
+
+    assert main(["release", "quasarnet-boss-sim", "--val", str(simset), "-o", str(tmp_path / "again")]) == 0
+    assert ((tmp_path / "again" / "model.safetensors").read_bytes()
+            == (RELEASED_DIR / "quasarnet-boss-sim" / "model.safetensors").read_bytes())

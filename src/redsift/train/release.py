@@ -62,7 +62,9 @@ def release(model_dir, val, out, description: str | None = None, command: str = 
     Returns the release record written into ``config.json``.
     """
     from ..data.store import Dataset
+    from ..models.registry import _resolve
 
+    model_dir = _resolve(model_dir)  # (a released model's name, as predict and combine take it, or a directory)
     model = load_model(model_dir)
     fam = get_family(model)
     _check_option_names(fam, options)  # (before the validation set's inference: a misspelt --set fails at once)
