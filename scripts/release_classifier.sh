@@ -154,3 +154,15 @@ redsift combine --base src/redsift/models/released/redsift-sim --classifier $R/c
   --description "redsift default: classifier + QuasarNET + eigen refinement + quasar refinement net, trained on simulated BOSS, DESI and LAMOST spectra"
 redsift release $R/comb35b --val $D/eig_val3x -o $R/redsift-sim-35b --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true --set sign_z=2
+# stage 3 (same session; measured, not adopted): another fresh set, 3 epochs from stage 2
+i=0
+for s in boss desi lamost; do
+  i=$((i+1)); A=""; [ $i -gt 1 ] && A="--append"
+  redsift simulate -n 40000 --survey $s --classes $MIX --star-mix uniform --grid classifier --templates $T --seed 19$i -j 2 $A -o $D/train_cls35c
+done
+for i in 5 6 7; do
+  s=$(echo boss desi lamost | cut -d' ' -f$((i-4)))
+  REDSIFT_TEMPLATES= redsift simulate -n 10000 --survey $s --classes QSO:1.0 --grid classifier --seed 19$i -j 2 --append -o $D/train_cls35c
+done
+redsift train classifier --data $D/train_cls35c --val $D/val_cls35 -o $R/cls35c --init $R/cls35b/best --epochs 3 \
+  --batch-size 256 --lr 4e-4 --lr-schedule cosine --threads 2 --checkpoint-every 300 --patience 10
