@@ -489,7 +489,8 @@ class CombinedFamily(Family):
                 # two methods disagree on the type: the answer goes to visual inspection
                 zwarn = zwarn | np.where(typed, int(ZWarningMask.LOW_CONFIDENCE), 0)
             if model.config.scan_fallback:
-                self._scan_fallback(model, cc, cols, prepared, nodata | outside, model.config.scan_fallback)
+                self._scan_fallback(model, cc, cols, prepared,
+                                    self._fallback_rows(model, cols, nodata | outside, model.config.scan_fallback))
             # the type's redshift lies outside what its templates were learnt on (a GALAXY at z 3): the
             # answer is beyond the models' range, whatever the classifier's confidence
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
@@ -738,19 +739,17 @@ class CombinedFamily(Family):
         return (np.isin(spectype, list(types)) & (np.asarray(cols["Z_METHOD"]).astype(str) == "CLASSIFIER") & ~skip
                 & np.isfinite(z) & ((spectype != "QSO") | (z < model.config.refine_qso_zmax)))
 
-    def _scan_fallback(self, model, cc, cols, prepared, skip, types, fraw=None) -> np.ndarray:
-        """The refinement window's fallback (``scan_fallback``): the rows of :meth:`_fallback_rows` take the answered
-        class's scan over its whole range where it is usable (:meth:`_usable`; ``Z``, ``ZERR``; ``Z_METHOD =
+    def _scan_fallback(self, model, cc, cols, prepared, rows) -> np.ndarray:
+        """The refinement window's fallback (``scan_fallback``): the rows ``rows`` (:meth:`_fallback_rows`) take the
+        answered class's scan over its whole range where it is usable (:meth:`_usable`; ``Z``, ``ZERR``; ``Z_METHOD =
         EIGEN_SCAN``): the window could not hold the best fit, the class's whole range can (issue 19: faint
         galaxies below z 0.07 whose classifier redshift was 2-5e-3 off kept it, the window's fit on its edge).
-        ``fraw``: :meth:`_class_scan`'s rows when already made. Returns the rows replaced."""
+        Returns the rows replaced."""
         from .eigen import decode
 
-        rows = self._fallback_rows(model, cols, skip, types)
         if not rows.any():
             return rows
-        if fraw is None:
-            fraw = self._class_scan(model, cc, prepared, rows)
+        fraw = self._class_scan(model, cc, prepared, rows)
         d = decode(fraw, model.eigen.config, np.asarray(prepared["survey"]).astype(str))
         rep = rows & self._usable(d)
         cols["Z"] = np.where(rep, d["z"], cols["Z"])
@@ -1228,17 +1227,16 @@ class CombinedFamily(Family):
         skip = (zwarn & int(ZWarningMask.NODATA | ZWarningMask.Z_FITLIMIT)) > 0
         on = []
         for t, lim in (("GALAXY", 1e-3), ("QSO", 0.01)):
-            before = {k: np.asarray(v).copy() for k, v in cols.items() if k in ("Z", "ZERR", "Z_METHOD")}
-            trial = dict(cols, **before)
-            rep = self._scan_fallback(model, cc, trial, prepared, skip, (t,))
+            rows = self._fallback_rows(model, cols, skip, (t,))
+            trial = dict(cols)  # (the fallback rebinds its columns: cols keeps the answers without it)
+            rep = self._scan_fallback(model, cc, trial, prepared, rows)
             with np.errstate(invalid="ignore"):
                 good = truth == t
                 right0 = good & (np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt) <= lim)
                 right1 = good & (np.abs(np.asarray(trial["Z"], float) - zt) / (1 + zt) <= lim)
             fixed, broken = int((rep & ~right0 & right1).sum()), int((rep & right0 & ~right1).sum())
             ok = clears_sign_test(fixed, broken, sign_z)
-            n = int(self._fallback_rows(model, cols, skip, (t,)).sum())
-            record[f"scan_fallback_{t}"] = (f"{'on' if ok else 'off'} (rows {n}, replaced {int(rep.sum())}: "
+            record[f"scan_fallback_{t}"] = (f"{'on' if ok else 'off'} (rows {int(rows.sum())}, replaced {int(rep.sum())}: "
                                             f"+{fixed} -{broken} at |dz|/(1+z) <= {lim:g})")
             if ok:
                 on.append(t)
