@@ -315,6 +315,15 @@ def test_strict_spplate_reader_equals_astropy(boss_files, tmp_path, monkeypatch,
     a, b = _both_paths(real, monkeypatch)
     _assert_same(a, b)
     assert used == [True] and a.meta["FORMAT"][0] == "sdss-spplate" and a.nspec > 10
+    # images converted a block of rows at a time (one row; three and a remainder), each block's pages dropped
+    import redsift.io.fastspec as fastspec
+
+    whole = fastspec._CONVERT_BYTES
+    for block in (1, 3 * 4 * a.flux.shape[1] + 5):
+        monkeypatch.setattr(fastspec, "_CONVERT_BYTES", block)
+        _assert_same(_both_paths(real, monkeypatch)[0], b)
+    monkeypatch.setattr(fastspec, "_CONVERT_BYTES", whole)
+    assert used == [True] * 3
 
     def edited(name, edit):
         return _edited(real, tmp_path / name, edit)

@@ -265,3 +265,22 @@ def test_normalize_mean_rms_compiled_equals_numpy(rng, monkeypatch, boss_files):
         monkeypatch.setattr(kernels, "AVAILABLE", False)
         slow = normalize_mean_rms(f, w)
         assert fast.dtype == slow.dtype and np.array_equal(fast.view(np.uint32), slow.view(np.uint32)), f.shape
+
+
+def test_spectra_snr_in_blocks_equals_the_whole_batch(rng):
+    """``spectra_snr`` (a batch's S/N a block of rows at a time, masked pixels not valid, ``redsift ingest``'s)
+    gives ``snr_median(flux, weights)`` of the whole batch bit for bit: blocks of one row, of three with a
+    remainder, and wider than the batch; a row wholly masked gives NaN."""
+    from redsift.preprocess import spectra_snr
+    from redsift.spectra import Spectra
+
+    flux = rng.normal(1, 2, (10, 57)).astype(np.float32)
+    ivar = rng.uniform(0.1, 3, (10, 57)).astype(np.float32)
+    mask = rng.uniform(size=flux.shape) < 0.2
+    mask[4] = True
+    s = Spectra(np.linspace(4000, 9000, 57), flux, ivar, mask)
+    want = snr_median(s.flux, s.weights)
+    assert np.isnan(want[4]) and np.isfinite(np.delete(want, 4)).all()
+    for rows in (1, 3, 64):
+        got = spectra_snr(s, rows=rows)
+        assert np.array_equal(got, want, equal_nan=True)

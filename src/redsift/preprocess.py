@@ -312,6 +312,17 @@ def snr_median(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
     return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
 
+def spectra_snr(spectra, rows: int = 256) -> np.ndarray:
+    """:func:`snr_median` of a :class:`~redsift.spectra.Spectra`'s unmasked pixels, ``rows`` spectra at a time
+    (the same values as ``snr_median(spectra.flux, spectra.weights)``, without the whole batch's masked copy
+    of ivar: 18.5 MB for a 1,000-fibre spPlate, most of a file's transient in ``redsift ingest``)."""
+    out = np.empty(spectra.nspec)
+    for a in range(0, spectra.nspec, rows):
+        sl = slice(a, a + rows)
+        out[sl] = snr_median(spectra.flux[sl], np.where(spectra.mask[sl], np.float32(0), spectra.ivar[sl]))
+    return out
+
+
 def coverage(ivar: np.ndarray) -> np.ndarray:
     """Fraction of a model grid's pixels with ``ivar > 0``, per spectrum."""
     return (np.asarray(ivar) > 0).mean(axis=1)

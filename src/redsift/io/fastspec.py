@@ -15,6 +15,7 @@ the fuzzed files of the robustness tests).
 
 from __future__ import annotations
 
+import mmap
 import re
 
 import numpy as np
@@ -257,24 +258,26 @@ def _parse(buf: bytes):
 _PLAIN = {k: v for k, v in _TFORM.items() if k != "L"}
 #: image BITPIX -> the numpy type astropy gives (unscaled)
 _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+#: bytes of an image converted at a time (:meth:`StrictFits.image`)
+_CONVERT_BYTES = 1 << 20
+#: ``madvise`` advice that drops mapped pages from the process (None where the platform has none)
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None) if hasattr(mmap.mmap, "madvise") else None
 #: cards that make astropy scale, blank, reshape or move data: the strict readers leave such files to it
 _SCALING = ("TSCAL", "TZERO", "TNULL", "TDIM", "THEAP", "BSCALE", "BZERO", "BLANK", "EXTVER", "ZIMAGE")
 
 
 class StrictFits:
-    """A multi-HDU FITS file read without astropy (DESI coadds, spPlates): every HDU's header parsed only
-    for its cards (a 25-HDU coadd: ~2 ms against ~0.1 s through astropy), images viewed with numpy where
-    they lie in the memory-mapped file (read-only views), binary tables viewed at their byte offsets and
-    their columns copied out. Strict: a compressed file, a header without END, data past the end of the
-    file or bytes after the last HDU, duplicated structural cards (or duplicates of the ``used`` primary
-    cards), any scaling/blank/EXTVER card, an HDU type or TFORM other than the plain ones, non-ASCII
-    text, a value it cannot parse raise :class:`_Fallback`, and the caller reads the file through astropy,
-    which also words any error. Readers built on it give the astropy reader's :class:`Spectra` bit for
-    bit (tests: real files, edited and damaged copies)."""
+    """A multi-HDU FITS file read without astropy (DESI coadds, spPlates): every HDU's header parsed only for its
+    cards (a 25-HDU coadd: ~2 ms against ~0.1 s through astropy), images viewed with numpy where they lie in the
+    memory-mapped file (read-only views) or converted out of it (:meth:`image`), binary tables viewed at their byte
+    offsets and their columns copied out. Strict: a compressed file, a header without END, data past the end of the
+    file or bytes after the last HDU, duplicated structural cards (or duplicates of the ``used`` primary cards), any
+    scaling/blank/EXTVER card, an HDU type or TFORM other than the plain ones, non-ASCII text, a value it cannot
+    parse raise :class:`_Fallback`, and the caller reads the file through astropy, which also words any error.
+    Readers built on it give the astropy reader's :class:`Spectra` bit for bit (tests: real files, edited and
+    damaged copies)."""
 
     def __init__(self, path: str, used: tuple = ()):
-        import mmap
-
         self.path, self.used = path, tuple(used)
         with open(path, "rb") as fh:
             if fh.read(30) != b"SIMPLE  =                    T":
@@ -340,9 +343,14 @@ class StrictFits:
         i = self._index(hdu)
         return i > 0 and self._get(i, "XTENSION", str) == "BINTABLE"
 
-    def image(self, hdu):
-        """Image HDU ``hdu`` (index or EXTNAME) as a read-only view of the file's bytes (big-endian, as
-        astropy gives it unscaled)."""
+    def image(self, hdu, copy: bool = False, nonzero: bool = False):
+        """Image HDU ``hdu`` (index or EXTNAME), unscaled as astropy gives it: a read-only view of the file's
+        bytes (big-endian; DESI's arm merge reads them so, swapping as it goes), or with ``copy`` a fresh
+        native-endian array converted a megabyte of rows at a time, each block's pages of the map dropped once
+        converted (a view's pages stay in the process until the map is closed: a 1,000-fibre spPlate's read,
+        whose reader converted its views whole, peaked 93 MB over its start, 47 MB so, at the same speed:
+        ``docs/benchmarks.md``); ``nonzero``: a boolean array of ``values != 0`` made the same way (an AND mask
+        never whole)."""
         i = self._index(hdu)
         if i > 0 and self._get(i, "XTENSION", str) != "IMAGE":
             raise _Fallback(f"{hdu} is not an image")
@@ -352,8 +360,31 @@ class StrictFits:
         shape = tuple(self._get(i, f"NAXIS{k}", int) for k in range(naxis, 0, -1))
         if min(shape) < 1:
             raise _Fallback(f"{hdu} is empty")
-        count = int(np.prod(shape))
-        return np.frombuffer(self.buf, _BITPIX[bitpix], count, self.hdus[i][1]).reshape(shape)
+        dtype, start = np.dtype(_BITPIX[bitpix]), self.hdus[i][1]
+        if not (copy or nonzero):
+            return np.frombuffer(self.buf, dtype, int(np.prod(shape)), start).reshape(shape)
+        out = np.empty(shape, bool if nonzero else dtype.newbyteorder("="))
+        flat = out.reshape(shape[0], -1)
+        row = dtype.itemsize * flat.shape[1]
+        src = np.frombuffer(self.buf, dtype, out.size, start).reshape(flat.shape)
+        step = max(1, _CONVERT_BYTES // row)
+        for r in range(0, len(src), step):
+            if nonzero:
+                np.not_equal(src[r:r + step], 0, out=flat[r:r + step])
+            else:
+                flat[r:r + step] = src[r:r + step]
+            self._release(start + r * row, start + min(r + step, len(src)) * row)
+        return out
+
+    def _release(self, begin: int, end: int):
+        """Drop the map's pages of bytes ``begin:end`` from the process (they were converted; the file's
+        pages stay in the page cache, and a later read maps them again)."""
+        if _DONTNEED is not None:
+            begin -= begin % mmap.PAGESIZE
+            try:
+                self.buf.madvise(_DONTNEED, begin, end - begin)
+            except OSError:  # (never seen: the pages then go with the map)
+                pass
 
     def table(self, hdu) -> dict:
         """Binary table ``hdu`` from its bytes: ``{name: column}`` in file order, one structured dtype from the

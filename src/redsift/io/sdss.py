@@ -310,6 +310,9 @@ class _PlateAstropy:
     def image(self, n: int, what: str) -> np.ndarray:
         return _image(self.info, n, what)
 
+    def nonzero(self, n: int, what: str) -> np.ndarray:
+        return _image(self.info, n, what) != 0
+
     def plug(self) -> dict | None:
         plug = self.info.hdul[5].data
         if plug is None:
@@ -342,7 +345,10 @@ class _PlateStrict:
         self.header = {k: v for k in _PLATE_CARDS if (v := f.header_value(k)) is not None}
 
     def image(self, n: int, what: str) -> np.ndarray:
-        return numeric(self.fits.image(n), f"HDU{n} ({what})", ndim=2)
+        return numeric(self.fits.image(n, copy=True), f"HDU{n} ({what})", ndim=2)
+
+    def nonzero(self, n: int, what: str) -> np.ndarray:
+        return numeric(self.fits.image(n, nonzero=True), f"HDU{n} ({what})", ndim=2)
 
     def plug(self) -> dict:
         return self.fits.table(5)  # (a column name twice, in any case: StrictFits hands it to astropy, which words it)
@@ -368,7 +374,7 @@ def _read_spplate(src) -> Spectra:
     hdr = src.header
     flux = src.image(0, "flux")
     ivar = src.image(1, "inverse variance")
-    and_mask = src.image(2, "AND mask")
+    and_mask = src.nonzero(2, "AND mask")  # (only whether a bit is set is kept)
     if ivar.shape != flux.shape or and_mask.shape != flux.shape:
         raise ValueError(f"flux {flux.shape}, ivar {ivar.shape} and AND mask {and_mask.shape} disagree")
     nfiber, npix = flux.shape
@@ -408,7 +414,7 @@ def _read_spplate(src) -> Spectra:
         from ..zwarning import ZWarningMask
 
         meta["ZWARN"] = np.where(np.char.upper(objtype) == "SKY", int(ZWarningMask.SKY), 0).astype(np.int64)
-    return Spectra(wave, flux, ivar, and_mask != 0, meta)
+    return Spectra(wave, flux, ivar, and_mask, meta)
 
 
 def write_spplate(spectra: Spectra, path, plate: int | None = None, mjd: int | None = None,
