@@ -217,3 +217,21 @@ def test_znet_rows_take_their_own_zerr_cells_by_snr_then_survey_then_all():
             "SNR_MODEL": np.array([1.0, 1.0, 5.0, 20.0, 1.0])}
     got = CombinedFamily._classifier_zerr(cfg, cols, np.array(["boss", "boss", "desi", "boss", "boss"]))
     np.testing.assert_allclose(got / 0.003, [2.0, 5.0, 7.0, 3.0, 1.0])
+
+
+def test_refine_shows_the_net_one_input_shape_and_pads_without_changing_answers(rng):
+    """``refine`` runs the net on ``batch_size`` rows every call, the last batch padded (oneDNN caches primitives
+    per input shape: a new row count per prediction batch grew the default's memory ~20 MB a batch), and a row's
+    answer does not depend on how many rows came with it."""
+    model = create_model("zrefine", **TINY).eval()
+    z = rng.uniform(2.0, 3.0, 11)
+    flux, ivar = _line_spectra(model.config, z, rng)
+    fi = np.concatenate([flux, ivar], 1)
+    shapes = []
+    model.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    whole = refine(model, fi, z + 0.001, batch_size=4)
+    assert len(shapes) == 3 and len(set(shapes)) == 1 and shapes[0][0] == 4
+    for k in (1, 5, 11):
+        part = refine(model, fi[:k], z[:k] + 0.001, batch_size=4)
+        for key in ("z", "zerr", "offset"):
+            np.testing.assert_allclose(part[key], whole[key][:k], rtol=0, atol=1e-9)

@@ -154,11 +154,17 @@ def draw_prior_px(cfg: ZRefineConfig, n: int, rng) -> np.ndarray:
 
 
 @torch.inference_mode()
-def refine(model: ZRefineNet, flux_ivar, z_prior, surveys=None, batch_size: int = 512, calibrated: bool = True) -> dict:
+def refine(model: ZRefineNet, flux_ivar, z_prior, surveys=None, batch_size: int = 64, calibrated: bool = True) -> dict:
     """The net's answers for spectra ``flux_ivar`` (``(n, 2 npix)``: flux then ivar on the native grid) with
     prior redshifts ``z_prior``: ``z``, ``zerr`` (calibrated with the release's ``zerr_scale``; the net's own
     ``b`` scale with ``calibrated=False``), ``offset`` (pixels from the prior) and ``ok`` (offset within
-    ``window_px`` and a usable prior)."""
+    ``window_px`` and a usable prior).
+
+    The net always sees ``batch_size`` rows (the last batch padded with zeros, its padding dropped): on the CPU,
+    oneDNN builds and caches its convolution primitives per input shape, and the quasars of each prediction
+    batch (a different count every time) made a new shape per call: the default's resident memory grew by
+    ~20 MB a batch (10,000 spectra: 1.0 -> 1.45 GB, still growing; ``docs/benchmarks.md``). 64 rows a call is
+    also ~2.5x faster a row than 512 here (the layers' activations stay in cache)."""
     cfg = model.config
     model.eval()
     fi = np.asarray(flux_ivar, np.float32)
@@ -171,7 +177,10 @@ def refine(model: ZRefineNet, flux_ivar, z_prior, surveys=None, batch_size: int 
     for s in range(0, n, batch_size):
         X, ks[s:s + batch_size] = rest_inputs(cfg, fi[s:s + batch_size, :npix], fi[s:s + batch_size, npix:],
                                               t0[s:s + batch_size])
-        raw[s:s + batch_size] = model(torch.from_numpy(X).to(dev)).float().cpu().numpy()
+        m = len(X)
+        if m < batch_size:
+            X = np.concatenate([X, np.zeros((batch_size - m,) + X.shape[1:], X.dtype)])
+        raw[s:s + m] = model(torch.from_numpy(X).to(dev)).float().cpu().numpy()[:m]
     return decode(cfg, raw, ks, z_prior, surveys, calibrated)
 
 
