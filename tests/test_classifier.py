@@ -436,3 +436,22 @@ def test_evaluate_reports_redshifts_by_method(rng):
     assert set(rows) == {"EIGEN", "CLASSIFIER", "EIGEN_TYPE"}
     assert int(rows["EIGEN"][3]) == 200 and float(rows["EIGEN"][4]) < 3e-5 < float(rows["CLASSIFIER"][4])
     assert float(rows["EIGEN_TYPE"][5]) == 0.1 and float(rows["CLASSIFIER"][5]) == 0.0
+
+
+def test_infer_runs_the_network_in_small_chunks_with_the_whole_batchs_answers(rng):
+    """The family's ``infer`` runs the network ``INFER_ROWS`` rows at a time whatever batch it is handed (faster a
+    row on the CPU, smaller temporaries); the answers are those of one forward pass over the whole batch."""
+    import torch
+
+    from redsift.models.registry import get_family
+
+    model = create_model("classifier").eval()
+    fam = get_family(model)
+    X = rng.normal(size=(fam.INFER_ROWS * 2 + 5, model.n_inputs)).astype(np.float32)
+    calls = []
+    model.register_forward_pre_hook(lambda mod, args: calls.append(len(args[0])))
+    out = fam.infer(model, X, batch_size=1024)
+    assert calls == [fam.INFER_ROWS, fam.INFER_ROWS, 5]
+    with torch.inference_mode():
+        whole = model(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(out, whole, rtol=0, atol=1e-5)

@@ -387,6 +387,13 @@ class ClassifierFamily(Family):
         return model.config.binning
 
     # --- predict ---------------------------------------------------------------------------
+    #: rows per forward call: the network is ~40% faster a row on 64-128 rows than on 512 on the CPU here (0.20 against
+    #: 0.35 ms; the activations stay in cache), and its temporaries are a quarter the size
+    INFER_ROWS = 128
+
+    def infer(self, model, X, batch_size: int = 1024, backend: str = "auto"):
+        return super().infer(model, X, min(batch_size, self.INFER_ROWS), backend)
+
     def prepare_gridded(self, model, flux, ivar, zwarn, full: bool = False, meta=None) -> Prepared:
         from ..preprocess import coverage_zwarn, snr_median
 
