@@ -958,8 +958,9 @@ def scan(model, X, classes=None, return_curves: bool = False, final: bool = True
     return (raw, curves) if return_curves else raw
 
 
-#: Most bytes of Hankel rows one group of refinement windows may hold (:func:`scan_window`).
-WINDOW_BYTES = 256 * 2**20
+#: Most bytes of Hankel rows one group of refinement windows may hold (:func:`scan_window`): 64 MB (was 256: the
+#: default's peak 38-50 MB lower, as fast, the same catalog; docs/benchmarks.md "Memory and time, 1k to 100k").
+WINDOW_BYTES = 64 * 2**20
 
 
 def scan_window(model, X, cls, z0, half_px):
