@@ -26,7 +26,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -322,16 +321,11 @@ def reuse_freed_memory() -> bool:
     ``REDSIFT_NO_MALLOPT=1``); memory stays bounded by the run's peak."""
     if _MALLOPT:
         return _MALLOPT[0]
-    ok = False
-    if sys.platform.startswith("linux") and not os.environ.get("REDSIFT_NO_MALLOPT"):
-        try:
-            import ctypes
+    from ..memory import libc
 
-            libc = ctypes.CDLL("libc.so.6")
-            # M_MMAP_THRESHOLD (-3): at most 32 MB on 64-bit glibc; M_TRIM_THRESHOLD (-1)
-            ok = bool(libc.mallopt(-3, 32 * 2**20)) and bool(libc.mallopt(-1, 512 * 2**20))
-        except (OSError, AttributeError):  # musl and others: no mallopt
-            ok = False
+    lib = None if os.environ.get("REDSIFT_NO_MALLOPT") else libc()  # (None: musl and others, no mallopt)
+    # M_MMAP_THRESHOLD (-3): at most 32 MB on 64-bit glibc; M_TRIM_THRESHOLD (-1)
+    ok = lib is not None and bool(lib.mallopt(-3, 32 * 2**20)) and bool(lib.mallopt(-1, 512 * 2**20))
     _MALLOPT.append(ok)
     return ok
 
