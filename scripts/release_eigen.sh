@@ -185,3 +185,12 @@ redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R
   --set zerr_bands=true --set refine_bins=true --set refine_gate=true
 redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/gate --set zerr_rows=SIM_MODE=templates \
   --set zerr_bands=true --set refine_gate=true
+# EM-PCA against a linear decoder trained by gradient descent (2026-12-07, ninth session; docs/eigen.md "EM-PCA
+# against a linear decoder"): the same rows, K = 5, each released on eig_val and scanned on the held-out set
+redsift train eigen --data $D/eig_train -o $R/eigen_k5_dec --ncomp 5 --set max_per_class=2000 --set learn=decoder \
+  --set dec_lr=1.0 --set dec_epochs=90 --threads 2
+for m in eigen_k5 eigen_k5_dec; do
+  redsift release $R/$m/best --val $D/eig_val -o $R/$m/release
+  redsift predict $D/eig_test_boss --model $R/$m/release -o $R/eval19/${m}_test.fits --overwrite
+  redsift evaluate $R/eval19/${m}_test.fits --truth $D/eig_test_boss -o $R/eval19/${m}_test --label "$m, simulated held-out BOSS"
+done

@@ -84,6 +84,36 @@ def test_empca_recovers_a_noisy_masked_subspace(rng):
     assert np.allclose(P @ P.T, np.eye(k), atol=1e-4)
 
 
+def test_decoder_fit_recovers_the_subspace_empca_finds(rng):
+    """The linear decoder trained by gradient descent (from random orthonormal rows) reaches the subspace
+    of a noisy, 30%-masked low-rank set that EM-PCA reaches, its loss falls epoch by epoch to the noise's
+    level, the result is orthonormal, and the same seed gives the same bits."""
+    import torch
+
+    from redsift.models.eigen import decoder_fit
+
+    n, r, k = 400, 300, 3
+    basis = np.linalg.qr(rng.normal(size=(r, k)))[0].T
+    coef = rng.normal(size=(n, k)) * np.array([10, 5, 2])
+    F = (coef @ basis + rng.normal(0, 0.05, (n, r))).astype(np.float32)
+    W = np.where(rng.uniform(size=(n, r)) < 0.3, 0.0, 1 / 0.05**2).astype(np.float32)
+    torch.manual_seed(1)
+    before = torch.rand(2)
+    hist = []
+    P, C = decoder_fit(F, W, k, epochs=40, lr=0.2, batch=64, seed=3, history=hist)
+    assert len(hist) == 40 and hist[-1] < 0.1 * hist[0]
+    assert hist[-1] == pytest.approx(0.05**2, rel=0.3)  # the weighted residual per pixel: the noise's variance
+    s = np.linalg.svd(P @ basis.T, compute_uv=False)
+    assert s.min() > 0.999
+    assert np.allclose(P @ P.T, np.eye(k), atol=1e-4)
+    Pe, _ = empca(F, W, k, iters=15)
+    assert np.linalg.svd(P @ Pe.T, compute_uv=False).min() > 0.999
+    P2, C2 = decoder_fit(F, W, k, epochs=40, lr=0.2, batch=64, seed=3)
+    assert np.array_equal(P, P2) and np.array_equal(C, C2)
+    torch.manual_seed(1)
+    assert torch.equal(before, torch.rand(2))  # the global random state left alone
+
+
 def test_scan_finds_the_shift_and_equals_a_brute_force_chi2(rng):
     m = _toy_model()
     s_true = int(round(math.log10(1 + 2.1234) / D))
