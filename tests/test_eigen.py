@@ -564,10 +564,11 @@ def test_zerr_and_anomaly_cells_follow_the_survey():
     assert ood.tolist() == [True, False, True]
 
 
-def _combined_with_answers(sets, fitted, tmp_path, monkeypatch, spectype, z):
+def _combined_with_answers(sets, fitted, tmp_path, monkeypatch, spectype, z, confident=False):
     """A combined model (an untrained classifier, the released QuasarNET, the fitted eigen model) saved as
     ``tmp_path / "comb"``, whose classifier answers on the validation set (in one batch of 300) are replaced by
-    ``spectype`` and ``z`` with ZERR 1e-3: answers the tests choose, in the classes' ranges."""
+    ``spectype`` and ``z`` with ZERR 1e-3: answers the tests choose, in the classes' ranges. ``confident``: and
+    without the untrained classifier's ZWARN bits (its low probabilities flag every row)."""
     from redsift.data.store import Dataset
     from redsift.models.classifier import ClassifierFamily
     from redsift.models.combined import combine
@@ -580,6 +581,8 @@ def _combined_with_answers(sets, fitted, tmp_path, monkeypatch, spectype, z):
         if len(cols["Z"]) == n:
             cols.update(CLASS_BEST=np.asarray(spectype), SPECTYPE=np.asarray(spectype), Z=np.asarray(z, float),
                         ZERR=np.full(n, 1e-3))
+            if confident:
+                zwarn = np.zeros_like(zwarn)
         return cols, zwarn
 
     monkeypatch.setattr(ClassifierFamily, "columns", prior)
@@ -801,6 +804,93 @@ def test_type_arbitration_replaces_wrong_types_by_the_scans(sets, fitted, tmp_pa
     c5 = predict_catalog(off, [str(sets / "val")], progress=False)
     np.testing.assert_array_equal(np.asarray(c5["ANOMALY"]), np.asarray(c4["ANOMALY"]))
     np.testing.assert_array_equal(np.asarray(c5["ZWARN"]), np.asarray(c4["ZWARN"]) & ~int(ZWarningMask.OUT_OF_DISTRIBUTION))
+
+
+def test_default_delta_chi2_is_the_answers_gain_over_the_best_fit_elsewhere(sets, fitted, tmp_path, monkeypatch):
+    """With the full scan, every answer of the default gets Redrock's ``DELTACHI2``: the chi-square of the best fit
+    more than 1,000 km/s away (any class) minus the answer's own. The classifier's answers are replaced by the truth
+    (+100 km/s), but for a third of the galaxies put 0.3 in z too far: the true answers' DELTACHI2 is the eigen
+    model's own where its scan found the truth (its DELTACHI2 is to the same competitor), the wrong answers' is
+    negative (the truth, elsewhere, fits better); ``dchi2_flag`` sets SMALL_DELTA_CHI2 exactly below its value
+    and moves nothing else."""
+    from redsift.data.store import Dataset
+
+    meta = Dataset(sets / "val").meta
+    t = np.asarray(meta["CLASS"], str)
+    zt = np.asarray(meta["Z"], float)
+    wrong = (t == "GALAXY") & (np.arange(len(t)) % 3 == 0) & (zt < 0.5)
+    _combined_with_answers(sets, fitted, tmp_path, monkeypatch, t, np.where(wrong, zt + 0.3, zt + 100 / 3e5 * (1 + zt)),
+                           confident=True)
+    m = load_model(tmp_path / "comb")
+    m.config = dataclasses.replace(m.config, full_scan=True)
+    c0 = predict_catalog(m, [str(sets / "val")], progress=False)
+    e = predict_catalog(load_model(fitted / "best"), [str(sets / "val")], progress=False)  # the eigen model alone
+    d = np.ma.filled(np.ma.asarray(c0["DELTACHI2"], float), np.nan)
+    assert np.isfinite(d).mean() > 0.95
+    assert wrong.sum() >= 5 and (d[wrong] < 0).mean() > 0.8, d[wrong]
+    de = np.ma.filled(np.ma.asarray(e["DELTACHI2"], float), np.nan)
+    ze = np.asarray(e["Z"], float)
+    agree = (~wrong & (np.char.strip(np.asarray(e["SPECTYPE"], str)) == np.char.strip(np.asarray(c0["SPECTYPE"], str)))
+             & (np.abs(ze - zt) / (1 + zt) < 1e-3) & (np.abs(np.asarray(c0["Z"], float) - ze) / (1 + ze) < 2e-4)
+             & np.isfinite(de) & (de < 1e6))
+    assert agree.sum() > 50
+    # the same competitor; the answer's chi-square from its own window, the eigen model's from its scan (the
+    # parabola's vertex against the nearest pixel: within a few units of chi-square)
+    assert np.median(np.abs(d[agree] - de[agree])) < 2.0
+    assert ((np.asarray(c0["ZWARN"]) & int(ZWarningMask.SMALL_DELTA_CHI2)) == 0).all()  # no bit without dchi2_flag
+    m.config = dataclasses.replace(m.config, dchi2_flag=9.0)
+    c1 = predict_catalog(m, [str(sets / "val")], progress=False)
+    small = (np.asarray(c1["ZWARN"]) & int(ZWarningMask.SMALL_DELTA_CHI2)) > 0
+    np.testing.assert_array_equal(small, np.nan_to_num(d, nan=np.inf) < 9.0)
+    assert small[wrong].mean() > 0.8 and small.any()
+    np.testing.assert_array_equal(np.asarray(c1["ZWARN"]) & ~int(ZWarningMask.SMALL_DELTA_CHI2), np.asarray(c0["ZWARN"]))
+    for col in ("SPECTYPE", "Z", "ZERR", "Z_METHOD"):
+        np.testing.assert_array_equal(np.asarray(c1[col]), np.asarray(c0[col]))
+    assert "SMALL_DELTA_CHI2 below 9" in m.config.decisions()["dchi2"]
+    # released with dchi2_flag: the galaxies' cell is on (its wrong answers are what the bit takes), and the bit
+    # is set there only (sign_z 4 keeps the chi-square arbitration, which would put these answers right, off:
+    # +14 -0 is 3.7 sigma)
+    from redsift.train.release import release
+
+    rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel", min_cell=5, full_scan=True, dchi2_flag=True,
+                  sign_z=4)
+    rel = load_model(tmp_path / "rel")
+    assert rel.config.dchi2_flag and "GALAXY/boss" in rel.config.dchi2_flag, {k: v for k, v in rec.items() if "dchi2" in k}
+    assert rec["dchi2_flag_GALAXY/boss"].startswith("on: DELTACHI2 < 9")
+    c2 = predict_catalog(rel, [str(sets / "val")], progress=False)
+    small2 = (np.asarray(c2["ZWARN"]) & int(ZWarningMask.SMALL_DELTA_CHI2)) > 0
+    cell = np.zeros(len(small2), bool)
+    for key in rel.config.dchi2_flag:
+        cell |= np.char.strip(np.asarray(c2["SPECTYPE"], str)) == key.split("/")[0]
+    d2 = np.ma.filled(np.ma.asarray(c2["DELTACHI2"], float), np.nan)
+    np.testing.assert_array_equal(small2, cell & (np.nan_to_num(d2, nan=np.inf) < 9.0))
+    assert small2[wrong].mean() > 0.8
+    with pytest.raises(RedsiftError, match="dchi2_flag needs full_scan=true"):
+        release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel2", min_cell=5, dchi2_flag=True)
+
+
+def test_dchi2_flag_cells_need_enriched_wrong_answers_at_little_cost():
+    """:func:`choose_dchi2_flag`: a cell is on where the bit takes wrong answers from ZWARN 0 at >= 5x the rate of
+    those left, at least 5 of them, for at most 2% of its right answers; rows already flagged are not counted."""
+    from redsift.models.combined import choose_dchi2_flag
+
+    def cell(n_right, n_wrong, right_small, wrong_small, t, v="boss"):
+        right = np.r_[np.ones(n_right, bool), np.zeros(n_wrong, bool)]
+        d = np.r_[np.where(np.arange(n_right) < right_small, -1.0, 50.0), np.where(np.arange(n_wrong) < wrong_small, 3.0, 50.0)]
+        return d, right, np.full(n_right + n_wrong, t), np.full(n_right + n_wrong, v)
+
+    parts = [cell(1000, 20, 10, 15, "GALAXY"),  # 15 of 25 flagged wrong vs 5 / 995: on (1% lost)
+             cell(1000, 20, 30, 15, "QSO"),  # 3% of the right answers lost: off
+             cell(1000, 8, 5, 4, "STAR"),  # 4 wrong: too few
+             cell(1000, 40, 10, 6, "GALAXY", "desi")]  # 6 / 16 against 34 / 1024 = 0.033: 11x, on
+    d, right, t, v = (np.concatenate(x) for x in zip(*parts))
+    zwarn = np.zeros(len(d), np.int64)
+    cells, rec = choose_dchi2_flag(d, zwarn, right, t, v)
+    assert cells == {"GALAXY/boss": 9.0, "GALAXY/desi": 9.0}, rec
+    assert rec["dchi2_flag_QSO/boss"].startswith("off")
+    zwarn[(t == "GALAXY") & (v == "boss") & ~right] = 4  # already flagged: nothing left for the bit to take
+    cells, _ = choose_dchi2_flag(d, zwarn, right, t, v)
+    assert cells == {"GALAXY/desi": 9.0}
 
 
 def test_window_fallback_takes_the_class_scan_where_the_window_could_not_refine(sets, fitted, tmp_path, monkeypatch):

@@ -63,6 +63,7 @@ measured in ``docs/classifier.md``):
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 
@@ -139,6 +140,11 @@ class CombinedConfig:
     # that fit is usable (Z_METHOD = "EIGEN_SCAN"; quasars below refine_qso_zmax only); chosen at release with
     # scan_fallback=true where it fixes more validation answers than it breaks (None: off)
     scan_fallback: list | None = None
+    # SMALL_DELTA_CHI2 in the default below this DELTACHI2 of its answer: one value for every row, or per "TYPE/survey"
+    # of the answer (chosen at release with dchi2_flag=true, :func:`choose_dchi2_flag`; None: DELTACHI2 written, no
+    # bit). With full_scan, every answer's DELTACHI2 is the chi-square gain of the best fit of any class more than
+    # dv_exclude away over the answer's own class near its Z (:meth:`CombinedFamily._answer_dchi2`)
+    dchi2_flag: float | dict | None = None
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -185,6 +191,11 @@ class CombinedConfig:
                                                   for k, (p, d) in sorted(self.type_arbitrate.items()))
             if self.scan_fallback:
                 out["scan_fallback"] = "unrefined " + ", ".join(self.scan_fallback) + ": the class's whole-range scan"
+            if self.full_scan:
+                f = self.dchi2_flag
+                out["dchi2"] = "answer vs the full scan's best elsewhere" + (
+                    "; no bit" if f is None else f", SMALL_DELTA_CHI2 below {f:g}" if isinstance(f, numbers.Real)
+                    else ", SMALL_DELTA_CHI2 " + ", ".join(f"{k} < {v:g}" for k, v in sorted(f.items())))
         if self.zrefine:
             from .zrefine import ZRefineConfig
 
@@ -210,7 +221,7 @@ ZERR_SNR_EDGES = (4.0, 8.0, 16.0, 32.0)
 #: The combined config's fields a release chooses (cleared while it chooses them, always written by it)
 RELEASE_DECISIONS = ("refine_qso_zbins", "refine_gate", "arbitrate", "bal_mean_threshold", "peak_arbitrate",
                      "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges", "full_scan",
-                     "anomaly_flag", "scan_fallback")
+                     "anomaly_flag", "scan_fallback", "dchi2_flag")
 
 #: The (p2_min, gain_min) pairs the release tries for the second-peak arbitration, per type / survey
 PEAK_GRID = tuple((p, g) for p in (0.001, 0.01, 0.03, 0.1) for g in (0.0, 10.0, 25.0, 50.0, 100.0))
@@ -316,6 +327,43 @@ def clears_sign_test(fixed: int, broken: int, sign_z: float = 0.0) -> bool:
     spectra (docs/classifier.md, "Cells turned on by a handful of rows")."""
     net = fixed - broken
     return net > 0 and net >= sign_z * float(np.sqrt(fixed + broken))
+
+
+#: Redrock's SMALL_DELTA_CHI2 limit, the one the default's flag is tried at
+DCHI2_LIMIT = 9.0
+
+
+def choose_dchi2_flag(dchi2, zwarn, right, spectype, surveys, limit: float = DCHI2_LIMIT, ratio: float = 5.0,
+                      max_loss: float = 0.02, min_wrong: int = 5) -> tuple[dict, dict]:
+    """The cells (``"TYPE/survey"`` of the answer) in which the default sets ``SMALL_DELTA_CHI2`` below ``limit``,
+    chosen on validation rows as the release deploys them: a cell is on where the rows the bit would newly take
+    from ``ZWARN == 0`` hold wrong answers (``right`` False) at least ``ratio`` times as often as the rows left
+    there, at least ``min_wrong`` of them (a cell not turned on by a handful of rows), and cost no more than
+    ``max_loss`` of the cell's right answers at ``ZWARN == 0``. The rule was fixed before its first result (a bit
+    on every row failed it: right quasars by the hundred, docs/classifier.md "DELTACHI2 for every answer").
+    Returns ``(cells, record)``."""
+    d = np.nan_to_num(np.asarray(dchi2, float), nan=np.inf)
+    clean = np.asarray(zwarn) == 0
+    right = np.asarray(right, bool)
+    types = np.char.strip(np.asarray(spectype).astype(str))
+    surveys = np.asarray(surveys).astype(str)
+    cells, record = {}, {}
+    for key in sorted({f"{t}/{v}" for t, v in zip(types, surveys) if t}):
+        t, v = key.split("/")
+        cell = clean & (types == t) & (surveys == v)
+        new = cell & (d < limit)
+        kept = cell & ~new
+        wrong_new, wrong_kept = int((new & ~right).sum()), int((kept & ~right).sum())
+        rate_new = wrong_new / max(int(new.sum()), 1)
+        rate_kept = wrong_kept / max(int(kept.sum()), 1)
+        loss = int((new & right).sum()) / max(int((cell & right).sum()), 1)
+        on = wrong_new >= min_wrong and rate_new >= ratio * rate_kept and loss <= max_loss
+        record[f"dchi2_flag_{key}"] = (f"{'on' if on else 'off'}: DELTACHI2 < {limit:g} takes ZWARN 0 from {int(new.sum())} "
+                                       f"of {int(cell.sum())}, {wrong_new} wrong ({rate_new:.3f} against {rate_kept:.4f} "
+                                       f"left), {loss:.3f} of the right answers")
+        if on:
+            cells[key] = float(limit)
+    return cells, record
 
 
 def choose_arbitration(wraw, fraw, z, ztrue, spectype, surveys, grid=ARBITRATE_GRID,
@@ -496,9 +544,74 @@ class CombinedFamily(Family):
             zwarn = zwarn | np.where(outside, int(ZWarningMask.Z_FITLIMIT), 0)
         if model.zrefine is not None:
             self._znet(model, cols, prepared, nodata)
+        if model.eigen is not None and fraw is not None:
+            dchi2 = self._answer_dchi2(model, cols, prepared, nodata, wraw, fraw)
+            cols["DELTACHI2"] = dchi2
+            limit = self._dchi2_limits(model.config.dchi2_flag, cols["SPECTYPE"], prepared["survey"])
+            if limit is not None:
+                with np.errstate(invalid="ignore"):
+                    small = dchi2 < limit
+                zwarn = zwarn | np.where(small, int(ZWarningMask.SMALL_DELTA_CHI2), 0)
         if model.config.zerr_scale or model.config.zerr_floor:
             cols["ZERR"] = self._classifier_zerr(model.config, cols, prepared["survey"])
         return cols, zwarn, wraw
+
+    @staticmethod
+    def _dchi2_limits(flag, spectype, surveys) -> np.ndarray | None:
+        """Each row's ``SMALL_DELTA_CHI2`` limit (``dchi2_flag``: one value, or per ``"TYPE/survey"``; NaN where no
+        cell: no bit), None without a flag."""
+        if flag is None:
+            return None
+        n = len(spectype)
+        if isinstance(flag, numbers.Real):
+            return np.full(n, float(flag))
+        types = np.char.strip(np.asarray(spectype).astype(str))
+        return np.array([flag.get(f"{t}/{v}", np.nan) for t, v in zip(types, np.asarray(surveys).astype(str))], float)
+
+    @staticmethod
+    def _answer_dchi2(model, cols, prepared, nodata, wraw, fraw) -> np.ndarray:
+        """``DELTACHI2`` of the default's answer, as Redrock defines it for its own (``redrock.zfind``): the chi-square
+        of the best fit at a redshift more than the eigen part's ``dv_exclude`` (1,000 km/s) away, any class, minus
+        the chi-square of the answer's class at its ``Z``; trials compared as the scan compares them (``chi2`` plus
+        the pixels a trial leaves unmodelled).
+
+        The answer's chi-square: its refinement window where ``Z`` is the window's (``Z_METHOD = EIGEN``), else the
+        best native fit of the answer's class within ``dv_exclude`` of ``Z`` (a window of that half-width: the
+        classifier's, QuasarNET's or the net's redshift is not an eigen minimum, and the fit nearest it is that
+        solution's chi-square). The alternative: of the full scan's two refined minima (``fraw``: every class over
+        its whole range; the second lies ``dv_exclude`` from the first), the best one more than ``dv_exclude`` from
+        ``Z``. NaN where either is not measured (no data, a class without templates, both minima near ``Z``).
+        Negative where another redshift fits better than the answer: the networks chose against the chi-square
+        (the real one-line DESI spectrum in docs/classifier_real.md)."""
+        import torch
+
+        from ..constants import C_KMS
+        from .eigen import RAW_FIELDS, D, scan_window
+
+        ecfg = model.eigen.config
+        i = {n: RAW_FIELDS.index(n) for n in ("chi2", "npix", "s", "dchi2", "s2_int")}
+        n = len(nodata)
+        z = np.asarray(cols["Z"], float)
+        names = list(ecfg.tax.classes)
+        cls = np.array([names.index(b) if b in names else -1 for b in np.asarray(cols["CLASS_BEST"]).astype(str)])
+        method = np.asarray(cols["Z_METHOD"]).astype(str)
+        ans = np.full(n, np.nan)
+        own = method == "EIGEN"  # Z is the window's vertex
+        ans[own] = wraw[own, i["chi2"]] - wraw[own, i["npix"]]
+        near = int(math.ceil(math.log10(1 + ecfg.dv_exclude / C_KMS) / D))
+        run = ~own & ~nodata & (cls >= 0) & np.isfinite(z) & (z > -1)
+        if run.any():
+            with torch.inference_mode():
+                r = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z[run], np.full(int(run.sum()), near))
+            ans[run] = r[:, i["chi2"]] - r[:, i["npix"]]
+        s = np.log10(1 + np.where(np.isfinite(z) & (z > -1), z, 0.0)) / D
+        c1 = fraw[:, i["chi2"]] - fraw[:, i["npix"]]
+        far1 = np.abs(fraw[:, i["s"]] - s) > near
+        far2 = np.abs(fraw[:, i["s2_int"]] - s) > near
+        with np.errstate(invalid="ignore"):
+            alt = np.where(far1, c1, np.where(far2, c1 + fraw[:, i["dchi2"]], np.nan))
+            out = alt - ans
+        return np.where(np.isfinite(out) & ~nodata, out, np.nan)
 
     @staticmethod
     def _znet(model, cols, prepared, nodata):
@@ -914,7 +1027,7 @@ class CombinedFamily(Family):
                 zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
                 gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False,
                 zerr_snr: bool = False, full_scan: bool = False, anomaly_flag: bool = False,
-                sign_z: float = 0.0, scan_fallback: bool = False) -> tuple[dict, dict]:
+                sign_z: float = 0.0, scan_fallback: bool = False, dchi2_flag: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -937,7 +1050,7 @@ class CombinedFamily(Family):
         for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
                            ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate),
                            ("zerr_snr", zerr_snr), ("full_scan", full_scan), ("anomaly_flag", anomaly_flag),
-                           ("scan_fallback", scan_fallback)):
+                           ("scan_fallback", scan_fallback), ("dchi2_flag", dchi2_flag)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         if isinstance(sign_z, bool) or not isinstance(sign_z, numbers.Real) or not 0 <= sign_z < 10:
@@ -1008,11 +1121,17 @@ class CombinedFamily(Family):
                                                    min_cell, rows, bands, record, wraw)
         if anomaly_flag and not full_scan:
             raise RedsiftError("release: anomaly_flag needs full_scan=true (the flag reads the full scan's score)")
+        if dchi2_flag and not full_scan:
+            raise RedsiftError("release: dchi2_flag needs full_scan=true (DELTACHI2 reads the full scan's minima)")
+        dcells = self._choose_dchi2_flag(model, raw, prepared, meta, truth, wraw,
+                                         dict(decided, type_arbitrate=tcells, full_scan=True, anomaly_flag=anomaly_flag),
+                                         record) if dchi2_flag else None
         if full_scan:
             record["full_scan"] = "every row scanned over every class: the learned ANOMALY" + \
                 (", OUT_OF_DISTRIBUTION above its thresholds" if anomaly_flag else " (no OUT_OF_DISTRIBUTION bit)")
         return {"eigen": dataclasses.asdict(new), "zerr_scale": cscale or None, "zerr_floor": cfloor or None,
-                "type_arbitrate": tcells, "full_scan": full_scan, "anomaly_flag": anomaly_flag, **decided}, record
+                "type_arbitrate": tcells, "full_scan": full_scan, "anomaly_flag": anomaly_flag, "dchi2_flag": dcells,
+                **decided}, record
 
     @staticmethod
     def _row_filter(meta, col: str, value: str) -> np.ndarray:
@@ -1241,6 +1360,23 @@ class CombinedFamily(Family):
             if ok:
                 on.append(t)
         return on or None
+
+    def _choose_dchi2_flag(self, model, raw, prepared, meta, truth, wraw, decided, record) -> dict | None:
+        """The ``SMALL_DELTA_CHI2`` cells (:func:`choose_dchi2_flag`) on the validation rows as the release deploys
+        them (``decided``, the full scan on): an answer is right where its type is and ``|dv|`` is within DESI's
+        catastrophic limits (1,000 km/s; quasars 3,000)."""
+        from ..constants import C_KMS
+
+        cols, zwarn, _ = self._columns_as(model, raw, prepared, wraw, **decided)
+        spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
+        zt = np.asarray(meta["Z"], float)
+        with np.errstate(invalid="ignore"):
+            dv = np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt) * C_KMS
+            right = (spectype == truth) & (dv <= np.where(truth == "QSO", 3000.0, 1000.0))
+        cells, rec = choose_dchi2_flag(cols["DELTACHI2"], zwarn, right, np.where(truth != "", spectype, ""),
+                                       prepared["survey"])
+        record.update(rec)
+        return cells or None
 
     def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, decided, min_cell, rows, bands,
                              record, wraw=None) -> tuple[dict, dict]:
