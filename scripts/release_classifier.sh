@@ -174,3 +174,10 @@ redsift release $R/comb35b --val $D/eig_val3x -o $R/redsift-sim-36g --set zerr_r
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true \
   --set sign_z=2 --set scan_fallback=true
 cp $R/redsift-sim-36g/model.safetensors $R/redsift-sim-36g/config.json src/redsift/models/released/redsift-sim/
+# ninth session (2026-12-07): DELTACHI2 for every answer of the default and SMALL_DELTA_CHI2 per cell (docs/classifier.md
+# "DELTACHI2 for every answer"); every other decision chosen again, the same
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-37 --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true \
+  --set sign_z=2 --set scan_fallback=true --set dchi2_flag=true
+cp $R/redsift-sim-37/config.json src/redsift/models/released/redsift-sim/config.json
+python scripts/validate_real.py redsift-sim quasarnet-multi-sim -o docs/classifier_real.md
