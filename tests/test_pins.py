@@ -1,5 +1,7 @@
 """QuasarNET migrated unchanged: today's catalogs equal, value for value, those pinned before the family
-plug-ins (scripts/pin_quasarnet_catalogs.py, commit 815a945), for the real fixtures and a simulated set.
+plug-ins (scripts/pin_quasarnet_catalogs.py, commit 815a945), for the real fixtures and a simulated set. Floats
+are equal to float32 rounding (1e-6; a fresh machine of 2026-12-07, ONNX Runtime 1.32.0 and torch alike, differed
+from the pins by up to 3e-7), and a line's position where the line has some confidence (>= 1e-3).
 
 The only intended differences are the catalog contract's: ``NO_REDSHIFT`` (bit 24) on rows without a
 measured redshift, and the id columns every catalog now carries (filled with sentinels).
@@ -40,8 +42,18 @@ def _same(new, old):
             b = b & ~int(ZWarningMask.NO_REDSHIFT)
         if hasattr(old[name], "filled"):  # FITS gives NaN floats and empty strings back masked
             b = np.asarray(old[name].filled(np.nan if b.dtype.kind == "f" else ""))
+        conf = f"C_{name[2:]}"
+        if name.startswith("Z_") and conf in old.colnames:
+            # a line's position is its most confident box: where no box holds the line (confidence ~1e-7) the
+            # argmax among near-zeros follows the float rounding below (seen flipping on another CPU); compared
+            # where the line has any confidence
+            seen = np.maximum(np.asarray(new[conf], float), np.nan_to_num(np.asarray(old[conf], float))) >= 1e-3
+            a, b = a[seen], b[seen]
         if a.dtype.kind == "f":
-            np.testing.assert_array_equal(a, b, err_msg=name)
+            # float32 rounding of the runtime's sums, not a change: ONNX Runtime 1.32.0 (PyPI, 2026-12) gives Z
+            # within 1.7e-8 relative and the line confidences within 3e-7 of the pins made with an earlier
+            # release; a change of the model or of its inputs moves values by orders of magnitude more
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
         else:
             assert a.astype(b.dtype).tolist() == b.tolist(), name
     # every row without a measured redshift says why

@@ -183,6 +183,12 @@ def test_catalog_fit_columns_are_used(tmp_path):
         for name in ("CHI2", "NPIXELS", "DELTACHI2"):
             np.testing.assert_array_equal(rs[name], cat[name])
         assert set(rs["FITMETHOD"]) == {"PCA"}
+    cat["DELTACHI2"] = [25.0, np.nan, -3.0]  # a row without one (the default's unmeasured rows): Redrock's 0.0
+    cat["CHI2"] = [10.0, np.nan, 30.0]
+    with fits.open(_write(tmp_path, cat, "nan.fits")) as h:
+        rs = h["REDSHIFTS"].data
+        assert list(rs["DELTACHI2"]) == [25.0, 0.0, -3.0]
+        assert np.isnan(rs["CHI2"][1])  # CHI2's empty value is NaN
 
 
 def test_spectype_values_kept_width_six(tmp_path):

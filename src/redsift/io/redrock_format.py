@@ -33,7 +33,7 @@ SPECTYPE   6A      the catalog's SPECTYPE, values kept ("QSO", "NONQSO", "STAR",
                    as Redrock, wider only if a value is longer (never truncated)
 SUBTYPE    20A     the catalog's SUBTYPE; at least 20 characters, as Redrock
 NCOEFF     K       int64; the catalog's ``NCOEFF`` if it has one, else the width of its COEFF, else **0**
-DELTACHI2  D       float64; the catalog's ``DELTACHI2`` if it has one, else **0.0**
+DELTACHI2  D       float64; the catalog's ``DELTACHI2`` if it has one (0.0 on its rows without one), else **0.0**
 =========  ======  =========================================================================================
 
 The "empty" values, until a model family fills the columns: CHI2 = NaN because any number would read as a
@@ -143,9 +143,12 @@ def _number(catalog: Table, name: str, dtype: str, n: int):
     if getattr(col, "ndim", 1) != 1:
         raise ValueError(f"catalog column {name} has shape {col.shape}; expected one value per row")
     try:
-        return _filled(col, empty).astype(dtype)
+        out = _filled(col, empty).astype(dtype)
     except (TypeError, ValueError):
         raise ValueError(f"catalog column {name} ({col.dtype}) is not numeric") from None
+    if out.dtype.kind == "f" and not np.isnan(empty):  # a row the family did not measure (DELTACHI2: NaN -> 0.0)
+        out = np.where(np.isnan(out), empty, out)
+    return out
 
 
 def redshifts_table(catalog: Table) -> Table:
