@@ -438,6 +438,31 @@ def test_evaluate_reports_redshifts_by_method(rng):
     assert float(rows["EIGEN_TYPE"][5]) == 0.1 and float(rows["CLASSIFIER"][5]) == 0.0
 
 
+def test_evaluate_reports_the_defaults_delta_chi2(rng, tmp_path):
+    """The default's section says what SMALL_DELTA_CHI2 flags and what DELTACHI2 cuts keep, from the answers' own
+    DELTACHI2 (negative ones included), and draws it (a real PNG)."""
+    from astropy.table import Table
+
+    from redsift.evaluate.classifier import _degeneracy
+
+    n = 500
+    zt = rng.uniform(0.1, 0.5, n)
+    wrong = np.arange(n) < 50
+    z = np.where(wrong, zt + 0.3, zt)
+    d = np.where(wrong, rng.normal(-20, 10, n), rng.uniform(5, 500, n))
+    d[:3] = np.nan  # not measured
+    zwarn = np.where(np.nan_to_num(d, nan=100) < 9, 4, 0)
+    t = Table({"Z": z, "TRUE_Z": zt, "SPECTYPE": np.full(n, "GALAXY"), "DELTACHI2": d, "ZWARN": zwarn})
+    (line, _) = _degeneracy(t, np.full(n, "GALAXY"), str(tmp_path), "", "test")
+    small = zwarn > 0
+    assert f"measured for {np.mean(np.isfinite(d)):.3f}" in line
+    assert f"`SMALL_DELTA_CHI2` on {np.mean(small):.4f}, wrong (type, or |dv| over 1,000 / 3,000 km/s) among them " \
+           f"{np.mean(wrong[small]):.3f}, among the rest {np.mean(wrong[~small]):.4f}" in line
+    keep = np.nan_to_num(d, nan=-np.inf) >= 25
+    assert f"`DELTACHI2 >= 25` keeps {np.mean(keep):.3f} of the rows, {np.mean(wrong[keep]):.4f} of them wrong" in line
+    assert (tmp_path / "deltachi2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_infer_runs_the_network_in_small_chunks_with_the_whole_batchs_answers(rng):
     """The family's ``infer`` runs the network ``INFER_ROWS`` rows at a time whatever batch it is handed (faster a
     row on the CPU, smaller temporaries); the answers are those of one forward pass over the whole batch."""

@@ -302,4 +302,33 @@ def classifier_report(t, out, header, overrides, truth_path="", combined: bool =
             lines += _combined(sub, true_st)
         if combined and "Z_METHOD" in t.colnames:
             lines += _methods(sub, true_st)
+        if combined and "DELTACHI2" in t.colnames:
+            lines += _degeneracy(sub, true_st, out, tag, overrides.get("label", "simulated held-out"))
     return lines
+
+
+def _degeneracy(t, true_st, out, tag, label) -> list[str]:
+    """The default's ``DELTACHI2`` of its answers against the truth: what ``SMALL_DELTA_CHI2`` flags and what a
+    user's ``DELTACHI2`` cut would keep (``deltachi2[_SURVEY].png``)."""
+    from .eigen import _deltachi2_plot
+
+    d = np.ma.filled(np.ma.asarray(t["DELTACHI2"], float), np.nan)
+    lab = np.asarray(true_st).astype(str) != ""
+    if not (np.isfinite(d) & lab).any():
+        return []
+    zt = np.asarray(t["TRUE_Z"], float)
+    with np.errstate(invalid="ignore"):
+        dz = np.abs(np.asarray(t["Z"], float) - zt) / (1 + zt)
+    lim = np.where(true_st == "QSO", 3000.0, 1000.0) / C_KMS
+    wrong = (np.char.strip(np.asarray(t["SPECTYPE"]).astype(str)) != true_st) | ~(np.nan_to_num(dz, nan=np.inf) <= lim)
+    small = (np.asarray(t["ZWARN"], np.int64) & 4) > 0
+    d, wrong, small = d[lab], wrong[lab], small[lab]
+    name = f"deltachi2{'_' + tag if tag else ''}.png"
+    _deltachi2_plot(d, wrong, os.path.join(out, name), f"{label}{', ' + tag if tag else ''}", signed=True)
+    dd = np.nan_to_num(d, nan=-np.inf)
+    cut = ", ".join(f"`DELTACHI2 >= {c}` keeps {np.mean(dd >= c):.3f} of the rows, {np.mean(wrong[dd >= c]):.4f} "
+                    f"of them wrong" for c in (9, 25))
+    return [f"Degeneracy (the answer's `DELTACHI2`, measured for {np.mean(np.isfinite(d)):.3f} of the rows): "
+            f"`SMALL_DELTA_CHI2` on {np.mean(small):.4f}, wrong (type, or |dv| over 1,000 / 3,000 km/s) among them "
+            f"{np.mean(wrong[small]) if small.any() else float('nan'):.3f}, among the rest {np.mean(wrong[~small]):.4f}; "
+            f"{cut}; all rows {np.mean(wrong):.4f} wrong (`{name}`).", ""]

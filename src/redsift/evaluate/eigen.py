@@ -92,23 +92,35 @@ def _figure(nrows=1, ncols=1, size=(6, 4)):
     return fig, axes
 
 
-def _deltachi2_plot(dchi2, wrong, path, label):
+def _deltachi2_plot(dchi2, wrong, path, label, signed: bool = False):
+    """DELTACHI2 of right and wrong answers and what a cut keeps. ``signed``: the default's DELTACHI2, negative where
+    another redshift fits better than its answer (``sign(d) log10(1 + |d|)``, the cuts from -1,000)."""
     fig, ax = _figure(1, 2, (11, 4))
-    d = np.log10(np.clip(np.where(np.isfinite(dchi2), dchi2, 1e6), 1e-2, 1e6))
-    bins = np.linspace(-2, 6, 50)
+    if signed:
+        fin = np.where(np.isfinite(dchi2), dchi2, np.nan)
+        d = np.sign(fin) * np.log10(1 + np.abs(fin))
+        bins = np.linspace(-4, 6, 60)
+        xlab = "sign x log10(1 + |DELTACHI2|)"
+        mark = np.log10(10)
+    else:
+        d = np.log10(np.clip(np.where(np.isfinite(dchi2), dchi2, 1e6), 1e-2, 1e6))
+        bins = np.linspace(-2, 6, 50)
+        xlab = "log10 DELTACHI2"
+        mark = np.log10(9)
     ax[0, 0].hist(d[~wrong], bins, histtype="step", label=f"right ({int((~wrong).sum())})", density=True)
-    ax[0, 0].hist(d[wrong], bins, histtype="step", label=f"catastrophic ({int(wrong.sum())})", density=True)
-    ax[0, 0].axvline(np.log10(9), color="k", ls=":", label="SMALL_DELTA_CHI2 (9)")
-    ax[0, 0].set_xlabel("log10 DELTACHI2")
+    ax[0, 0].hist(d[wrong], bins, histtype="step", label=f"catastrophic or wrong type ({int(wrong.sum())})", density=True)
+    ax[0, 0].axvline(mark, color="k", ls=":", label="SMALL_DELTA_CHI2 (9)")
+    ax[0, 0].set_xlabel(xlab)
     ax[0, 0].set_ylabel("density")
     ax[0, 0].legend(fontsize=8)
-    cuts = np.logspace(-1, 4, 60)
+    cuts = np.r_[-np.logspace(3, -1, 30), np.logspace(-1, 4, 40)] if signed else np.logspace(-1, 4, 60)
     kept = np.array([np.mean(dchi2 >= c) for c in cuts])
     fail = np.array([np.mean(wrong[dchi2 >= c]) if (dchi2 >= c).any() else np.nan for c in cuts])
-    ax[0, 1].semilogx(cuts, kept, label="fraction kept")
-    ax[0, 1].semilogx(cuts, fail * 10, label="catastrophic among kept x 10")
+    ax[0, 1].plot(cuts, kept, label="fraction kept")
+    ax[0, 1].plot(cuts, fail * 10, label="wrong among kept x 10")
+    ax[0, 1].set_xscale("symlog" if signed else "log")
     ax[0, 1].axvline(9, color="k", ls=":")
-    ax[0, 1].set_xlabel("DELTACHI2 cut")
+    ax[0, 1].set_xlabel("DELTACHI2 cut (kept: DELTACHI2 >= cut)")
     ax[0, 1].legend(fontsize=8)
     fig.suptitle(f"degeneracy: DELTACHI2 ({label})", fontsize=10)
     fig.tight_layout()

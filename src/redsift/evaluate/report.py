@@ -92,7 +92,9 @@ def write_report(cat_path, truth_path, out, family=None, overrides: dict | None 
              f"spectra joined on TARGETID.", ""]
     lines += _generic(t)
     if fam is not None:
-        lines += [""] + fam.report(t, out, dict(cat.meta), dict(overrides or {}), str(truth_path))
+        # (the families' figures are titled with the run's label)
+        given = {"label": label} if label else {}
+        lines += [""] + fam.report(t, out, dict(cat.meta), {**given, **(overrides or {})}, str(truth_path))
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(text)
