@@ -575,36 +575,43 @@ class CombinedFamily(Family):
         the chi-square of the answer's class at its ``Z``; trials compared as the scan compares them (``chi2`` plus
         the pixels a trial leaves unmodelled).
 
-        The answer's chi-square: its refinement window where ``Z`` is the window's (``Z_METHOD = EIGEN``), else the
-        best native fit of the answer's class within ``dv_exclude`` of ``Z`` (a window of that half-width: the
-        classifier's, QuasarNET's or the net's redshift is not an eigen minimum, and the fit nearest it is that
-        solution's chi-square). The alternative: of the full scan's two refined minima (``fraw``: every class over
-        its whole range; the second lies ``dv_exclude`` from the first), the best one more than ``dv_exclude`` from
-        ``Z``. NaN where either is not measured (no data, a class without templates, both minima near ``Z``).
+        The answer's chi-square: its refinement window's where ``Z`` is the window's (``Z_METHOD = EIGEN``) or where
+        that window, of the answer's class, found a minimum (not on its edge) within ``dv_exclude`` of ``Z`` (the net's
+        answers near the classifier's), else the best native fit of the answer's class within ``dv_exclude`` of ``Z`` (a window
+        of that half-width: the classifier's, QuasarNET's or the net's redshift is not an eigen minimum, and the fit
+        nearest it is that solution's chi-square). The alternative: of the full scan's two refined minima (``fraw``:
+        every class over its whole range; the second lies ``dv_exclude`` from the first), the best one more than
+        ``dv_exclude`` from ``Z``. NaN where either is not measured (no data, a class without templates, both minima near ``Z``).
         Negative where another redshift fits better than the answer: the networks chose against the chi-square
         (the real one-line DESI spectrum in docs/classifier_real.md)."""
         import torch
 
         from ..constants import C_KMS
+        from ..zwarning import ZWarningMask
         from .eigen import RAW_FIELDS, D, scan_window
 
         ecfg = model.eigen.config
-        i = {n: RAW_FIELDS.index(n) for n in ("chi2", "npix", "s", "dchi2", "s2_int")}
+        i = {n: RAW_FIELDS.index(n) for n in ("cls", "chi2", "npix", "s", "dchi2", "s2_int", "zwarn")}
         n = len(nodata)
         z = np.asarray(cols["Z"], float)
+        s = np.log10(1 + np.where(np.isfinite(z) & (z > -1), z, 0.0)) / D
         names = list(ecfg.tax.classes)
         cls = np.array([names.index(b) if b in names else -1 for b in np.asarray(cols["CLASS_BEST"]).astype(str)])
         method = np.asarray(cols["Z_METHOD"]).astype(str)
-        ans = np.full(n, np.nan)
-        own = method == "EIGEN"  # Z is the window's vertex
-        ans[own] = wraw[own, i["chi2"]] - wraw[own, i["npix"]]
         near = int(math.ceil(math.log10(1 + ecfg.dv_exclude / C_KMS) / D))
+        ans = np.full(n, np.nan)
+        # Z is the window's vertex, or the window (the answer's class) found its best fit within dv_exclude of Z: its
+        # chi-square (the window around the classifier's redshift holds the net's answer near it: no second scan)
+        edge = int(ZWarningMask.Z_FITLIMIT | ZWarningMask.BAD_MINFIT)  # a window's edge is no minimum
+        with np.errstate(invalid="ignore"):
+            inner = (np.nan_to_num(wraw[:, i["zwarn"]], nan=edge).astype(np.int64) & edge) == 0
+            own = (method == "EIGEN") | ((wraw[:, i["cls"]] == cls) & (np.abs(wraw[:, i["s"]] - s) <= near) & inner)
+        ans[own] = wraw[own, i["chi2"]] - wraw[own, i["npix"]]
         run = ~own & ~nodata & (cls >= 0) & np.isfinite(z) & (z > -1)
         if run.any():
             with torch.inference_mode():
                 r = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z[run], np.full(int(run.sum()), near))
             ans[run] = r[:, i["chi2"]] - r[:, i["npix"]]
-        s = np.log10(1 + np.where(np.isfinite(z) & (z > -1), z, 0.0)) / D
         c1 = fraw[:, i["chi2"]] - fraw[:, i["npix"]]
         far1 = np.abs(fraw[:, i["s"]] - s) > near
         far2 = np.abs(fraw[:, i["s2_int"]] - s) > near
