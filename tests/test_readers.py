@@ -128,6 +128,32 @@ def test_desi_arm_merge_weights_overlaps_by_ivar(tmp_path):
     assert list(s.meta["TARGETID"]) == [11, 22]
 
 
+def test_desi_fibermap_sets_redrocks_zwarn_bits(tmp_path, monkeypatch):
+    """A DESI FIBERMAP's sky and bad fibres and its fibre status bits become the ZWARN bits Redrock's DESI front end
+    sets (SKY, NODATA, UNPLUGGED, POORDATA, LITTLE_COVERAGE), through the strict reader and astropy alike; a target
+    with a clean status keeps 0."""
+    from redsift.io import registry
+    from redsift.io.desi import FIBERMASK, read_desi_strict
+    from redsift.zwarning import ZWarningMask as Z
+
+    n = 6
+    w = np.round(np.arange(3600.0, 9824.1, 0.8), 1)
+    status = np.array([0, 0, 0, 1 << FIBERMASK["BROKENFIBER"], 1 << FIBERMASK["POORPOSITION"],
+                       1 << FIBERMASK["BADAMPR"]], np.int32)
+    fm = Table({"TARGETID": np.arange(n, dtype=np.int64), "OBJTYPE": ["TGT", "SKY", "BAD", "TGT", "TGT", "TGT"],
+                "COADD_FIBERSTATUS": status})
+    rng = np.random.default_rng(3)
+    hdus = [fits.PrimaryHDU(), fits.BinTableHDU(fm, name="FIBERMAP"), fits.ImageHDU(w, name="B_WAVELENGTH"),
+            fits.ImageHDU(rng.normal(1, 0.1, (n, w.size)).astype(np.float32), name="B_FLUX"),
+            fits.ImageHDU(np.full((n, w.size), 100, np.float32), name="B_IVAR")]
+    p = tmp_path / "coadd-sky.fits"
+    fits.HDUList(hdus).writeto(p)
+    want = [0, int(Z.SKY), int(Z.NODATA), int(Z.NODATA | Z.UNPLUGGED), int(Z.POORDATA), int(Z.LITTLE_COVERAGE)]
+    assert list(np.asarray(read_desi_strict(p).meta["ZWARN"])) == want  # the strict reader
+    monkeypatch.setattr(registry, "FAST_PATH", False)
+    assert list(np.asarray(redsift.read(p).meta["ZWARN"])) == want  # astropy
+
+
 def test_desi_spectra_file_is_detected(tmp_path):
     p = _desi_file(tmp_path, name="spectra")
     assert identify_format(p).name == "desi-spectra"

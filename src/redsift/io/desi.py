@@ -164,6 +164,42 @@ class _Astropy:
         return header_value(self.info.header, key)
 
 
+#: desispec's fibermask bits (``desispec.maskbits.fibermask``) that Redrock's DESI front end turns into ZWARN bits
+FIBERMASK = {"UNASSIGNED": 0, "BROKENFIBER": 2, "BADPOSITION": 9, "POORPOSITION": 10, "BADAMPB": 22, "BADAMPR": 23,
+             "BADAMPZ": 24}
+
+
+def fibermap_zwarn(meta, nspec: int) -> np.ndarray:
+    """The ZWARN bits a DESI FIBERMAP implies, as Redrock's DESI front end sets them (``redrock.external.desi``):
+    ``SKY`` for ``OBJTYPE = SKY``; ``NODATA`` for ``OBJTYPE = BAD`` and for the fibre status bits BADPOSITION,
+    BROKENFIBER and UNASSIGNED; ``UNPLUGGED`` for BROKENFIBER; ``POORDATA`` for POORPOSITION; ``LITTLE_COVERAGE`` for
+    BADAMPB/R/Z (a camera's amplifier unusable). The status is ``COADD_FIBERSTATUS`` (coadds) or ``FIBERSTATUS``
+    (spectra files); a column that is absent or not integer contributes nothing. A sky fibre answered as a galaxy
+    with ``ZWARN = 0`` is what a catalog without these bits gives: pure noise is typed GALAXY by the default."""
+    from ..zwarning import ZWarningMask as Z
+
+    zw = np.zeros(nspec, np.int64)
+    if "OBJTYPE" in meta:
+        obj = np.char.upper(np.char.strip(np.asarray(meta["OBJTYPE"]).astype(str)))
+        if obj.shape == (nspec,):
+            zw |= np.where(obj == "SKY", int(Z.SKY), 0)
+            zw |= np.where(obj == "BAD", int(Z.NODATA), 0)
+    col = next((c for c in ("COADD_FIBERSTATUS", "FIBERSTATUS") if c in meta), None)
+    if col is not None:
+        st = np.asarray(meta[col])
+        if st.shape == (nspec,) and st.dtype.kind in "iu":
+            st = st.astype(np.int64)
+
+            def has(*names):
+                return (st & sum(1 << FIBERMASK[n] for n in names)) != 0
+
+            zw |= np.where(has("BADPOSITION", "BROKENFIBER", "UNASSIGNED"), int(Z.NODATA), 0)
+            zw |= np.where(has("BROKENFIBER"), int(Z.UNPLUGGED), 0)
+            zw |= np.where(has("POORPOSITION"), int(Z.POORDATA), 0)
+            zw |= np.where(has("BADAMPB", "BADAMPR", "BADAMPZ"), int(Z.LITTLE_COVERAGE), 0)
+    return zw
+
+
 def read_desi(info: FileInfo) -> Spectra:
     """Load a DESI coadd or spectra file (all arms merged)."""
     return _read(_Astropy(info))
@@ -222,6 +258,9 @@ def _read(src) -> Spectra:
             meta["DEC"] = float_column(meta["TARGET_DEC"], nspec)
         if "TARGETID" in meta:  # text or NaN ids become -1 rather than failing the file
             meta["TARGETID"] = int_column(meta["TARGETID"], nspec)
+        zwarn = fibermap_zwarn(meta, nspec)
+        if zwarn.any():
+            meta["ZWARN"] = zwarn
     else:
         meta = MetaColumns({"TARGETID": np.full(nspec, -1, np.int64)})
     for key, col in _HEADER_META:
