@@ -180,4 +180,11 @@ redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R
   --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true \
   --set sign_z=2 --set scan_fallback=true --set dchi2_flag=true
 cp $R/redsift-sim-37/config.json src/redsift/models/released/redsift-sim/config.json
+# the same, with NO_SIGNAL (pure noise answered with confidence; docs/classifier.md "Pure noise"): the release now in redsift-sim
+python scripts/noise_check.py $D
+redsift release src/redsift/models/released/redsift-sim --val $D/eig_val3x -o $R/redsift-sim-37n --set zerr_rows=SIM_MODE=templates \
+  --set zerr_bands=true --set type_arbitrate=true --set peak_arbitrate=true --set zerr_snr=true --set full_scan=true \
+  --set sign_z=2 --set scan_fallback=true --set dchi2_flag=true --set no_signal=true
+cp $R/redsift-sim-37n/config.json src/redsift/models/released/redsift-sim/config.json
+python scripts/noise_check.py $D --seed 2 -n 1000
 python scripts/validate_real.py redsift-sim quasarnet-multi-sim -o docs/classifier_real.md

@@ -869,6 +869,47 @@ def test_default_delta_chi2_is_the_answers_gain_over_the_best_fit_elsewhere(sets
         release(tmp_path / "comb", str(sets / "val"), tmp_path / "rel2", min_cell=5, dchi2_flag=True)
 
 
+def test_no_signal_flags_pure_noise_and_not_spectra_with_objects(sets, fitted, tmp_path, monkeypatch):
+    """NO_SIGNAL: the answer's chi-square gain over no object (``signal_gain``) is what fitting templates to noise
+    buys (tens) on pure noise with the validation set's own inverse variances, and hundreds on the simulated spectra;
+    the bit is set exactly where it is below ``signal_min``, and the release keeps the fixed limit only where its
+    right answers stay clear of it (recorded per survey)."""
+    from redsift import Spectra
+    from redsift.data.store import Dataset
+    from redsift.models.combined import SIGNAL_MIN, CombinedFamily
+    from redsift.train.release import release
+
+    # the gain: F - ntot - (chi2 - npix), F the chi-square of a zero spectrum over the good pixels
+    X = np.array([[1.0, 2.0, 0.0, 4.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], np.float32)
+    np.testing.assert_allclose(CombinedFamily.signal_gain(X, [0.5, -1.0]), [(4 + 4) - 2 - 0.5, 0 - 3 + 1.0])
+
+    meta = Dataset(sets / "val").meta
+    zt = np.asarray(meta["Z"], float)
+    _combined_with_answers(sets, fitted, tmp_path, monkeypatch, np.asarray(meta["CLASS"], str), zt, confident=True)
+    m = load_model(tmp_path / "comb")
+    m.config = dataclasses.replace(m.config, full_scan=True, signal_min=SIGNAL_MIN)
+    c = predict_catalog(m, [str(sets / "val")], progress=False)
+    quiet = (np.asarray(c["ZWARN"]) & int(ZWarningMask.NO_SIGNAL)) > 0
+    assert quiet.mean() < 0.05
+    ds = Dataset(sets / "val")
+    _, ivar, _ = ds.read(np.arange(100))
+    rng = np.random.default_rng(5)
+    noise = np.where(ivar > 0, rng.normal(size=ivar.shape) / np.sqrt(np.where(ivar > 0, ivar, 1)), 0)
+    cn = predict_catalog(m, [Spectra(ds.grid.wave, noise, ivar)], progress=False)
+    qn = (np.asarray(cn["ZWARN"]) & int(ZWarningMask.NO_SIGNAL)) > 0
+    assert qn.mean() > 0.95, qn.mean()
+    m.config = dataclasses.replace(m.config, signal_min=None)  # no limit: no bit, nothing else moves
+    c0 = predict_catalog(m, [str(sets / "val")], progress=False)
+    np.testing.assert_array_equal(np.asarray(c0["ZWARN"]), np.asarray(c["ZWARN"]) & ~int(ZWarningMask.NO_SIGNAL))
+    np.testing.assert_array_equal(np.asarray(c0["Z"]), np.asarray(c["Z"]))
+    rec = release(tmp_path / "comb", str(sets / "val"), tmp_path / "reln", min_cell=5, full_scan=True, no_signal=True)
+    kept = load_model(tmp_path / "reln").config.signal_min
+    assert rec["no_signal"].startswith("on" if kept == SIGNAL_MIN else "off") and "no_signal_boss" in rec
+    assert kept in (SIGNAL_MIN, None)
+    with pytest.raises(RedsiftError, match="no_signal needs full_scan=true"):
+        release(tmp_path / "comb", str(sets / "val"), tmp_path / "reln2", min_cell=5, no_signal=True)
+
+
 def test_dchi2_flag_cells_need_enriched_wrong_answers_at_little_cost():
     """:func:`choose_dchi2_flag`: a cell is on where the bit takes wrong answers from ZWARN 0 at >= 5x the rate of
     those left, at least 5 of them, for at most 2% of its right answers; rows already flagged are not counted."""

@@ -112,6 +112,6 @@ def test_zwarn_bits_keep_redrock_meanings():
                "NEGATIVE_EMISSION", "UNPLUGGED", "BAD_TARGET", "NODATA", "BAD_MINFIT", "POORDATA"]
     assert [m.name for m in ZWarningMask if m.value < 2**12] == redrock
     own = [m for m in ZWarningMask if m.value >= 2**12]
-    # DESI uses 16-19 of the afterburner range 16-23; redsift 20-23, and 24 once that range was full
-    assert [int(np.log2(m.value)) for m in own] == [20, 21, 22, 23, 24]
+    # DESI uses 16-19 of the afterburner range 16-23; redsift 20-23, and 24 and 25 once that range was full
+    assert [int(np.log2(m.value)) for m in own] == [20, 21, 22, 23, 24, 25]
     assert describe(512 | 2**20) == ["NODATA", "BAD_INPUT"]

@@ -27,11 +27,13 @@ LOW_CONFIDENCE 22  redsift: the model's confidence is close to its decision thre
 OUT_OF_DISTRIBUTION 23  redsift: input unlike the model's training data
 NO_REDSHIFT 24  redsift: the model measured no redshift for this spectrum (``Z`` is NaN), e.g.
             QuasarNET on a spectrum it does not call a quasar
+NO_SIGNAL  25  redsift: the answer's fit explains the spectrum hardly better than no object at all (the
+            default: its chi-square gain over a zero spectrum below the release's limit; pure noise)
 ========  ===  ======================================================
 
 ``ZWARN == 0`` means "trust Z" in DESI and SDSS work, so a row without a measured redshift always has
 a bit set: ``NODATA`` (with ``BAD_INPUT`` when the input could not be read) or ``NO_REDSHIFT``. The
-afterburner range 16-23 is full, so ``NO_REDSHIFT`` takes bit 24 (``ZWARN`` is int64).
+afterburner range 16-23 is full, so ``NO_REDSHIFT`` takes bit 24 and ``NO_SIGNAL`` bit 25 (``ZWARN`` is int64).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class ZWarningMask(enum.IntFlag):
     LOW_CONFIDENCE = 2**22
     OUT_OF_DISTRIBUTION = 2**23
     NO_REDSHIFT = 2**24
+    NO_SIGNAL = 2**25
 
     @classmethod
     def flags(cls) -> list[tuple[str, int]]:

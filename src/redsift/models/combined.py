@@ -143,8 +143,11 @@ class CombinedConfig:
     # SMALL_DELTA_CHI2 in the default below this DELTACHI2 of its answer: one value for every row, or per "TYPE/survey"
     # of the answer (chosen at release with dchi2_flag=true, :func:`choose_dchi2_flag`; None: DELTACHI2 written, no
     # bit). With full_scan, every answer's DELTACHI2 is the chi-square gain of the best fit of any class more than
-    # dv_exclude away over the answer's own class near its Z (:meth:`CombinedFamily._answer_dchi2`)
+    # dv_exclude away over the answer's own class near its Z (:meth:`CombinedFamily._answer_fit`)
     dchi2_flag: float | dict | None = None
+    # NO_SIGNAL below this chi-square gain of the answer's fit over no object at all (F - ntot - (chi2 - npix): pure
+    # noise gains ~10-60, a spectrum with an object hundreds); set at release with no_signal=true (None: no bit)
+    signal_min: float | None = None
 
     def __post_init__(self):
         if self.rule not in ("qn-z", "classifier"):
@@ -191,6 +194,8 @@ class CombinedConfig:
                                                   for k, (p, d) in sorted(self.type_arbitrate.items()))
             if self.scan_fallback:
                 out["scan_fallback"] = "unrefined " + ", ".join(self.scan_fallback) + ": the class's whole-range scan"
+            if self.signal_min is not None:
+                out["no_signal"] = f"NO_SIGNAL where the answer's chi-square gain over no object < {self.signal_min:g}"
             if self.full_scan:
                 f = self.dchi2_flag
                 out["dchi2"] = "answer vs the full scan's best elsewhere" + (
@@ -221,7 +226,7 @@ ZERR_SNR_EDGES = (4.0, 8.0, 16.0, 32.0)
 #: The combined config's fields a release chooses (cleared while it chooses them, always written by it)
 RELEASE_DECISIONS = ("refine_qso_zbins", "refine_gate", "arbitrate", "bal_mean_threshold", "peak_arbitrate",
                      "type_arbitrate", "zerr_scale", "zerr_floor", "zerr_snr_edges", "full_scan",
-                     "anomaly_flag", "scan_fallback", "dchi2_flag")
+                     "anomaly_flag", "scan_fallback", "dchi2_flag", "signal_min")
 
 #: The (p2_min, gain_min) pairs the release tries for the second-peak arbitration, per type / survey
 PEAK_GRID = tuple((p, g) for p in (0.001, 0.01, 0.03, 0.1) for g in (0.0, 10.0, 25.0, 50.0, 100.0))
@@ -331,6 +336,12 @@ def clears_sign_test(fixed: int, broken: int, sign_z: float = 0.0) -> bool:
 
 #: Redrock's SMALL_DELTA_CHI2 limit, the one the default's flag is tried at
 DCHI2_LIMIT = 9.0
+#: NO_SIGNAL's limit on the answer's chi-square gain over no object: pure Gaussian noise with each survey's own
+#: inverse variances gained at most 57 over 900 spectra (`scripts/noise_check.py`-style, simulated), right validation
+#: answers gain 200 and more but for two of 12,000 (docs/classifier.md, "Pure noise"); fixed, not fitted
+SIGNAL_MIN = 100.0
+#: the most of a survey's right validation answers NO_SIGNAL may take for the release to keep it
+SIGNAL_MAX_LOSS = 0.001
 
 
 def choose_dchi2_flag(dchi2, zwarn, right, spectype, surveys, limit: float = DCHI2_LIMIT, ratio: float = 5.0,
@@ -545,8 +556,12 @@ class CombinedFamily(Family):
         if model.zrefine is not None:
             self._znet(model, cols, prepared, nodata)
         if model.eigen is not None and fraw is not None:
-            dchi2 = self._answer_dchi2(model, cols, prepared, nodata, wraw, fraw)
+            dchi2, ans = self._answer_fit(model, cols, prepared, nodata, wraw, fraw)
             cols["DELTACHI2"] = dchi2
+            if model.config.signal_min is not None:
+                with np.errstate(invalid="ignore"):
+                    quiet = self.signal_gain(prepared["X_eig"], ans) < model.config.signal_min
+                zwarn = zwarn | np.where(quiet & ~nodata, int(ZWarningMask.NO_SIGNAL), 0)
             limit = self._dchi2_limits(model.config.dchi2_flag, cols["SPECTYPE"], prepared["survey"])
             if limit is not None:
                 with np.errstate(invalid="ignore"):
@@ -569,7 +584,21 @@ class CombinedFamily(Family):
         return np.array([flag.get(f"{t}/{v}", np.nan) for t, v in zip(types, np.asarray(surveys).astype(str))], float)
 
     @staticmethod
-    def _answer_dchi2(model, cols, prepared, nodata, wraw, fraw) -> np.ndarray:
+    def signal_gain(X, ans) -> np.ndarray:
+        """The answer's chi-square gain over no object at all: ``F - ntot - ans``, ``F`` the chi-square of a zero
+        spectrum over the ``ntot`` good pixels of each row of ``X`` (flux then ivar, :func:`flux_ivar_rows`) and ``ans``
+        the answer's comparison value (:meth:`_answer_fit`: ``chi2 - npix``, so pixels the fit leaves out count one
+        each). Pure noise gains what fitting K templates at the best of many redshifts buys (~10-60, simulated);
+        a spectrum with an object hundreds and more (docs/classifier.md, "Pure noise")."""
+        X = np.asarray(X)
+        npix = X.shape[1] // 2
+        f, iv = X[:, :npix].astype(np.float64), X[:, npix:].astype(np.float64)
+        good = iv > 0
+        F = np.where(good, iv * f * f, 0.0).sum(1)
+        return F - good.sum(1) - np.asarray(ans, float)
+
+    @staticmethod
+    def _answer_fit(model, cols, prepared, nodata, wraw, fraw) -> tuple[np.ndarray, np.ndarray]:
         """``DELTACHI2`` of the default's answer, as Redrock defines it for its own (``redrock.zfind``): the chi-square
         of the best fit at a redshift more than the eigen part's ``dv_exclude`` (1,000 km/s) away, any class, minus
         the chi-square of the answer's class at its ``Z``; trials compared as the scan compares them (``chi2`` plus
@@ -583,7 +612,8 @@ class CombinedFamily(Family):
         every class over its whole range; the second lies ``dv_exclude`` from the first), the best one more than
         ``dv_exclude`` from ``Z``. NaN where either is not measured (no data, a class without templates, both minima near ``Z``).
         Negative where another redshift fits better than the answer: the networks chose against the chi-square
-        (the real one-line DESI spectrum in docs/classifier_real.md)."""
+        (the real one-line DESI spectrum in docs/classifier_real.md). Returns it and the answer's comparison value
+        (``chi2 - npix``; NaN where not measured)."""
         import torch
 
         from ..constants import C_KMS
@@ -618,7 +648,7 @@ class CombinedFamily(Family):
         with np.errstate(invalid="ignore"):
             alt = np.where(far1, c1, np.where(far2, c1 + fraw[:, i["dchi2"]], np.nan))
             out = alt - ans
-        return np.where(np.isfinite(out) & ~nodata, out, np.nan)
+        return np.where(np.isfinite(out) & ~nodata, out, np.nan), np.where(~nodata, ans, np.nan)
 
     @staticmethod
     def _znet(model, cols, prepared, nodata):
@@ -1034,7 +1064,8 @@ class CombinedFamily(Family):
                 zerr_bands: bool = False, refine_bins: bool = False, refine_gate: bool = False,
                 gate_rows: int = 20, type_arbitrate: bool = False, peak_arbitrate: bool = False,
                 zerr_snr: bool = False, full_scan: bool = False, anomaly_flag: bool = False,
-                sign_z: float = 0.0, scan_fallback: bool = False, dchi2_flag: bool = False) -> tuple[dict, dict]:
+                sign_z: float = 0.0, scan_fallback: bool = False, dchi2_flag: bool = False,
+                no_signal: bool = False) -> tuple[dict, dict]:
         """The eigen part's ``ZERR`` calibrated where the default uses it: on the validation rows whose
         ``Z`` the refinement gave (``Z_METHOD = EIGEN``) and whose spectral type is right, per spectral type
         and per spectral type / survey (:func:`redsift.models.eigen.fit_zerr_cells`); likewise the
@@ -1057,7 +1088,7 @@ class CombinedFamily(Family):
         for name, flag in (("zerr_bands", zerr_bands), ("refine_bins", refine_bins), ("refine_gate", refine_gate),
                            ("type_arbitrate", type_arbitrate), ("peak_arbitrate", peak_arbitrate),
                            ("zerr_snr", zerr_snr), ("full_scan", full_scan), ("anomaly_flag", anomaly_flag),
-                           ("scan_fallback", scan_fallback), ("dchi2_flag", dchi2_flag)):
+                           ("scan_fallback", scan_fallback), ("dchi2_flag", dchi2_flag), ("no_signal", no_signal)):
             if not isinstance(flag, bool):
                 raise RedsiftError(f"release: {name} must be true or false, got {flag!r}")
         if isinstance(sign_z, bool) or not isinstance(sign_z, numbers.Real) or not 0 <= sign_z < 10:
@@ -1130,15 +1161,17 @@ class CombinedFamily(Family):
             raise RedsiftError("release: anomaly_flag needs full_scan=true (the flag reads the full scan's score)")
         if dchi2_flag and not full_scan:
             raise RedsiftError("release: dchi2_flag needs full_scan=true (DELTACHI2 reads the full scan's minima)")
-        dcells = self._choose_dchi2_flag(model, raw, prepared, meta, truth, wraw,
-                                         dict(decided, type_arbitrate=tcells, full_scan=True, anomaly_flag=anomaly_flag),
-                                         record) if dchi2_flag else None
+        if no_signal and not full_scan:
+            raise RedsiftError("release: no_signal needs full_scan=true (the answer's fit is read with the full scan)")
+        deployed = dict(decided, type_arbitrate=tcells, full_scan=True, anomaly_flag=anomaly_flag)
+        dcells = self._choose_dchi2_flag(model, raw, prepared, meta, truth, wraw, deployed, record) if dchi2_flag else None
+        smin = self._choose_signal_min(model, raw, prepared, meta, truth, wraw, deployed, record) if no_signal else None
         if full_scan:
             record["full_scan"] = "every row scanned over every class: the learned ANOMALY" + \
                 (", OUT_OF_DISTRIBUTION above its thresholds" if anomaly_flag else " (no OUT_OF_DISTRIBUTION bit)")
         return {"eigen": dataclasses.asdict(new), "zerr_scale": cscale or None, "zerr_floor": cfloor or None,
                 "type_arbitrate": tcells, "full_scan": full_scan, "anomaly_flag": anomaly_flag, "dchi2_flag": dcells,
-                **decided}, record
+                "signal_min": smin, **decided}, record
 
     @staticmethod
     def _row_filter(meta, col: str, value: str) -> np.ndarray:
@@ -1384,6 +1417,34 @@ class CombinedFamily(Family):
                                        prepared["survey"])
         record.update(rec)
         return cells or None
+
+    def _choose_signal_min(self, model, raw, prepared, meta, truth, wraw, decided, record) -> float | None:
+        """``NO_SIGNAL``'s limit: :data:`SIGNAL_MIN` (fixed, not fitted: pure noise gains at most ~60, simulated),
+        kept where on the validation rows as deployed no survey has more than :data:`SIGNAL_MAX_LOSS` of its right
+        answers (type right, ``|dv|`` within DESI's limits) below it; None (no bit) otherwise."""
+        from ..constants import C_KMS
+        from ..zwarning import ZWarningMask
+
+        cols, zwarn, wr = self._columns_as(model, raw, prepared, wraw, **decided)
+        nodata = (np.asarray(zwarn) & int(ZWarningMask.NODATA)) > 0
+        _, ans = self._answer_fit(model, cols, prepared, nodata, wr, self._type_scan(model, prepared, ~nodata))
+        with np.errstate(invalid="ignore"):
+            low = self.signal_gain(prepared["X_eig"], ans) < SIGNAL_MIN
+            dv = np.abs(np.asarray(cols["Z"], float) - np.asarray(meta["Z"], float)) / (1 + np.asarray(meta["Z"], float))
+            right = (np.char.strip(np.asarray(cols["SPECTYPE"], str)) == truth) & \
+                (dv * C_KMS <= np.where(truth == "QSO", 3000.0, 1000.0))
+        surveys = np.asarray(prepared["survey"]).astype(str)
+        worst = 0.0
+        for v in sorted(set(surveys[right])):
+            r, w = right & (surveys == v), ~right & (surveys == v) & (truth != "")
+            loss = float(np.mean(low[r]))
+            worst = max(worst, loss)
+            record[f"no_signal_{v}"] = (f"{int((low & r).sum())} of {int(r.sum())} right answers gain less than "
+                                        f"{SIGNAL_MIN:g} ({loss:.4f}); wrong answers below it {int((low & w).sum())}")
+        on = worst <= SIGNAL_MAX_LOSS
+        record["no_signal"] = (f"{'on' if on else 'off'}: NO_SIGNAL below a gain of {SIGNAL_MIN:g} (the largest survey "
+                               f"loss of right answers {worst:.4f}, allowed {SIGNAL_MAX_LOSS:g})")
+        return SIGNAL_MIN if on else None
 
     def _fit_classifier_zerr(self, model, raw, prepared, meta, truth, decided, min_cell, rows, bands,
                              record, wraw=None) -> tuple[dict, dict]:
