@@ -30,8 +30,11 @@ import numpy as np
 
 from .constants import C_KMS
 
-__all__ = ["C_KMS", "BAL_ZMIN", "velocity_difference", "nmad", "qso_metrics", "pulls", "pull_metrics", "bal_metrics",
-           "bal_threshold"]
+__all__ = ["C_KMS", "BAL_ZMIN", "DV_CAT", "velocity_difference", "right_answers", "nmad", "qso_metrics", "pulls",
+           "pull_metrics", "bal_metrics", "bal_threshold"]
+
+#: DESI's catastrophic limits on |dv|, km/s, per true spectral type (other types: 1,000)
+DV_CAT = {"GALAXY": 1000.0, "STAR": 1000.0, "QSO": 3000.0}
 
 #: Lowest redshift at which the CIV BAL region (from 1400 A rest) is on a grid starting at 3600 A.
 BAL_ZMIN = 3600.0 / 1400.0 - 1
@@ -40,6 +43,18 @@ BAL_ZMIN = 3600.0 / 1400.0 - 1
 def velocity_difference(z_pred, z_true) -> np.ndarray:
     z_pred, z_true = np.asarray(z_pred, float), np.asarray(z_true, float)
     return C_KMS * (z_pred - z_true) / (1 + z_true)
+
+
+def right_answers(spectype, z, true_type, z_true) -> np.ndarray:
+    """Answers with the right spectral type and ``|dv|`` within DESI's catastrophic limit of the true type
+    (:data:`DV_CAT`); a non-finite ``z`` or an unlabelled row (true type "") is not right."""
+    spectype = np.char.strip(np.asarray(spectype).astype(str))
+    true_type = np.char.strip(np.asarray(true_type).astype(str))
+    z, z_true = np.asarray(z, float), np.asarray(z_true, float)
+    lim = np.array([DV_CAT.get(t, 1000.0) for t in true_type.tolist()], float)
+    with np.errstate(invalid="ignore"):
+        dv = np.abs(z - z_true) / (1 + z_true) * C_KMS
+    return (spectype == true_type) & (true_type != "") & (np.nan_to_num(dv, nan=np.inf) <= lim)
 
 
 def nmad(x) -> float:

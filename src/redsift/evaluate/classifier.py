@@ -310,18 +310,16 @@ def classifier_report(t, out, header, overrides, truth_path="", combined: bool =
 def _degeneracy(t, true_st, out, tag, label) -> list[str]:
     """The default's ``DELTACHI2`` of its answers against the truth: what ``SMALL_DELTA_CHI2`` flags and what a
     user's ``DELTACHI2`` cut would keep (``deltachi2[_SURVEY].png``)."""
+    from ..metrics import right_answers
+    from ..zwarning import ZWarningMask
     from .eigen import _deltachi2_plot
 
     d = np.ma.filled(np.ma.asarray(t["DELTACHI2"], float), np.nan)
     lab = np.asarray(true_st).astype(str) != ""
     if not (np.isfinite(d) & lab).any():
         return []
-    zt = np.asarray(t["TRUE_Z"], float)
-    with np.errstate(invalid="ignore"):
-        dz = np.abs(np.asarray(t["Z"], float) - zt) / (1 + zt)
-    lim = np.where(true_st == "QSO", 3000.0, 1000.0) / C_KMS
-    wrong = (np.char.strip(np.asarray(t["SPECTYPE"]).astype(str)) != true_st) | ~(np.nan_to_num(dz, nan=np.inf) <= lim)
-    small = (np.asarray(t["ZWARN"], np.int64) & 4) > 0
+    wrong = ~right_answers(t["SPECTYPE"], t["Z"], true_st, t["TRUE_Z"])
+    small = (np.asarray(t["ZWARN"], np.int64) & int(ZWarningMask.SMALL_DELTA_CHI2)) > 0
     d, wrong, small = d[lab], wrong[lab], small[lab]
     name = f"deltachi2{'_' + tag if tag else ''}.png"
     _deltachi2_plot(d, wrong, os.path.join(out, name), f"{label}{', ' + tag if tag else ''}", signed=True)

@@ -19,15 +19,12 @@ import os
 import numpy as np
 
 from ..constants import C_KMS
-from ..metrics import coverage, nmad
+from ..metrics import DV_CAT, coverage, nmad, right_answers
 from ..taxonomy import SPECTYPES
 
 __all__ = ["eigen_report", "eigen_metrics", "roc_auc"]
 
 log = logging.getLogger(__name__)
-
-#: DESI's catastrophic limits, km/s
-DV_CAT = {"GALAXY": 1000.0, "STAR": 1000.0, "QSO": 3000.0}
 
 
 def roc_auc(score, label) -> float:
@@ -229,9 +226,7 @@ def eigen_report(t, out, header, overrides, truth_path="") -> list[str]:
             d = np.abs(np.array([mk.index(a) for a in letter[ok]]) - np.array([mk.index(b) for b in sub[ok]]))
             lines += [f"Stars: MK letter exact {np.mean(d == 0):.3f}, within one type {np.mean(d <= 1):.3f} "
                       f"({int(ok.sum())} stars typed with an MK letter).", ""]
-    dz = np.abs(np.asarray(t["Z"], float) - np.asarray(t["TRUE_Z"], float)) / (1 + np.asarray(t["TRUE_Z"], float))
-    lim = np.array([DV_CAT.get(c, 1000.0) / C_KMS for c in tt])
-    wrong = ~(np.where(np.isfinite(dz), dz, np.inf) <= lim) | (np.asarray(t["SPECTYPE"]).astype(str) != tt)
+    wrong = ~right_answers(t["SPECTYPE"], t["Z"], tt, t["TRUE_Z"])
     label = overrides.get("label", "simulated held-out")
     if "DELTACHI2" in t.colnames:
         dchi2 = np.asarray(t["DELTACHI2"], float)

@@ -621,7 +621,7 @@ class CombinedFamily(Family):
         from .eigen import RAW_FIELDS, D, scan_window
 
         ecfg = model.eigen.config
-        i = {n: RAW_FIELDS.index(n) for n in ("cls", "chi2", "npix", "s", "dchi2", "s2_int", "zwarn")}
+        i = {n: RAW_FIELDS.index(n) for n in ("cls", "s", "dchi2", "s2_int", "zwarn")}
         n = len(nodata)
         z = np.asarray(cols["Z"], float)
         s = np.log10(1 + np.where(np.isfinite(z) & (z > -1), z, 0.0)) / D
@@ -636,13 +636,13 @@ class CombinedFamily(Family):
         with np.errstate(invalid="ignore"):
             inner = (np.nan_to_num(wraw[:, i["zwarn"]], nan=edge).astype(np.int64) & edge) == 0
             own = (method == "EIGEN") | ((wraw[:, i["cls"]] == cls) & (np.abs(wraw[:, i["s"]] - s) <= near) & inner)
-        ans[own] = wraw[own, i["chi2"]] - wraw[own, i["npix"]]
+        ans[own] = CombinedFamily.fit_value(wraw[own])
         run = ~own & ~nodata & (cls >= 0) & np.isfinite(z) & (z > -1)
         if run.any():
             with torch.inference_mode():
-                r = scan_window(model.eigen, prepared["X_eig"][run], cls[run], z[run], np.full(int(run.sum()), near))
-            ans[run] = r[:, i["chi2"]] - r[:, i["npix"]]
-        c1 = fraw[:, i["chi2"]] - fraw[:, i["npix"]]
+                ans[run] = CombinedFamily.fit_value(scan_window(model.eigen, prepared["X_eig"][run], cls[run], z[run],
+                                                                np.full(int(run.sum()), near)))
+        c1 = CombinedFamily.fit_value(fraw)
         far1 = np.abs(fraw[:, i["s"]] - s) > near
         far2 = np.abs(fraw[:, i["s2_int"]] - s) > near
         with np.errstate(invalid="ignore"):
@@ -838,6 +838,14 @@ class CombinedFamily(Family):
         return full
 
     @staticmethod
+    def fit_value(raw) -> np.ndarray:
+        """A fit's value as the scan compares trials, from raw eigen rows: ``chi2`` plus the pixels the trial leaves
+        unmodelled, less the spectrum's own good pixels (the same for every trial of a row): ``chi2 - npix``."""
+        from .eigen import RAW_FIELDS
+
+        return raw[:, RAW_FIELDS.index("chi2")] - raw[:, RAW_FIELDS.index("npix")]
+
+    @staticmethod
     def arbitration(wraw, fraw, z):
         """The chi-square gain of the whole-range scan ``fraw`` over the refinement window ``wraw`` (both raw
         eigen rows of the answered class; trials compared as the scan compares them, ``chi2 + unmodelled
@@ -845,9 +853,8 @@ class CombinedFamily(Family):
         catastrophic limit) than the answer ``z``."""
         from .eigen import RAW_FIELDS, D
 
-        i = {n: RAW_FIELDS.index(n) for n in ("chi2", "npix", "s")}
-        gain = (wraw[:, i["chi2"]] - wraw[:, i["npix"]]) - (fraw[:, i["chi2"]] - fraw[:, i["npix"]])
-        zf = 10 ** (fraw[:, i["s"]] * D) - 1
+        gain = CombinedFamily.fit_value(wraw) - CombinedFamily.fit_value(fraw)
+        zf = 10 ** (fraw[:, RAW_FIELDS.index("s")] * D) - 1
         with np.errstate(invalid="ignore"):
             far = np.abs(zf - z) / (1 + z) > 0.01
         return np.nan_to_num(gain, nan=-np.inf), zf, far & np.isfinite(zf)
@@ -1163,9 +1170,20 @@ class CombinedFamily(Family):
             raise RedsiftError("release: dchi2_flag needs full_scan=true (DELTACHI2 reads the full scan's minima)")
         if no_signal and not full_scan:
             raise RedsiftError("release: no_signal needs full_scan=true (the answer's fit is read with the full scan)")
-        deployed = dict(decided, type_arbitrate=tcells, full_scan=True, anomaly_flag=anomaly_flag)
-        dcells = self._choose_dchi2_flag(model, raw, prepared, meta, truth, wraw, deployed, record) if dchi2_flag else None
-        smin = self._choose_signal_min(model, raw, prepared, meta, truth, wraw, deployed, record) if no_signal else None
+        dcells = smin = None
+        if dchi2_flag or no_signal:  # the validation rows as the release deploys them, the full scan on
+            from ..metrics import right_answers
+
+            cols, zwarn, wr = self._columns_as(model, raw, prepared, wraw, **dict(
+                decided, type_arbitrate=tcells, full_scan=True, anomaly_flag=anomaly_flag))
+            right = right_answers(cols["SPECTYPE"], cols["Z"], truth, meta["Z"])
+            if dchi2_flag:
+                dcells, rec = choose_dchi2_flag(cols["DELTACHI2"], zwarn, right, np.where(truth != "", cols["SPECTYPE"], ""),
+                                                prepared["survey"])
+                record.update(rec)
+                dcells = dcells or None
+            if no_signal:
+                smin = self._choose_signal_min(model, prepared, cols, zwarn, wr, right, truth, record)
         if full_scan:
             record["full_scan"] = "every row scanned over every class: the learned ANOMALY" + \
                 (", OUT_OF_DISTRIBUTION above its thresholds" if anomaly_flag else " (no OUT_OF_DISTRIBUTION bit)")
@@ -1401,38 +1419,17 @@ class CombinedFamily(Family):
                 on.append(t)
         return on or None
 
-    def _choose_dchi2_flag(self, model, raw, prepared, meta, truth, wraw, decided, record) -> dict | None:
-        """The ``SMALL_DELTA_CHI2`` cells (:func:`choose_dchi2_flag`) on the validation rows as the release deploys
-        them (``decided``, the full scan on): an answer is right where its type is and ``|dv|`` is within DESI's
-        catastrophic limits (1,000 km/s; quasars 3,000)."""
-        from ..constants import C_KMS
-
-        cols, zwarn, _ = self._columns_as(model, raw, prepared, wraw, **decided)
-        spectype = np.char.strip(np.asarray(cols["SPECTYPE"], str))
-        zt = np.asarray(meta["Z"], float)
-        with np.errstate(invalid="ignore"):
-            dv = np.abs(np.asarray(cols["Z"], float) - zt) / (1 + zt) * C_KMS
-            right = (spectype == truth) & (dv <= np.where(truth == "QSO", 3000.0, 1000.0))
-        cells, rec = choose_dchi2_flag(cols["DELTACHI2"], zwarn, right, np.where(truth != "", spectype, ""),
-                                       prepared["survey"])
-        record.update(rec)
-        return cells or None
-
-    def _choose_signal_min(self, model, raw, prepared, meta, truth, wraw, decided, record) -> float | None:
+    def _choose_signal_min(self, model, prepared, cols, zwarn, wraw, right, truth, record) -> float | None:
         """``NO_SIGNAL``'s limit: :data:`SIGNAL_MIN` (fixed, not fitted: pure noise gains at most ~60, simulated),
-        kept where on the validation rows as deployed no survey has more than :data:`SIGNAL_MAX_LOSS` of its right
-        answers (type right, ``|dv|`` within DESI's limits) below it; None (no bit) otherwise."""
-        from ..constants import C_KMS
+        kept where on the validation rows as deployed (``cols``, ``zwarn``, their windows ``wraw``; ``right`` the
+        right answers: type right, ``|dv|`` within DESI's limits) no survey has more than :data:`SIGNAL_MAX_LOSS` of
+        its right answers below it; None (no bit) otherwise."""
         from ..zwarning import ZWarningMask
 
-        cols, zwarn, wr = self._columns_as(model, raw, prepared, wraw, **decided)
         nodata = (np.asarray(zwarn) & int(ZWarningMask.NODATA)) > 0
-        _, ans = self._answer_fit(model, cols, prepared, nodata, wr, self._type_scan(model, prepared, ~nodata))
+        _, ans = self._answer_fit(model, cols, prepared, nodata, wraw, self._type_scan(model, prepared, ~nodata))
         with np.errstate(invalid="ignore"):
             low = self.signal_gain(prepared["X_eig"], ans) < SIGNAL_MIN
-            dv = np.abs(np.asarray(cols["Z"], float) - np.asarray(meta["Z"], float)) / (1 + np.asarray(meta["Z"], float))
-            right = (np.char.strip(np.asarray(cols["SPECTYPE"], str)) == truth) & \
-                (dv * C_KMS <= np.where(truth == "QSO", 3000.0, 1000.0))
         surveys = np.asarray(prepared["survey"]).astype(str)
         worst = 0.0
         for v in sorted(set(surveys[right])):

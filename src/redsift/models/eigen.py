@@ -310,6 +310,13 @@ def _ridge_solve(M, b, ridge: float):
     return torch.linalg.solve(M + lam * eye, b.unsqueeze(-1))[..., 0]
 
 
+def _codes(P, W, WF, ridge: float):
+    """Each spectrum's weighted least-squares coefficients on the rows of ``P`` (k, R): ``(P W_i P^T) c_i = P W_i
+    f_i`` (Bailey 2012 eq. 6 with weights), ``W`` the weights (n, R) and ``WF`` their product with the data;
+    float64 (n, k)."""
+    return _ridge_solve(torch.einsum("kr,nr,lr->nkl", P, W, P), WF @ P.T, ridge)
+
+
 def empca(F, W, ncomp: int, iters: int = 25, ridge: float = 1e-6, seed: int = 0):
     """Weighted low-rank approximation ``F ~ C P`` (Bailey 2012, PASP 124, 1015: EM-PCA with weights).
 
@@ -347,11 +354,8 @@ def empca(F, W, ncomp: int, iters: int = 25, ridge: float = 1e-6, seed: int = 0)
     P = torch.linalg.qr(P.T.double())[0].T.float()
     WF = Wt * Ft
 
-    def coefficients(P):  # (P W_i P^T) c_i = P W_i f_i   (Bailey eq. 6 with weights)
-        return _ridge_solve(torch.einsum("kr,nr,lr->nkl", P, Wt, P), WF @ P.T, ridge)
-
     for _ in range(iters):
-        C = coefficients(P).float()
+        C = _codes(P, Wt, WF, ridge).float()
         # eigenvectors, pixel by pixel: (sum_i w_ir c_i c_i^T) p_r = sum_i w_ir f_ir c_i   (eq. 8); one ridge
         # for every pixel (the mean diagonal over all of them)
         CC = (C[:, :, None] * C[:, None, :]).reshape(n, k * k)
@@ -359,7 +363,7 @@ def empca(F, W, ncomp: int, iters: int = 25, ridge: float = 1e-6, seed: int = 0)
         lam = ridge * G.diagonal(dim1=1, dim2=2).mean().clamp_min(1e-30)
         P = _ridge_solve(G + lam * torch.eye(k, dtype=G.dtype), (C.T @ WF).T, 0.0).T
         P = torch.linalg.qr(P.T)[0].T.float()
-    return _ordered(P, coefficients(P), ncomp)
+    return _ordered(P, _codes(P, Wt, WF, ridge), ncomp)
 
 
 def _ordered(P, C, ncomp: int):
@@ -398,16 +402,13 @@ def decoder_fit(F, W, ncomp: int, epochs: int = 60, lr: float = 0.02, batch: int
     opt = torch.optim.Adam([P], lr=lr / math.sqrt(R))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per)
 
-    def codes(P, w, wf):
-        return _ridge_solve(torch.einsum("kr,nr,lr->nkl", P, w, P), wf @ P.T, ridge).float()
-
     for _ in range(epochs):
         order = torch.randperm(n, generator=g)
         tot, wtot = 0.0, 0.0
         for j in range(steps_per):
             b = order[j * batch:(j + 1) * batch]
             f, w = Ft[b], Wt[b]
-            c = codes(P, w, w * f)
+            c = _codes(P, w, w * f, ridge).float()
             r = f - c @ P
             num = (w * r * r).sum()
             den = w.sum().clamp_min(1e-30)
@@ -422,8 +423,7 @@ def decoder_fit(F, W, ncomp: int, epochs: int = 60, lr: float = 0.02, batch: int
             history.append(tot / max(wtot, 1e-30))
     with torch.no_grad():
         Q = torch.linalg.qr(P.detach().T.double())[0].T.float()
-        C = _ridge_solve(torch.einsum("kr,nr,lr->nkl", Q, Wt, Q), (Wt * Ft) @ Q.T, ridge)
-    return _ordered(Q, C, ncomp)
+    return _ordered(Q, _codes(Q, Wt, Wt * Ft, ridge), ncomp)
 
 
 # ----------------------------------------------------------------------------------------------
